@@ -1,0 +1,1 @@
+//! gRPC services over the node runtime, and the mapping of errors to status codes.

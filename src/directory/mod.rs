@@ -1,0 +1,1 @@
+//! Grain directory: which node holds the one activation of each grain.

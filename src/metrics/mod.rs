@@ -1,0 +1,1 @@
+//! Prometheus registry and the HTTP `/metrics` endpoint.

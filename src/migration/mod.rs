@@ -1,0 +1,1 @@
+//! Live migration of activations with a fenced hand-off, and the rebalancer.

@@ -1,0 +1,1 @@
+//! Placement strategies that choose a node for a new activation.

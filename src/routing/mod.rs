@@ -1,0 +1,1 @@
+//! Load-balanced routing of client calls over gateway nodes, with circuit breaking.

@@ -1,0 +1,1 @@
+//! Assembly of a node: membership, transport, grains, directory and API wired together.

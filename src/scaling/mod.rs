@@ -1,0 +1,3 @@
+//! The scaling supervisor: load model, policies, combiners, decisions and orchestrators.
+
+pub mod orchestrator;

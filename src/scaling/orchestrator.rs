@@ -1,0 +1,55 @@
+//! The interface through which the supervisor adds and removes node processes.
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, so orchestrators can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Starts and stops node processes for the scaling supervisor.
+///
+/// The supervisor decides how many nodes the cluster needs and which node goes; the
+/// orchestrator only carries that out. It never drains: the supervisor calls
+/// [`Orchestrator::remove_node`] only after the node holds no activations.
+pub trait Orchestrator: Send + Sync + 'static {
+    /// Short name for logs and decision records, such as `local` or `kubernetes`.
+    fn kind(&self) -> &'static str;
+
+    /// Returns the number of nodes the orchestrator runs or has been asked to run.
+    fn current_nodes(&self) -> BoxFuture<'_, Result<u32, OrchestratorError>>;
+
+    /// Starts `count` new nodes and returns their names.
+    fn add_nodes(&self, count: u32) -> BoxFuture<'_, Result<Vec<String>, OrchestratorError>>;
+
+    /// Stops the node `name`, which the supervisor has already drained.
+    fn remove_node<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), OrchestratorError>>;
+
+    /// Returns the node that the orchestrator must remove next, if it cannot remove any other.
+    ///
+    /// A StatefulSet always removes its highest ordinal, so the Kubernetes orchestrator names
+    /// that pod; orchestrators that can remove any node return `None` and the supervisor picks
+    /// the node that is cheapest to drain.
+    fn forced_removal_candidate(&self, nodes: &[String]) -> Option<String>;
+}
+
+/// Failure of an orchestrator request.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// The request conflicted with a concurrent change; nothing changed and a retry can help.
+    #[error("orchestrator conflict: {0}; retry after re-reading the current size")]
+    Conflict(String),
+    /// The orchestrator lacks a permission; nothing changed and a retry cannot help.
+    #[error("orchestrator is not allowed to {action}: {detail}")]
+    Forbidden {
+        /// What was attempted, such as `patch statefulsets/scale`.
+        action: String,
+        /// The error returned by the orchestrator's backend.
+        detail: String,
+    },
+    /// The backend could not be reached or failed; a retry can help.
+    #[error("orchestrator backend unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself was invalid, such as a node name the orchestrator does not run.
+    #[error("invalid orchestrator request: {0}")]
+    Invalid(String),
+}

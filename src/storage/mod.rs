@@ -1,0 +1,1 @@
+//! Grain state persistence with optimistic concurrency (embedded SQLite, PostgreSQL).
