@@ -1,1 +1,12 @@
 //! gRPC services over the node runtime, and the mapping of errors to status codes.
+
+/// Types and service stubs generated from `proto/gristmill/v1/*.proto`.
+#[allow(missing_docs)] // Generated code; the documentation lives in the .proto files.
+#[allow(clippy::all)]
+pub mod pb {
+    tonic::include_proto!("gristmill.v1");
+
+    /// Encoded file descriptor set of the API, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/gristmill_descriptor.bin"));
+}

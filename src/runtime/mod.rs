@@ -1,1 +1,5 @@
 //! Assembly of a node: membership, transport, grains, directory and API wired together.
+
+mod config;
+
+pub use config::{ConfigError, MembershipConfig, NodeConfig};

@@ -1,0 +1,353 @@
+//! Settings of one node, with their units, defaults and validation.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of one node. Every field has a default, so an empty TOML file is a valid config.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Stable node name, such as `node-1` or the StatefulSet pod name. Default: `node-0`.
+    /// Must be 1 to 63 characters of ASCII letters, digits, `-`, `_` and `.`.
+    pub node_name: String,
+    /// Address the node binds its sockets to. Default: `127.0.0.1`.
+    pub bind_ip: IpAddr,
+    /// Address that peers use to reach this node; default: the bind address. Must not be
+    /// unspecified (`0.0.0.0`) because peers dial it.
+    pub advertise_ip: Option<IpAddr>,
+    /// UDP port for SWIM gossip. Default: 0, which lets the OS choose a free port.
+    pub gossip_port: u16,
+    /// TCP port for the ractor_cluster node server. Default: 0 (OS-chosen).
+    pub cluster_port: u16,
+    /// TCP port for the gRPC API. Default: 0 (OS-chosen).
+    pub grpc_port: u16,
+    /// TCP port for the Prometheus `/metrics` endpoint; `None` turns the endpoint off.
+    /// Default: `Some(0)` (OS-chosen).
+    pub metrics_port: Option<u16>,
+    /// Gossip addresses (`host:port`) of nodes to join through. Default: empty, which starts a
+    /// new cluster.
+    pub seeds: Vec<String>,
+    /// Shared secret that ractor_cluster peers prove they know when they connect. Required:
+    /// at least 16 characters. Default: empty (invalid), so a node never runs with a guessable
+    /// cookie by accident.
+    pub cookie: String,
+    /// Deadline of a grain call that names none, in milliseconds. Default: 5000. Range: 1 to
+    /// 3,600,000.
+    pub call_timeout_ms: u64,
+    /// Time an activation may stay idle before it is deactivated, in seconds. Default: 300.
+    /// Must be positive; grain types can override it.
+    pub idle_after_secs: u64,
+    /// Membership failure-detector settings.
+    pub membership: MembershipConfig,
+    /// Maximum size of one inbound ractor_cluster frame, in bytes. Default: 4 MiB. Range: 64 KiB
+    /// to 256 MiB; configure every node alike, because the limit applies to inbound frames only.
+    pub max_frame_bytes: u64,
+    /// Directory of the embedded SQLite state file; `None` keeps state in memory only.
+    /// Default: `None`. The storage settings of persistence replace this field.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_name: "node-0".into(),
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            advertise_ip: None,
+            gossip_port: 0,
+            cluster_port: 0,
+            grpc_port: 0,
+            metrics_port: Some(0),
+            seeds: Vec::new(),
+            cookie: String::new(),
+            call_timeout_ms: 5_000,
+            idle_after_secs: 300,
+            membership: MembershipConfig::default(),
+            max_frame_bytes: 4 * 1024 * 1024,
+            data_dir: None,
+        }
+    }
+}
+
+/// SWIM failure-detector settings, passed to foca.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipConfig {
+    /// Time between two probes of a random member, in milliseconds. Default: 1000. Range: 50 to
+    /// 60,000; must be larger than `probe_rtt_ms`.
+    pub probe_period_ms: u64,
+    /// Time a probed member has to acknowledge before indirect probes start, in milliseconds.
+    /// Default: 300. Must be positive and below `probe_period_ms`.
+    pub probe_rtt_ms: u64,
+    /// Time a suspected member has to refute the suspicion before it is declared down, in
+    /// milliseconds. Default: 3000. Must be positive.
+    pub suspect_to_down_ms: u64,
+    /// Members probed indirectly when a direct probe fails. Default: 3.
+    pub indirect_probes: NonZeroU32,
+    /// Period of the re-sent state and load broadcast, in milliseconds. Default: 1000. Must be
+    /// positive.
+    pub meta_period_ms: u64,
+    /// Interval between announce retries to the seeds until the node has joined, in
+    /// milliseconds. Default: 500. Must be positive.
+    pub announce_retry_ms: u64,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            probe_period_ms: 1_000,
+            probe_rtt_ms: 300,
+            suspect_to_down_ms: 3_000,
+            indirect_probes: NonZeroU32::new(3).expect("3 is not zero"),
+            meta_period_ms: 1_000,
+            announce_retry_ms: 500,
+        }
+    }
+}
+
+impl MembershipConfig {
+    /// Returns the probe period as a duration.
+    pub fn probe_period(&self) -> Duration {
+        Duration::from_millis(self.probe_period_ms)
+    }
+}
+
+/// A setting with an invalid value. The message names the setting, the value and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting `{setting}` = {value:?}: {reason}")]
+pub struct ConfigError {
+    /// Name of the setting as it appears in TOML (`membership.probe_rtt_ms`).
+    pub setting: &'static str,
+    /// The rejected value, as text.
+    pub value: String,
+    /// What a valid value looks like.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks every setting and returns the first invalid one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name_ok = !self.node_name.is_empty()
+            && self.node_name.len() <= 63
+            && self
+                .node_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(ConfigError::new(
+                "node_name",
+                &self.node_name,
+                "use 1 to 63 ASCII letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if let Some(ip) = self.advertise_ip
+            && ip.is_unspecified()
+        {
+            return Err(ConfigError::new(
+                "advertise_ip",
+                ip,
+                "use an address that peers can dial, not an unspecified one",
+            ));
+        }
+        if self.advertise_ip.is_none() && self.bind_ip.is_unspecified() {
+            return Err(ConfigError::new(
+                "advertise_ip",
+                "(unset)",
+                "set advertise_ip when bind_ip is unspecified, so peers know where to dial",
+            ));
+        }
+        if self.cookie.chars().count() < 16 {
+            return Err(ConfigError::new(
+                "cookie",
+                "(hidden)",
+                "use a random secret of at least 16 characters, the same on every node",
+            ));
+        }
+        if !(1..=3_600_000).contains(&self.call_timeout_ms) {
+            return Err(ConfigError::new(
+                "call_timeout_ms",
+                self.call_timeout_ms,
+                "use 1 to 3600000 milliseconds",
+            ));
+        }
+        if self.idle_after_secs == 0 {
+            return Err(ConfigError::new(
+                "idle_after_secs",
+                self.idle_after_secs,
+                "use a positive number of seconds",
+            ));
+        }
+        if !(64 * 1024..=256 * 1024 * 1024).contains(&self.max_frame_bytes) {
+            return Err(ConfigError::new(
+                "max_frame_bytes",
+                self.max_frame_bytes,
+                "use 65536 to 268435456 bytes",
+            ));
+        }
+        for seed in &self.seeds {
+            if seed
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::new(
+                    "seeds",
+                    seed,
+                    "write each seed as host:port, such as 127.0.0.1:7946",
+                ));
+            }
+        }
+        self.membership.validate()
+    }
+
+    /// Returns the address peers dial: `advertise_ip`, or the bind address when unset.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.advertise_ip.unwrap_or(self.bind_ip)
+    }
+
+    /// Returns the default call deadline as a duration.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+
+    /// Returns the default idle age as a duration.
+    pub fn idle_after(&self) -> Duration {
+        Duration::from_secs(self.idle_after_secs)
+    }
+}
+
+impl MembershipConfig {
+    /// Checks the failure-detector settings and returns the first invalid one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(50..=60_000).contains(&self.probe_period_ms) {
+            return Err(ConfigError::new(
+                "membership.probe_period_ms",
+                self.probe_period_ms,
+                "use 50 to 60000 milliseconds",
+            ));
+        }
+        if self.probe_rtt_ms == 0 || self.probe_rtt_ms >= self.probe_period_ms {
+            return Err(ConfigError::new(
+                "membership.probe_rtt_ms",
+                self.probe_rtt_ms,
+                "use a positive value below membership.probe_period_ms",
+            ));
+        }
+        let positive = [
+            ("membership.suspect_to_down_ms", self.suspect_to_down_ms),
+            ("membership.meta_period_ms", self.meta_period_ms),
+            ("membership.announce_retry_ms", self.announce_retry_ms),
+        ];
+        for (setting, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    setting,
+                    value,
+                    "use a positive number of milliseconds",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> NodeConfig {
+        NodeConfig {
+            cookie: "0123456789abcdef".into(),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn default_with_cookie_is_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let cases: Vec<(&str, NodeConfig)> = vec![
+            (
+                "node_name",
+                NodeConfig {
+                    node_name: "a b".into(),
+                    ..valid()
+                },
+            ),
+            (
+                "cookie",
+                NodeConfig {
+                    cookie: "short".into(),
+                    ..valid()
+                },
+            ),
+            (
+                "call_timeout_ms",
+                NodeConfig {
+                    call_timeout_ms: 0,
+                    ..valid()
+                },
+            ),
+            (
+                "idle_after_secs",
+                NodeConfig {
+                    idle_after_secs: 0,
+                    ..valid()
+                },
+            ),
+            (
+                "seeds",
+                NodeConfig {
+                    seeds: vec!["nohost".into()],
+                    ..valid()
+                },
+            ),
+            (
+                "max_frame_bytes",
+                NodeConfig {
+                    max_frame_bytes: 10,
+                    ..valid()
+                },
+            ),
+            (
+                "membership.probe_rtt_ms",
+                NodeConfig {
+                    membership: MembershipConfig {
+                        probe_rtt_ms: 5_000,
+                        ..Default::default()
+                    },
+                    ..valid()
+                },
+            ),
+        ];
+        for (setting, config) in cases {
+            let error = config.validate().expect_err(setting);
+            assert_eq!(error.setting, setting);
+        }
+    }
+
+    #[test]
+    fn empty_toml_is_default() {
+        let config: NodeConfig = toml_like_empty();
+        assert_eq!(config.node_name, "node-0");
+    }
+
+    fn toml_like_empty() -> NodeConfig {
+        serde_json::from_str("{}").expect("all fields have defaults")
+    }
+}
