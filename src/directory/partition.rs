@@ -67,13 +67,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    fn member(name: &str, boot_id: u64) -> Incarnation {
-        Incarnation {
-            name: name.into(),
-            boot_id,
-        }
-    }
+    use crate::directory::tests::incarnation as member;
 
     fn five_members() -> Vec<Incarnation> {
         (1..=5).map(|n| member(&format!("node-{n}"), n)).collect()
