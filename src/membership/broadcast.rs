@@ -1,0 +1,223 @@
+//! Foca broadcast handler for node meta: keeps the newest version per node, forwards new items.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use foca::{BroadcastHandler, Invalidates};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{Incarnation, NodeId, NodeMeta};
+
+/// One node's meta as it travels in a foca custom broadcast.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetaBroadcast {
+    /// Incarnation that the meta describes.
+    pub incarnation: Incarnation,
+    /// State and load, with the version that orders broadcasts of one incarnation.
+    pub meta: NodeMeta,
+}
+
+impl MetaBroadcast {
+    /// Encodes the broadcast with postcard, the format foca's `PostcardCodec` also uses.
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    /// Decodes a broadcast. Malformed or truncated input is an error (postcard does not panic
+    /// on input), which the tests below exercise.
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// Foca's dissemination key for a meta broadcast.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaKey {
+    incarnation: Incarnation,
+    version: u64,
+}
+
+impl Invalidates for MetaKey {
+    /// A newer version of the same incarnation replaces the older one in foca's backlog.
+    fn invalidates(&self, other: &Self) -> bool {
+        self.incarnation == other.incarnation && self.version > other.version
+    }
+}
+
+/// A broadcast item that failed to decode. Foca drops the rest of the datagram that carried
+/// it; nothing else changed, and a retry of the same bytes fails again.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed node meta broadcast")]
+pub struct MalformedMeta(#[source] postcard::Error);
+
+/// Broadcast handler that accepts a node's meta only if it is newer than any seen before.
+///
+/// Per node name it keeps the newest `(boot_id, version)`: a newer version of the same boot
+/// is accepted, and so is any version of a newer boot (a restart). Accepted items go to the
+/// agent over `accepted`, because foca offers no access to its handler.
+pub struct MetaHandler {
+    newest: HashMap<String, (u64, u64)>,
+    accepted: mpsc::UnboundedSender<MetaBroadcast>,
+    malformed: Arc<AtomicU64>,
+}
+
+impl MetaHandler {
+    /// Creates a handler that forwards accepted items to `accepted` and counts malformed ones
+    /// in `malformed`.
+    pub fn new(accepted: mpsc::UnboundedSender<MetaBroadcast>, malformed: Arc<AtomicU64>) -> Self {
+        Self {
+            newest: HashMap::new(),
+            accepted,
+            malformed,
+        }
+    }
+
+    /// Records `item` if it is newer than what the handler has seen; returns whether it was.
+    fn maybe_record(&mut self, item: &MetaBroadcast) -> bool {
+        let order = (item.incarnation.boot_id, item.meta.version);
+        match self.newest.get_mut(&item.incarnation.name) {
+            Some(newest) if *newest >= order => false,
+            Some(newest) => {
+                *newest = order;
+                true
+            }
+            None => {
+                self.newest.insert(item.incarnation.name.clone(), order);
+                true
+            }
+        }
+    }
+}
+
+impl BroadcastHandler<NodeId> for MetaHandler {
+    type Key = MetaKey;
+    type Error = MalformedMeta;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&NodeId>,
+    ) -> Result<Option<MetaKey>, MalformedMeta> {
+        let item = MetaBroadcast::decode(data).map_err(|error| {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+            MalformedMeta(error)
+        })?;
+        if !self.maybe_record(&item) {
+            return Ok(None);
+        }
+        let key = MetaKey {
+            incarnation: item.incarnation.clone(),
+            version: item.meta.version,
+        };
+        // The channel closes only when the agent stops, and then the item has no reader left.
+        let _ = self.accepted.send(item);
+        Ok(Some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{NodeLoad, NodeState};
+
+    fn item(name: &str, boot_id: u64, version: u64) -> MetaBroadcast {
+        MetaBroadcast {
+            incarnation: Incarnation {
+                name: name.into(),
+                boot_id,
+            },
+            meta: NodeMeta {
+                version,
+                state: NodeState::Active,
+                load: NodeLoad::default(),
+                started_at_unix_ms: 5,
+            },
+        }
+    }
+
+    fn handler() -> (
+        MetaHandler,
+        mpsc::UnboundedReceiver<MetaBroadcast>,
+        Arc<AtomicU64>,
+    ) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let malformed = Arc::new(AtomicU64::new(0));
+        (
+            MetaHandler::new(sender, malformed.clone()),
+            receiver,
+            malformed,
+        )
+    }
+
+    fn receive(handler: &mut MetaHandler, item: &MetaBroadcast) -> Option<MetaKey> {
+        let bytes = item.encode().expect("meta encodes");
+        handler
+            .receive_item(&bytes, None)
+            .expect("well-formed item is accepted")
+    }
+
+    #[test]
+    fn handler_accepts_only_newer_items() {
+        let (mut handler, mut accepted, _) = handler();
+        let cases = [
+            (item("a", 1, 1), true),
+            (item("a", 1, 1), false),
+            (item("a", 1, 3), true),
+            (item("a", 1, 2), false),
+            (item("a", 2, 1), true),
+            (item("a", 1, 9), false),
+            (item("b", 1, 1), true),
+        ];
+
+        for (item, expected) in cases {
+            let key = receive(&mut handler, &item);
+            assert_eq!(key.is_some(), expected, "item {item:?}");
+            let forwarded = accepted.try_recv().ok();
+            assert_eq!(forwarded.is_some(), expected, "forwarded {item:?}");
+            if let Some(forwarded) = forwarded {
+                assert_eq!(forwarded, item);
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_item_is_counted_error() {
+        let (mut handler, mut accepted, malformed) = handler();
+        let truncated = &item("a", 1, 1).encode().expect("meta encodes")[..3];
+
+        for data in [&[0xff_u8; 7][..], truncated] {
+            assert!(handler.receive_item(data, None).is_err());
+        }
+
+        assert_eq!(malformed.load(Ordering::Relaxed), 2);
+        assert!(accepted.try_recv().is_err());
+    }
+
+    #[test]
+    fn key_invalidates_older_version_of_same_incarnation() {
+        let key = |name: &str, boot_id, version| MetaKey {
+            incarnation: Incarnation {
+                name: String::from(name),
+                boot_id,
+            },
+            version,
+        };
+        let cases = [
+            (key("a", 1, 2), key("a", 1, 1), true),
+            (key("a", 1, 1), key("a", 1, 1), false),
+            (key("a", 1, 1), key("a", 1, 2), false),
+            (key("a", 2, 5), key("a", 1, 1), false),
+            (key("b", 1, 5), key("a", 1, 1), false),
+        ];
+
+        for (newer, older, expected) in cases {
+            assert_eq!(
+                newer.invalidates(&older),
+                expected,
+                "{newer:?} vs {older:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! The table of members as this node observes them, and the events that its changes produce.
+//!
+//! `MemberView` is a pure core: the agent feeds it foca notifications, accepted `NodeMeta`
+//! broadcasts and the local node's own meta, with the time as [`Millis`]; it returns the
+//! [`MembershipEvent`]s the rest of the node reacts to.
+//!
+//! Rules the view keeps:
+//! 1. Exactly one entry per node name. A newer identity of a name (restart or renew) replaces
+//!    the older one, which leaves with [`LeaveReason::Replaced`] if it was still live.
+//! 2. Foca's `Rename(old, new)` ends the old incarnation even when foca never reports
+//!    `MemberDown` for it, which is what foca does after a node renewed itself.
+//! 3. A member is `Joining` until its first broadcast arrives; after that its state is what it
+//!    broadcasts, except that a member foca declared down is `Dead`.
+//! 4. Dead members stay listed for the retention period, then are forgotten. The local entry
+//!    is never forgotten.
+//! 5. Broadcasts count per incarnation: only a higher version than the one applied changes an
+//!    entry. Broadcasts that arrive before foca reports the member are kept until it does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use foca::{Identity, OwnedNotification};
+
+use super::{Incarnation, NodeId, NodeLoad, NodeMeta, NodeState};
+use crate::clock::Millis;
+
+/// How long a dead member stays listed by default.
+pub const DEFAULT_DEAD_RETENTION: Duration = Duration::from_secs(60);
+
+/// This node's record of one member.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberInfo {
+    /// Identity as foca gossips it.
+    pub id: NodeId,
+    /// Lifecycle state: broadcast by the member, `Joining` before its first broadcast, `Dead`
+    /// once foca declares it down or it broadcasts that it left.
+    pub state: NodeState,
+    /// Load figures of the member's latest broadcast; zero before the first one.
+    pub load: NodeLoad,
+    /// Version of the latest applied broadcast; 0 before the first one, because nodes number
+    /// their broadcasts from 1.
+    pub meta_version: u64,
+    /// Milliseconds since the Unix epoch at which the member's process started; `None` before
+    /// its first broadcast.
+    pub started_at_unix_ms: Option<u64>,
+}
+
+impl MemberInfo {
+    fn joining(id: NodeId) -> Self {
+        Self {
+            id,
+            state: NodeState::Joining,
+            load: NodeLoad::default(),
+            meta_version: 0,
+            started_at_unix_ms: None,
+        }
+    }
+
+    /// Returns the incarnation (name plus boot id) of the member.
+    pub fn incarnation(&self) -> Incarnation {
+        self.id.incarnation()
+    }
+
+    /// Returns whether the member is not `Dead`.
+    pub fn is_live(&self) -> bool {
+        self.state != NodeState::Dead
+    }
+
+    fn apply_meta(&mut self, meta: &NodeMeta) {
+        self.state = meta.state;
+        self.load = meta.load;
+        self.meta_version = meta.version;
+        self.started_at_unix_ms = Some(meta.started_at_unix_ms);
+    }
+}
+
+/// Cause of a member's departure from the live members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// The member announced that it was leaving, then left.
+    Left,
+    /// The failure detector declared the member down.
+    DeclaredDown,
+    /// A newer identity with the same name took the member's place.
+    Replaced,
+}
+
+/// A change of the membership that the rest of the node reacts to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MembershipEvent {
+    /// A member became live. The agent sends one for the local node first.
+    Joined(MemberInfo),
+    /// A live member's state or load changed.
+    Updated(MemberInfo),
+    /// A member is no longer live; its activations are void.
+    Left {
+        /// The member as last known, with state `Dead`.
+        member: MemberInfo,
+        /// Cause of the departure.
+        reason: LeaveReason,
+    },
+    /// The cluster declared this node down: it must drop its local activations at once,
+    /// because other nodes may already be activating those grains.
+    SelfDeclaredDown,
+}
+
+/// One member's row.
+#[derive(Clone, Debug)]
+struct Entry {
+    info: MemberInfo,
+    /// Latest applied broadcast of this incarnation. A renewed identity of the same process
+    /// resumes from it, because `info.state` turns `Dead` when the old identity departs.
+    last_meta: Option<NodeMeta>,
+    dead_since: Option<Millis>,
+}
+
+impl Entry {
+    fn last_version(&self) -> u64 {
+        self.last_meta.as_ref().map_or(0, |meta| meta.version)
+    }
+}
+
+/// A broadcast for an incarnation that foca has not reported yet.
+#[derive(Clone, Debug)]
+struct PendingMeta {
+    boot_id: u64,
+    meta: NodeMeta,
+    received_at: Millis,
+}
+
+/// The members of the cluster as this node observes them, the local node included.
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    local_name: String,
+    dead_retention: Duration,
+    connected: bool,
+    members: BTreeMap<String, Entry>,
+    pending_meta: HashMap<String, PendingMeta>,
+}
+
+impl MemberView {
+    /// Creates a view that holds only the local node, with the state and load of `meta`.
+    ///
+    /// `dead_retention` is how long a dead member stays listed before [`Self::handle_tick`]
+    /// removes it.
+    pub fn new(local: NodeId, meta: &NodeMeta, dead_retention: Duration) -> Self {
+        let mut info = MemberInfo::joining(local);
+        info.apply_meta(meta);
+        let local_name = info.id.name.clone();
+        let mut members = BTreeMap::new();
+        members.insert(
+            local_name.clone(),
+            Entry {
+                info,
+                last_meta: Some(meta.clone()),
+                dead_since: None,
+            },
+        );
+        Self {
+            local_name,
+            dead_retention,
+            connected: false,
+            members,
+            pending_meta: HashMap::new(),
+        }
+    }
+
+    /// Returns the local node's entry.
+    pub fn local(&self) -> &MemberInfo {
+        &self.members[&self.local_name].info
+    }
+
+    /// Returns whether foca reports this node as a member of at least one active member's view.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Returns every member, dead ones included, ordered by name.
+    pub fn members(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members.values().map(|entry| &entry.info)
+    }
+
+    /// Returns the members that are not `Dead`.
+    pub fn live(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members().filter(|info| info.is_live())
+    }
+
+    /// Returns the members in state `Active`, the only ones that receive new activations.
+    pub fn active(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members()
+            .filter(|info| info.state.accepts_activations())
+    }
+
+    /// Returns the member of exactly this incarnation, if the view contains it.
+    pub fn get(&self, incarnation: &Incarnation) -> Option<&MemberInfo> {
+        self.by_name(&incarnation.name)
+            .filter(|info| info.id.boot_id == incarnation.boot_id)
+    }
+
+    /// Returns the member with this name, whatever its incarnation.
+    pub fn by_name(&self, name: &str) -> Option<&MemberInfo> {
+        self.members.get(name).map(|entry| &entry.info)
+    }
+
+    /// Applies a foca notification and returns the events it causes.
+    pub fn handle_notification(
+        &mut self,
+        notification: OwnedNotification<NodeId>,
+        now: Millis,
+    ) -> Vec<MembershipEvent> {
+        match notification {
+            OwnedNotification::MemberUp(id) => self.handle_member_up(id, now),
+            OwnedNotification::MemberDown(id) => self.handle_member_down(&id, now),
+            OwnedNotification::Rename(old, new) => self.handle_rename(&old, new, now),
+            OwnedNotification::Active => {
+                self.connected = true;
+                Vec::new()
+            }
+            OwnedNotification::Idle => {
+                self.connected = false;
+                Vec::new()
+            }
+            OwnedNotification::Defunct => self.handle_self_down(None),
+            OwnedNotification::Rejoin(new_id) => self.handle_self_down(Some(new_id)),
+            #[allow(unreachable_patterns)] // foca's `unstable-notifications` feature adds kinds.
+            _ => Vec::new(),
+        }
+    }
+
+    /// Applies a broadcast of `incarnation`'s meta and returns the events it causes.
+    ///
+    /// Broadcasts about the local name are ignored: the local entry changes only through
+    /// [`Self::set_local_meta`].
+    pub fn handle_meta(
+        &mut self,
+        incarnation: &Incarnation,
+        meta: NodeMeta,
+        now: Millis,
+    ) -> Vec<MembershipEvent> {
+        if incarnation.name == self.local_name {
+            return Vec::new();
+        }
+        let Some(entry) = self.members.get_mut(&incarnation.name) else {
+            self.keep_pending(incarnation, meta, now);
+            return Vec::new();
+        };
+        let known_boot_id = entry.info.id.boot_id;
+        if incarnation.boot_id > known_boot_id {
+            self.keep_pending(incarnation, meta, now);
+            return Vec::new();
+        }
+        if incarnation.boot_id < known_boot_id || meta.version <= entry.last_version() {
+            return Vec::new();
+        }
+        if entry.dead_since.is_some() {
+            // Delayed news of a member that is already dead: it stays dead.
+            entry.info.meta_version = meta.version;
+            entry.last_meta = Some(meta);
+            return Vec::new();
+        }
+
+        let before = entry.info.clone();
+        entry.info.apply_meta(&meta);
+        entry.last_meta = Some(meta.clone());
+        if meta.state == NodeState::Dead {
+            entry.dead_since = Some(now);
+            return vec![MembershipEvent::Left {
+                member: entry.info.clone(),
+                reason: LeaveReason::Left,
+            }];
+        }
+        if before.state != entry.info.state || before.load != entry.info.load {
+            return vec![MembershipEvent::Updated(entry.info.clone())];
+        }
+        Vec::new()
+    }
+
+    /// Replaces the local node's state and load with those of `meta`; returns `Updated` for
+    /// the local node if either changed.
+    pub fn set_local_meta(&mut self, meta: &NodeMeta) -> Vec<MembershipEvent> {
+        let entry = self
+            .members
+            .get_mut(&self.local_name)
+            .expect("the local entry is never removed");
+        let before = entry.info.clone();
+        entry.info.apply_meta(meta);
+        entry.last_meta = Some(meta.clone());
+        if before.state != entry.info.state || before.load != entry.info.load {
+            return vec![MembershipEvent::Updated(entry.info.clone())];
+        }
+        Vec::new()
+    }
+
+    /// Forgets dead members and pending broadcasts older than the retention period; returns
+    /// how many members it forgot.
+    pub fn handle_tick(&mut self, now: Millis) -> usize {
+        let retention = self.dead_retention;
+        let before = self.members.len();
+        self.members.retain(|_, entry| {
+            entry
+                .dead_since
+                .is_none_or(|since| now.saturating_since(since) < retention)
+        });
+        self.pending_meta
+            .retain(|_, pending| now.saturating_since(pending.received_at) < retention);
+        before - self.members.len()
+    }
+
+    fn handle_member_up(&mut self, id: NodeId, now: Millis) -> Vec<MembershipEvent> {
+        if id.name == self.local_name {
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        if let Some(entry) = self.members.get(&id.name) {
+            let known = &entry.info.id;
+            let revived = *known == id && entry.dead_since.is_some();
+            if !revived && !id.win_addr_conflict(known) {
+                // The same live identity again, or an older one: nothing changed.
+                return events;
+            }
+            if *known != id && entry.dead_since.is_none() {
+                events.push(self.become_dead(&id.name, now, LeaveReason::Replaced));
+            }
+        }
+        events.extend(self.insert_live(id, now));
+        events
+    }
+
+    fn handle_member_down(&mut self, id: &NodeId, now: Millis) -> Vec<MembershipEvent> {
+        let Some(entry) = self.members.get(&id.name) else {
+            return Vec::new();
+        };
+        let matches = entry.info.id == *id || id.win_addr_conflict(&entry.info.id);
+        if id.name == self.local_name || !matches || entry.dead_since.is_some() {
+            return Vec::new();
+        }
+        let reason = if entry.info.state == NodeState::Leaving {
+            LeaveReason::Left
+        } else {
+            LeaveReason::DeclaredDown
+        };
+        let event = self.become_dead(&id.name, now, reason);
+        self.entry_mut(&id.name).info.id = id.clone();
+        vec![event]
+    }
+
+    /// Handles foca's `Rename(old, new)`: `old`'s incarnation is gone. `new` is live exactly
+    /// when `old` was, because foca follows a rename that changes liveness with `MemberUp` or
+    /// `MemberDown` for `new`.
+    fn handle_rename(&mut self, old: &NodeId, new: NodeId, now: Millis) -> Vec<MembershipEvent> {
+        if new.name == self.local_name {
+            return Vec::new();
+        }
+        let Some(entry) = self.members.get(&new.name) else {
+            // Neither identity was reported up; a `MemberUp` for `new` may follow.
+            self.insert_dead(new, now);
+            return Vec::new();
+        };
+        let known = &entry.info.id;
+        if *known == new || (*known != *old && !new.win_addr_conflict(known)) {
+            return Vec::new();
+        }
+        if entry.dead_since.is_some() {
+            self.insert_dead(new, now);
+            return Vec::new();
+        }
+        let mut events = vec![self.become_dead(&new.name, now, LeaveReason::Replaced)];
+        events.extend(self.insert_live(new, now));
+        events
+    }
+
+    /// Handles `Defunct` (`new_id` is `None`) and `Rejoin(new_id)`.
+    fn handle_self_down(&mut self, new_id: Option<NodeId>) -> Vec<MembershipEvent> {
+        if new_id.is_none() {
+            self.connected = false;
+        }
+        let local_name = self.local_name.clone();
+        let local = &mut self.entry_mut(&local_name).info;
+        match new_id {
+            Some(id) => {
+                debug_assert_eq!(
+                    id.incarnation(),
+                    local.incarnation(),
+                    "renew keeps the boot id"
+                );
+                local.id = id;
+            }
+            None if matches!(local.state, NodeState::Leaving | NodeState::Dead) => {
+                // Expected after leaving the cluster: nothing is left to drop.
+                local.state = NodeState::Dead;
+                return Vec::new();
+            }
+            None => {}
+        }
+        vec![MembershipEvent::SelfDeclaredDown]
+    }
+
+    /// Marks a live entry dead and returns its `Left` event.
+    fn become_dead(&mut self, name: &str, now: Millis, reason: LeaveReason) -> MembershipEvent {
+        let entry = self.entry_mut(name);
+        entry.info.state = NodeState::Dead;
+        entry.dead_since = Some(now);
+        MembershipEvent::Left {
+            member: entry.info.clone(),
+            reason,
+        }
+    }
+
+    /// Stores `id` as a live member, with the newest broadcast known for its incarnation, and
+    /// returns its `Joined` event. A member whose newest broadcast reports that it left is stored dead
+    /// instead, without an event.
+    fn insert_live(&mut self, id: NodeId, now: Millis) -> Option<MembershipEvent> {
+        let name = id.name.clone();
+        let mut last_meta = self
+            .members
+            .get(&name)
+            .filter(|previous| previous.info.incarnation() == id.incarnation())
+            .and_then(|previous| previous.last_meta.clone());
+        if let Some(pending) = self.pending_meta.remove(&name) {
+            let known_version = last_meta.as_ref().map_or(0, |meta| meta.version);
+            if pending.boot_id == id.boot_id && pending.meta.version > known_version {
+                last_meta = Some(pending.meta);
+            } else if pending.boot_id > id.boot_id {
+                self.pending_meta.insert(name.clone(), pending);
+            }
+        }
+
+        let mut info = MemberInfo::joining(id);
+        if let Some(meta) = &last_meta {
+            info.apply_meta(meta);
+        }
+        let dead_since = (info.state == NodeState::Dead).then_some(now);
+        self.members.insert(
+            name,
+            Entry {
+                info: info.clone(),
+                last_meta,
+                dead_since,
+            },
+        );
+        dead_since
+            .is_none()
+            .then_some(MembershipEvent::Joined(info))
+    }
+
+    fn insert_dead(&mut self, id: NodeId, now: Millis) {
+        let mut info = MemberInfo::joining(id);
+        info.state = NodeState::Dead;
+        let name = info.id.name.clone();
+        self.members.insert(
+            name,
+            Entry {
+                info,
+                last_meta: None,
+                dead_since: Some(now),
+            },
+        );
+    }
+
+    fn keep_pending(&mut self, incarnation: &Incarnation, meta: NodeMeta, now: Millis) {
+        let newer = self
+            .pending_meta
+            .get(&incarnation.name)
+            .is_none_or(|pending| {
+                (incarnation.boot_id, meta.version) > (pending.boot_id, pending.meta.version)
+            });
+        if newer {
+            self.pending_meta.insert(
+                incarnation.name.clone(),
+                PendingMeta {
+                    boot_id: incarnation.boot_id,
+                    meta,
+                    received_at: now,
+                },
+            );
+        }
+    }
+
+    fn entry_mut(&mut self, name: &str) -> &mut Entry {
+        self.members
+            .get_mut(name)
+            .expect("callers look the entry up first")
+    }
+}
+
+#[cfg(test)]
+mod tests;
