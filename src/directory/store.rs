@@ -244,7 +244,7 @@ impl DirectoryPartition {
         let mut members = members.to_vec();
         members.sort();
         members.dedup();
-        if members == self.members && ViewId::of(&members) == self.view() {
+        if members == self.members {
             return Vec::new();
         }
 
