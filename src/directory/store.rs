@@ -17,7 +17,7 @@
 //!    the first entry for a grain wins, and a host whose re-assertion conflicts deactivates.
 //! 4. The new owner merges hand-off batches ([`DirectoryPartition::handle_handoff`]). Where a
 //!    hand-off meets a different activation of the same grain, the higher epoch wins, then the
-//!    entry already stored; the loser's host is told to deactivate.
+//!    entry already stored; the loser's host receives a deactivation command.
 //! 5. When a node's hand-offs and re-assertions for the view are all acknowledged, it sends a
 //!    sync confirmation for the view's [`ViewId`] to every member, itself included.
 //! 6. The window closes once every live member confirmed the current view
