@@ -1,3 +1,34 @@
 //! The scaling supervisor: load model, policies, combiners, decisions and orchestrators.
+//!
+//! The policy core ([`ScalingCore`]) is plain Rust with no I/O: the supervisor's glue feeds it
+//! a [`ClusterSnapshot`] from the membership gossip and the current [`Millis`], carries out the
+//! returned [`Decision`]'s action through an [`orchestrator::Orchestrator`], and reports the
+//! outcome back.
+//!
+//! [`Millis`]: crate::clock::Millis
 
+pub mod behavior;
+pub mod combiner;
+pub mod config;
+pub mod decision;
+pub mod evaluator;
+pub mod load;
 pub mod orchestrator;
+pub mod policy;
+pub mod removal;
+
+pub use self::behavior::{Direction, RatePolicy, ScalingRules, SelectPolicy};
+pub use self::combiner::{Combined, CombinerKind};
+pub use self::config::{
+    ConfigError, MailboxMeasure, PolicyTarget, ScalingConfig, ScalingPolicyConfig, UnknownName,
+};
+pub use self::decision::{
+    Action, ActionOutcome, AppliedLimit, Decision, DecisionHistory, DecisionId, Trigger,
+};
+pub use self::evaluator::{RequestError, ScalingCore, ScalingStatus};
+pub use self::load::{ClusterLoad, ClusterSnapshot, HealthLimits, HealthScore, NodeSnapshot};
+pub use self::policy::{PolicyKind, Recommendation};
+pub use self::removal::RemovalChoice;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! Decision records: what each evaluation saw, recommended, limited and did, in a bounded log.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+use crate::membership::Incarnation;
+use crate::scaling::behavior::Direction;
+use crate::scaling::combiner::Combined;
+use crate::scaling::load::{ClusterLoad, ClusterSnapshot};
+use crate::scaling::policy::{PolicyKind, Recommendation};
+
+/// Identifier of a decision; ids increase by one per recorded decision, starting at 1.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct DecisionId(pub u64);
+
+impl DecisionId {
+    /// The id of a dry run, which is never recorded.
+    pub const DRY_RUN: DecisionId = DecisionId(0);
+}
+
+impl fmt::Display for DecisionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "d{}", self.0)
+    }
+}
+
+/// What started an evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The supervisor's periodic timer.
+    Periodic,
+    /// An `Evaluate` request; nothing is recorded or carried out.
+    DryRun,
+    /// A `ScaleTo` request.
+    ScaleTo,
+    /// A `DrainNode` request.
+    DrainNode,
+}
+
+/// What the supervisor is to do after a decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    /// Nothing.
+    None,
+    /// Ask the orchestrator for `nodes` more nodes.
+    ScaleOut {
+        /// Number of nodes to add.
+        nodes: u32,
+    },
+    /// Drain these nodes one after another, then ask the orchestrator to remove each.
+    ScaleIn {
+        /// Nodes to drain and remove, in order.
+        nodes: Vec<Incarnation>,
+    },
+}
+
+impl Action {
+    /// Returns the direction and node count of the change, or `None` for no action.
+    pub fn change(&self) -> Option<(Direction, u32)> {
+        match self {
+            Action::None => None,
+            Action::ScaleOut { nodes } => Some((Direction::ScaleOut, *nodes)),
+            Action::ScaleIn { nodes } => Some((Direction::ScaleIn, nodes.len() as u32)),
+        }
+    }
+}
+
+/// A rule that held back or changed the recommended node count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AppliedLimit {
+    /// A policy recommended no change because its metric was within tolerance of its target.
+    Tolerance {
+        /// The policy.
+        policy: PolicyKind,
+        /// Its `metric / target`.
+        ratio: f64,
+        /// The tolerance it applied.
+        tolerance: f64,
+    },
+    /// The stabilization window held the count back.
+    Stabilization {
+        /// Direction whose window applied.
+        direction: Direction,
+        /// Window length.
+        window: Duration,
+        /// Count before stabilization.
+        from: u32,
+        /// Count after.
+        to: u32,
+    },
+    /// A rate policy bounded the change.
+    Rate {
+        /// Direction whose rules applied.
+        direction: Direction,
+        /// Count before the rate policies.
+        from: u32,
+        /// Count they allow.
+        to: u32,
+    },
+    /// The count was raised to `min_nodes`.
+    MinNodes {
+        /// The configured minimum.
+        min: u32,
+        /// Count before.
+        from: u32,
+    },
+    /// The count was lowered to `max_nodes`.
+    MaxNodes {
+        /// The configured maximum.
+        max: u32,
+        /// Count before.
+        from: u32,
+    },
+    /// An earlier action ended too recently.
+    Cooldown {
+        /// Time left until actions may start again.
+        remaining: Duration,
+    },
+    /// An earlier action has not reported its outcome yet.
+    ActionInProgress {
+        /// The decision whose action is running.
+        decision: DecisionId,
+    },
+    /// Automatic scaling is paused.
+    Paused {
+        /// The reason given when pausing.
+        reason: String,
+    },
+    /// A scale-in was due but no node could be chosen.
+    NoRemovalCandidate {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How an action ended, as reported by the supervisor's glue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ActionOutcome {
+    /// Every node was added, or drained and removed.
+    Succeeded,
+    /// The action stopped with an error; `completed_nodes` changed before it did.
+    Failed {
+        /// Nodes that were added or removed before the failure.
+        completed_nodes: u32,
+        /// The error, for operators.
+        error: String,
+    },
+}
+
+/// One evaluation, everything it used, and what came of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Identifier; [`DecisionId::DRY_RUN`] for dry runs.
+    pub id: DecisionId,
+    /// When the evaluation ran.
+    pub at: Millis,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The membership and load it read.
+    pub snapshot: ClusterSnapshot,
+    /// The aggregates computed from the snapshot.
+    pub load: ClusterLoad,
+    /// Each enabled policy's recommendation; empty for manual requests.
+    pub recommendations: Vec<Recommendation>,
+    /// The combiner's result; `None` for manual requests.
+    pub combined: Option<Combined>,
+    /// Rules that held back or changed the count, in the order they applied.
+    pub limits: Vec<AppliedLimit>,
+    /// Active nodes at the evaluation.
+    pub current_nodes: u32,
+    /// Node count after every limit; what the action moves towards.
+    pub target_nodes: u32,
+    /// What to do.
+    pub action: Action,
+    /// One sentence for operators explaining the action or lack of one.
+    pub summary: String,
+    /// How the action ended; `None` while it runs or when there is no action.
+    pub outcome: Option<ActionOutcome>,
+    /// How long the action took; `None` until it ends.
+    pub duration: Option<Duration>,
+}
+
+/// The most recent decisions, oldest first, bounded by a capacity.
+#[derive(Clone, Debug)]
+pub struct DecisionHistory {
+    capacity: NonZeroUsize,
+    last_id: DecisionId,
+    decisions: VecDeque<Decision>,
+}
+
+impl DecisionHistory {
+    /// Creates an empty history that keeps at most `capacity` decisions.
+    pub fn new(capacity: NonZeroUsize) -> Self {
+        Self {
+            capacity,
+            last_id: DecisionId(0),
+            decisions: VecDeque::new(),
+        }
+    }
+
+    /// Assigns the next id to `decision`, stores it, and drops the oldest beyond capacity.
+    pub fn push(&mut self, mut decision: Decision) -> &Decision {
+        self.last_id = DecisionId(self.last_id.0 + 1);
+        decision.id = self.last_id;
+        self.decisions.push_back(decision);
+        self.trim();
+        self.decisions.back().expect("a decision was just pushed")
+    }
+
+    /// Changes the capacity, dropping the oldest decisions if there are now too many.
+    pub fn set_capacity(&mut self, capacity: NonZeroUsize) {
+        self.capacity = capacity;
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.decisions.len() > self.capacity.get() {
+            self.decisions.pop_front();
+        }
+    }
+
+    /// Returns the id of the latest recorded decision, or `None` if there is none yet.
+    pub fn last_id(&self) -> Option<DecisionId> {
+        (self.last_id.0 > 0).then_some(self.last_id)
+    }
+
+    /// Returns a stored decision, or `None` if it was never recorded or was dropped.
+    pub fn get(&self, id: DecisionId) -> Option<&Decision> {
+        let index = self.index_of(id)?;
+        self.decisions.get(index)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: DecisionId) -> Option<&mut Decision> {
+        let index = self.index_of(id)?;
+        self.decisions.get_mut(index)
+    }
+
+    fn index_of(&self, id: DecisionId) -> Option<usize> {
+        let first = self.decisions.front()?.id.0;
+        let index = usize::try_from(id.0.checked_sub(first)?).ok()?;
+        (index < self.decisions.len()).then_some(index)
+    }
+
+    /// Iterates over stored decisions with ids above `after`, oldest first.
+    pub fn after(&self, after: DecisionId) -> impl Iterator<Item = &Decision> {
+        self.decisions
+            .iter()
+            .filter(move |decision| decision.id > after)
+    }
+
+    /// Iterates over every stored decision, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Decision> {
+        self.decisions.iter()
+    }
+
+    /// Returns the number of stored decisions.
+    pub fn len(&self) -> usize {
+        self.decisions.len()
+    }
+
+    /// Returns whether no decision is stored.
+    pub fn is_empty(&self) -> bool {
+        self.decisions.is_empty()
+    }
+}
