@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/gristmill/v1/cluster.proto",
         "proto/gristmill/v1/grains.proto",
+        "proto/gristmill/v1/scaling.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

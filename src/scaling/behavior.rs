@@ -57,7 +57,7 @@ impl fmt::Display for Direction {
     }
 }
 
-/// How several rate policies of one direction combine, as HPA's `selectPolicy`.
+/// The rule that combines several rate policies of one direction, as HPA's `selectPolicy`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SelectPolicy {
@@ -142,7 +142,7 @@ pub struct ScalingRules {
     /// Limits on the change per period; empty means no limit.
     #[serde(default)]
     pub policies: Vec<RatePolicy>,
-    /// How the policies combine. Default `max`.
+    /// The rule that combines the policies. Default `max`.
     #[serde(default)]
     pub select_policy: SelectPolicy,
 }
@@ -206,7 +206,7 @@ impl Stabilizer {
         !self.seeded
     }
 
-    /// Records a raw recommendation and forgets those at least `keep` old.
+    /// Records a raw recommendation and drops those at least `keep` old.
     pub fn record(&mut self, desired: u32, now: Millis, keep: Duration) {
         self.seeded = true;
         while self
@@ -225,7 +225,7 @@ impl Stabilizer {
 pub struct ScaleEvent {
     /// When the action started.
     pub at: Millis,
-    /// Which way the count changed.
+    /// Direction of the change.
     pub direction: Direction,
     /// How many nodes were added or removed.
     pub nodes: u32,
@@ -238,7 +238,7 @@ pub struct ScaleHistory {
 }
 
 impl ScaleHistory {
-    /// Records a change and forgets changes older than the longest period of either rule.
+    /// Records a change and drops changes older than the longest period of either rule.
     pub fn record(&mut self, event: ScaleEvent, scale_out: &ScalingRules, scale_in: &ScalingRules) {
         let keep = scale_out.longest_period().max(scale_in.longest_period());
         self.events

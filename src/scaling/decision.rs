@@ -31,7 +31,7 @@ impl fmt::Display for DecisionId {
     }
 }
 
-/// What started an evaluation.
+/// The cause of an evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
@@ -45,7 +45,7 @@ pub enum Trigger {
     DrainNode,
 }
 
-/// What the supervisor is to do after a decision.
+/// The supervisor's next step after a decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// Nothing.
@@ -141,7 +141,7 @@ pub enum AppliedLimit {
     },
 }
 
-/// How an action ended, as reported by the supervisor's glue.
+/// The result of an action, as reported by the supervisor's glue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ActionOutcome {
     /// Every node was added, or drained and removed.
@@ -162,7 +162,7 @@ pub struct Decision {
     pub id: DecisionId,
     /// When the evaluation ran.
     pub at: Millis,
-    /// What started it.
+    /// Its cause.
     pub trigger: Trigger,
     /// The membership and load it read.
     pub snapshot: ClusterSnapshot,
@@ -178,11 +178,11 @@ pub struct Decision {
     pub current_nodes: u32,
     /// Node count after every limit; what the action moves towards.
     pub target_nodes: u32,
-    /// What to do.
+    /// The step to carry out.
     pub action: Action,
     /// One sentence for operators explaining the action or lack of one.
     pub summary: String,
-    /// How the action ended; `None` while it runs or when there is no action.
+    /// The action's result; `None` while it runs or when there is no action.
     pub outcome: Option<ActionOutcome>,
     /// How long the action took; `None` until it ends.
     pub duration: Option<Duration>,

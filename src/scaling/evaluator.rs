@@ -211,7 +211,7 @@ impl ScalingCore {
     }
 
     /// Records the current node count as the first recommendation, as HPA does when it first
-    /// sees a target, so that a freshly started supervisor does not act on a single sample.
+    /// reads a target, so that a freshly started supervisor does not act on a single sample.
     fn maybe_seed_stabilizer(&mut self, snapshot: &ClusterSnapshot, now: Millis) {
         if self.stabilizer.is_unseeded() {
             let current = snapshot.active_nodes().count() as u32;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::membership::{Incarnation, NodeLoad, NodeState};
 use crate::scaling::orchestrator::Orchestrator;
 
-/// One node as the supervisor sees it in the membership gossip.
+/// One node's state and load, as the membership gossip reports it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeSnapshot {
     /// The node's name and boot id.

@@ -88,7 +88,7 @@ impl fmt::Display for PolicyKind {
     }
 }
 
-/// What one policy recommends, with the inputs it used and why.
+/// One policy's recommended node count, with the inputs it used and the reason.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
     /// The policy that made it.
@@ -123,8 +123,8 @@ impl Recommendation {
 /// Runs one policy against the cluster load.
 ///
 /// `default_tolerance` applies unless the policy sets its own. With no Active nodes every
-/// policy recommends 0, which min_nodes later raises; the supervisor itself runs on an Active
-/// node, so this only happens with a snapshot from outside.
+/// policy recommends 0, which min_nodes later raises. The supervisor itself runs on an Active
+/// node, so only a snapshot built elsewhere has none.
 pub fn recommend(
     policy: &ScalingPolicyConfig,
     load: &ClusterLoad,

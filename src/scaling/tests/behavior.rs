@@ -43,9 +43,9 @@ fn stabilization_keeps_most_conservative_recommendation() {
     let cases: [Case; 7] = [
         (&[], 4, 8, 8),
         (&[(380, 5)], 4, 8, 5), // scale-out only as far as the lowest in 30 s
-        (&[(380, 3)], 4, 8, 4), // a lower recommendation holds the count
+        (&[(380, 3)], 4, 8, 4), // a lower recommendation keeps the count
         (&[(360, 3)], 4, 8, 8), // 40 s ago is outside the scale-out window
-        (&[(200, 6)], 4, 2, 4), // a higher recommendation in 300 s holds the count
+        (&[(200, 6)], 4, 2, 4), // a higher recommendation in 300 s keeps the count
         (&[(200, 3)], 4, 2, 3), // scale-in only as far as the highest in 300 s
         (&[(99, 9)], 4, 2, 2),  // 301 s ago is outside the scale-in window
     ];

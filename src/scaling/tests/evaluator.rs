@@ -131,7 +131,7 @@ fn min_and_max_bound_target() {
     }
 }
 
-/// A config that acts at once, so each test below looks at one rule.
+/// Returns a config without stabilization, so each test below checks one rule.
 fn eager_config() -> ScalingConfig {
     let mut config = cpu_config();
     config.scale_out.stabilization_window = Duration::ZERO;
