@@ -1,1 +1,73 @@
-fn main() {}
+//! The `gristmill` binary: `run` one node, start a `local` cluster on loopback, or `ctl` a node.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod ctl;
+mod local;
+mod ready;
+mod run;
+mod settings;
+mod shim;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Gristmill: distributed virtual actors (grains) on a self-managing cluster.
+#[derive(Debug, Parser)]
+#[command(name = "gristmill", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one node until SIGTERM or SIGINT, which make it drain and leave the cluster.
+    ///
+    /// Prints one JSON line on stdout once the node serves:
+    /// {"event":"ready","node":..,"boot_id":..,"gossip_addr":..,"cluster_addr":..,
+    /// "grpc_addr":..,"metrics_addr":..}. Logs go to stderr. Exit codes: 0 after a graceful
+    /// leave, 1 when the node failed to start, 2 for an invalid setting, 3 when the node
+    /// stopped by itself (for example after being declared down).
+    Run(settings::RunArgs),
+    /// Start a cluster of node processes on 127.0.0.1 and drive a sample workload through it.
+    Local(local::LocalArgs),
+    /// Ask a node about members, load and activations, or invoke a grain.
+    Ctl(ctl::CtlArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => run::run(args).await,
+        Command::Local(args) => {
+            init_tool_logging();
+            local::run(args).await
+        }
+        Command::Ctl(args) => ctl::run(args).await,
+    }
+}
+
+/// Sends warnings of `local` itself to stderr, filtered by RUST_LOG.
+fn init_tool_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Renders the help output for `argv`, for tests of the help text.
+#[cfg(test)]
+fn cli_help(argv: &[&str]) -> String {
+    use clap::CommandFactory;
+
+    let error = Cli::command()
+        .try_get_matches_from(argv)
+        .expect_err("--help ends parsing");
+    error.render().to_string()
+}

@@ -1,0 +1,166 @@
+//! gRPC client helpers shared by `gristmill ctl` and `gristmill local`: connecting, JSON
+//! invokes, and JSON views of the API messages.
+
+use std::time::Duration;
+
+use gristmill::api::pb;
+use gristmill::api::pb::cluster_client::ClusterClient;
+use gristmill::api::pb::grains_client::GrainsClient;
+use serde_json::{Value, json};
+use tonic::transport::{Channel, Endpoint};
+
+/// Time allowed to open the TCP connection to a node's gRPC API.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Clients of both gRPC services of one node, sharing one connection.
+#[derive(Clone)]
+pub struct NodeClient {
+    /// The `Cluster` service: members and load.
+    pub cluster: ClusterClient<Channel>,
+    /// The `Grains` service: calls and activations.
+    pub grains: GrainsClient<Channel>,
+}
+
+/// A failed gRPC connection, or a call that returned an error status.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The address is not a valid `host:port`.
+    #[error("invalid address {addr:?}: {source}")]
+    Address {
+        /// The address as given.
+        addr: String,
+        /// The parse error.
+        source: tonic::transport::Error,
+    },
+    /// No connection could be opened; the node may not be running. Retrying may help.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address dialed.
+        addr: String,
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+    /// The node returned an error status.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+}
+
+impl NodeClient {
+    /// Connects to the gRPC API at `addr` (`host:port`).
+    pub async fn connect(addr: &str) -> Result<NodeClient, ClientError> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|source| ClientError::Address {
+                addr: addr.to_owned(),
+                source,
+            })?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        Ok(NodeClient {
+            cluster: ClusterClient::new(channel.clone()),
+            grains: GrainsClient::new(channel),
+        })
+    }
+
+    /// Calls `method` on grain `grain_type`/`key` with a JSON payload, and returns the reply.
+    ///
+    /// A `timeout_ms` of 0 takes the node's default call deadline.
+    pub async fn invoke_json(
+        &mut self,
+        grain_type: &str,
+        key: &str,
+        method: &str,
+        payload: &Value,
+        timeout_ms: u32,
+    ) -> Result<pb::InvokeResponse, tonic::Status> {
+        let request = pb::InvokeRequest {
+            grain_type: grain_type.to_owned(),
+            key: key.to_owned(),
+            method: method.to_owned(),
+            payload: serde_json::to_vec(payload).expect("a JSON value always encodes"),
+            format: pb::PayloadFormat::Json as i32,
+            timeout_ms,
+        };
+        Ok(self.grains.invoke(request).await?.into_inner())
+    }
+
+    /// Lists the members in the node's membership view.
+    pub async fn members(&mut self) -> Result<pb::ListMembersResponse, tonic::Status> {
+        let request = pb::ListMembersRequest {};
+        Ok(self.cluster.list_members(request).await?.into_inner())
+    }
+
+    /// Returns the number of activations the node hosts.
+    pub async fn activation_count(&mut self) -> Result<u64, tonic::Status> {
+        let request = pb::ListActivationsRequest {
+            grain_type: String::new(),
+            limit: 1,
+        };
+        Ok(self
+            .grains
+            .list_activations(request)
+            .await?
+            .into_inner()
+            .total)
+    }
+}
+
+/// Returns the reply payload of an invoke as JSON, or as a JSON string when it is not JSON.
+pub fn reply_json(response: &pb::InvokeResponse) -> Value {
+    serde_json::from_slice(&response.payload)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.payload).into()))
+}
+
+/// Returns the upper-case state name (`ACTIVE`), as the API and metrics labels spell it.
+pub fn state_name(state: i32) -> &'static str {
+    match pb::NodeState::try_from(state) {
+        Ok(pb::NodeState::Joining) => "JOINING",
+        Ok(pb::NodeState::Active) => "ACTIVE",
+        Ok(pb::NodeState::Draining) => "DRAINING",
+        Ok(pb::NodeState::Leaving) => "LEAVING",
+        Ok(pb::NodeState::Dead) => "DEAD",
+        Ok(pb::NodeState::Unspecified) | Err(_) => "UNSPECIFIED",
+    }
+}
+
+/// Returns a member as JSON, with its state by name.
+pub fn member_json(member: &pb::Member) -> Value {
+    let load = member.load.unwrap_or_default();
+    json!({
+        "name": member.name,
+        "boot_id": member.boot_id,
+        "state": state_name(member.state),
+        "is_self": member.is_self,
+        "gossip_addr": member.gossip_addr,
+        "cluster_addr": member.cluster_addr,
+        "grpc_addr": member.grpc_addr,
+        "meta_version": member.meta_version,
+        "started_at_unix_ms": member.started_at_unix_ms,
+        "load": {
+            "activations": load.activations,
+            "calls_per_sec": load.calls_per_sec,
+            "mailbox_depth_total": load.mailbox_depth_total,
+            "mailbox_depth_max": load.mailbox_depth_max,
+            "cpu_percent": load.cpu_percent,
+            "memory_bytes": load.memory_bytes,
+        },
+    })
+}
+
+/// Returns an activation as JSON.
+pub fn activation_json(activation: &pb::Activation) -> Value {
+    json!({
+        "grain_type": activation.grain_type,
+        "key": activation.key,
+        "activation_id": activation.activation_id,
+        "epoch": activation.epoch,
+        "node": activation.node,
+        "idle_ms": activation.idle_ms,
+        "mailbox_depth": activation.mailbox_depth,
+    })
+}

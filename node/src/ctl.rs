@@ -1,0 +1,330 @@
+//! `gristmill ctl`: query a node's members, metrics and activations, and invoke grains.
+
+use std::process::ExitCode;
+
+use gristmill::api::pb;
+use serde_json::{Value, json};
+
+use crate::client::{self, ClientError, NodeClient};
+use crate::table::Table;
+
+/// Exit code when the request failed: no connection, or an error status from the node.
+const EXIT_REQUEST_FAILED: u8 = 1;
+/// Exit code for invalid input, such as a payload that is not JSON.
+const EXIT_INVALID_INPUT: u8 = 2;
+
+/// Options of `gristmill ctl`.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// gRPC address of the node to ask, as host:port (the `grpc_addr` of its ready line).
+    #[arg(long, env = "GRISTMILL_ADDR", value_name = "HOST:PORT")]
+    pub addr: String,
+
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// The request to send.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// Requests of `gristmill ctl`.
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// List the members in the node's membership view, with state and load.
+    Members,
+    /// Show cluster totals and per-node load from the load gossip.
+    Metrics,
+    /// List the activations the node hosts.
+    Activations {
+        /// Only activations of this grain type.
+        #[arg(long = "type", value_name = "TYPE")]
+        grain_type: Option<String>,
+        /// Maximum number of activations to list. [default: all]
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Call one method of one grain with a JSON payload and print the JSON reply.
+    Invoke {
+        /// Grain type, such as `counter` or `account`.
+        grain_type: String,
+        /// Grain key within its type.
+        key: String,
+        /// Method name, such as `add` or `balance`.
+        method: String,
+        /// Request payload as JSON, such as '{"amount": 5}'. [default: null]
+        payload: Option<String>,
+        /// Deadline of the call in milliseconds. [default: the node's call timeout]
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u32>,
+    },
+}
+
+/// Runs one `ctl` request and prints its result on stdout, or the error on stderr.
+pub async fn run(args: CtlArgs) -> ExitCode {
+    match execute(&args).await {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(CtlError::InvalidPayload(error)) => {
+            eprintln!("error: invalid JSON payload: {error}");
+            ExitCode::from(EXIT_INVALID_INPUT)
+        }
+        Err(CtlError::Client(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_REQUEST_FAILED)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("invalid JSON payload: {0}")]
+    InvalidPayload(serde_json::Error),
+}
+
+impl From<tonic::Status> for CtlError {
+    fn from(status: tonic::Status) -> Self {
+        CtlError::Client(ClientError::Status(status))
+    }
+}
+
+/// Sends the request and returns the text to print.
+async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
+    // Parse the payload before connecting, so a typo fails fast and offline.
+    let payload = match &args.command {
+        CtlCommand::Invoke {
+            payload: Some(text),
+            ..
+        } => serde_json::from_str(text).map_err(CtlError::InvalidPayload)?,
+        _ => Value::Null,
+    };
+    let mut node = NodeClient::connect(&args.addr).await?;
+
+    match &args.command {
+        CtlCommand::Members => {
+            let response = node.members().await?;
+            Ok(render_members(&response, args.json))
+        }
+        CtlCommand::Metrics => {
+            let request = pb::GetClusterMetricsRequest {};
+            let response = node
+                .cluster
+                .get_cluster_metrics(request)
+                .await?
+                .into_inner();
+            Ok(render_metrics(&response, args.json))
+        }
+        CtlCommand::Activations { grain_type, limit } => {
+            let request = pb::ListActivationsRequest {
+                grain_type: grain_type.clone().unwrap_or_default(),
+                limit: limit.unwrap_or(0),
+            };
+            let response = node.grains.list_activations(request).await?.into_inner();
+            Ok(render_activations(&response, args.json))
+        }
+        CtlCommand::Invoke {
+            grain_type,
+            key,
+            method,
+            timeout_ms,
+            ..
+        } => {
+            let response = node
+                .invoke_json(grain_type, key, method, &payload, timeout_ms.unwrap_or(0))
+                .await?;
+            Ok(render_invoke(&response, args.json))
+        }
+    }
+}
+
+fn render_members(response: &pb::ListMembersResponse, as_json: bool) -> String {
+    if as_json {
+        let members: Vec<Value> = response.members.iter().map(client::member_json).collect();
+        return json_line(&json!({ "node": response.node, "members": members }));
+    }
+    member_table(&response.members).render()
+}
+
+fn render_metrics(response: &pb::GetClusterMetricsResponse, as_json: bool) -> String {
+    if as_json {
+        let members: Vec<Value> = response.members.iter().map(client::member_json).collect();
+        return json_line(&json!({
+            "node": response.node,
+            "total_activations": response.total_activations,
+            "total_calls_per_sec": response.total_calls_per_sec,
+            "mailbox_depth_max": response.mailbox_depth_max,
+            "members_by_state": response.members_by_state,
+            "members": members,
+        }));
+    }
+    let mut states: Vec<String> = response
+        .members_by_state
+        .iter()
+        .map(|(state, count)| format!("{state}={count}"))
+        .collect();
+    states.sort();
+    format!(
+        "answered by {}\nactivations {}  calls/s {:.1}  max mailbox depth {}  members {}\n\n{}",
+        response.node,
+        response.total_activations,
+        response.total_calls_per_sec,
+        response.mailbox_depth_max,
+        states.join(" "),
+        member_table(&response.members).render(),
+    )
+}
+
+fn member_table(members: &[pb::Member]) -> Table {
+    let mut table = Table::new(vec![
+        "NAME",
+        "BOOT_ID",
+        "STATE",
+        "GRPC_ADDR",
+        "GOSSIP_ADDR",
+        "ACTIVATIONS",
+        "CALLS/S",
+        "MAILBOX_MAX",
+        "CPU%",
+        "MEMORY_MIB",
+    ]);
+    for member in members {
+        let load = member.load.unwrap_or_default();
+        let name = if member.is_self {
+            format!("{} (self)", member.name)
+        } else {
+            member.name.clone()
+        };
+        table.push(vec![
+            name,
+            format!("{:016x}", member.boot_id),
+            client::state_name(member.state).to_owned(),
+            member.grpc_addr.clone(),
+            member.gossip_addr.clone(),
+            load.activations.to_string(),
+            format!("{:.1}", load.calls_per_sec),
+            load.mailbox_depth_max.to_string(),
+            format!("{:.0}", load.cpu_percent),
+            format!("{:.1}", load.memory_bytes as f64 / (1024.0 * 1024.0)),
+        ]);
+    }
+    table
+}
+
+fn render_activations(response: &pb::ListActivationsResponse, as_json: bool) -> String {
+    if as_json {
+        let activations: Vec<Value> = response
+            .activations
+            .iter()
+            .map(client::activation_json)
+            .collect();
+        return json_line(&json!({
+            "node": response.node,
+            "total": response.total,
+            "activations": activations,
+        }));
+    }
+    let mut table = Table::new(vec![
+        "TYPE",
+        "KEY",
+        "ACTIVATION_ID",
+        "EPOCH",
+        "IDLE_MS",
+        "MAILBOX",
+    ]);
+    for activation in &response.activations {
+        table.push(vec![
+            activation.grain_type.clone(),
+            activation.key.clone(),
+            activation.activation_id.to_string(),
+            activation.epoch.to_string(),
+            activation.idle_ms.to_string(),
+            activation.mailbox_depth.to_string(),
+        ]);
+    }
+    format!(
+        "{}{} of {} activations on {}\n",
+        table.render(),
+        response.activations.len(),
+        response.total,
+        response.node,
+    )
+}
+
+fn render_invoke(response: &pb::InvokeResponse, as_json: bool) -> String {
+    let reply = client::reply_json(response);
+    if as_json {
+        return json_line(&json!({
+            "reply": reply,
+            "served_by": response.served_by,
+            "hops": response.hops,
+        }));
+    }
+    let reply_text = serde_json::to_string_pretty(&reply).expect("a JSON value always encodes");
+    format!(
+        "{reply_text}\nserved by {} after {} hops\n",
+        response.served_by, response.hops
+    )
+}
+
+fn json_line(value: &Value) -> String {
+    format!("{value}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, state: pb::NodeState) -> pb::Member {
+        pb::Member {
+            name: name.into(),
+            boot_id: 0xab,
+            state: state as i32,
+            grpc_addr: "127.0.0.1:5000".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn members_json_names_states() {
+        let response = pb::ListMembersResponse {
+            members: vec![member("node-0", pb::NodeState::Active)],
+            node: "node-0".into(),
+        };
+        let output: Value = serde_json::from_str(&render_members(&response, true)).unwrap();
+
+        assert_eq!(output["members"][0]["state"], "ACTIVE");
+        assert_eq!(output["members"][0]["boot_id"], 0xab);
+    }
+
+    #[test]
+    fn members_table_shows_state_and_boot_id() {
+        let response = pb::ListMembersResponse {
+            members: vec![member("node-1", pb::NodeState::Dead)],
+            node: "node-0".into(),
+        };
+        let output = render_members(&response, false);
+
+        assert!(output.contains("node-1"), "{output}");
+        assert!(output.contains("DEAD"), "{output}");
+        assert!(output.contains("00000000000000ab"), "{output}");
+    }
+
+    #[test]
+    fn invoke_reply_that_is_not_json_becomes_string() {
+        let response = pb::InvokeResponse {
+            payload: b"not json".to_vec(),
+            format: pb::PayloadFormat::Json as i32,
+            served_by: "node-2".into(),
+            hops: 1,
+        };
+        let output: Value = serde_json::from_str(&render_invoke(&response, true)).unwrap();
+
+        assert_eq!(output["reply"], "not json");
+        assert_eq!(output["served_by"], "node-2");
+    }
+}

@@ -1,0 +1,227 @@
+//! The workload of `gristmill local`: counter increments and account transfers over gRPC,
+//! with latency histograms.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use rand::RngExt;
+use rand::rngs::StdRng;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::client::NodeClient;
+
+/// Balance every account grain starts with.
+pub const INITIAL_BALANCE: i64 = 1_000;
+/// Largest amount moved by one transfer; small, so an account rarely runs out of funds.
+const MAX_TRANSFER: i64 = 10;
+/// Highest latency the histograms record, in microseconds; slower calls count as this value.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// Shape of the workload.
+#[derive(Clone, Debug)]
+pub struct WorkloadSpec {
+    /// Number of counter grains, keyed `c-0` and up.
+    pub counters: u64,
+    /// Number of account grains, keyed `a-0` and up.
+    pub accounts: u64,
+    /// Percentage of calls that are account transfers; the others are counter increments.
+    pub transfer_percent: u8,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    /// Deadline sent with each call, in milliseconds.
+    pub call_timeout_ms: u32,
+    /// When the workers stop starting calls.
+    pub until: Instant,
+}
+
+/// Call counts and latencies, for the whole run and for the current progress window.
+pub struct Stats {
+    /// Latency of every call that ended, with a reply or an error, in microseconds.
+    pub total: Histogram<u64>,
+    /// Latency of the calls since the last progress line, in microseconds.
+    pub window: Histogram<u64>,
+    /// Calls that ended, with a reply or an error.
+    pub calls: u64,
+    /// Calls that ended with an error status.
+    pub errors: u64,
+    /// Error counts by gRPC status code name.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Calls in the current progress window.
+    pub window_calls: u64,
+    /// Errors in the current progress window.
+    pub window_errors: u64,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        let histogram = || {
+            Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("bounds are valid constants")
+        };
+        Stats {
+            total: histogram(),
+            window: histogram(),
+            calls: 0,
+            errors: 0,
+            errors_by_code: BTreeMap::new(),
+            window_calls: 0,
+            window_errors: 0,
+        }
+    }
+
+    fn record(&mut self, latency: Duration, outcome: Result<(), tonic::Code>) {
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(MAX_LATENCY_US)
+            .clamp(1, MAX_LATENCY_US);
+        self.total.saturating_record(micros);
+        self.window.saturating_record(micros);
+        self.calls += 1;
+        self.window_calls += 1;
+        if let Err(code) = outcome {
+            self.errors += 1;
+            self.window_errors += 1;
+            *self.errors_by_code.entry(format!("{code:?}")).or_default() += 1;
+        }
+    }
+
+    /// Ends the progress window: returns its calls, errors, p50 and p99 in microseconds, and
+    /// starts a new one.
+    pub fn take_window(&mut self) -> (u64, u64, u64, u64) {
+        let taken = (
+            self.window_calls,
+            self.window_errors,
+            self.window.value_at_quantile(0.5),
+            self.window.value_at_quantile(0.99),
+        );
+        self.window.reset();
+        self.window_calls = 0;
+        self.window_errors = 0;
+        taken
+    }
+}
+
+/// Shared statistics of a running workload.
+pub type SharedStats = Arc<Mutex<Stats>>;
+
+/// Starts `spec.concurrency` workers that call grains through random nodes until `spec.until`.
+///
+/// Dropping the returned set aborts the workers, which is how an interrupt stops them.
+pub fn start(spec: &WorkloadSpec, nodes: &[NodeClient]) -> (JoinSet<()>, SharedStats) {
+    let stats = Arc::new(Mutex::new(Stats::new()));
+    let mut workers = JoinSet::new();
+    for _ in 0..spec.concurrency {
+        let spec = spec.clone();
+        let nodes = nodes.to_vec();
+        let stats = Arc::clone(&stats);
+        workers.spawn(async move { run_worker(spec, nodes, stats).await });
+    }
+    (workers, stats)
+}
+
+async fn run_worker(spec: WorkloadSpec, mut nodes: Vec<NodeClient>, stats: SharedStats) {
+    let mut rng: StdRng = rand::make_rng();
+    while Instant::now() < spec.until {
+        let slot = rng.random_range(0..nodes.len());
+        let node = &mut nodes[slot];
+        let is_transfer =
+            spec.accounts >= 2 && rng.random_range(0..100) < u32::from(spec.transfer_percent);
+        let started = Instant::now();
+        let outcome = if is_transfer {
+            let from = rng.random_range(0..spec.accounts);
+            // Pick a different account by offsetting the source by 1 to accounts - 1.
+            let to = (from + rng.random_range(1..spec.accounts)) % spec.accounts;
+            let payload =
+                json!({ "to": account_key(to), "amount": rng.random_range(1..=MAX_TRANSFER) });
+            node.invoke_json(
+                "account",
+                &account_key(from),
+                "transfer",
+                &payload,
+                spec.call_timeout_ms,
+            )
+            .await
+        } else {
+            let key = format!("c-{}", rng.random_range(0..spec.counters));
+            let payload = json!({ "amount": 1 });
+            node.invoke_json("counter", &key, "add", &payload, spec.call_timeout_ms)
+                .await
+        };
+        let outcome = outcome.map(drop).map_err(|status| status.code());
+        stats
+            .lock()
+            .expect("stats lock is never poisoned")
+            .record(started.elapsed(), outcome);
+    }
+}
+
+/// Returns the key of account number `index`.
+pub fn account_key(index: u64) -> String {
+    format!("a-{index}")
+}
+
+/// Sum of the account balances read after the workload, and the reads that failed.
+pub struct BalanceCheck {
+    /// Sum of the balances that could be read.
+    pub total: i64,
+    /// Accounts whose balance could not be read.
+    pub failed_reads: u64,
+}
+
+/// Reads every account's balance, spreading the reads over the nodes.
+pub async fn read_balances(
+    nodes: &[NodeClient],
+    accounts: u64,
+    call_timeout_ms: u32,
+) -> BalanceCheck {
+    let mut check = BalanceCheck {
+        total: 0,
+        failed_reads: 0,
+    };
+    let mut nodes = nodes.to_vec();
+    for index in 0..accounts {
+        let slot = usize::try_from(index).expect("account index fits usize") % nodes.len();
+        let reply = nodes[slot]
+            .invoke_json(
+                "account",
+                &account_key(index),
+                "balance",
+                &serde_json::Value::Null,
+                call_timeout_ms,
+            )
+            .await;
+        match reply.map(|response| crate::client::reply_json(&response).as_i64()) {
+            Ok(Some(balance)) => check.total += balance,
+            Ok(None) | Err(_) => check.failed_reads += 1,
+        }
+    }
+    check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_resets_but_total_keeps_counting() {
+        let mut stats = Stats::new();
+        stats.record(Duration::from_micros(100), Ok(()));
+        stats.record(Duration::from_micros(300), Err(tonic::Code::Unavailable));
+
+        let (calls, errors, p50, _) = stats.take_window();
+        assert_eq!((calls, errors), (2, 1));
+        assert!((99..=101).contains(&p50), "p50 {p50}");
+        assert_eq!(stats.take_window().0, 0);
+        assert_eq!(stats.calls, 2);
+        assert_eq!(stats.errors_by_code.get("Unavailable"), Some(&1));
+    }
+
+    #[test]
+    fn latency_above_histogram_range_is_clamped() {
+        let mut stats = Stats::new();
+        stats.record(Duration::from_secs(3_600), Ok(()));
+        assert_eq!(stats.total.len(), 1);
+    }
+}

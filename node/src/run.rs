@@ -1,0 +1,130 @@
+//! `gristmill run`: start one node, print its ready line, and leave the cluster on SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use crate::ready::ReadyLine;
+use crate::settings::{self, RunArgs};
+// TODO: import `gristmill::runtime::{Node, StartError}` and `gristmill::grain::samples`
+// instead once the library runtime exposes them, and delete `shim.rs`.
+use crate::shim::{Node, samples};
+
+/// Exit code for an invalid configuration, matching clap's code for invalid flags.
+pub const EXIT_INVALID_CONFIG: u8 = 2;
+/// Exit code when the node failed to start, for example because a port is taken.
+pub const EXIT_START_FAILED: u8 = 1;
+/// Exit code when the node stopped by itself, for example after the cluster declared it down.
+pub const EXIT_STOPPED: u8 = 3;
+
+/// Runs one node until SIGTERM or SIGINT (then drains and exits 0) or until it stops by itself.
+pub async fn run(args: RunArgs) -> ExitCode {
+    let config = match settings::load_node_config(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    init_logging(args.log.as_deref());
+    if let Some(parent_pid) = args.parent_pid {
+        exit_with_parent(parent_pid);
+    }
+
+    // Installed before the start, so a signal during start is handled after it, not fatal.
+    let (mut sigterm, mut sigint) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(sigterm), Ok(sigint)) => (sigterm, sigint),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::error!(%error, "cannot install signal handlers");
+            return ExitCode::from(EXIT_START_FAILED);
+        }
+    };
+
+    let node_name = config.node_name.clone();
+    let node = match Node::start(config, samples::registry()).await {
+        Ok(node) => node,
+        Err(error) => {
+            tracing::error!(node = %node_name, %error, "node failed to start");
+            return ExitCode::from(EXIT_START_FAILED);
+        }
+    };
+    if let Err(error) = print_ready_line(&node) {
+        tracing::error!(node = %node.id(), %error, "cannot write the ready line to stdout");
+        node.drain_and_leave().await;
+        return ExitCode::from(EXIT_START_FAILED);
+    }
+    tracing::info!(node = %node.id(), grpc_addr = %node.id().grpc_addr(), "node ready");
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        () = node.stopped() => {
+            tracing::error!(node = %node.id(), "node stopped without a signal, exiting");
+            return ExitCode::from(EXIT_STOPPED);
+        }
+    };
+    tracing::info!(node = %node.id(), signal = signal_name, "draining and leaving the cluster");
+    node.drain_and_leave().await;
+    tracing::info!(node = %node.id(), "node left the cluster, exiting");
+    ExitCode::SUCCESS
+}
+
+fn print_ready_line(node: &Node) -> std::io::Result<()> {
+    let id = node.id();
+    let ready = ReadyLine {
+        node: id.name.clone(),
+        boot_id: id.boot_id,
+        gossip_addr: id.gossip_addr(),
+        cluster_addr: id.cluster_addr(),
+        grpc_addr: id.grpc_addr(),
+        metrics_addr: node.metrics_addr(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", ready.to_json_line())?;
+    stdout.flush()
+}
+
+/// Sends logs to stderr, filtered by `--log`, else `RUST_LOG`, else `info`.
+fn init_logging(filter: Option<&str>) {
+    let filter = match filter {
+        Some(directives) => EnvFilter::new(directives),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Asks Linux to kill this process when its parent exits, so a node started by
+/// `gristmill local` cannot outlive it even when the parent is killed with SIGKILL.
+///
+/// NOTE: Linux sends the signal when the parent *thread* that spawned the process exits, so the
+/// parent must spawn nodes from a thread that lives as long as it does (its main thread).
+#[cfg(target_os = "linux")]
+fn exit_with_parent(parent_pid: u32) {
+    use nix::sys::signal::Signal;
+    use nix::unistd::getppid;
+
+    if let Err(error) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        tracing::warn!(%error, "cannot ask to be killed with the parent process");
+    }
+    // The parent may have exited before the request took effect, so no signal would come.
+    if i32::try_from(parent_pid).ok() != Some(getppid().as_raw()) {
+        tracing::error!(parent_pid, "parent process already exited, exiting");
+        std::process::exit(i32::from(EXIT_STOPPED));
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exit_with_parent(parent_pid: u32) {
+    tracing::warn!(
+        parent_pid,
+        "this platform cannot kill the node when its parent exits"
+    );
+}
