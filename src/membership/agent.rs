@@ -1,0 +1,456 @@
+//! The tokio task that runs foca over a UDP socket and keeps the member view current.
+//!
+//! One task owns foca, the socket, the timer queue and the [`MemberView`]. After every call
+//! into foca it drains the runtime: datagrams are sent, timers are queued, notifications and
+//! accepted meta broadcasts go through the view, and the view's events go out to the node.
+//!
+//! Joining: foca starts its probe timers only once a member replies to an `Announce`, so a
+//! single lost `Announce` would leave the node alone for good. Until foca reports `Active` (and again
+//! after `Idle`) the agent therefore retries every `announce_retry_ms`. Each retry resolves
+//! the seeds, sends them an identity request (see the `wire` module for why), and announces
+//! to each identity that comes back.
+//!
+//! Meta: the local state and load are re-broadcast every `meta_period_ms` with a higher
+//! version, because foca forgets a broadcast after a few transmissions and nodes that join
+//! later would otherwise never learn the meta of older members.
+//!
+//! Leaving: broadcast the state `Dead`, call `leave_cluster`, send what foca produced, stop.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::future::pending;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until, timeout};
+use tracing::{debug, info, warn};
+
+use super::handle::{AgentStatus, Command};
+use super::wire::{self, Datagram};
+use super::{
+    DEFAULT_DEAD_RETENTION, MemberInfo, MemberView, MembershipError, MembershipEvent,
+    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState,
+};
+use crate::clock::MonotonicClock;
+use crate::runtime::MembershipConfig;
+
+/// Largest datagram the agent sends, framing included. It stays below the 1472-byte UDP
+/// payload of a 1500-byte Ethernet MTU, so datagrams are not fragmented.
+const MAX_DATAGRAM_LEN: usize = 1400;
+
+/// Cluster size that foca's `new_lan` preset uses to size retransmissions and suspicion.
+/// Foca derives from it the number of times each update is re-sent (4 × log10(n + 1)).
+const EXPECTED_CLUSTER_SIZE: NonZeroU32 = NonZeroU32::new(32).expect("32 is not zero");
+
+/// Capacity of the event channel that [`MembershipHandle::subscribe`] hands out.
+const WATCHER_CAPACITY: usize = 1024;
+
+/// Minimum time between two warnings about rejected datagrams; repeats in between are counted
+/// and logged at debug level.
+const REJECT_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+type MembershipFoca = Foca<NodeId, PostcardCodec, StdRng, MetaHandler>;
+
+/// Returns foca's settings for `config`: the LAN preset with the failure-detector timings and
+/// the indirect probe count replaced, and the packet size reduced by the framing header.
+pub fn foca_config(config: &MembershipConfig) -> foca::Config {
+    let mut foca = foca::Config::new_lan(EXPECTED_CLUSTER_SIZE);
+    foca.probe_period = Duration::from_millis(config.probe_period_ms);
+    foca.probe_rtt = Duration::from_millis(config.probe_rtt_ms);
+    foca.suspect_to_down_after = Duration::from_millis(config.suspect_to_down_ms);
+    foca.num_indirect_probes =
+        NonZeroUsize::try_from(config.indirect_probes).unwrap_or(NonZeroUsize::MAX);
+    foca.max_packet_size =
+        NonZeroUsize::new(MAX_DATAGRAM_LEN - wire::HEADER_LEN).expect("header is smaller");
+    foca
+}
+
+/// The membership agent: a tokio task that runs SWIM through foca on one UDP socket.
+///
+/// Start it with [`MembershipAgent::start`] and talk to it through the returned
+/// [`MembershipHandle`].
+pub struct MembershipAgent {
+    foca: MembershipFoca,
+    runtime: AccumulatingRuntime<NodeId>,
+    timers: BinaryHeap<Reverse<(Instant, Timer<NodeId>)>>,
+    socket: UdpSocket,
+    config: MembershipConfig,
+    seeds: Vec<String>,
+    /// Seed addresses sent an identity request; identity replies from others are rejected.
+    requested: HashSet<SocketAddr>,
+    meta: NodeMeta,
+    view: MemberView,
+    clock: MonotonicClock,
+    accepted_meta: mpsc::UnboundedReceiver<MetaBroadcast>,
+    events: mpsc::UnboundedSender<MembershipEvent>,
+    watchers: broadcast::Sender<MembershipEvent>,
+    members: watch::Sender<Vec<MemberInfo>>,
+    status: Arc<AgentStatus>,
+    rejects: RejectLog,
+}
+
+impl MembershipAgent {
+    /// Starts the agent on `socket` and returns its handle and its event receiver.
+    ///
+    /// The caller binds the socket (port 0 lets the OS choose) and builds `identity` with the
+    /// bound port. `seeds` are `host:port` gossip addresses of nodes to join through. A seed
+    /// that resolves to this node is ignored, so every node may get the same list. The first
+    /// event is `Joined` for the local node, in state `Joining`.
+    ///
+    /// Must be called within a tokio runtime, because it spawns the agent task.
+    pub fn start(
+        identity: NodeId,
+        config: MembershipConfig,
+        seeds: Vec<String>,
+        socket: UdpSocket,
+        started_at_unix_ms: u64,
+    ) -> Result<(MembershipHandle, mpsc::UnboundedReceiver<MembershipEvent>), MembershipError> {
+        config.validate()?;
+        let bound = socket.local_addr().map_err(MembershipError::Socket)?.port();
+        if bound != identity.gossip_port {
+            return Err(MembershipError::PortMismatch {
+                bound,
+                advertised: identity.gossip_port,
+            });
+        }
+
+        let status = Arc::new(AgentStatus::default());
+        let (accepted_sender, accepted_meta) = mpsc::unbounded_channel();
+        let handler = MetaHandler::new(accepted_sender, status.malformed_broadcasts.clone());
+        let rng: StdRng = rand::make_rng();
+        let foca = Foca::with_custom_broadcast(
+            identity.clone(),
+            foca_config(&config),
+            rng,
+            PostcardCodec,
+            handler,
+        );
+
+        // `run` raises the version to 1 with the first broadcast.
+        let meta = NodeMeta {
+            version: 0,
+            state: NodeState::Joining,
+            load: Default::default(),
+            started_at_unix_ms,
+        };
+        let view = MemberView::new(identity.clone(), &meta, DEFAULT_DEAD_RETENTION);
+        let (events, event_receiver) = mpsc::unbounded_channel();
+        let (watchers, _) = broadcast::channel(WATCHER_CAPACITY);
+        let (members, members_receiver) = watch::channel(view.members().cloned().collect());
+        let (commands, command_receiver) = mpsc::unbounded_channel();
+        let handle = MembershipHandle::new(
+            commands,
+            members_receiver,
+            &watchers,
+            status.clone(),
+            identity.incarnation(),
+        );
+
+        let mut agent = Self {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            timers: BinaryHeap::new(),
+            socket,
+            config,
+            seeds,
+            requested: HashSet::new(),
+            meta,
+            view,
+            clock: MonotonicClock::new(),
+            accepted_meta,
+            events,
+            watchers,
+            members,
+            status,
+            rejects: RejectLog::default(),
+        };
+        agent.publish(vec![MembershipEvent::Joined(agent.view.local().clone())]);
+        tokio::spawn(agent.run(command_receiver));
+        Ok((handle, event_receiver))
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let node = self.foca.identity().to_string();
+        info!(node, seeds = ?self.seeds, "membership agent started");
+        let mut announce = interval(Duration::from_millis(self.config.announce_retry_ms));
+        announce.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut meta = interval(Duration::from_millis(self.config.meta_period_ms));
+        meta.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut buffer = vec![0; MAX_DATAGRAM_LEN + 1];
+        self.publish_local_meta();
+
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                received = self.socket.recv_from(&mut buffer) => match received {
+                    Ok((len, from)) => self.handle_datagram(&buffer[..len], from).await,
+                    Err(error) => debug!(node, %error, "gossip socket receive failed"),
+                },
+                () = sleep_until_next(next_timer) => self.handle_due_timers(),
+                _ = announce.tick(), if !self.view.is_connected() => self.announce_to_seeds().await,
+                _ = meta.tick() => {
+                    self.publish_local_meta();
+                    self.forget_expired();
+                }
+                command = commands.recv() => match command {
+                    Some(Command::SetState(state)) => {
+                        self.meta.state = state;
+                        self.publish_local_meta();
+                    }
+                    Some(Command::SetLoad(load)) => {
+                        self.meta.load = load;
+                        let events = self.view.set_local_meta(&self.meta);
+                        self.publish(events);
+                    }
+                    Some(Command::Leave(done)) => {
+                        self.leave(done).await;
+                        break;
+                    }
+                    None => {
+                        info!(node, "every membership handle dropped, stopping without leaving");
+                        break;
+                    }
+                },
+            }
+            self.drain_runtime().await;
+        }
+    }
+
+    /// Hands a received datagram to foca or replies to the identity exchange.
+    async fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        match wire::decode(datagram) {
+            Ok(Datagram::Foca(packet)) => {
+                if let Err(error) = self.foca.handle_data(packet, &mut self.runtime) {
+                    self.reject(from, &error);
+                }
+            }
+            Ok(Datagram::IdentityRequest { len }) => self.answer_identity_request(len, from).await,
+            Ok(Datagram::IdentityReply(seed)) => {
+                if !self.requested.contains(&from) {
+                    self.reject(from, &"identity reply from an address that was not asked");
+                } else if seed.name != self.foca.identity().name && !self.view.is_connected() {
+                    debug!(seed = %seed, %from, "announcing to seed");
+                    if let Err(error) = self.foca.announce(seed, &mut self.runtime) {
+                        warn!(%error, "announce to seed failed");
+                    }
+                }
+            }
+            Err(error) => self.reject(from, &error),
+        }
+    }
+
+    async fn answer_identity_request(&mut self, request_len: usize, from: SocketAddr) {
+        let reply = match wire::encode_identity_reply(self.foca.identity()) {
+            Ok(reply) => reply,
+            Err(error) => {
+                warn!(%error, "failed to encode the identity reply");
+                return;
+            }
+        };
+        if reply.len() > request_len {
+            self.reject(from, &"identity request shorter than the reply");
+            return;
+        }
+        self.send(&reply, from).await;
+    }
+
+    /// Resolves the seeds and sends each address an identity request.
+    async fn announce_to_seeds(&mut self) {
+        let request = wire::encode_identity_request();
+        let resolve_timeout = Duration::from_millis(self.config.announce_retry_ms);
+        for seed in self.seeds.clone() {
+            // NOTE: resolving inline pauses gossip for up to `resolve_timeout` per seed while
+            // DNS is slow; acceptable for a node that has not joined yet.
+            let addresses = match timeout(resolve_timeout, tokio::net::lookup_host(&seed)).await {
+                Ok(Ok(addresses)) => addresses,
+                Ok(Err(error)) => {
+                    debug!(seed, %error, "failed to resolve seed");
+                    continue;
+                }
+                Err(_) => {
+                    debug!(seed, "resolving seed timed out");
+                    continue;
+                }
+            };
+            for address in addresses {
+                self.requested.insert(address);
+                self.send(&request, address).await;
+            }
+        }
+    }
+
+    fn handle_due_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = self.timers.peek()
+            && *at <= now
+        {
+            let Reverse((_, timer)) = self.timers.pop().expect("peeked above");
+            if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
+                warn!(%error, "foca failed to handle a timer");
+            }
+        }
+    }
+
+    /// Raises the meta version, applies the meta to the local entry and broadcasts it now.
+    fn publish_local_meta(&mut self) {
+        self.meta.version += 1;
+        let events = self.view.set_local_meta(&self.meta);
+        self.publish(events);
+
+        let item = MetaBroadcast {
+            incarnation: self.foca.identity().incarnation(),
+            meta: self.meta.clone(),
+        };
+        let bytes = match item.encode() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                warn!(%error, "failed to encode the local node meta");
+                return;
+            }
+        };
+        match self.foca.add_broadcast(&bytes) {
+            Ok(true) => {}
+            Ok(false) => warn!(
+                version = self.meta.version,
+                "local meta rejected as stale: another process may use this node's name"
+            ),
+            Err(error) => warn!(%error, "failed to add the local meta broadcast"),
+        }
+        if let Err(error) = self.foca.broadcast(&mut self.runtime) {
+            warn!(%error, "failed to send the local meta broadcast");
+        }
+    }
+
+    fn forget_expired(&mut self) {
+        if self.view.handle_tick(self.clock.now()) > 0 {
+            self.refresh_members();
+        }
+    }
+
+    async fn leave(&mut self, done: oneshot::Sender<()>) {
+        info!(node = %self.foca.identity(), "leaving the cluster");
+        self.meta.state = NodeState::Dead;
+        self.publish_local_meta();
+        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
+            warn!(%error, "foca failed to leave the cluster");
+        }
+        self.drain_runtime().await;
+        // The caller may have stopped waiting; the agent stops either way.
+        let _ = done.send(());
+    }
+
+    /// Sends what foca produced, queues its timers and applies its notifications and the
+    /// accepted broadcasts to the view. Runs after every call into foca.
+    async fn drain_runtime(&mut self) {
+        while let Some((destination, packet)) = self.runtime.to_send() {
+            self.send(&wire::encode_foca(&packet), destination.gossip_addr())
+                .await;
+        }
+        let now = Instant::now();
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timers.push(Reverse((now + after, timer)));
+        }
+
+        let millis = self.clock.at(now.into_std());
+        let mut events = Vec::new();
+        while let Some(notification) = self.runtime.to_notify() {
+            log_notification(self.foca.identity(), &notification);
+            events.extend(self.view.handle_notification(notification, millis));
+        }
+        while let Ok(item) = self.accepted_meta.try_recv() {
+            events.extend(self.view.handle_meta(&item.incarnation, item.meta, millis));
+        }
+        self.status.joined.store(
+            self.view.is_connected(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.publish(events);
+    }
+
+    fn publish(&mut self, events: Vec<MembershipEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            // Receivers that went away are not the agent's concern.
+            let _ = self.watchers.send(event.clone());
+            let _ = self.events.send(event);
+        }
+        self.refresh_members();
+    }
+
+    fn refresh_members(&mut self) {
+        self.members
+            .send_replace(self.view.members().cloned().collect());
+    }
+
+    async fn send(&mut self, datagram: &[u8], to: SocketAddr) {
+        if let Err(error) = self.socket.send_to(datagram, to).await {
+            debug!(%to, %error, "gossip send failed");
+        }
+    }
+
+    fn reject(&mut self, from: SocketAddr, error: &dyn std::fmt::Display) {
+        let total = self
+            .status
+            .rejected_datagrams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.rejects.record(from, error, total);
+    }
+}
+
+/// Waits until `at`, or forever when no timer is queued.
+async fn sleep_until_next(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => pending().await,
+    }
+}
+
+fn log_notification(node: &NodeId, notification: &OwnedNotification<NodeId>) {
+    match notification {
+        OwnedNotification::MemberUp(member) => info!(%node, %member, "member up"),
+        OwnedNotification::MemberDown(member) => info!(%node, %member, "member down"),
+        OwnedNotification::Rename(old, new) => info!(%node, %old, %new, "member renamed"),
+        OwnedNotification::Active => info!(%node, "joined the cluster"),
+        OwnedNotification::Idle => warn!(%node, "no active members left"),
+        OwnedNotification::Defunct => warn!(%node, "this node was declared down"),
+        OwnedNotification::Rejoin(renewed) => {
+            warn!(%node, %renewed, "declared down, rejoined with a renewed identity")
+        }
+        #[allow(unreachable_patterns)] // foca's `unstable-notifications` feature adds kinds.
+        other => debug!(%node, ?other, "foca notification"),
+    }
+}
+
+/// Rate limit for warnings about rejected datagrams.
+#[derive(Debug, Default)]
+struct RejectLog {
+    last_warned: Option<Instant>,
+}
+
+impl RejectLog {
+    fn record(&mut self, from: SocketAddr, error: &dyn std::fmt::Display, total: u64) {
+        let now = Instant::now();
+        let due = self
+            .last_warned
+            .is_none_or(|last| now.duration_since(last) >= REJECT_WARN_INTERVAL);
+        if due {
+            self.last_warned = Some(now);
+            warn!(%from, %error, total, "rejected gossip datagram");
+        } else {
+            debug!(%from, %error, total, "rejected gossip datagram");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,383 @@
+//! Several agents on loopback UDP in one process, with fast failure-detector settings.
+//!
+//! foca keeps no global state, so each test starts its own small cluster on OS-chosen ports.
+//! Tests wait on the member list or on events with a timeout, never on a fixed sleep.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+use super::*;
+use crate::membership::{LeaveReason, NodeLoad};
+
+/// Upper bound for any single wait; generous because two cores may run several tests.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn fast_config() -> MembershipConfig {
+    MembershipConfig {
+        probe_period_ms: 200,
+        probe_rtt_ms: 80,
+        suspect_to_down_ms: 600,
+        indirect_probes: NonZeroU32::new(2).expect("2 is not zero"),
+        meta_period_ms: 200,
+        announce_retry_ms: 100,
+    }
+}
+
+struct TestNode {
+    id: NodeId,
+    handle: MembershipHandle,
+    events: mpsc::UnboundedReceiver<MembershipEvent>,
+}
+
+impl TestNode {
+    async fn start(name: &str, boot_id: u64, seeds: &[&TestNode]) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
+        let id = NodeId {
+            name: name.into(),
+            boot_id,
+            bump: 0,
+            ip: IpAddr::from([127, 0, 0, 1]),
+            gossip_port: socket.local_addr().expect("bound").port(),
+            cluster_port: 0,
+            grpc_port: 0,
+        };
+        let seeds = seeds
+            .iter()
+            .map(|seed| seed.id.gossip_addr().to_string())
+            .collect();
+        let (handle, events) =
+            MembershipAgent::start(id.clone(), fast_config(), seeds, socket, boot_id)
+                .expect("agent starts");
+        Self { id, handle, events }
+    }
+
+    fn address(&self) -> SocketAddr {
+        self.id.gossip_addr()
+    }
+
+    /// Waits until the member list satisfies `condition` and returns that list.
+    async fn wait_members(
+        &self,
+        what: &str,
+        condition: impl FnMut(&Vec<MemberInfo>) -> bool,
+    ) -> Vec<MemberInfo> {
+        let mut members = self.handle.watch_members();
+        match timeout(WAIT, members.wait_for(condition)).await {
+            Ok(Ok(list)) => list.clone(),
+            Ok(Err(_)) => panic!("{}: agent stopped while waiting for {what}", self.id.name),
+            Err(_) => panic!(
+                "{}: timed out waiting for {what}; members: {:#?}",
+                self.id.name,
+                self.handle.members()
+            ),
+        }
+    }
+
+    async fn wait_live(&self, count: usize) -> Vec<MemberInfo> {
+        self.wait_members(&format!("{count} live members"), |members| {
+            members.iter().filter(|info| info.is_live()).count() == count
+        })
+        .await
+    }
+
+    /// Waits for the first event that `select` maps to a value, skipping the others.
+    async fn wait_event<T>(
+        &mut self,
+        what: &str,
+        mut select: impl FnMut(MembershipEvent) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    if let Some(found) = select(event) {
+                        return found;
+                    }
+                }
+                Ok(None) => panic!("{}: event channel closed waiting for {what}", self.id.name),
+                Err(_) => panic!("{}: timed out waiting for {what}", self.id.name),
+            }
+        }
+    }
+
+    async fn wait_left(&mut self, name: &str) -> (MemberInfo, LeaveReason) {
+        self.wait_event(&format!("{name} to leave"), |event| match event {
+            MembershipEvent::Left { member, reason } if member.id.name == name => {
+                Some((member, reason))
+            }
+            _ => None,
+        })
+        .await
+    }
+}
+
+fn find<'a>(members: &'a [MemberInfo], name: &str) -> &'a MemberInfo {
+    members
+        .iter()
+        .find(|info| info.id.name == name)
+        .unwrap_or_else(|| panic!("{name} is not listed in {members:#?}"))
+}
+
+async fn three_node_cluster() -> (TestNode, TestNode, TestNode) {
+    let a = TestNode::start("a", 1, &[]).await;
+    let b = TestNode::start("b", 2, &[&a]).await;
+    let c = TestNode::start("c", 3, &[&a]).await;
+    for node in [&a, &b, &c] {
+        node.wait_live(3).await;
+    }
+    (a, b, c)
+}
+
+#[tokio::test]
+async fn agents_converge_and_share_meta() {
+    // Goal: three agents joined through one seed list each other and see each other's
+    // state and load broadcasts. A fourth agent that joins later learns the meta of all.
+    let (a, b, c) = three_node_cluster().await;
+
+    for (activations, node) in [&a, &b, &c].into_iter().enumerate() {
+        node.handle
+            .set_state(NodeState::Active)
+            .expect("agent runs");
+        node.handle
+            .set_load(NodeLoad {
+                activations: activations as u64 + 10,
+                ..NodeLoad::default()
+            })
+            .expect("agent runs");
+    }
+    let all_active_with_load = |members: &Vec<MemberInfo>| {
+        ["a", "b", "c"].iter().all(|name| {
+            members.iter().any(|info| {
+                info.id.name == *name
+                    && info.state == NodeState::Active
+                    && info.load.activations >= 10
+            })
+        })
+    };
+    for node in [&a, &b, &c] {
+        node.wait_members("every node Active with load", all_active_with_load)
+            .await;
+    }
+
+    let late = TestNode::start("d", 4, &[&a]).await;
+    let seen = late
+        .wait_members("the meta of a, b and c", all_active_with_load)
+        .await;
+    for (name, activations, started_at) in [("a", 10, 1), ("b", 11, 2), ("c", 12, 3)] {
+        let info = find(&seen, name);
+        assert_eq!(info.load.activations, activations, "{name}");
+        assert_eq!(info.started_at_unix_ms, Some(started_at), "{name}");
+        assert!(info.meta_version > 0, "{name}");
+    }
+    assert_eq!(find(&seen, "d").state, NodeState::Joining);
+    for node in [&a, &b, &c] {
+        node.wait_live(4).await;
+    }
+}
+
+#[tokio::test]
+async fn local_node_is_first_joined_event() {
+    let mut a = TestNode::start("a", 1, &[]).await;
+
+    let first = a.events.recv().await.expect("agent runs");
+
+    let MembershipEvent::Joined(info) = first else {
+        panic!("expected Joined, got {first:?}");
+    };
+    assert_eq!(info.id, a.id);
+    assert_eq!(info.state, NodeState::Joining);
+    assert!(!a.handle.is_joined(), "a lone node has nobody to join");
+}
+
+#[tokio::test]
+async fn abrupt_stop_is_declared_dead() {
+    let (mut a, mut b, c) = three_node_cluster().await;
+
+    let stopped_at = Instant::now();
+    drop(c);
+    let (member, reason) = a.wait_left("c").await;
+    let detected_after = stopped_at.elapsed();
+    let (_, reason_at_b) = b.wait_left("c").await;
+
+    eprintln!("abrupt stop detected after {detected_after:?}");
+    assert_eq!(reason, LeaveReason::DeclaredDown);
+    assert_eq!(reason_at_b, LeaveReason::DeclaredDown);
+    assert_eq!(member.state, NodeState::Dead);
+    let members = a.wait_live(2).await;
+    assert_eq!(
+        find(&members, "c").state,
+        NodeState::Dead,
+        "dead members stay listed"
+    );
+}
+
+#[tokio::test]
+async fn leave_is_seen_as_graceful() {
+    let (mut a, b, mut c) = three_node_cluster().await;
+
+    let left_at = Instant::now();
+    b.handle.leave().await.expect("leave completes");
+    let (_, reason) = a.wait_left("b").await;
+    let seen_after = left_at.elapsed();
+    let (_, reason_at_c) = c.wait_left("b").await;
+
+    eprintln!("graceful leave seen after {seen_after:?}");
+    assert_eq!(reason, LeaveReason::Left);
+    assert_eq!(reason_at_c, LeaveReason::Left);
+    let probe_and_suspicion = Duration::from_millis(200 + 600);
+    assert!(
+        seen_after < probe_and_suspicion,
+        "leave took {seen_after:?}, as long as failure detection"
+    );
+    assert!(matches!(
+        b.handle.set_state(NodeState::Active),
+        Err(MembershipError::Stopped)
+    ));
+}
+
+#[tokio::test]
+async fn restart_replaces_old_incarnation() {
+    let (mut a, b, c) = three_node_cluster().await;
+    let old_b = b.id.clone();
+
+    drop(b);
+    let new_b = TestNode::start("b", 20, &[&a]).await;
+    let (left, _) = a.wait_left("b").await;
+    let members = a
+        .wait_members("the new b live", |members| {
+            members
+                .iter()
+                .any(|info| info.id.boot_id == 20 && info.is_live())
+        })
+        .await;
+
+    assert_eq!(left.id, old_b);
+    assert_eq!(
+        members.iter().filter(|info| info.id.name == "b").count(),
+        1,
+        "one entry per name: {members:#?}"
+    );
+    for node in [&a, &c, &new_b] {
+        let members = node
+            .wait_members("three live members, the new b among them", |members| {
+                let live = members.iter().filter(|info| info.is_live()).count();
+                let new_b_live = members
+                    .iter()
+                    .any(|info| info.id.name == "b" && info.id.boot_id == 20 && info.is_live());
+                live == 3 && new_b_live
+            })
+            .await;
+        let entries = members.iter().filter(|info| info.id.name == "b").count();
+        assert_eq!(entries, 1, "{}", node.id.name);
+    }
+}
+
+#[tokio::test]
+async fn random_datagrams_are_rejected() {
+    let (a, b) = {
+        let a = TestNode::start("a", 1, &[]).await;
+        let b = TestNode::start("b", 2, &[&a]).await;
+        a.wait_live(2).await;
+        b.wait_live(2).await;
+        (a, b)
+    };
+    let attacker = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut datagrams: Vec<Vec<u8>> = Vec::new();
+    for len in [1, 2, 3, 17, 64, 300, 1399, 1400] {
+        let mut junk = vec![0; len];
+        rng.fill_bytes(&mut junk);
+        junk[0] = !wire::MAGIC;
+        datagrams.push(junk.clone());
+        if len > 2 {
+            junk[..2].copy_from_slice(&[wire::MAGIC, wire::Kind::Foca as u8]);
+            datagrams.push(junk);
+        }
+    }
+    datagrams.push(vec![0; 4000]);
+    datagrams.push(vec![wire::MAGIC, 0xee]);
+    datagrams.push(vec![wire::MAGIC, wire::Kind::IdentityRequest as u8]);
+    datagrams.push(vec![wire::MAGIC, wire::Kind::IdentityReply as u8, 0xff]);
+    datagrams.push(wire::encode_identity_reply(&b.id).expect("identity encodes"));
+    let rejected_before = a.handle.rejected_datagrams();
+
+    for datagram in &datagrams {
+        attacker
+            .send_to(datagram, a.address())
+            .await
+            .expect("loopback send");
+    }
+    // The agent handles datagrams in order, so its reply to this request proves that it
+    // handled every datagram above.
+    attacker
+        .send_to(&wire::encode_identity_request(), a.address())
+        .await
+        .expect("loopback send");
+    let mut reply = vec![0; 2048];
+    let (len, _) = timeout(WAIT, attacker.recv_from(&mut reply))
+        .await
+        .expect("identity reply arrives")
+        .expect("loopback receive");
+
+    assert_eq!(
+        wire::decode(&reply[..len]).ok(),
+        Some(Datagram::IdentityReply(a.id.clone()))
+    );
+    assert_eq!(
+        a.handle.rejected_datagrams() - rejected_before,
+        datagrams.len() as u64
+    );
+    a.handle.set_state(NodeState::Draining).expect("agent runs");
+    b.wait_members("a Draining", |members| {
+        members
+            .iter()
+            .any(|info| info.id.name == "a" && info.state == NodeState::Draining)
+    })
+    .await;
+}
+
+#[test]
+fn start_rejects_port_mismatch_and_invalid_config() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime builds");
+    runtime.block_on(async {
+        let socket = || async { UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback") };
+        let first = socket().await;
+        let port = first.local_addr().expect("bound").port();
+        let id = NodeId {
+            name: "a".into(),
+            boot_id: 1,
+            bump: 0,
+            ip: IpAddr::from([127, 0, 0, 1]),
+            gossip_port: port.wrapping_add(1),
+            cluster_port: 0,
+            grpc_port: 0,
+        };
+        let invalid = MembershipConfig {
+            probe_rtt_ms: 5_000,
+            ..fast_config()
+        };
+
+        let mismatch = MembershipAgent::start(id.clone(), fast_config(), vec![], first, 0);
+        let id = NodeId {
+            gossip_port: port,
+            ..id
+        };
+        let rejected = MembershipAgent::start(id, invalid, vec![], socket().await, 0);
+
+        assert!(matches!(
+            mismatch,
+            Err(MembershipError::PortMismatch { .. })
+        ));
+        assert!(matches!(rejected, Err(MembershipError::InvalidConfig(_))));
+    });
+}

@@ -1,0 +1,153 @@
+//! The handle that the rest of the node uses to talk to a running membership agent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::{Incarnation, MemberInfo, MembershipEvent, NodeLoad, NodeState};
+use crate::runtime::ConfigError;
+
+/// A failure to start or to reach the membership agent.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// A membership setting is invalid. Nothing started; fix the setting and start again.
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    /// The socket and the identity disagree on the gossip port. Nothing started; build the
+    /// identity from the socket's local address.
+    #[error(
+        "gossip socket is bound to port {bound}, but the identity advertises port {advertised}"
+    )]
+    PortMismatch {
+        /// Port the socket is bound to.
+        bound: u16,
+        /// Gossip port in the identity.
+        advertised: u16,
+    },
+    /// Reading the socket's local address failed. Nothing started.
+    #[error("failed to read the gossip socket's local address")]
+    Socket(#[source] std::io::Error),
+    /// The agent has stopped (after `leave` or after every handle was dropped), so the
+    /// request had no effect. Retrying does not help; start a new agent.
+    #[error("membership agent has stopped")]
+    Stopped,
+}
+
+/// A request from a handle to the agent task.
+#[derive(Debug)]
+pub(super) enum Command {
+    SetState(NodeState),
+    SetLoad(NodeLoad),
+    Leave(oneshot::Sender<()>),
+}
+
+/// Counters and flags that the agent updates and handles read.
+#[derive(Debug, Default)]
+pub(super) struct AgentStatus {
+    pub(super) rejected_datagrams: AtomicU64,
+    pub(super) malformed_broadcasts: Arc<AtomicU64>,
+    pub(super) joined: AtomicBool,
+}
+
+/// Handle to a running membership agent; cheap to clone.
+///
+/// The agent runs until [`Self::leave`] completes or every handle is dropped. Dropping every
+/// handle stops it without leaving, as a crash would: peers declare the node down after the
+/// suspicion timeout.
+#[derive(Clone, Debug)]
+pub struct MembershipHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    members: watch::Receiver<Vec<MemberInfo>>,
+    watchers: broadcast::WeakSender<MembershipEvent>,
+    status: Arc<AgentStatus>,
+    incarnation: Incarnation,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<MembershipHandle>();
+};
+
+impl MembershipHandle {
+    pub(super) fn new(
+        commands: mpsc::UnboundedSender<Command>,
+        members: watch::Receiver<Vec<MemberInfo>>,
+        watchers: &broadcast::Sender<MembershipEvent>,
+        status: Arc<AgentStatus>,
+        incarnation: Incarnation,
+    ) -> Self {
+        Self {
+            commands,
+            members,
+            watchers: watchers.downgrade(),
+            status,
+            incarnation,
+        }
+    }
+
+    /// Returns the incarnation of the local node.
+    pub fn incarnation(&self) -> &Incarnation {
+        &self.incarnation
+    }
+
+    /// Sets the local lifecycle state and broadcasts it at once.
+    pub fn set_state(&self, state: NodeState) -> Result<(), MembershipError> {
+        self.send(Command::SetState(state))
+    }
+
+    /// Sets the local load figures; they go out with the next periodic broadcast.
+    pub fn set_load(&self, load: NodeLoad) -> Result<(), MembershipError> {
+        self.send(Command::SetLoad(load))
+    }
+
+    /// Leaves the cluster gracefully and stops the agent.
+    ///
+    /// Broadcasts the local state as `Dead`, has foca gossip its own departure, and resolves
+    /// once those datagrams are sent. Peers then report the node as left, not as failed.
+    pub async fn leave(&self) -> Result<(), MembershipError> {
+        let (done, sent) = oneshot::channel();
+        self.send(Command::Leave(done))?;
+        sent.await.map_err(|_| MembershipError::Stopped)
+    }
+
+    /// Returns every member the local view lists, dead ones and the local node included.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.members.borrow().clone()
+    }
+
+    /// Returns a receiver that contains the member list and is notified when it changes.
+    pub fn watch_members(&self) -> watch::Receiver<Vec<MemberInfo>> {
+        self.members.clone()
+    }
+
+    /// Subscribes to the events from now on, for streams such as WatchMembership. A
+    /// subscriber that falls behind by more than the channel capacity receives `Lagged`.
+    pub fn subscribe(&self) -> Result<broadcast::Receiver<MembershipEvent>, MembershipError> {
+        self.watchers
+            .upgrade()
+            .map(|sender| sender.subscribe())
+            .ok_or(MembershipError::Stopped)
+    }
+
+    /// Returns whether foca reports the node as joined: known by at least one active member.
+    pub fn is_joined(&self) -> bool {
+        self.status.joined.load(Ordering::Relaxed)
+    }
+
+    /// Returns how many received datagrams were rejected as malformed or invalid.
+    pub fn rejected_datagrams(&self) -> u64 {
+        self.status.rejected_datagrams.load(Ordering::Relaxed)
+    }
+
+    /// Returns how many received meta broadcast items failed to decode.
+    pub fn malformed_broadcasts(&self) -> u64 {
+        self.status.malformed_broadcasts.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, command: Command) -> Result<(), MembershipError> {
+        self.commands
+            .send(command)
+            .map_err(|_| MembershipError::Stopped)
+    }
+}

@@ -1,0 +1,219 @@
+//! Framing of datagrams on the gossip port: foca packets and the identity exchange with seeds.
+//!
+//! Every datagram starts with [`MAGIC`] and a kind byte:
+//! - [`Kind::Foca`]: the rest is a foca packet.
+//! - [`Kind::IdentityRequest`]: a request for the receiver's current identity. The request is
+//!   padded to [`IDENTITY_REQUEST_LEN`] bytes, and a node replies only to requests at least as
+//!   long as its reply, so the exchange cannot amplify traffic towards a spoofed source.
+//! - [`Kind::IdentityReply`]: the rest is the sender's [`NodeId`], postcard-encoded.
+//!
+//! The identity exchange exists because foca 2.0 accepts an `Announce` only when the
+//! destination identity's `addr()` equals the receiver's, and our `addr()` is the node name.
+//! A seed is configured as `host:port`, so a joining node first asks the seed for its
+//! identity and then announces to exactly that identity.
+
+use super::NodeId;
+
+/// First byte of every datagram on the gossip port.
+pub const MAGIC: u8 = 0x47;
+
+/// Length of the framing header: the magic byte and the kind byte.
+pub const HEADER_LEN: usize = 2;
+
+/// Length of an identity request on the wire, in bytes. Identity replies of names up to 63
+/// bytes stay well below it.
+pub const IDENTITY_REQUEST_LEN: usize = 256;
+
+/// Kind of content a datagram carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A foca packet.
+    Foca = 1,
+    /// A request for the receiver's identity.
+    IdentityRequest = 2,
+    /// The sender's identity, in reply to a request.
+    IdentityReply = 3,
+}
+
+/// A decoded datagram.
+#[derive(Debug, PartialEq)]
+pub enum Datagram<'a> {
+    /// A foca packet, without the framing header.
+    Foca(&'a [u8]),
+    /// A request for our identity, from a peer padded to `len` bytes in total.
+    IdentityRequest {
+        /// Length of the whole datagram, header included.
+        len: usize,
+    },
+    /// A peer's identity.
+    IdentityReply(NodeId),
+}
+
+/// A datagram that is not valid framing. Nothing changed; the datagram is dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The datagram is shorter than the framing header.
+    #[error("datagram of {0} bytes is shorter than the framing header")]
+    TooShort(usize),
+    /// The first byte is not [`MAGIC`].
+    #[error("datagram starts with {0:#04x}, not the gossip magic byte")]
+    BadMagic(u8),
+    /// The kind byte names no known kind.
+    #[error("datagram has unknown kind {0}")]
+    UnknownKind(u8),
+    /// An identity reply whose body does not decode.
+    #[error("malformed identity reply")]
+    MalformedIdentity(#[source] postcard::Error),
+}
+
+/// Decodes the framing of a received datagram.
+pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, WireError> {
+    let [magic, kind, body @ ..] = datagram else {
+        return Err(WireError::TooShort(datagram.len()));
+    };
+    if *magic != MAGIC {
+        return Err(WireError::BadMagic(*magic));
+    }
+    match *kind {
+        kind if kind == Kind::Foca as u8 => Ok(Datagram::Foca(body)),
+        kind if kind == Kind::IdentityRequest as u8 => Ok(Datagram::IdentityRequest {
+            len: datagram.len(),
+        }),
+        kind if kind == Kind::IdentityReply as u8 => postcard::from_bytes(body)
+            .map(Datagram::IdentityReply)
+            .map_err(WireError::MalformedIdentity),
+        other => Err(WireError::UnknownKind(other)),
+    }
+}
+
+/// Frames a foca packet for sending.
+pub fn encode_foca(packet: &[u8]) -> Vec<u8> {
+    let mut datagram = Vec::with_capacity(HEADER_LEN + packet.len());
+    datagram.extend_from_slice(&[MAGIC, Kind::Foca as u8]);
+    datagram.extend_from_slice(packet);
+    datagram
+}
+
+/// Builds an identity request, zero-padded to [`IDENTITY_REQUEST_LEN`] bytes.
+pub fn encode_identity_request() -> Vec<u8> {
+    let mut datagram = vec![0; IDENTITY_REQUEST_LEN];
+    datagram[..HEADER_LEN].copy_from_slice(&[MAGIC, Kind::IdentityRequest as u8]);
+    datagram
+}
+
+/// Builds an identity reply carrying `id`.
+pub fn encode_identity_reply(id: &NodeId) -> Result<Vec<u8>, postcard::Error> {
+    let header = vec![MAGIC, Kind::IdentityReply as u8];
+    postcard::to_extend(id, header)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn node() -> NodeId {
+        NodeId {
+            name: "a".repeat(63),
+            boot_id: u64::MAX,
+            bump: u32::MAX,
+            ip: IpAddr::from([0xfe80, 0, 0, 0, 0, 0, 0, 1]),
+            gossip_port: u16::MAX,
+            cluster_port: u16::MAX,
+            grpc_port: u16::MAX,
+        }
+    }
+
+    #[test]
+    fn framing_round_trips() {
+        let reply = encode_identity_reply(&node()).expect("identity encodes");
+
+        assert_eq!(
+            decode(&encode_foca(b"packet")).ok(),
+            Some(Datagram::Foca(b"packet"))
+        );
+        assert_eq!(
+            decode(&encode_identity_request()).ok(),
+            Some(Datagram::IdentityRequest {
+                len: IDENTITY_REQUEST_LEN
+            })
+        );
+        assert_eq!(decode(&reply).ok(), Some(Datagram::IdentityReply(node())));
+    }
+
+    #[test]
+    fn largest_identity_reply_fits_in_request() {
+        let reply = encode_identity_reply(&node()).expect("identity encodes");
+
+        assert!(
+            reply.len() <= IDENTITY_REQUEST_LEN,
+            "reply is {} bytes",
+            reply.len()
+        );
+    }
+
+    /// Pins the foca 2.0 behaviour that the identity exchange works around.
+    #[test]
+    fn foca_answers_announce_only_to_its_name() {
+        use foca::{AccumulatingRuntime, Config, Foca, PostcardCodec};
+        use rand::SeedableRng;
+        use rand::rngs::StdRng;
+
+        let member = |name: &str, port| NodeId {
+            name: name.into(),
+            gossip_port: port,
+            ..node()
+        };
+        let seed_id = member("seed", 1);
+        let new_foca = |id: NodeId| {
+            let rng = StdRng::seed_from_u64(u64::from(id.gossip_port));
+            Foca::new(id, Config::simple(), rng, PostcardCodec)
+        };
+        let mut joiner = new_foca(member("joiner", 2));
+        let mut seed = new_foca(seed_id.clone());
+        let cases = [
+            (member("", 1), false),
+            (member("other", 1), false),
+            (member("seed", 9), true),
+            (seed_id, true),
+        ];
+
+        for (destination, answered) in cases {
+            let mut runtime = AccumulatingRuntime::new();
+            joiner
+                .announce(destination.clone(), &mut runtime)
+                .expect("announce is sent");
+            let (_, announce) = runtime.to_send().expect("one datagram");
+            let mut seed_runtime = AccumulatingRuntime::new();
+            seed.handle_data(&announce, &mut seed_runtime)
+                .expect("announce decodes");
+            let feed = seed_runtime.to_send();
+            assert_eq!(feed.is_some(), answered, "announce to {destination}");
+        }
+    }
+
+    #[test]
+    fn invalid_framing_is_rejected() {
+        let cases: [(&[u8], &str); 4] = [
+            (&[], "TooShort"),
+            (&[MAGIC], "TooShort"),
+            (&[0x00, 1, 2], "BadMagic"),
+            (&[MAGIC, 9], "UnknownKind"),
+        ];
+
+        for (datagram, expected) in cases {
+            let error = decode(datagram).expect_err("invalid framing");
+            assert!(
+                format!("{error:?}").starts_with(expected),
+                "{datagram:?}: {error:?}"
+            );
+        }
+        let truncated = &encode_identity_reply(&node()).expect("identity encodes")[..10];
+        assert!(matches!(
+            decode(truncated),
+            Err(WireError::MalformedIdentity(_))
+        ));
+    }
+}
