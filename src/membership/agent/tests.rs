@@ -140,6 +140,7 @@ async fn agents_converge_and_share_meta() {
     // Goal: three agents joined through one seed list each other and see each other's
     // state and load broadcasts. A fourth agent that joins later learns the meta of all.
     let (a, b, c) = three_node_cluster().await;
+    let mut watcher = b.handle.subscribe().expect("agent runs");
 
     for (activations, node) in [&a, &b, &c].into_iter().enumerate() {
         node.handle
@@ -164,6 +165,22 @@ async fn agents_converge_and_share_meta() {
     for node in [&a, &b, &c] {
         node.wait_members("every node Active with load", all_active_with_load)
             .await;
+    }
+
+    let update = timeout(WAIT, async {
+        loop {
+            match watcher.recv().await {
+                Ok(MembershipEvent::Updated(info)) if info.id.name == "a" => return info,
+                Ok(_) => {}
+                Err(error) => panic!("watcher failed: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("b's watchers receive a's update");
+    assert_eq!(update.state, NodeState::Active);
+    for node in [&a, &b, &c] {
+        assert!(node.handle.is_joined(), "{}", node.id.name);
     }
 
     let late = TestNode::start("d", 4, &[&a]).await;
