@@ -1,0 +1,441 @@
+//! Helpers for tests that run `gristmill run` node processes on loopback with OS-chosen ports.
+//!
+//! Each test binary includes this module, so not every helper is used by every binary.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gristmill::api::pb;
+use gristmill::api::pb::cluster_client::ClusterClient;
+use gristmill::api::pb::grains_client::GrainsClient;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_gristmill");
+/// Cookie shared by the nodes of a test cluster.
+pub const COOKIE: &str = "process-test-cookie-0123456789abcdef";
+/// Time a node process has to print its ready line.
+pub const START_WITHIN: Duration = Duration::from_secs(30);
+/// Time a fresh cluster has to list all its nodes as ACTIVE everywhere.
+pub const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
+/// Interval between two polls of a wait-until condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// At most two multi-node tests run at once, because the test machine has two cores and each
+/// node process runs its own failure detector on tight timers.
+static CLUSTER_SLOTS: Semaphore = Semaphore::const_new(2);
+
+/// Waits for one of the multi-node test slots; hold the permit for the whole test.
+pub async fn cluster_slot() -> SemaphorePermit<'static> {
+    CLUSTER_SLOTS
+        .acquire()
+        .await
+        .expect("the slot semaphore is never closed")
+}
+
+/// Failure-detector timing of a test node, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Time between two probes.
+    pub probe_period_ms: u64,
+    /// Time a probed node has to acknowledge.
+    pub probe_rtt_ms: u64,
+    /// Time a suspected node has to refute before it is declared down.
+    pub suspect_to_down_ms: u64,
+}
+
+impl Timing {
+    /// Fast detection for tests: a dead node is declared down within about a second.
+    pub const FAST: Timing = Timing {
+        probe_period_ms: 200,
+        probe_rtt_ms: 80,
+        suspect_to_down_ms: 600,
+    };
+
+    fn args(self) -> Vec<String> {
+        vec![
+            "--probe-period-ms".into(),
+            self.probe_period_ms.to_string(),
+            "--probe-rtt-ms".into(),
+            self.probe_rtt_ms.to_string(),
+            "--suspect-to-down-ms".into(),
+            self.suspect_to_down_ms.to_string(),
+        ]
+    }
+}
+
+/// The JSON line `gristmill run` prints once it serves.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Ready {
+    /// Always `ready`.
+    pub event: String,
+    /// Node name.
+    pub node: String,
+    /// Id of the process start.
+    pub boot_id: u64,
+    /// UDP gossip address.
+    pub gossip_addr: SocketAddr,
+    /// TCP cluster transport address.
+    pub cluster_addr: SocketAddr,
+    /// TCP gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// TCP address of /metrics, or `None` when it is off.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// One running `gristmill run` process; killed with SIGKILL when dropped.
+pub struct NodeProcess {
+    /// The node's ready line.
+    pub ready: Ready,
+    /// File that receives the node's stderr (its logs).
+    pub log_path: PathBuf,
+    child: Child,
+}
+
+/// Returns a fresh path for a node's log file under the target directory.
+fn log_path(name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("process-logs");
+    std::fs::create_dir_all(&dir).expect("create the log directory");
+    let serial = NEXT.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{name}-{}-{serial}.log", std::process::id()))
+}
+
+impl NodeProcess {
+    /// Starts a node named `name` with `timing`, joining through `seeds`, plus `extra_args`;
+    /// panics with the log path unless it prints a ready line within [`START_WITHIN`].
+    pub async fn start(
+        name: &str,
+        seeds: &[SocketAddr],
+        timing: Timing,
+        extra_args: &[&str],
+    ) -> NodeProcess {
+        let log_path = log_path(name);
+        let log = std::fs::File::create(&log_path).expect("create the node log file");
+        let mut command = Command::new(BIN);
+        command
+            .arg("run")
+            .args(["--node-name", name, "--bind-ip", "127.0.0.1"])
+            .args([
+                "--gossip-port",
+                "0",
+                "--cluster-port",
+                "0",
+                "--grpc-port",
+                "0",
+            ])
+            .args(["--metrics-port", "0", "--log", "info"])
+            .args(timing.args())
+            .args(extra_args)
+            .env("GRISTMILL_COOKIE", COOKIE)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        for seed in seeds {
+            command.args(["--seed", &seed.to_string()]);
+        }
+        let mut child = command.spawn().expect("spawn the gristmill binary");
+        eprintln!("started {name}, log in {}", log_path.display());
+
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = match tokio::time::timeout(START_WITHIN, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            outcome => panic!(
+                "{name} printed no ready line ({outcome:?}); log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            ),
+        };
+        let ready: Ready = serde_json::from_str(&line).unwrap_or_else(|error| {
+            panic!("{name} printed an invalid ready line {line:?}: {error}")
+        });
+        assert_eq!(ready.event, "ready", "first stdout line of {name}");
+        assert_eq!(ready.node, name, "name in the ready line");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        NodeProcess {
+            ready,
+            log_path,
+            child,
+        }
+    }
+
+    /// Kills the process with SIGKILL and waits until it is gone.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("send SIGKILL");
+        self.child.wait().await.expect("wait for the killed node");
+    }
+
+    /// Sends SIGTERM, which makes the node drain and leave.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("node is still running");
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("send SIGTERM");
+    }
+
+    /// Waits for the process to exit; panics if it is still running after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the node"),
+            Err(_) => panic!("{} did not exit within {within:?}", self.ready.node),
+        }
+    }
+
+    /// Connects gRPC clients to the node.
+    pub async fn client(&self) -> NodeClient {
+        NodeClient::connect(self.ready.grpc_addr).await
+    }
+}
+
+/// gRPC clients of one node.
+#[derive(Clone)]
+pub struct NodeClient {
+    /// The `Cluster` service.
+    pub cluster: ClusterClient<Channel>,
+    /// The `Grains` service.
+    pub grains: GrainsClient<Channel>,
+}
+
+impl NodeClient {
+    /// Connects to the gRPC API at `addr`.
+    pub async fn connect(addr: SocketAddr) -> NodeClient {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("valid endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap_or_else(|error| panic!("connect to gRPC at {addr}: {error}"));
+        NodeClient {
+            cluster: ClusterClient::new(channel.clone()),
+            grains: GrainsClient::new(channel),
+        }
+    }
+
+    /// Lists the members in the node's view, or `None` when the call fails.
+    pub async fn members(&mut self) -> Option<Vec<pb::Member>> {
+        let response = self.cluster.list_members(pb::ListMembersRequest {}).await;
+        response.ok().map(|response| response.into_inner().members)
+    }
+
+    /// Lists the node's activations of `grain_type`.
+    pub async fn activations(&mut self, grain_type: &str) -> Vec<pb::Activation> {
+        let request = pb::ListActivationsRequest {
+            grain_type: grain_type.into(),
+            limit: 0,
+        };
+        let response = self.grains.list_activations(request).await;
+        response.expect("ListActivations").into_inner().activations
+    }
+
+    /// Calls a grain method with a JSON payload and returns the JSON reply and the name of
+    /// the serving node. A `timeout_ms` of 0 takes the node's default deadline.
+    pub async fn invoke(
+        &mut self,
+        grain_type: &str,
+        key: &str,
+        method: &str,
+        payload: Value,
+        timeout_ms: u32,
+    ) -> Result<(Value, String), tonic::Status> {
+        let request = pb::InvokeRequest {
+            grain_type: grain_type.into(),
+            key: key.into(),
+            method: method.into(),
+            payload: serde_json::to_vec(&payload).expect("encode JSON"),
+            format: pb::PayloadFormat::Json as i32,
+            timeout_ms,
+        };
+        let response = self.grains.invoke(request).await?.into_inner();
+        let reply = serde_json::from_slice(&response.payload).unwrap_or_else(|error| {
+            panic!("reply of {grain_type}/{key}.{method} is not JSON: {error}")
+        });
+        Ok((reply, response.served_by))
+    }
+}
+
+/// Nodes started together: node 0 first, the others seeded with node 0's gossip address.
+pub struct Cluster {
+    /// The node processes, in start order.
+    pub nodes: Vec<NodeProcess>,
+}
+
+impl Cluster {
+    /// Starts `count` nodes named `node-0` and up, and waits until every node lists all of
+    /// them as ACTIVE.
+    pub async fn start(count: usize, timing: Timing) -> Cluster {
+        Self::start_with(count, timing, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with `extra_args` passed to every node.
+    pub async fn start_with(count: usize, timing: Timing, extra_args: &[&str]) -> Cluster {
+        let first = NodeProcess::start("node-0", &[], timing, extra_args).await;
+        let seed = [first.ready.gossip_addr];
+        let mut nodes = vec![first];
+        for index in 1..count {
+            let name = format!("node-{index}");
+            nodes.push(NodeProcess::start(&name, &seed, timing, extra_args).await);
+        }
+        let cluster = Cluster { nodes };
+        cluster.wait_converged().await;
+        cluster
+    }
+
+    /// Waits until every node's view is exactly the cluster's nodes, each ACTIVE with the
+    /// boot id of its ready line.
+    pub async fn wait_converged(&self) {
+        let expected: BTreeMap<String, u64> = self
+            .nodes
+            .iter()
+            .map(|node| (node.ready.node.clone(), node.ready.boot_id))
+            .collect();
+        let clients = self.clients().await;
+        wait_until(
+            "every node lists all nodes as ACTIVE",
+            CONVERGE_WITHIN,
+            || {
+                let expected = expected.clone();
+                let mut clients = clients.clone();
+                async move {
+                    for client in &mut clients {
+                        let members = client.members().await?;
+                        let active: BTreeMap<String, u64> = members
+                            .iter()
+                            .filter(|member| member.state == pb::NodeState::Active as i32)
+                            .map(|member| (member.name.clone(), member.boot_id))
+                            .collect();
+                        if members.len() != expected.len() || active != expected {
+                            return None;
+                        }
+                    }
+                    Some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Connects to every node, in start order.
+    pub async fn clients(&self) -> Vec<NodeClient> {
+        let mut clients = Vec::new();
+        for node in &self.nodes {
+            clients.push(node.client().await);
+        }
+        clients
+    }
+}
+
+/// Polls `probe` until it returns `Some`, and returns that value with the time it took;
+/// panics naming `what` when `within` passes first.
+pub async fn wait_until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    let deadline = started + within;
+    loop {
+        if let Some(value) = probe().await {
+            return (value, started.elapsed());
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting until {what}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Returns whether `members` no longer lists `name` as alive: absent, or DEAD.
+pub fn is_gone(members: &[pb::Member], name: &str) -> bool {
+    members
+        .iter()
+        .filter(|member| member.name == name)
+        .all(|member| member.state == pb::NodeState::Dead as i32)
+}
+
+/// Waits until every client's view no longer lists `name` as alive, and returns the time it
+/// took; panics after `within`.
+pub async fn wait_gone(clients: &[NodeClient], name: &str, within: Duration) -> Duration {
+    let what = format!("every survivor sees {name} DEAD or gone");
+    let ((), took) = wait_until(&what, within, || {
+        let mut clients = clients.to_vec();
+        async move {
+            for client in &mut clients {
+                if !is_gone(&client.members().await?, name) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    took
+}
+
+/// Calls `add` on counters `c-0` to `c-{count - 1}` through the nodes in turn, and returns
+/// the keys each node serves, by node name.
+pub async fn spread_counters(
+    clients: &mut [NodeClient],
+    count: usize,
+) -> BTreeMap<String, Vec<String>> {
+    let mut served: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for index in 0..count {
+        let key = format!("c-{index}");
+        let gateway = &mut clients[index % clients.len()];
+        let (_, served_by) = gateway
+            .invoke(
+                "counter",
+                &key,
+                "add",
+                serde_json::json!({ "amount": 1 }),
+                0,
+            )
+            .await
+            .unwrap_or_else(|status| panic!("counter {key}: {status}"));
+        served.entry(served_by).or_default().push(key);
+    }
+    served
+}
+
+/// Scrapes `/metrics` at `addr` and returns the sum of all samples of the metric `name`, or
+/// 0 when it has none.
+pub async fn metric_value(addr: SocketAddr, name: &str) -> f64 {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|error| panic!("connect to /metrics at {addr}: {error}"));
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the scrape request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read the scrape response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("malformed HTTP response from {addr}: {response:?}"));
+    assert!(head.contains(" 200 "), "scrape of {addr} failed: {head}");
+
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,197 @@
+//! Bad input to real node processes: garbage and oversized frames on the gossip and cluster
+//! ports, and invalid configuration at start.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{BIN, COOKIE, Cluster, Timing, cluster_slot, metric_value, wait_until};
+use gristmill::api::pb;
+use rand::RngExt;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// Inbound frame limit of the nodes in the garbage test, in bytes (the smallest valid value).
+const MAX_FRAME_BYTES: u64 = 65_536;
+/// Time a node has to count rejected input or to close a rejected connection.
+const REJECT_WITHIN: Duration = Duration::from_secs(10);
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    rand::rng().fill(&mut bytes[..]);
+    bytes
+}
+
+/// Sends one length-prefixed frame (u64 big-endian length, as the cluster transport frames
+/// messages) and waits until the node closes the connection.
+async fn send_frame_expect_close(addr: std::net::SocketAddr, length: u64, body: &[u8]) {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to the cluster port");
+    stream
+        .write_all(&length.to_be_bytes())
+        .await
+        .expect("send the length");
+    // The node may close the connection as soon as it reads the length, so a failed body
+    // write is one of the expected outcomes.
+    let _ = stream.write_all(body).await;
+    let mut buffer = [0; 1024];
+    let closed = tokio::time::timeout(REJECT_WITHIN, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "node kept the connection open after a bad frame of length {length}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_input_is_rejected_and_counted() {
+    const DATAGRAMS: usize = 50;
+    let _slot = cluster_slot().await;
+    let max_frame = MAX_FRAME_BYTES.to_string();
+    let cluster = Cluster::start_with(2, Timing::FAST, &["--max-frame-bytes", &max_frame]).await;
+    let target = &cluster.nodes[0].ready;
+    let metrics = target.metrics_addr.expect("metrics endpoint is on");
+    let datagrams_before = metric_value(metrics, "gristmill_rejected_datagrams_total").await;
+    let frames_before = metric_value(metrics, "gristmill_rejected_frames_total").await;
+
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind a UDP socket");
+    for _ in 0..DATAGRAMS {
+        let len = rand::rng().random_range(1..1_200);
+        socket
+            .send_to(&random_bytes(len), target.gossip_addr)
+            .await
+            .expect("send a datagram");
+    }
+    wait_until(
+        "the node counts every garbage datagram",
+        REJECT_WITHIN,
+        || async {
+            let now = metric_value(metrics, "gristmill_rejected_datagrams_total").await;
+            (now >= datagrams_before + DATAGRAMS as f64).then_some(())
+        },
+    )
+    .await;
+
+    send_frame_expect_close(target.cluster_addr, 64, &random_bytes(64)).await;
+    send_frame_expect_close(
+        target.cluster_addr,
+        MAX_FRAME_BYTES + 1,
+        &random_bytes(1_024),
+    )
+    .await;
+    wait_until(
+        "the node counts both rejected frames",
+        REJECT_WITHIN,
+        || async {
+            let now = metric_value(metrics, "gristmill_rejected_frames_total").await;
+            (now >= frames_before + 2.0).then_some(())
+        },
+    )
+    .await;
+
+    let mut client = cluster.nodes[0].client().await;
+    let (value, _) = client
+        .invoke("counter", "after-garbage", "add", json!({ "amount": 3 }), 0)
+        .await
+        .expect("the node keeps serving calls");
+    assert_eq!(value, json!(3));
+    let mut peer = cluster.nodes[1].client().await;
+    let members = peer.members().await.expect("ListMembers on the peer");
+    let target_state = members
+        .iter()
+        .find(|member| member.name == target.node)
+        .map(|member| member.state);
+    assert_eq!(
+        target_state,
+        Some(pb::NodeState::Active as i32),
+        "peer's view of {}",
+        target.node
+    );
+}
+
+/// Runs `gristmill run` with `args` (and `cookie` unless `None`), expects it to exit at once
+/// with code 2, and returns its stderr.
+async fn run_expecting_config_error(args: &[&str], cookie: Option<&str>) -> String {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .arg("run")
+        .args(args)
+        .env_remove("GRISTMILL_COOKIE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cookie) = cookie {
+        command.env("GRISTMILL_COOKIE", cookie);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("gristmill run {args:?} did not exit on an invalid setting"))
+        .expect("run the gristmill binary");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "exit code of {args:?}, stderr: {stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no ready line for {args:?}");
+    stderr
+}
+
+#[tokio::test]
+async fn invalid_flags_fail_naming_the_setting() {
+    let cases: [(&[&str], Option<&str>, &str); 5] = [
+        (&["--idle-after-secs", "0"], Some(COOKIE), "idle_after_secs"),
+        (&[], Some("too-short"), "cookie"),
+        (&[], None, "cookie"),
+        (
+            &["--probe-period-ms", "200", "--probe-rtt-ms", "300"],
+            Some(COOKIE),
+            "membership.probe_rtt_ms",
+        ),
+        (&["--seed", "no-port"], Some(COOKIE), "seeds"),
+    ];
+    for (args, cookie, setting) in cases {
+        let stderr = run_expecting_config_error(args, cookie).await;
+        assert!(
+            stderr.contains(setting),
+            "stderr for {args:?} does not name {setting}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_config_file_fails_naming_the_setting() {
+    let cases = [
+        ("idle_after_secs = 0\n", "idle_after_secs"),
+        (
+            "[membership]\nprobe_period_ms = 10\n",
+            "membership.probe_period_ms",
+        ),
+        ("no_such_setting = 1\n", "no_such_setting"),
+    ];
+    for (toml, setting) in cases {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(toml.as_bytes())
+            .expect("write the config file");
+        let path = file.path().to_str().expect("UTF-8 temp path");
+        let stderr = run_expecting_config_error(&["--config", path], Some(COOKIE)).await;
+        assert!(
+            stderr.contains(setting),
+            "stderr for {toml:?} does not name {setting}: {stderr}"
+        );
+    }
+}

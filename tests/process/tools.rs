@@ -1,0 +1,121 @@
+//! The `gristmill local` and `gristmill ctl` commands, run as processes against real nodes.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{BIN, Cluster, Timing, cluster_slot};
+use serde_json::Value;
+
+/// Runs the binary with `args` within `within` and returns its exit code, stdout and stderr.
+async fn run_binary(args: &[&str], within: Duration) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(within, output)
+        .await
+        .unwrap_or_else(|_| panic!("gristmill {args:?} did not finish within {within:?}"))
+        .expect("run the gristmill binary");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_runs_workload_and_conserves_balance() {
+    let _slot = cluster_slot().await;
+    let args = [
+        "local",
+        "--nodes",
+        "2",
+        "--grains",
+        "200",
+        "--accounts",
+        "10",
+        "--duration",
+        "3s",
+        "--concurrency",
+        "8",
+        "--json",
+    ];
+    let (code, stdout, stderr) = run_binary(&args, Duration::from_secs(120)).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+
+    let summary: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("summary is not one JSON object ({error}): {stdout}"));
+    assert_eq!(summary["nodes"], 2);
+    assert!(summary["calls"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(
+        summary["total_balance_actual"], summary["total_balance_expected"],
+        "{summary}"
+    );
+    let activations = summary["activations_per_node"].as_object().expect("object");
+    assert_eq!(activations.len(), 2, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_invokes_and_lists_members() {
+    let _slot = cluster_slot().await;
+    let cluster = Cluster::start(2, Timing::FAST).await;
+    let addr = cluster.nodes[0].ready.grpc_addr.to_string();
+    let within = Duration::from_secs(20);
+
+    let invoke = [
+        "ctl",
+        "--addr",
+        &addr,
+        "invoke",
+        "counter",
+        "ctl-test",
+        "add",
+        r#"{"amount": 5}"#,
+        "--json",
+    ];
+    let (code, stdout, stderr) = run_binary(&invoke, within).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let reply: Value = serde_json::from_str(stdout.trim()).expect("invoke prints JSON");
+    assert_eq!(reply["reply"], 5);
+
+    let members = ["ctl", "--addr", &addr, "members", "--json"];
+    let (code, stdout, stderr) = run_binary(&members, within).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let listed: Value = serde_json::from_str(stdout.trim()).expect("members prints JSON");
+    let states: Vec<&Value> = listed["members"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| &m["state"])
+        .collect();
+    assert_eq!(states, ["ACTIVE", "ACTIVE"]);
+
+    let unknown = ["ctl", "--addr", &addr, "invoke", "no-such-type", "k", "get"];
+    let (code, _, stderr) = run_binary(&unknown, within).await;
+    assert_eq!(code, Some(1), "exit code for an error status");
+    assert!(stderr.contains("no-such-type"), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn ctl_rejects_invalid_json_payload() {
+    // The payload is parsed before connecting, so no node is needed.
+    let args = [
+        "ctl",
+        "--addr",
+        "127.0.0.1:1",
+        "invoke",
+        "counter",
+        "k",
+        "add",
+        "{not json",
+    ];
+    let (code, _, stderr) = run_binary(&args, Duration::from_secs(20)).await;
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("invalid JSON payload"), "stderr: {stderr}");
+}
