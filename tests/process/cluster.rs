@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, NodeProcess, Timing, cluster_slot, spread_counters, wait_gone, wait_until};
+use common::{
+    Cluster, NodeProcess, Timing, cluster_slot, counters_on, spread_counters, wait_gone, wait_until,
+};
 use gristmill::api::pb;
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -42,12 +44,7 @@ async fn killed_node_is_marked_dead_and_its_grains_reactivate() {
     let _slot = cluster_slot().await;
     let mut cluster = Cluster::start(3, Timing::FAST).await;
     let mut clients = cluster.clients().await;
-    let served = spread_counters(&mut clients, 60).await;
-    let victim_keys = served.get("node-2").cloned().unwrap_or_default();
-    assert!(
-        !victim_keys.is_empty(),
-        "no counter landed on node-2: {served:?}"
-    );
+    let victim_keys = counters_on(&mut clients, "node-2", 60).await;
 
     cluster.nodes[2].kill9().await;
     let survivors = &mut clients[..2];
@@ -171,12 +168,7 @@ async fn calls_to_dead_node_end_within_deadline() {
     let _slot = cluster_slot().await;
     let mut cluster = Cluster::start(3, timing).await;
     let mut clients = cluster.clients().await;
-    let served = spread_counters(&mut clients, 60).await;
-    let victim_keys = served.get("node-2").cloned().unwrap_or_default();
-    assert!(
-        !victim_keys.is_empty(),
-        "no counter landed on node-2: {served:?}"
-    );
+    let victim_keys = counters_on(&mut clients, "node-2", 60).await;
 
     cluster.nodes[2].kill9().await;
     let limit = Duration::from_millis(u64::from(CALL_TIMEOUT_MS)) + Duration::from_secs(1);

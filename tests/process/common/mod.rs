@@ -409,6 +409,15 @@ pub async fn spread_counters(
     served
 }
 
+/// Spreads `count` counters over the nodes and returns the keys that `node` serves; panics
+/// when it serves none.
+pub async fn counters_on(clients: &mut [NodeClient], node: &str, count: usize) -> Vec<String> {
+    let served = spread_counters(clients, count).await;
+    let keys = served.get(node).cloned().unwrap_or_default();
+    assert!(!keys.is_empty(), "no counter landed on {node}: {served:?}");
+    keys
+}
+
 /// Scrapes `/metrics` at `addr` and returns the sum of all samples of the metric `name`, or
 /// 0 when it has none.
 pub async fn metric_value(addr: SocketAddr, name: &str) -> f64 {
