@@ -1,5 +1,16 @@
 //! gRPC services over the node runtime, and the mapping of errors to status codes.
 
+mod cluster;
+mod convert;
+mod grains;
+mod server;
+mod status;
+
+pub use cluster::ClusterService;
+pub use grains::GrainsService;
+pub(crate) use server::{serve, set_health};
+pub use status::{ERROR_CODE_METADATA, call_error_status};
+
 /// Types and service stubs generated from `proto/gristmill/v1/*.proto`.
 #[allow(missing_docs)] // Generated code; the documentation lives in the .proto files.
 #[allow(clippy::all)]

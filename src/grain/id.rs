@@ -51,7 +51,10 @@ mod tests {
     #[test]
     fn stable_hash_is_fixed_across_releases() {
         // A change to this value moves every grain's directory partition and hash placement.
-        assert_eq!(GrainId::new("counter", "c1").stable_hash(), 0xf259_3cd1_926f_8b5f);
+        assert_eq!(
+            GrainId::new("counter", "c1").stable_hash(),
+            0xf259_3cd1_926f_8b5f
+        );
     }
 
     #[test]

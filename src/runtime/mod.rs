@@ -1,5 +1,13 @@
 //! Assembly of a node: membership, transport, grains, directory and API wired together.
 
+mod catalog;
 mod config;
+mod directory_glue;
+mod events;
+mod inbound;
+mod node;
+mod router;
+mod upkeep;
 
 pub use config::{ConfigError, MembershipConfig, NodeConfig};
+pub use node::{Node, StartError};

@@ -1,1 +1,17 @@
 //! Node-to-node transport over ractor_cluster: one gateway actor per node, envelopes, deadlines.
+
+mod envelope;
+mod gateway;
+mod sessions;
+mod wire;
+
+pub use envelope::{
+    CallEnvelope, CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, DirectoryRequest,
+    DirectoryResponse, Envelope, Route,
+};
+pub use gateway::{GATEWAY_SCOPE, Gateway, GatewayMsg, InboundHandler, gateway_group};
+pub use sessions::{PeerError, Transport, TransportCounters, TransportError};
+pub use wire::Wire;
+
+/// A boxed future returned by the transport's handler traits.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

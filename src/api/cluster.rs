@@ -1,0 +1,120 @@
+//! The `gristmill.v1.Cluster` service: members, load and membership changes.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use futures::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::pb;
+use super::pb::membership_event::Kind;
+use crate::membership::{MembershipEvent, NodeState};
+use crate::runtime::Node;
+
+/// Serves cluster membership and metrics from one node's view.
+pub struct ClusterService {
+    node: Node,
+}
+
+impl ClusterService {
+    /// Creates the service over `node`.
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+
+    fn members(&self) -> Vec<pb::Member> {
+        let local = &self.node.id().name;
+        self.node
+            .members()
+            .iter()
+            .map(|m| convert::member(m, local))
+            .collect()
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::MembershipEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn list_members(
+        &self,
+        _request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        Ok(Response::new(pb::ListMembersResponse {
+            members: self.members(),
+            node: self.node.id().name.clone(),
+        }))
+    }
+
+    async fn get_cluster_metrics(
+        &self,
+        _request: Request<pb::GetClusterMetricsRequest>,
+    ) -> Result<Response<pb::GetClusterMetricsResponse>, Status> {
+        let members = self.node.members();
+        let live = members.iter().filter(|m| m.state != NodeState::Dead);
+        let mut members_by_state: HashMap<String, u64> = HashMap::new();
+        for member in &members {
+            *members_by_state
+                .entry(member.state.as_str().to_string())
+                .or_default() += 1;
+        }
+        Ok(Response::new(pb::GetClusterMetricsResponse {
+            total_activations: live.clone().map(|m| m.load.activations).sum(),
+            total_calls_per_sec: live.clone().map(|m| m.load.calls_per_sec).sum(),
+            mailbox_depth_max: live.map(|m| m.load.mailbox_depth_max).max().unwrap_or(0),
+            members_by_state,
+            members: self.members(),
+            node: self.node.id().name.clone(),
+        }))
+    }
+
+    type WatchMembershipStream = EventStream;
+
+    async fn watch_membership(
+        &self,
+        _request: Request<pb::WatchMembershipRequest>,
+    ) -> Result<Response<Self::WatchMembershipStream>, Status> {
+        // Subscribe before taking the snapshot, so no change falls between the two.
+        let changes = BroadcastStream::new(self.node.subscribe_members());
+        let snapshot: Vec<Result<pb::MembershipEvent, Status>> = self
+            .members()
+            .into_iter()
+            .map(|member| {
+                Ok(pb::MembershipEvent {
+                    kind: Kind::Snapshot.into(),
+                    member: Some(member),
+                })
+            })
+            .collect();
+        let local = self.node.id().name.clone();
+        let changes = changes.filter_map(move |event| match event {
+            Ok(event) => membership_event(&event, &local).map(Ok),
+            // A slow client missed events; tell it to resubscribe for a fresh snapshot.
+            Err(_) => Some(Err(Status::data_loss(
+                "membership events were dropped; watch again",
+            ))),
+        });
+        let stream = tokio_stream::iter(snapshot).chain(changes);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn membership_event(event: &MembershipEvent, local: &str) -> Option<pb::MembershipEvent> {
+    let (kind, member) = match event {
+        MembershipEvent::Joined(member) => (Kind::Joined, member),
+        MembershipEvent::Updated(member) => (Kind::Updated, member),
+        MembershipEvent::Left { member, .. } => (Kind::Left, member),
+        MembershipEvent::SelfDeclaredDown => return None,
+    };
+    let mut member = convert::member(member, local);
+    if kind == Kind::Left {
+        member.state = pb::NodeState::Dead.into();
+    }
+    Some(pb::MembershipEvent {
+        kind: kind.into(),
+        member: Some(member),
+    })
+}

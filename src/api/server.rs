@@ -1,0 +1,103 @@
+//! The gRPC server of a node: the Gristmill services, grpc.health.v1 and server reflection.
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use super::cluster::ClusterService;
+use super::grains::GrainsService;
+use super::pb;
+use crate::runtime::Node;
+
+/// Starts serving the gRPC API on `listener` until the node stops.
+///
+/// Health starts NOT_SERVING for the whole server (service `""`) and every Gristmill
+/// service, and turns SERVING only while the node is Active, so load balancers and Kubernetes
+/// readiness probes send no traffic to a joining or draining node.
+pub(crate) fn serve(node: Node, listener: TcpListener) {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let _ = node.inner.health.set(reporter.clone());
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let reflection = match reflection {
+        Ok(reflection) => reflection,
+        Err(error) => {
+            tracing::error!(%error, "cannot build gRPC reflection; serving without it");
+            return serve_without_reflection(node, listener, health_service, reporter);
+        }
+    };
+    tokio::spawn(async move {
+        set_all(&reporter, ServingStatus::NotServing).await;
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let stopped = {
+            let node = node.clone();
+            async move { node.stopped().await }
+        };
+        let result = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(pb::cluster_server::ClusterServer::new(ClusterService::new(
+                node.clone(),
+            )))
+            .add_service(pb::grains_server::GrainsServer::new(GrainsService::new(
+                node,
+            )))
+            .serve_with_incoming_shutdown(incoming, stopped)
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "gRPC server failed");
+        }
+    });
+}
+
+fn serve_without_reflection(
+    node: Node,
+    listener: TcpListener,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    reporter: tonic_health::server::HealthReporter,
+) {
+    tokio::spawn(async move {
+        set_all(&reporter, ServingStatus::NotServing).await;
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let result = Server::builder()
+            .add_service(health_service)
+            .add_service(pb::cluster_server::ClusterServer::new(ClusterService::new(
+                node.clone(),
+            )))
+            .add_service(pb::grains_server::GrainsServer::new(GrainsService::new(
+                node,
+            )))
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "gRPC server failed");
+        }
+    });
+}
+
+async fn set_all(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status("gristmill.v1.Cluster", status)
+        .await;
+    reporter
+        .set_service_status("gristmill.v1.Grains", status)
+        .await;
+}
+
+/// Reports the node SERVING while it is Active and NOT_SERVING otherwise.
+pub(crate) fn set_health(node: &Node, serving: bool) {
+    let Some(reporter) = node.inner.health.get().cloned() else {
+        return;
+    };
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    tokio::spawn(async move { set_all(&reporter, status).await });
+}

@@ -1,0 +1,169 @@
+//! The grain types a node can host, with their per-type options.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::context::GrainContext;
+use super::error::GrainError;
+use super::grain::Grain;
+use super::methods::{DispatchError, Methods};
+use super::payload::Payload;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Options of one grain type.
+#[derive(Clone, Debug, Default)]
+pub struct GrainTypeOptions {
+    /// Time an activation of this type may stay idle before it is deactivated; `None` takes
+    /// the node's `idle_after_secs`. Must be positive.
+    pub idle_after: Option<Duration>,
+    /// How new activations of this type choose their node. Default: random.
+    pub placement: crate::placement::PlacementStrategy,
+}
+
+/// The grain types a node hosts, by type name.
+#[derive(Clone, Default)]
+pub struct GrainRegistry {
+    types: BTreeMap<&'static str, Arc<dyn GrainFactory>>,
+}
+
+/// An invalid grain type registration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The idle age of a type is zero.
+    #[error("grain type {grain_type:?}: idle_after must be positive")]
+    ZeroIdleAge {
+        /// The grain type.
+        grain_type: &'static str,
+    },
+    /// The type has no methods, so no call could ever reach it.
+    #[error("grain type {grain_type:?} registers no methods; add them in Grain::register")]
+    NoMethods {
+        /// The grain type.
+        grain_type: &'static str,
+    },
+}
+
+impl GrainRegistry {
+    /// Creates an empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `G` with default options; registering a type again replaces it.
+    pub fn register<G: Grain>(&mut self) -> &mut Self {
+        self.register_with::<G>(GrainTypeOptions::default())
+    }
+
+    /// Registers `G` with `options`.
+    pub fn register_with<G: Grain>(&mut self, options: GrainTypeOptions) -> &mut Self {
+        let mut methods = Methods::new();
+        G::register(&mut methods);
+        let entry = TypeEntry::<G> {
+            methods: Arc::new(methods),
+            options,
+        };
+        self.types.insert(G::TYPE_NAME, Arc::new(entry));
+        self
+    }
+
+    /// Checks every registered type.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        for (&grain_type, factory) in &self.types {
+            if factory.options().idle_after == Some(Duration::ZERO) {
+                return Err(RegistryError::ZeroIdleAge { grain_type });
+            }
+            if factory.method_names().is_empty() {
+                return Err(RegistryError::NoMethods { grain_type });
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the registered type names, sorted.
+    pub fn type_names(&self) -> Vec<&'static str> {
+        self.types.keys().copied().collect()
+    }
+
+    pub(crate) fn get(&self, grain_type: &str) -> Option<&Arc<dyn GrainFactory>> {
+        self.types.get(grain_type)
+    }
+}
+
+/// Creates activations of one grain type and answers questions about it.
+pub(crate) trait GrainFactory: Send + Sync + 'static {
+    fn options(&self) -> &GrainTypeOptions;
+    fn method_names(&self) -> Vec<&'static str>;
+    fn has_method(&self, method: &str) -> bool;
+    fn activate<'a>(
+        &'a self,
+        ctx: &'a mut GrainContext,
+    ) -> BoxFuture<'a, Result<Box<dyn LiveGrain>, GrainError>>;
+}
+
+/// One activated grain, with its type erased.
+pub(crate) trait LiveGrain: Send {
+    fn dispatch<'a>(
+        &'a mut self,
+        ctx: &'a mut GrainContext,
+        method: &'a str,
+        payload: Payload,
+    ) -> BoxFuture<'a, Result<Payload, DispatchError>>;
+    fn deactivate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, ()>;
+}
+
+struct TypeEntry<G> {
+    methods: Arc<Methods<G>>,
+    options: GrainTypeOptions,
+}
+
+struct Live<G> {
+    grain: G,
+    methods: Arc<Methods<G>>,
+}
+
+impl<G: Grain> GrainFactory for TypeEntry<G> {
+    fn options(&self) -> &GrainTypeOptions {
+        &self.options
+    }
+
+    fn method_names(&self) -> Vec<&'static str> {
+        self.methods.names()
+    }
+
+    fn has_method(&self, method: &str) -> bool {
+        self.methods.contains(method)
+    }
+
+    fn activate<'a>(
+        &'a self,
+        ctx: &'a mut GrainContext,
+    ) -> BoxFuture<'a, Result<Box<dyn LiveGrain>, GrainError>> {
+        Box::pin(async move {
+            let grain = G::activate(ctx).await?;
+            let live = Live {
+                grain,
+                methods: Arc::clone(&self.methods),
+            };
+            Ok(Box::new(live) as Box<dyn LiveGrain>)
+        })
+    }
+}
+
+impl<G: Grain> LiveGrain for Live<G> {
+    fn dispatch<'a>(
+        &'a mut self,
+        ctx: &'a mut GrainContext,
+        method: &'a str,
+        payload: Payload,
+    ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
+        self.methods.dispatch(&mut self.grain, ctx, method, payload)
+    }
+
+    fn deactivate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, ()> {
+        Box::pin(self.grain.on_deactivate(ctx))
+    }
+}

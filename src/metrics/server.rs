@@ -1,0 +1,44 @@
+//! The HTTP server behind `/metrics`.
+
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use super::NodeMetrics;
+use crate::runtime::Node;
+
+/// Serves `GET /metrics` on `listener` until the node stops.
+pub(crate) fn serve(node: Node, listener: TcpListener) {
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .with_state(node.clone());
+    tokio::spawn(async move {
+        let stopped = async move { node.stopped().await };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    });
+}
+
+async fn render(State(node): State<Node>) -> ([(&'static str, &'static str); 1], String) {
+    let metrics = node.metrics();
+    let counters = node.transport().counters();
+    NodeMetrics::raise_to(
+        &metrics.rejected_frames,
+        counters.rejected_connections.load(Ordering::Relaxed),
+    );
+    NodeMetrics::raise_to(
+        &metrics.rejected_datagrams,
+        node.inner.membership.rejected_datagrams(),
+    );
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        metrics.encode(),
+    )
+}

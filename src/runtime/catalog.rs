@@ -1,0 +1,144 @@
+//! The table of activations hosted on this node, and the fences around creating and removing them.
+//!
+//! Sending a turn and removing an idle activation both take the table's lock, and a sender
+//! raises the activation's `pending` count while it holds the lock. So an activation that finds
+//! `pending == 0` under the lock knows no message is on its way, and can leave the table
+//! without stranding a call: a later sender no longer finds it and re-resolves the grain.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use ractor::ActorRef;
+
+use crate::grain::GrainId;
+use crate::grain::activation::{ActivationMsg, ActivationShared, Turn};
+
+/// A live activation on this node.
+#[derive(Clone)]
+pub(crate) struct ActivationHandle {
+    pub actor: ActorRef<ActivationMsg>,
+    pub shared: Arc<ActivationShared>,
+}
+
+/// Activations on this node, by grain.
+#[derive(Default)]
+pub(crate) struct Catalog {
+    active: Mutex<HashMap<GrainId, ActivationHandle>>,
+    /// Per-grain locks that serialise activation of one grain on this node.
+    activating: Mutex<HashMap<GrainId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Catalog {
+    /// Sends `turn` to the grain's activation, or gives it back if the grain is not active here.
+    pub fn try_send(&self, grain: &GrainId, turn: Turn) -> Result<(), Turn> {
+        let active = self.active.lock().expect("catalog lock poisoned");
+        let Some(handle) = active.get(grain) else {
+            return Err(turn);
+        };
+        handle.shared.pending.fetch_add(1, Ordering::AcqRel);
+        match handle.actor.cast(ActivationMsg::Turn(turn)) {
+            Ok(()) => Ok(()),
+            Err(ractor::MessagingErr::SendErr(ActivationMsg::Turn(turn))) => {
+                handle.shared.pending.fetch_sub(1, Ordering::AcqRel);
+                Err(turn)
+            }
+            Err(_) => unreachable!("cast returns the message it could not send"),
+        }
+    }
+
+    /// Returns whether the grain is active here.
+    pub fn contains(&self, grain: &GrainId) -> bool {
+        self.active
+            .lock()
+            .expect("catalog lock poisoned")
+            .contains_key(grain)
+    }
+
+    /// Returns the handle of the grain's activation, if it is active here.
+    pub fn get(&self, grain: &GrainId) -> Option<ActivationHandle> {
+        self.active
+            .lock()
+            .expect("catalog lock poisoned")
+            .get(grain)
+            .cloned()
+    }
+
+    /// Adds a started activation.
+    pub fn insert(&self, handle: ActivationHandle) {
+        let grain = handle.shared.grain.clone();
+        let previous = self
+            .active
+            .lock()
+            .expect("catalog lock poisoned")
+            .insert(grain, handle);
+        debug_assert!(
+            previous.is_none(),
+            "a grain was activated twice on one node"
+        );
+    }
+
+    /// Removes the activation if it is idle with nothing queued; returns whether it did.
+    pub fn maybe_remove_idle(&self, shared: &Arc<ActivationShared>) -> bool {
+        let mut active = self.active.lock().expect("catalog lock poisoned");
+        let is_current = active
+            .get(&shared.grain)
+            .is_some_and(|h| Arc::ptr_eq(&h.shared, shared));
+        if !is_current || shared.pending.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        active.remove(&shared.grain);
+        true
+    }
+
+    /// Removes the activation whatever its state; returns whether it was present.
+    pub fn remove(&self, shared: &Arc<ActivationShared>) -> bool {
+        let mut active = self.active.lock().expect("catalog lock poisoned");
+        let is_current = active
+            .get(&shared.grain)
+            .is_some_and(|h| Arc::ptr_eq(&h.shared, shared));
+        if is_current {
+            active.remove(&shared.grain);
+        }
+        is_current
+    }
+
+    /// Returns the per-grain activation lock.
+    pub fn activation_lock(&self, grain: &GrainId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut activating = self.activating.lock().expect("catalog lock poisoned");
+        Arc::clone(activating.entry(grain.clone()).or_default())
+    }
+
+    /// Forgets the per-grain activation lock once no activation is in progress.
+    pub fn release_activation_lock(&self, grain: &GrainId, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut activating = self.activating.lock().expect("catalog lock poisoned");
+        // Two references: the map's and the caller's. More means another task waits on it.
+        if Arc::strong_count(&lock) <= 2 {
+            activating.remove(grain);
+        }
+    }
+
+    /// Returns every activation handle.
+    pub fn handles(&self) -> Vec<ActivationHandle> {
+        self.active
+            .lock()
+            .expect("catalog lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Returns the number of activations.
+    pub fn len(&self) -> usize {
+        self.active.lock().expect("catalog lock poisoned").len()
+    }
+
+    /// Returns the total and the largest number of queued messages over all activations.
+    pub fn mailbox_depths(&self) -> (u64, u64) {
+        let active = self.active.lock().expect("catalog lock poisoned");
+        active.values().fold((0, 0), |(total, max), handle| {
+            let pending = handle.shared.pending.load(Ordering::Relaxed);
+            (total + pending, max.max(pending))
+        })
+    }
+}

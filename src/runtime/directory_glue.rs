@@ -1,0 +1,271 @@
+//! Carries directory requests to the partition owner (this node or a peer) and keeps the
+//! partition in step with membership.
+//!
+//! On every membership change this node:
+//! 1. applies the new live set to its partition, which drops entries of dead hosts and
+//!    returns the entries that moved to other owners;
+//! 2. sends those entries to their new owners (hand-off);
+//! 3. re-asserts each of its own activations at the activation's current owner, and
+//!    deactivates any activation whose re-assertion lost to another entry;
+//! 4. tells every live member that it finished syncing this view, which lets the new owners
+//!    answer lookups for the grains they gained before their grace period ends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::node::Node;
+use crate::directory::{
+    DirectoryCommand, DirectoryEntry, RegisterOutcome, ViewId, partition_owner,
+};
+use crate::grain::activation::{ActivationMsg, ActivationShared, StopReason};
+use crate::grain::{CallError, GrainId};
+use crate::membership::Incarnation;
+use crate::transport::{
+    DirectoryEnvelope, DirectoryReplyEnvelope, DirectoryRequest, DirectoryResponse,
+};
+
+/// Deadline of directory requests that no caller waits for (unregister, hand-off, sync).
+const BACKGROUND_DEADLINE: Duration = Duration::from_secs(2);
+
+impl Node {
+    /// Returns the owner of `grain`'s directory partition in this node's current view.
+    pub(crate) fn directory_owner(&self, grain: &GrainId) -> Option<Incarnation> {
+        let members = self.inner.members.read().expect("members lock poisoned");
+        partition_owner(grain, &members.live).cloned()
+    }
+
+    /// Sends `request` about `grain` to its partition owner and returns the reply.
+    pub(crate) async fn directory_request(
+        &self,
+        grain: &GrainId,
+        request: DirectoryRequest,
+        deadline: Instant,
+    ) -> Result<DirectoryResponse, CallError> {
+        let owner = self.directory_owner(grain).ok_or(CallError::NoActiveNode {
+            grain: grain.clone(),
+        })?;
+        self.directory_request_to(&owner, request, deadline)
+            .await
+            .map_err(|detail| CallError::NodeUnavailable {
+                node: owner.name.clone(),
+                grain: grain.clone(),
+                detail,
+                before_send: false,
+            })
+    }
+
+    async fn directory_request_to(
+        &self,
+        owner: &Incarnation,
+        request: DirectoryRequest,
+        deadline: Instant,
+    ) -> Result<DirectoryResponse, String> {
+        if *owner == self.inner.id.incarnation() {
+            return Ok(self.handle_directory_locally(request));
+        }
+        let peer = {
+            let members = self.inner.members.read().expect("members lock poisoned");
+            members.by_incarnation.get(owner).map(|m| m.id.clone())
+        };
+        let peer = peer.ok_or_else(|| format!("directory owner {owner} is not a member"))?;
+        match self
+            .transport()
+            .directory(&peer, DirectoryEnvelope::V1(request), deadline)
+            .await
+        {
+            Ok(DirectoryReplyEnvelope::V1(response)) => Ok(response),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Serves a directory request with this node's partition.
+    pub(crate) fn handle_directory_locally(&self, request: DirectoryRequest) -> DirectoryResponse {
+        let now = self.inner.clock.now();
+        let mut partition = self
+            .inner
+            .directory
+            .lock()
+            .expect("directory lock poisoned");
+        match request {
+            DirectoryRequest::Lookup { grain } => {
+                DirectoryResponse::Lookup(partition.handle_lookup(&grain, now))
+            }
+            DirectoryRequest::Register { entry, expect } => {
+                DirectoryResponse::Register(partition.handle_register(entry, expect, now))
+            }
+            DirectoryRequest::Reassert { entries } => DirectoryResponse::Reassert(
+                entries
+                    .into_iter()
+                    .map(|entry| partition.handle_reassert(entry, now))
+                    .collect(),
+            ),
+            DirectoryRequest::Unregister {
+                grain,
+                host,
+                activation_id,
+            } => DirectoryResponse::Unregister(partition.handle_unregister(
+                &grain,
+                &host,
+                activation_id,
+                now,
+            )),
+            DirectoryRequest::HandOff { from, entries } => {
+                DirectoryResponse::Commands(partition.handle_handoff(&from, entries, now))
+            }
+            DirectoryRequest::SyncComplete { from, view } => {
+                partition.handle_sync_complete(&from, view, now);
+                DirectoryResponse::Ack
+            }
+        }
+    }
+
+    /// Removes the activation from the catalog if it is idle with nothing queued.
+    pub(crate) fn maybe_remove_idle(&self, shared: &Arc<ActivationShared>) -> bool {
+        let removed = self.inner.catalog.maybe_remove_idle(shared);
+        if removed {
+            self.inner.metrics.activations_stopped.inc();
+        }
+        removed
+    }
+
+    /// Removes the activation from the catalog whatever it is doing.
+    pub(crate) fn remove_activation(&self, shared: &Arc<ActivationShared>) {
+        if self.inner.catalog.remove(shared) {
+            self.inner.metrics.activations_stopped.inc();
+        }
+    }
+
+    /// Removes the activation's directory entry, in the background.
+    pub(crate) fn unregister_activation(&self, shared: &Arc<ActivationShared>) {
+        let node = self.clone();
+        let grain = shared.grain.clone();
+        let activation_id = shared.activation_id;
+        tokio::spawn(async move {
+            let host = node.inner.id.incarnation();
+            let request = DirectoryRequest::Unregister {
+                grain: grain.clone(),
+                host,
+                activation_id,
+            };
+            let deadline = Instant::now() + BACKGROUND_DEADLINE;
+            if let Err(error) = node.directory_request(&grain, request, deadline).await {
+                // The owner drops the entry anyway once it sees this activation gone: callers
+                // that reach this node get `NotHere` and clear it.
+                tracing::debug!(grain = %grain, %error, "unregister failed");
+            }
+        });
+    }
+
+    /// Brings the directory in step with a new live set; see the module notes for the steps.
+    pub(crate) async fn sync_directory(&self) {
+        let live = self
+            .inner
+            .members
+            .read()
+            .expect("members lock poisoned")
+            .live
+            .clone();
+        let now = self.inner.clock.now();
+        let commands = self
+            .inner
+            .directory
+            .lock()
+            .expect("directory lock poisoned")
+            .handle_membership_change(&live, now);
+        let view = ViewId::of(&live);
+        let deadline = Instant::now() + BACKGROUND_DEADLINE;
+        self.carry_out(commands, deadline).await;
+
+        let local = self.inner.id.incarnation();
+        let mut by_owner: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
+        for handle in self.inner.catalog.handles() {
+            let shared = &handle.shared;
+            let entry = DirectoryEntry {
+                grain: shared.grain.clone(),
+                host: local.clone(),
+                activation_id: shared.activation_id,
+                epoch: shared.epoch,
+            };
+            if let Some(owner) = partition_owner(&entry.grain, &live) {
+                by_owner.entry(owner.clone()).or_default().push(entry);
+            }
+        }
+        for (owner, entries) in by_owner {
+            let request = DirectoryRequest::Reassert {
+                entries: entries.clone(),
+            };
+            match self.directory_request_to(&owner, request, deadline).await {
+                Ok(DirectoryResponse::Reassert(outcomes)) => {
+                    for (entry, outcome) in entries.iter().zip(outcomes) {
+                        if let RegisterOutcome::Conflict(winner) = outcome
+                            && !winner.is_same_activation(entry)
+                        {
+                            self.stop_superseded(&entry.grain, entry.activation_id);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(detail) => tracing::debug!(owner = %owner, %detail, "re-assertion failed"),
+            }
+        }
+        for member in &live {
+            let request = DirectoryRequest::SyncComplete {
+                from: local.clone(),
+                view,
+            };
+            if let Err(detail) = self.directory_request_to(member, request, deadline).await {
+                tracing::debug!(member = %member, %detail, "sync confirmation failed");
+            }
+        }
+    }
+
+    async fn carry_out(&self, commands: Vec<DirectoryCommand>, deadline: Instant) {
+        let local = self.inner.id.incarnation();
+        for command in commands {
+            match command {
+                DirectoryCommand::HandOff { to, entries } => {
+                    self.inner
+                        .metrics
+                        .directory_handoffs
+                        .inc_by(entries.len() as u64);
+                    let request = DirectoryRequest::HandOff {
+                        from: local.clone(),
+                        entries,
+                    };
+                    match self.directory_request_to(&to, request, deadline).await {
+                        Ok(DirectoryResponse::Commands(more)) => {
+                            for command in more {
+                                if let DirectoryCommand::Deactivate { entry } = command {
+                                    self.deactivate_loser(entry);
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(detail) => tracing::debug!(to = %to, %detail, "hand-off failed"),
+                    }
+                }
+                DirectoryCommand::Deactivate { entry } => self.deactivate_loser(entry),
+            }
+        }
+    }
+
+    fn deactivate_loser(&self, entry: DirectoryEntry) {
+        if entry.host == self.inner.id.incarnation() {
+            self.stop_superseded(&entry.grain, entry.activation_id);
+        }
+        // NOTE: a losing activation on another node keeps running until a call reaches it
+        // through a stale cache and it learns of the conflict at its next re-assertion.
+    }
+
+    fn stop_superseded(&self, grain: &GrainId, activation_id: u64) {
+        if let Some(handle) = self.inner.catalog.get(grain)
+            && handle.shared.activation_id == activation_id
+        {
+            tracing::warn!(grain = %grain, activation = activation_id, "activation lost a directory conflict; deactivating");
+            let _ = handle
+                .actor
+                .cast(ActivationMsg::Stop(StopReason::Superseded, None));
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The node: starts every part in order, owns the shared state, and stops them again.
+//!
+//! Start-up order:
+//! 1. Validate the settings and the grain types; a wrong value fails here, naming it.
+//! 2. Bind the gossip, cluster, gRPC and metrics sockets (port 0 lets the OS choose), so the
+//!    identity that gossip carries has the real ports.
+//! 3. Start membership (joining through the seeds), the ractor_cluster transport with this
+//!    node's gateway, the gRPC API (health NOT_SERVING) and the metrics endpoint.
+//! 4. Once the node has joined and connected to its peers, it becomes Active and healthy.
+//!
+//! Shutdown on SIGTERM is the reverse, with the grains deactivated before the node leaves.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, watch};
+
+use super::catalog::Catalog;
+use super::config::{ConfigError, NodeConfig};
+use crate::clock::MonotonicClock;
+use crate::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
+use crate::grain::{GrainRegistry, RegistryError};
+use crate::membership::{
+    Incarnation, MemberInfo, MembershipAgent, MembershipError, MembershipEvent, MembershipHandle,
+    NodeId, NodeState,
+};
+use crate::metrics::NodeMetrics;
+use crate::placement::PlacementConfig;
+use crate::transport::{Transport, TransportError};
+
+/// Failure to start a node. Nothing keeps running after it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is invalid; the message names it.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A grain type registration is invalid.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A socket could not be bound.
+    #[error("cannot bind the {what} socket on {addr}: {source}")]
+    Bind {
+        /// Which socket: gossip, cluster, gRPC or metrics.
+        what: &'static str,
+        /// The requested address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Membership failed to start.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    /// The transport failed to start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// A running node. Cheap to clone; every clone refers to the same node.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+/// Members as the node last learned them from membership, with lookups the call path needs.
+#[derive(Default)]
+pub(crate) struct Members {
+    pub by_incarnation: HashMap<Incarnation, MemberInfo>,
+    /// Live incarnations (not Dead), sorted: the directory partitions over them.
+    pub live: Vec<Incarnation>,
+}
+
+pub(crate) struct NodeInner {
+    pub id: NodeId,
+    pub config: NodeConfig,
+    pub registry: GrainRegistry,
+    pub catalog: Catalog,
+    pub directory: Mutex<DirectoryPartition>,
+    pub cache: Mutex<DirectoryCache>,
+    pub placement: PlacementConfig,
+    pub recent_placements: Mutex<HashMap<Incarnation, u64>>,
+    pub rng: Mutex<StdRng>,
+    pub clock: MonotonicClock,
+    pub members: RwLock<Members>,
+    pub member_events: broadcast::Sender<MembershipEvent>,
+    pub membership: MembershipHandle,
+    pub transport: OnceLock<Transport>,
+    pub metrics: NodeMetrics,
+    pub next_activation_id: AtomicU64,
+    pub state: watch::Sender<NodeState>,
+    pub stopping: AtomicBool,
+    pub stopped: watch::Sender<bool>,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: OnceLock<SocketAddr>,
+    pub calls_served: AtomicU64,
+    pub health: OnceLock<tonic_health::server::HealthReporter>,
+}
+
+async fn bind_udp(what: &'static str, addr: SocketAddr) -> Result<UdpSocket, StartError> {
+    UdpSocket::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn unix_now_ms() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Node {
+    /// Starts a node with `config`, hosting the grain types in `grains`.
+    ///
+    /// Returns once every socket is bound and the node is joining; it becomes Active (and its
+    /// gRPC health SERVING) when it has joined the cluster through its seeds.
+    pub async fn start(config: NodeConfig, grains: GrainRegistry) -> Result<Node, StartError> {
+        config.validate()?;
+        grains.validate()?;
+        let bind = |port: u16| SocketAddr::new(config.bind_ip, port);
+        let gossip = bind_udp("gossip", bind(config.gossip_port)).await?;
+        let cluster = bind_tcp("cluster", bind(config.cluster_port)).await?;
+        let grpc = bind_tcp("gRPC", bind(config.grpc_port)).await?;
+        let metrics_listener = match config.metrics_port {
+            Some(port) => Some(bind_tcp("metrics", bind(port)).await?),
+            None => None,
+        };
+        let local_port = |addr: std::io::Result<SocketAddr>| addr.map(|a| a.port()).unwrap_or(0);
+        let boot_id: u64 = rand::random();
+        let id = NodeId {
+            name: config.node_name.clone(),
+            boot_id,
+            bump: 0,
+            ip: config.advertised_ip(),
+            gossip_port: local_port(gossip.local_addr()),
+            cluster_port: local_port(cluster.local_addr()),
+            grpc_port: local_port(grpc.local_addr()),
+        };
+        let grpc_addr = grpc.local_addr().map_err(|source| StartError::Bind {
+            what: "gRPC",
+            addr: bind(config.grpc_port),
+            source,
+        })?;
+        let started_at_unix_ms = unix_now_ms();
+        let (membership, events) = MembershipAgent::start(
+            id.clone(),
+            config.membership.clone(),
+            config.seeds.clone(),
+            gossip,
+            started_at_unix_ms,
+        )?;
+
+        let directory = DirectoryPartition::new(id.incarnation(), DirectoryConfig::default());
+        let cache = DirectoryCache::new(DirectoryConfig::default().cache_capacity);
+        let (member_events, _) = broadcast::channel(1024);
+        let inner = Arc::new(NodeInner {
+            id: id.clone(),
+            registry: grains,
+            catalog: Catalog::default(),
+            directory: Mutex::new(directory),
+            cache: Mutex::new(cache),
+            placement: PlacementConfig::default(),
+            recent_placements: Mutex::default(),
+            rng: Mutex::new(StdRng::seed_from_u64(boot_id)),
+            clock: MonotonicClock::new(),
+            members: RwLock::default(),
+            member_events,
+            membership,
+            transport: OnceLock::new(),
+            metrics: NodeMetrics::new(&id.name),
+            next_activation_id: AtomicU64::new(1),
+            state: watch::channel(NodeState::Joining).0,
+            stopping: AtomicBool::new(false),
+            stopped: watch::channel(false).0,
+
+            grpc_addr,
+            metrics_addr: OnceLock::new(),
+            calls_served: AtomicU64::new(0),
+            health: OnceLock::new(),
+            config,
+        });
+        let node = Node { inner };
+        let handler: Arc<dyn crate::transport::InboundHandler> = Arc::new(node.clone());
+        let transport = Transport::start(
+            &id,
+            node.inner.config.cookie.clone(),
+            node.inner.config.max_frame_bytes,
+            cluster,
+            handler,
+        )
+        .await?;
+        let _ = node.inner.transport.set(transport);
+
+        node.refresh_members();
+        tokio::spawn(super::events::run_event_loop(node.clone(), events));
+        tokio::spawn(super::upkeep::run_load_loop(node.clone()));
+        tokio::spawn(super::upkeep::run_idle_sweeper(node.clone()));
+        tokio::spawn(super::upkeep::run_join(node.clone()));
+        crate::api::serve(node.clone(), grpc);
+        if let Some(listener) = metrics_listener {
+            if let Ok(addr) = listener.local_addr() {
+                let _ = node.inner.metrics_addr.set(addr);
+            }
+            crate::metrics::serve(node.clone(), listener);
+        }
+        tracing::info!(node = %id, gossip = %id.gossip_addr(), cluster = %id.cluster_addr(), grpc = %grpc_addr, "node started");
+        Ok(node)
+    }
+
+    /// Returns the node's identity.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// Returns the address the gRPC API listens on.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.inner.grpc_addr
+    }
+
+    /// Returns the address of the `/metrics` endpoint, if it is enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.inner.metrics_addr.get().copied()
+    }
+
+    /// Returns the node's lifecycle state.
+    pub fn state(&self) -> NodeState {
+        *self.inner.state.borrow()
+    }
+
+    /// Returns a receiver that sees every lifecycle state change of this node.
+    pub fn watch_state(&self) -> watch::Receiver<NodeState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Returns the members as this node knows them, itself included.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let members = self.inner.members.read().expect("members lock poisoned");
+        let mut list: Vec<MemberInfo> = members.by_incarnation.values().cloned().collect();
+        list.sort_by(|a, b| {
+            (a.state == NodeState::Dead, &a.id.name).cmp(&(b.state == NodeState::Dead, &b.id.name))
+        });
+        list
+    }
+
+    /// Returns a receiver of membership events, for streaming them to clients.
+    pub fn subscribe_members(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.inner.member_events.subscribe()
+    }
+
+    /// Returns the registered grain types.
+    pub fn registry(&self) -> &GrainRegistry {
+        &self.inner.registry
+    }
+
+    /// Returns the node's metrics.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.inner.metrics
+    }
+
+    /// Counts a turn served on this node, for the load gossip and the turn histogram.
+    pub(crate) fn record_turn(&self, elapsed: Duration) {
+        self.inner.calls_served.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .metrics
+            .turn_duration
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Returns the activations hosted on this node.
+    pub(crate) fn activation_handles(&self) -> Vec<super::catalog::ActivationHandle> {
+        self.inner.catalog.handles()
+    }
+
+    /// Returns the default call deadline.
+    pub fn call_timeout(&self) -> Duration {
+        self.inner.config.call_timeout()
+    }
+
+    /// Returns a reference to the grain `key` of type `G`.
+    pub fn grain<G: crate::grain::Grain>(
+        &self,
+        key: impl Into<String>,
+    ) -> crate::grain::GrainRef<G> {
+        crate::grain::GrainRef {
+            id: crate::grain::GrainId::new(G::TYPE_NAME, key),
+            node: self.clone(),
+            timeout: None,
+            grain_type: std::marker::PhantomData,
+        }
+    }
+
+    /// Resolves when the node has stopped, after [`Node::drain_and_leave`] or because the
+    /// cluster declared it down.
+    pub async fn stopped(&self) {
+        let mut stopped = self.inner.stopped.subscribe();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+
+    pub(crate) fn transport(&self) -> &Transport {
+        self.inner
+            .transport
+            .get()
+            .expect("the transport starts before the node is shared")
+    }
+
+    pub(crate) fn set_state(&self, state: NodeState) {
+        let changed = self.inner.state.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
+        if changed {
+            tracing::info!(node = %self.inner.id.name, %state, "node state changed");
+            if let Err(error) = self.inner.membership.set_state(state) {
+                tracing::warn!(node = %self.inner.id.name, %error, "cannot gossip the new state");
+            }
+            crate::api::set_health(self, state == NodeState::Active);
+        }
+    }
+
+    /// Stops serving gracefully: becomes Draining, deactivates every grain, tells the cluster
+    /// it leaves, and stops. Calls that arrive meanwhile are forwarded or fail with
+    /// `ShuttingDown`.
+    pub async fn drain_and_leave(&self) {
+        if self.inner.stopping.swap(true, Ordering::AcqRel) {
+            self.stopped().await;
+            return;
+        }
+        self.set_state(NodeState::Draining);
+        super::upkeep::deactivate_all(self, crate::grain::activation::StopReason::Shutdown).await;
+        self.set_state(NodeState::Leaving);
+        if let Err(error) = self.inner.membership.leave().await {
+            tracing::warn!(node = %self.inner.id.name, %error, "leave announcement failed");
+        }
+        self.transport().stop();
+        self.set_state(NodeState::Dead);
+        let _ = self.inner.stopped.send(true);
+        tracing::info!(node = %self.inner.id.name, "node left the cluster");
+    }
+
+    /// Stops at once because the cluster declared this node down: its activations are void.
+    pub(crate) async fn stop_declared_down(&self) {
+        if self.inner.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::error!(node = %self.inner.id.name, "cluster declared this node down; dropping every activation");
+        super::upkeep::deactivate_all(self, crate::grain::activation::StopReason::DeclaredDown)
+            .await;
+        if let Err(error) = self.inner.membership.leave().await {
+            tracing::warn!(node = %self.inner.id.name, %error, "leave announcement failed");
+        }
+        self.transport().stop();
+        self.set_state(NodeState::Dead);
+        let _ = self.inner.stopped.send(true);
+    }
+
+    /// Copies the membership view into the node's member table.
+    pub(crate) fn refresh_members(&self) {
+        let snapshot = self.inner.membership.members();
+        let mut members = self.inner.members.write().expect("members lock poisoned");
+        members.by_incarnation = snapshot.into_iter().map(|m| (m.incarnation(), m)).collect();
+        let mut live: Vec<Incarnation> = members
+            .by_incarnation
+            .values()
+            .filter(|m| m.is_live())
+            .map(MemberInfo::incarnation)
+            .collect();
+        live.sort();
+        members.live = live;
+    }
+}

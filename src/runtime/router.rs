@@ -1,0 +1,619 @@
+//! The call path: deliver locally, or resolve the grain through the directory and forward it.
+//!
+//! A call tries, in order, until it has a reply or its deadline passes:
+//! 1. the local activation, if the grain is active on this node;
+//! 2. the cached directory entry, or a lookup at the partition owner;
+//! 3. when the directory has no entry, placement picks an Active node, which registers the
+//!    grain with compare-and-set and activates it; a registration that loses the race learns
+//!    the winner and forwards there.
+//!
+//! A node that receives a call for a grain it does not host answers `NotHere`; the caller
+//! drops its cached entry, clears the stale directory entry, and resolves again. Every retry is
+//! bounded by the deadline and by [`MAX_ATTEMPTS`].
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::node::Node;
+use crate::directory::{DirectoryEntry, Expect, LookupOutcome, RegisterOutcome};
+use crate::grain::activation::{
+    ActivationActor, ActivationArgs, ActivationShared, Turn, TurnError,
+};
+use crate::grain::{CallError, GrainContext, GrainError, GrainId, Payload, PayloadFormat};
+use crate::membership::NodeId;
+use crate::placement::PlacementCandidate;
+use crate::transport::{
+    CallEnvelope, CallReply, DirectoryRequest, DirectoryResponse, Envelope, PeerError, Route,
+};
+
+/// Upper bound of resolve-and-forward rounds per call.
+pub(crate) const MAX_ATTEMPTS: u32 = 16;
+/// Upper bound of forwards a call may take between nodes.
+pub(crate) const MAX_HOPS: u32 = 4;
+/// Pause before resolving again while membership or the directory settles.
+const SETTLE_PAUSE: Duration = Duration::from_millis(20);
+
+/// The reply of a successful call.
+pub(crate) struct InvokeReply {
+    pub payload: Payload,
+    pub served_by: String,
+    pub hops: u32,
+}
+
+/// Where a call goes next.
+enum Target {
+    /// The grain's activation is (per the directory) on this peer.
+    Host(DirectoryEntry, NodeId),
+    /// Placement chose this node.
+    ActivateHere,
+    /// Placement chose a peer, which activates the grain.
+    ActivateOn(NodeId),
+}
+
+pub(crate) fn deadline_to_unix_ms(deadline: Instant) -> u64 {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let at = SystemTime::now() + remaining;
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn unix_ms_to_deadline(unix_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let remaining = u64::try_from(u128::from(unix_ms).saturating_sub(now_ms)).unwrap_or(0);
+    Instant::now() + Duration::from_millis(remaining)
+}
+
+impl Node {
+    /// Checks that the grain type and method exist, before anything is routed.
+    pub(crate) fn check_method(&self, grain: &GrainId, method: &str) -> Result<(), CallError> {
+        let registry = &self.inner.registry;
+        let Some(factory) = registry.get(&grain.grain_type) else {
+            return Err(CallError::UnknownGrainType {
+                grain_type: grain.grain_type.clone(),
+                known: registry.type_names().join(", "),
+            });
+        };
+        if !factory.has_method(method) {
+            return Err(CallError::UnknownMethod {
+                grain_type: grain.grain_type.clone(),
+                method: method.to_string(),
+                known: factory.method_names().join(", "),
+            });
+        }
+        Ok(())
+    }
+
+    /// Calls `method` of `grain` with `payload`, from this node, until `deadline`.
+    pub(crate) async fn invoke(
+        &self,
+        grain: GrainId,
+        method: &str,
+        payload: Payload,
+        deadline: Instant,
+    ) -> Result<InvokeReply, CallError> {
+        let started = Instant::now();
+        let result = self.invoke_inner(&grain, method, payload, deadline).await;
+        self.inner
+            .metrics
+            .record_call(started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    async fn invoke_inner(
+        &self,
+        grain: &GrainId,
+        method: &str,
+        payload: Payload,
+        deadline: Instant,
+    ) -> Result<InvokeReply, CallError> {
+        self.check_method(grain, method)?;
+        let timeout_ms = u64::try_from(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        let timed_out = || CallError::DeadlineExceeded {
+            grain: grain.clone(),
+            after_ms: timeout_ms,
+        };
+        let mut payload = Some(payload);
+        let mut encoded: Option<(PayloadFormat, Vec<u8>)> = None;
+        for _ in 0..MAX_ATTEMPTS {
+            if Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            let current = match payload.take() {
+                Some(payload) => payload,
+                None => match &encoded {
+                    Some((format, bytes)) => Payload::Encoded {
+                        format: *format,
+                        bytes: bytes.clone(),
+                    },
+                    None => {
+                        return Err(CallError::Internal("payload lost between attempts".into()));
+                    }
+                },
+            };
+            match self.deliver_local(grain, method, current, deadline).await {
+                Ok(reply) => return reply.map(|payload| self.local_reply(payload, 0)),
+                Err(returned) => payload = Some(returned),
+            }
+            match self.resolve(grain, deadline).await? {
+                Target::ActivateHere => {
+                    if let Err(winner) = self.activate_local(grain, deadline).await? {
+                        self.inner
+                            .cache
+                            .lock()
+                            .expect("cache lock poisoned")
+                            .insert(winner);
+                    }
+                }
+                Target::Host(entry, peer) => {
+                    let bytes = encode_once(&mut payload, &mut encoded, grain, method)?;
+                    match self
+                        .forward(grain, method, bytes, &peer, Route::Deliver, 0, deadline)
+                        .await?
+                    {
+                        Some(reply) => return Ok(reply),
+                        None => self.handle_not_here(&entry).await,
+                    }
+                }
+                Target::ActivateOn(peer) => {
+                    let bytes = encode_once(&mut payload, &mut encoded, grain, method)?;
+                    if let Some(reply) = self
+                        .forward(
+                            grain,
+                            method,
+                            bytes,
+                            &peer,
+                            Route::ActivateHere,
+                            0,
+                            deadline,
+                        )
+                        .await?
+                    {
+                        return Ok(reply);
+                    }
+                }
+            }
+        }
+        Err(CallError::TooManyHops {
+            grain: grain.clone(),
+            hops: MAX_ATTEMPTS,
+        })
+    }
+
+    fn local_reply(&self, payload: Payload, hops: u32) -> InvokeReply {
+        InvokeReply {
+            payload,
+            served_by: self.inner.id.name.clone(),
+            hops,
+        }
+    }
+
+    /// Runs the call on the local activation. Gives the payload back if the grain is not
+    /// active here (or its activation stopped before taking the call).
+    pub(crate) async fn deliver_local(
+        &self,
+        grain: &GrainId,
+        method: &str,
+        payload: Payload,
+        deadline: Instant,
+    ) -> Result<Result<Payload, CallError>, Payload> {
+        let (reply, receive) = oneshot::channel();
+        let turn = Turn {
+            method: method.to_string(),
+            payload,
+            deadline,
+            reply,
+        };
+        if let Err(turn) = self.inner.catalog.try_send(grain, turn) {
+            return Err(turn.payload);
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, receive).await {
+            Ok(Ok(Ok(payload))) => Ok(Ok(payload)),
+            Ok(Ok(Err(TurnError::Failed(error)))) => Ok(Err(error)),
+            Ok(Ok(Err(TurnError::Gone(payload)))) => Err(payload),
+            Ok(Err(_)) => Ok(Err(CallError::Internal(format!(
+                "activation of {grain} stopped during the call"
+            )))),
+            Err(_) => Ok(Err(CallError::DeadlineExceeded {
+                grain: grain.clone(),
+                after_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+            })),
+        }
+    }
+
+    /// Finds where the call goes: the registered activation, or a node chosen by placement.
+    async fn resolve(&self, grain: &GrainId, deadline: Instant) -> Result<Target, CallError> {
+        let cached = self
+            .inner
+            .cache
+            .lock()
+            .expect("cache lock poisoned")
+            .get(grain)
+            .cloned();
+        if let Some(entry) = cached
+            && let Some(target) = self.target_of(entry)
+        {
+            return Ok(target);
+        }
+        loop {
+            if Instant::now() >= deadline {
+                return Err(CallError::DeadlineExceeded {
+                    grain: grain.clone(),
+                    after_ms: 0,
+                });
+            }
+            let request = DirectoryRequest::Lookup {
+                grain: grain.clone(),
+            };
+            match self.directory_request(grain, request, deadline).await {
+                Ok(DirectoryResponse::Lookup(LookupOutcome::Found(entry))) => {
+                    self.inner
+                        .cache
+                        .lock()
+                        .expect("cache lock poisoned")
+                        .insert(entry.clone());
+                    if let Some(target) = self.target_of(entry) {
+                        return Ok(target);
+                    }
+                }
+                Ok(DirectoryResponse::Lookup(LookupOutcome::NotFound)) => return self.place(grain),
+                Ok(_) | Err(_) => {}
+            }
+            // The owner is not ready, not reachable, or the views disagree: wait for them.
+            tokio::time::sleep(SETTLE_PAUSE).await;
+        }
+    }
+
+    /// Returns where an entry points, or `None` if its host is no longer a live member.
+    fn target_of(&self, entry: DirectoryEntry) -> Option<Target> {
+        if entry.host == self.inner.id.incarnation() {
+            // The entry says "here", but the catalog has no activation: it is stale.
+            self.inner
+                .cache
+                .lock()
+                .expect("cache lock poisoned")
+                .handle_not_here(&entry.grain, &entry.host);
+            return None;
+        }
+        let members = self.inner.members.read().expect("members lock poisoned");
+        let host = members
+            .by_incarnation
+            .get(&entry.host)
+            .filter(|m| m.is_live())?
+            .id
+            .clone();
+        Some(Target::Host(entry, host))
+    }
+
+    /// Chooses a node for a new activation of `grain`.
+    fn place(&self, grain: &GrainId) -> Result<Target, CallError> {
+        let local = self.inner.id.incarnation();
+        let candidates: Vec<PlacementCandidate> = {
+            let members = self.inner.members.read().expect("members lock poisoned");
+            let recent = self
+                .inner
+                .recent_placements
+                .lock()
+                .expect("placements lock poisoned");
+            let is_connected = |m: &crate::membership::MemberInfo| {
+                m.id.incarnation() == local || self.transport().is_connected(&m.id)
+            };
+            members
+                .by_incarnation
+                .values()
+                .filter(|m| is_connected(m))
+                .map(|m| PlacementCandidate {
+                    node: m.incarnation(),
+                    state: m.state,
+                    load: m.load,
+                    recent_placements: recent.get(&m.incarnation()).copied().unwrap_or(0),
+                })
+                .collect()
+        };
+        let strategy = self
+            .inner
+            .registry
+            .get(&grain.grain_type)
+            .map(|f| f.options().placement)
+            .unwrap_or_default();
+        let chosen = {
+            let mut rng = self.inner.rng.lock().expect("rng lock poisoned");
+            crate::placement::choose(
+                strategy,
+                &self.inner.placement,
+                grain,
+                &local,
+                &candidates,
+                &mut *rng,
+            )
+        }
+        .map_err(|_| CallError::NoActiveNode {
+            grain: grain.clone(),
+        })?;
+        *self
+            .inner
+            .recent_placements
+            .lock()
+            .expect("placements lock poisoned")
+            .entry(chosen.clone())
+            .or_default() += 1;
+        if chosen == local {
+            return Ok(Target::ActivateHere);
+        }
+        let members = self.inner.members.read().expect("members lock poisoned");
+        let peer = members.by_incarnation.get(&chosen).map(|m| m.id.clone());
+        peer.map(Target::ActivateOn).ok_or(CallError::NoActiveNode {
+            grain: grain.clone(),
+        })
+    }
+
+    /// Activates `grain` on this node, registering it first. Returns `Ok(Err(winner))` if
+    /// another activation won the registration.
+    pub(crate) async fn activate_local(
+        &self,
+        grain: &GrainId,
+        deadline: Instant,
+    ) -> Result<Result<(), DirectoryEntry>, CallError> {
+        if self
+            .inner
+            .stopping
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(CallError::ShuttingDown {
+                node: self.inner.id.name.clone(),
+            });
+        }
+        let lock = self.inner.catalog.activation_lock(grain);
+        let result = {
+            let _guard = lock.lock().await;
+            if self.inner.catalog.contains(grain) {
+                Ok(Ok(()))
+            } else {
+                self.register_and_start(grain, deadline).await
+            }
+        };
+        self.inner.catalog.release_activation_lock(grain, lock);
+        result
+    }
+
+    async fn register_and_start(
+        &self,
+        grain: &GrainId,
+        deadline: Instant,
+    ) -> Result<Result<(), DirectoryEntry>, CallError> {
+        let activation_id = self
+            .inner
+            .next_activation_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let entry = DirectoryEntry {
+            grain: grain.clone(),
+            host: self.inner.id.incarnation(),
+            activation_id,
+            epoch: 0,
+        };
+        let registered = loop {
+            if Instant::now() >= deadline {
+                return Err(CallError::DeadlineExceeded {
+                    grain: grain.clone(),
+                    after_ms: 0,
+                });
+            }
+            let request = DirectoryRequest::Register {
+                entry: entry.clone(),
+                expect: Expect::Absent,
+            };
+            match self.directory_request(grain, request, deadline).await {
+                Ok(DirectoryResponse::Register(RegisterOutcome::Registered(entry))) => break entry,
+                Ok(DirectoryResponse::Register(RegisterOutcome::Conflict(winner))) => {
+                    return Ok(Err(winner));
+                }
+                Ok(_) | Err(_) => tokio::time::sleep(SETTLE_PAUSE).await,
+            }
+        };
+        let factory = self
+            .inner
+            .registry
+            .get(&grain.grain_type)
+            .cloned()
+            .ok_or_else(|| CallError::UnknownGrainType {
+                grain_type: grain.grain_type.clone(),
+                known: self.inner.registry.type_names().join(", "),
+            })?;
+        let idle_after = factory
+            .options()
+            .idle_after
+            .unwrap_or_else(|| self.inner.config.idle_after());
+        let shared = std::sync::Arc::new(ActivationShared::new(
+            grain.clone(),
+            activation_id,
+            registered.epoch,
+            idle_after,
+        ));
+        let ctx = GrainContext::new(grain.clone(), activation_id, registered.epoch, self.clone());
+        let args = ActivationArgs {
+            factory,
+            ctx,
+            shared: std::sync::Arc::clone(&shared),
+        };
+        match ractor::Actor::spawn(None, ActivationActor, args).await {
+            Ok((actor, _)) => {
+                self.inner
+                    .catalog
+                    .insert(super::catalog::ActivationHandle { actor, shared });
+                self.inner.metrics.activations_started.inc();
+                tracing::debug!(grain = %grain, activation = activation_id, "activated");
+                Ok(Ok(()))
+            }
+            Err(error) => {
+                self.unregister_activation(&shared);
+                let message = error.to_string();
+                tracing::warn!(grain = %grain, %message, "activation failed");
+                Err(CallError::Grain {
+                    grain: grain.clone(),
+                    error: GrainError::new("activation_failed", message),
+                })
+            }
+        }
+    }
+
+    /// Forwards an encoded call to `peer`. Returns `None` when the peer does not host the grain.
+    #[allow(clippy::too_many_arguments)] // One call's fields; a struct would only rename them.
+    pub(crate) async fn forward(
+        &self,
+        grain: &GrainId,
+        method: &str,
+        (format, payload): (PayloadFormat, Vec<u8>),
+        peer: &NodeId,
+        route: Route,
+        hops: u32,
+        deadline: Instant,
+    ) -> Result<Option<InvokeReply>, CallError> {
+        if hops >= MAX_HOPS {
+            return Err(CallError::TooManyHops {
+                grain: grain.clone(),
+                hops,
+            });
+        }
+        let envelope = Envelope::V1(CallEnvelope {
+            grain: grain.clone(),
+            method: method.to_string(),
+            format,
+            payload,
+            deadline_unix_ms: deadline_to_unix_ms(deadline),
+            trace_parent: None,
+            hops: hops + 1,
+            route,
+        });
+        self.inner.metrics.forwards.inc();
+        match self.transport().call(peer, envelope, deadline).await {
+            Ok(CallReply::Ok {
+                payload,
+                served_by,
+                hops,
+            }) => Ok(Some(InvokeReply {
+                payload: Payload::Encoded {
+                    format,
+                    bytes: payload,
+                },
+                served_by,
+                hops,
+            })),
+            Ok(CallReply::NotHere) => Ok(None),
+            Ok(CallReply::Failed(error)) => Err(error),
+            Err(PeerError::TimedOut(_)) => Err(CallError::DeadlineExceeded {
+                grain: grain.clone(),
+                after_ms: 0,
+            }),
+            Err(error) => {
+                // The peer went away; if membership has not noticed yet, retrying could only
+                // reach it again, so report it to the caller.
+                Err(CallError::NodeUnavailable {
+                    node: peer.name.clone(),
+                    grain: grain.clone(),
+                    detail: error.to_string(),
+                    before_send: error.before_send(),
+                })
+            }
+        }
+    }
+
+    /// Drops a stale entry after its host answered `NotHere`.
+    async fn handle_not_here(&self, entry: &DirectoryEntry) {
+        self.inner
+            .cache
+            .lock()
+            .expect("cache lock poisoned")
+            .handle_not_here(&entry.grain, &entry.host);
+        // The host confirmed it does not run this activation, and activation ids are never
+        // reused within an incarnation, so removing exactly this entry cannot remove a newer one.
+        let request = DirectoryRequest::Unregister {
+            grain: entry.grain.clone(),
+            host: entry.host.clone(),
+            activation_id: entry.activation_id,
+        };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let _ = self
+            .directory_request(&entry.grain, request, deadline)
+            .await;
+    }
+
+    /// Serves a call that a peer forwarded to this node.
+    pub(crate) async fn handle_forwarded(&self, call: CallEnvelope) -> CallReply {
+        let deadline = unix_ms_to_deadline(call.deadline_unix_ms);
+        if let Err(error) = self.check_method(&call.grain, &call.method) {
+            return CallReply::Failed(error);
+        }
+        let started = Instant::now();
+        let mut payload = Payload::Encoded {
+            format: call.format,
+            bytes: call.payload,
+        };
+        for _ in 0..2 {
+            match self
+                .deliver_local(&call.grain, &call.method, payload, deadline)
+                .await
+            {
+                Ok(result) => {
+                    self.inner
+                        .metrics
+                        .record_call(started.elapsed(), result.as_ref().err());
+                    return match result.and_then(|p| {
+                        p.into_bytes(call.format)
+                            .map_err(|e| CallError::Internal(e.to_string()))
+                    }) {
+                        Ok(bytes) => CallReply::Ok {
+                            payload: bytes,
+                            served_by: self.inner.id.name.clone(),
+                            hops: call.hops,
+                        },
+                        Err(error) => CallReply::Failed(error),
+                    };
+                }
+                Err(returned) => payload = returned,
+            }
+            if call.route != Route::ActivateHere {
+                return CallReply::NotHere;
+            }
+            match self.activate_local(&call.grain, deadline).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_winner)) => return CallReply::NotHere,
+                Err(error) => return CallReply::Failed(error),
+            }
+        }
+        CallReply::NotHere
+    }
+}
+
+fn encode_once(
+    payload: &mut Option<Payload>,
+    encoded: &mut Option<(PayloadFormat, Vec<u8>)>,
+    grain: &GrainId,
+    method: &str,
+) -> Result<(PayloadFormat, Vec<u8>), CallError> {
+    if let Some(payload) = payload.take() {
+        let format = match &payload {
+            Payload::Encoded { format, .. } => *format,
+            Payload::Local { .. } => PayloadFormat::Postcard,
+        };
+        let bytes = payload
+            .into_bytes(format)
+            .map_err(|e| CallError::InvalidPayload {
+                grain_type: grain.grain_type.clone(),
+                method: method.to_string(),
+                detail: e.to_string(),
+            })?;
+        *encoded = Some((format, bytes));
+    }
+    encoded
+        .clone()
+        .ok_or_else(|| CallError::Internal("payload lost between attempts".into()))
+}

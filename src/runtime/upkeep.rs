@@ -1,0 +1,168 @@
+//! Periodic work of a node: joining, load sampling, idle collection, and deactivating all.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tokio::sync::oneshot;
+
+use super::node::Node;
+use crate::grain::activation::{ActivationMsg, StopReason};
+use crate::membership::{NodeLoad, NodeState};
+
+/// How often the idle sweeper looks for idle activations at the most.
+const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(1);
+/// How long a joining node waits for sessions to every member before it becomes Active anyway.
+const SESSION_WAIT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for one activation's `on_deactivate`.
+const DEACTIVATE_WAIT: Duration = Duration::from_secs(10);
+
+/// Makes the node Active once it has joined the cluster and connected to its members.
+pub(crate) async fn run_join(node: Node) {
+    let has_seeds = !node.inner.config.seeds.is_empty();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    loop {
+        tick.tick().await;
+        if node
+            .inner
+            .stopping
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        let peers: Vec<_> = node
+            .members()
+            .into_iter()
+            .filter(|m| m.is_live() && m.id.incarnation() != node.id().incarnation())
+            .collect();
+        if has_seeds && peers.is_empty() {
+            continue;
+        }
+        let connected = peers.iter().all(|m| node.transport().is_connected(&m.id));
+        if connected || started.elapsed() >= SESSION_WAIT {
+            node.sync_directory().await;
+            node.set_state(NodeState::Active);
+            return;
+        }
+    }
+}
+
+/// Samples the node's load every membership broadcast period and gossips it.
+pub(crate) async fn run_load_loop(node: Node) {
+    let period = Duration::from_millis(node.inner.config.membership.meta_period_ms);
+    let mut tick = tokio::time::interval(period);
+    let mut last_calls = 0u64;
+    let mut last_at = Instant::now();
+    let mut cpu = CpuSampler::default();
+    loop {
+        tick.tick().await;
+        if *node.inner.stopped.borrow() {
+            return;
+        }
+        let calls = node
+            .inner
+            .calls_served
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let elapsed = last_at.elapsed().as_secs_f64().max(0.001);
+        let (mailbox_depth_total, mailbox_depth_max) = node.inner.catalog.mailbox_depths();
+        let load = NodeLoad {
+            activations: node.inner.catalog.len() as u64,
+            calls_per_sec: calls.saturating_sub(last_calls) as f64 / elapsed,
+            mailbox_depth_total,
+            mailbox_depth_max,
+            cpu_percent: cpu.sample(),
+            memory_bytes: resident_memory_bytes(),
+        };
+        last_calls = calls;
+        last_at = Instant::now();
+        node.inner.metrics.set_load(&load);
+        let _ = node.inner.membership.set_load(load);
+    }
+}
+
+/// Asks activations that have been idle for their idle age to deactivate.
+pub(crate) async fn run_idle_sweeper(node: Node) {
+    let period = node.inner.config.idle_after().min(MAX_SWEEP_PERIOD);
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if *node.inner.stopped.borrow() {
+            return;
+        }
+        let now = Instant::now();
+        for handle in node.inner.catalog.handles() {
+            if handle.shared.idle_for(now) >= handle.shared.idle_after {
+                let _ = handle.actor.cast(ActivationMsg::CheckIdle);
+            }
+        }
+    }
+}
+
+/// Deactivates every local activation and waits until each one has stopped (or timed out).
+pub(crate) async fn deactivate_all(node: &Node, reason: StopReason) {
+    let handles = node.inner.catalog.handles();
+    let count = handles.len();
+    let waits = handles.into_iter().map(|handle| async move {
+        let (done, stopped) = oneshot::channel();
+        if handle
+            .actor
+            .cast(ActivationMsg::Stop(reason, Some(done)))
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(DEACTIVATE_WAIT, stopped).await;
+        }
+    });
+    join_all(waits).await;
+    tracing::info!(node = %node.id().name, activations = count, ?reason, "deactivated all activations");
+}
+
+/// CPU time of this process between two samples, from `/proc/self/stat`.
+#[derive(Default)]
+struct CpuSampler {
+    last: Option<(Instant, u64)>,
+}
+
+impl CpuSampler {
+    /// Returns the CPU use since the last sample in percent of one core; 0 where `/proc` is
+    /// missing.
+    fn sample(&mut self) -> f64 {
+        let Some(ticks) = cpu_ticks() else { return 0.0 };
+        let now = Instant::now();
+        let percent = match self.last {
+            Some((at, before)) => {
+                let seconds = now.duration_since(at).as_secs_f64().max(0.001);
+                // NOTE: assumes the kernel's USER_HZ of 100, which Linux uses on every common
+                // architecture; reading sysconf(_SC_CLK_TCK) would need libc.
+                ticks.saturating_sub(before) as f64 / 100.0 / seconds * 100.0
+            }
+            None => 0.0,
+        };
+        self.last = Some((now, ticks));
+        percent
+    }
+}
+
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(user + system)
+}
+
+/// Returns the resident memory of this process in bytes; 0 where `/proc` is missing.
+fn resident_memory_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // NOTE: assumes 4 KiB pages (x86-64 and most arm64 kernels).
+    pages * 4096
+}

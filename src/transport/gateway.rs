@@ -1,0 +1,121 @@
+//! The one remotable actor per node: it receives grain calls and directory requests from peers.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+
+use super::envelope::{CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, Envelope};
+use super::wire::Wire;
+use crate::grain::CallError;
+
+/// ractor process-group scope that gateway actors join.
+pub const GATEWAY_SCOPE: &str = "gristmill";
+
+/// Returns the process group that the gateway of the ractor_cluster node `cluster_node_name`
+/// joins; peers find a node's gateway there, because remote actors never appear in ractor's
+/// name registry.
+pub fn gateway_group(cluster_node_name: &str) -> String {
+    format!("gw/{cluster_node_name}")
+}
+
+/// Messages a node's gateway accepts from peers.
+///
+/// ractor_cluster identifies variants by name, so variants may be added but never renamed or
+/// removed while nodes of two releases share a cluster.
+#[derive(RactorClusterMessage)]
+pub enum GatewayMsg {
+    /// A grain call that expects a reply.
+    #[rpc]
+    Call(Wire<Envelope>, RpcReplyPort<Wire<CallReply>>),
+    /// A one-way grain message.
+    Cast(Wire<Envelope>),
+    /// A request to this node's directory partition.
+    #[rpc]
+    Directory(
+        Wire<DirectoryEnvelope>,
+        RpcReplyPort<Wire<DirectoryReplyEnvelope>>,
+    ),
+}
+
+/// What the gateway hands inbound requests to: the node runtime.
+pub trait InboundHandler: Send + Sync + 'static {
+    /// Serves a grain call from a peer.
+    fn handle_call(&self, envelope: Envelope) -> super::BoxFuture<'_, CallReply>;
+    /// Serves a directory request from a peer.
+    fn handle_directory(
+        &self,
+        request: DirectoryEnvelope,
+    ) -> super::BoxFuture<'_, DirectoryReplyEnvelope>;
+    /// Counts a message that could not be decoded.
+    fn reject_inbound(&self, detail: &str);
+}
+
+/// The gateway actor. Each inbound request runs in its own task, so a slow grain never blocks
+/// the gateway's mailbox.
+pub struct Gateway {
+    /// Where requests go.
+    pub handler: Arc<dyn InboundHandler>,
+    /// Process group to join, from [`gateway_group`].
+    pub group: String,
+}
+
+impl Actor for Gateway {
+    type Msg = GatewayMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join_scoped(
+            GATEWAY_SCOPE.to_string(),
+            self.group.clone(),
+            vec![myself.get_cell()],
+        );
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let handler = Arc::clone(&self.handler);
+        match message {
+            GatewayMsg::Call(Wire(Ok(envelope)), reply) => {
+                tokio::spawn(async move {
+                    let answer = handler.handle_call(envelope).await;
+                    // The caller may have given up at its deadline; nothing to do then.
+                    let _ = reply.send(Wire::new(answer));
+                });
+            }
+            GatewayMsg::Call(Wire(Err(detail)), reply) => {
+                handler.reject_inbound(&detail);
+                let failure = CallError::Internal(format!("rejected undecodable call: {detail}"));
+                let _ = reply.send(Wire::new(CallReply::Failed(failure)));
+            }
+            GatewayMsg::Cast(Wire(Ok(envelope))) => {
+                tokio::spawn(async move {
+                    let _ = handler.handle_call(envelope).await;
+                });
+            }
+            GatewayMsg::Cast(Wire(Err(detail))) => handler.reject_inbound(&detail),
+            GatewayMsg::Directory(Wire(Ok(request)), reply) => {
+                tokio::spawn(async move {
+                    let answer = handler.handle_directory(request).await;
+                    let _ = reply.send(Wire::new(answer));
+                });
+            }
+            GatewayMsg::Directory(Wire(Err(detail)), reply) => {
+                handler.reject_inbound(&detail);
+                // Dropping the reply port ends the caller's wait with an error at once.
+                drop(reply);
+            }
+        }
+        Ok(())
+    }
+}

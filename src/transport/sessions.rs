@@ -1,0 +1,463 @@
+//! The ractor_cluster node server, its connections, and calls to peers' gateways.
+//!
+//! foca decides who is in the cluster; ractor_cluster only carries messages. So:
+//! 1. The node binds its own TCP listener and hands each accepted connection to the node
+//!    server, which lets the port be known before the identity is gossiped and lets the node
+//!    count connections that never authenticate (random bytes, a wrong cookie, an oversized
+//!    frame).
+//! 2. When membership reports a peer, exactly one side of each pair dials: the node whose
+//!    cluster name sorts higher. It retries while the peer is live and has no session.
+//! 3. When membership reports a peer gone, its sessions are stopped, which removes its gateway
+//!    from the process group at once.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{ActorRef, MessagingErr, rpc::CallResult};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{
+    BoxRead, BoxWrite, ClusterBidiStream, NodeEventSubscription, NodeServer, NodeServerMessage,
+};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::envelope::{CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, Envelope};
+use super::gateway::{GATEWAY_SCOPE, Gateway, GatewayMsg, InboundHandler, gateway_group};
+use super::wire::Wire;
+use crate::membership::NodeId;
+
+/// Failure to start the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The cluster TCP port could not be bound.
+    #[error("cannot bind the cluster port {addr}: {source}")]
+    Bind {
+        /// The address that was requested.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An actor of the transport failed to start.
+    #[error("cannot start the transport actor {actor}: {detail}")]
+    Spawn {
+        /// Which actor.
+        actor: &'static str,
+        /// ractor's error.
+        detail: String,
+    },
+}
+
+/// Failure of a request to a peer's gateway. No reply arrived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// No session to the peer is ready, so nothing was sent.
+    #[error("no ready session to {0}")]
+    NotConnected(String),
+    /// The request was sent, and no reply arrived before the deadline.
+    #[error("no reply from {0} before the deadline")]
+    TimedOut(String),
+    /// The session ended or the reply was dropped after sending.
+    #[error("request to {0} was lost: {1}")]
+    Lost(String, String),
+}
+
+impl PeerError {
+    /// Returns whether the request was never handed to the peer.
+    pub fn before_send(&self) -> bool {
+        matches!(self, PeerError::NotConnected(_))
+    }
+}
+
+/// Counters of the transport, read by the metrics glue.
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    /// Inbound connections closed before they authenticated.
+    pub rejected_connections: AtomicU64,
+    /// Inbound messages that could not be decoded.
+    pub rejected_messages: AtomicU64,
+    /// Sessions that reached the ready state.
+    pub sessions_ready: AtomicU64,
+    /// Sessions that ended.
+    pub sessions_closed: AtomicU64,
+}
+
+/// A TCP connection handed to ractor_cluster as an external stream.
+struct TcpBidi(TcpStream);
+
+impl ClusterBidiStream for TcpBidi {
+    fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
+        let (read, write) = self.0.into_split();
+        (Box::new(read), Box::new(write))
+    }
+
+    fn peer_label(&self) -> Option<String> {
+        self.0.peer_addr().ok().map(|a| a.to_string())
+    }
+}
+
+/// State shared with the node-server event subscription.
+#[derive(Default)]
+struct SessionTable {
+    /// ractor_cluster node ids of sessions that authenticated.
+    authenticated: HashSet<u64>,
+    /// Cluster node names (without `@host`) with a ready session.
+    ready: HashSet<String>,
+}
+
+struct Subscription {
+    table: Arc<Mutex<SessionTable>>,
+    counters: Arc<TransportCounters>,
+}
+
+fn peer_cluster_name(session: &NodeServerSessionInformation) -> Option<String> {
+    let full = &session.peer_name.as_ref()?.name;
+    Some(full.split('@').next().unwrap_or(full).to_string())
+}
+
+impl NodeEventSubscription for Subscription {
+    fn node_session_opened(&self, session: NodeServerSessionInformation) {
+        tracing::trace!(peer = %session.peer_addr, "cluster session opened");
+    }
+
+    fn node_session_authenticated(&self, session: NodeServerSessionInformation) {
+        let mut table = self.table.lock().expect("session table lock poisoned");
+        table.authenticated.insert(session.node_id);
+    }
+
+    fn node_session_ready(&self, session: NodeServerSessionInformation) {
+        self.counters.sessions_ready.fetch_add(1, Ordering::Relaxed);
+        if let Some(name) = peer_cluster_name(&session) {
+            tracing::debug!(peer = %name, "cluster session ready");
+            self.table
+                .lock()
+                .expect("session table lock poisoned")
+                .ready
+                .insert(name);
+        }
+    }
+
+    fn node_session_disconnected(&self, session: NodeServerSessionInformation) {
+        self.counters
+            .sessions_closed
+            .fetch_add(1, Ordering::Relaxed);
+        let mut table = self.table.lock().expect("session table lock poisoned");
+        if !table.authenticated.remove(&session.node_id) {
+            self.counters
+                .rejected_connections
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %session.peer_addr, "cluster connection closed before authenticating");
+            return;
+        }
+        if let Some(name) = peer_cluster_name(&session) {
+            tracing::debug!(peer = %name, "cluster session closed");
+            table.ready.remove(&name);
+        }
+    }
+}
+
+/// The node's end of ractor_cluster: the node server, the gateway and the dialing of peers.
+pub struct Transport {
+    server: ActorRef<NodeServerMessage>,
+    local_cluster_name: String,
+    table: Arc<Mutex<SessionTable>>,
+    counters: Arc<TransportCounters>,
+    /// Peers (by cluster node name) this node should stay connected to, with their address.
+    wanted: Arc<Mutex<HashMap<String, SocketAddr>>>,
+    gateway: ActorRef<GatewayMsg>,
+}
+
+impl Transport {
+    /// Binds the cluster listener on `addr` (port 0 lets the OS choose) and returns it, so the
+    /// caller can put the port into the node's identity before starting the transport.
+    pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TransportError> {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| TransportError::Bind { addr, source })
+    }
+
+    /// Starts the node server and the gateway for `identity`, accepting peers on `listener`.
+    pub async fn start(
+        identity: &NodeId,
+        cookie: String,
+        max_frame_bytes: u64,
+        listener: TcpListener,
+        handler: Arc<dyn InboundHandler>,
+    ) -> Result<Transport, TransportError> {
+        let local_cluster_name = identity.cluster_node_name();
+        // ractor_cluster always binds a listener of its own; keep it on an unused loopback
+        // port, because peers connect through `listener` instead.
+        let server = NodeServer::new(
+            0,
+            cookie,
+            local_cluster_name.clone(),
+            identity.ip.to_string(),
+            None,
+            None,
+        )
+        .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]))
+        .with_max_inbound_frame_size(max_frame_bytes);
+        let (server, _) =
+            ractor::Actor::spawn(None, server, ())
+                .await
+                .map_err(|e| TransportError::Spawn {
+                    actor: "node server",
+                    detail: e.to_string(),
+                })?;
+
+        let table = Arc::new(Mutex::new(SessionTable::default()));
+        let counters = Arc::new(TransportCounters::default());
+        let subscription = Subscription {
+            table: Arc::clone(&table),
+            counters: Arc::clone(&counters),
+        };
+        let _ = server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "gristmill".into(),
+            subscription: Box::new(subscription),
+        });
+
+        let gateway = Gateway {
+            handler,
+            group: gateway_group(&local_cluster_name),
+        };
+        let (gateway, _) =
+            ractor::Actor::spawn(None, gateway, ())
+                .await
+                .map_err(|e| TransportError::Spawn {
+                    actor: "gateway",
+                    detail: e.to_string(),
+                })?;
+
+        tokio::spawn(accept_loop(listener, server.clone()));
+        Ok(Transport {
+            server,
+            local_cluster_name,
+            table,
+            counters,
+            wanted: Arc::default(),
+            gateway,
+        })
+    }
+
+    /// Returns the transport's counters.
+    pub fn counters(&self) -> &Arc<TransportCounters> {
+        &self.counters
+    }
+
+    /// Returns whether a ready session to `peer` exists.
+    pub fn is_connected(&self, peer: &NodeId) -> bool {
+        let table = self.table.lock().expect("session table lock poisoned");
+        table.ready.contains(&peer.cluster_node_name())
+    }
+
+    /// Starts keeping a session to `peer`. This node dials only if its cluster name sorts higher,
+    /// and redials with backoff while the peer stays wanted and unconnected.
+    pub fn handle_peer_up(&self, peer: &NodeId) {
+        let name = peer.cluster_node_name();
+        if name == self.local_cluster_name {
+            return;
+        }
+        self.wanted
+            .lock()
+            .expect("wanted lock poisoned")
+            .insert(name.clone(), peer.cluster_addr());
+        if self.local_cluster_name < name {
+            return;
+        }
+        let server = self.server.clone();
+        let wanted = Arc::clone(&self.wanted);
+        let table = Arc::clone(&self.table);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let addr = match wanted.lock().expect("wanted lock poisoned").get(&name) {
+                    Some(addr) => *addr,
+                    None => return,
+                };
+                if table
+                    .lock()
+                    .expect("session table lock poisoned")
+                    .ready
+                    .contains(&name)
+                {
+                    // Check again later: a session can end while the peer stays a member.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
+                match ractor_cluster::client_connect(&server, addr).await {
+                    Ok(()) => tracing::debug!(peer = %name, %addr, "dialed cluster peer"),
+                    Err(error) => {
+                        tracing::debug!(peer = %name, %addr, %error, "cluster dial failed")
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        });
+    }
+
+    /// Stops every session to `peer` and forgets it.
+    pub async fn handle_peer_down(&self, peer: &NodeId) {
+        let name = peer.cluster_node_name();
+        self.wanted
+            .lock()
+            .expect("wanted lock poisoned")
+            .remove(&name);
+        self.table
+            .lock()
+            .expect("session table lock poisoned")
+            .ready
+            .remove(&name);
+        let prefix = format!("{name}@");
+        let sessions = match ractor::call_t!(self.server, NodeServerMessage::GetSessions, 1_000) {
+            Ok(sessions) => sessions,
+            Err(error) => {
+                tracing::warn!(peer = %name, %error, "cannot list cluster sessions");
+                return;
+            }
+        };
+        for session in sessions.values() {
+            let matches = session
+                .peer_name
+                .as_ref()
+                .is_some_and(|p| p.name.starts_with(&prefix));
+            if matches {
+                session.actor.stop(Some("member down".into()));
+            }
+        }
+    }
+
+    fn remote_gateway(&self, peer: &NodeId) -> Option<ActorRef<GatewayMsg>> {
+        let name = peer.cluster_node_name();
+        if name == self.local_cluster_name {
+            return Some(self.gateway.clone());
+        }
+        let members =
+            ractor::pg::get_scoped_members(&GATEWAY_SCOPE.to_string(), &gateway_group(&name));
+        members
+            .into_iter()
+            .find(|cell| cell.get_id().is_local() == false)
+            .map(ActorRef::from)
+    }
+
+    /// Waits until `peer`'s gateway is reachable, up to `deadline`.
+    async fn gateway_by(
+        &self,
+        peer: &NodeId,
+        deadline: Instant,
+    ) -> Result<ActorRef<GatewayMsg>, PeerError> {
+        loop {
+            if let Some(gateway) = self.remote_gateway(peer) {
+                return Ok(gateway);
+            }
+            let wanted = self
+                .wanted
+                .lock()
+                .expect("wanted lock poisoned")
+                .contains_key(&peer.cluster_node_name());
+            if !wanted || Instant::now() + Duration::from_millis(10) >= deadline {
+                return Err(PeerError::NotConnected(peer.name.clone()));
+            }
+            // The session is still forming (authentication and process-group sync take a few
+            // milliseconds on loopback).
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends a grain call to `peer` and waits for its reply until `deadline`.
+    pub async fn call(
+        &self,
+        peer: &NodeId,
+        envelope: Envelope,
+        deadline: Instant,
+    ) -> Result<CallReply, PeerError> {
+        let gateway = self.gateway_by(peer, deadline).await?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let result = gateway
+            .call(
+                |reply| GatewayMsg::Call(Wire::new(envelope), reply),
+                Some(timeout),
+            )
+            .await;
+        unwrap_reply(&peer.name, result)
+    }
+
+    /// Sends a one-way grain message to `peer`.
+    pub async fn cast(
+        &self,
+        peer: &NodeId,
+        envelope: Envelope,
+        deadline: Instant,
+    ) -> Result<(), PeerError> {
+        let gateway = self.gateway_by(peer, deadline).await?;
+        gateway
+            .cast(GatewayMsg::Cast(Wire::new(envelope)))
+            .map_err(|e| PeerError::Lost(peer.name.clone(), e.to_string()))
+    }
+
+    /// Sends a directory request to `peer` and waits for its reply until `deadline`.
+    pub async fn directory(
+        &self,
+        peer: &NodeId,
+        request: DirectoryEnvelope,
+        deadline: Instant,
+    ) -> Result<DirectoryReplyEnvelope, PeerError> {
+        let gateway = self.gateway_by(peer, deadline).await?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let result = gateway
+            .call(
+                |reply| GatewayMsg::Directory(Wire::new(request), reply),
+                Some(timeout),
+            )
+            .await;
+        unwrap_reply(&peer.name, result)
+    }
+
+    /// Stops the gateway and the node server; peers see the sessions end.
+    pub fn stop(&self) {
+        self.wanted.lock().expect("wanted lock poisoned").clear();
+        self.gateway.stop(Some("node stopping".into()));
+        self.server.stop(Some("node stopping".into()));
+    }
+}
+
+fn unwrap_reply<T>(
+    peer: &str,
+    result: Result<CallResult<Wire<T>>, MessagingErr<GatewayMsg>>,
+) -> Result<T, PeerError> {
+    match result {
+        Ok(CallResult::Success(Wire(Ok(reply)))) => Ok(reply),
+        Ok(CallResult::Success(Wire(Err(detail)))) => {
+            Err(PeerError::Lost(peer.to_string(), detail))
+        }
+        Ok(CallResult::Timeout) => Err(PeerError::TimedOut(peer.to_string())),
+        Ok(CallResult::SenderError) => {
+            Err(PeerError::Lost(peer.to_string(), "reply dropped".into()))
+        }
+        Err(error) => Err(PeerError::Lost(peer.to_string(), error.to_string())),
+    }
+}
+
+async fn accept_loop(listener: TcpListener, server: ActorRef<NodeServerMessage>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tracing::trace!(%peer, "accepted cluster connection");
+                let opened = NodeServerMessage::ConnectionOpenedExternal {
+                    stream: Box::new(TcpBidi(stream)),
+                    is_server: true,
+                };
+                if server.cast(opened).is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cluster accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! One node in this test process: typed grain calls, gRPC calls, errors and idle collection.
+//!
+//! ractor keeps process-global registries, so this binary starts exactly one node and runs
+//! every check against it in one test.
+
+use std::time::Duration;
+
+use gristmill::api::pb;
+use gristmill::grain::samples::{self, Add, Balance, Counter, Get, Transfer};
+use gristmill::grain::{
+    CallError, Grain, GrainContext, GrainError, GrainRegistry, Handler, Method, Methods,
+};
+use gristmill::membership::NodeState;
+use gristmill::runtime::{Node, NodeConfig};
+use serde::{Deserialize, Serialize};
+
+/// A grain that panics on request, to check that a panic deactivates only that activation.
+struct Fragile;
+
+#[derive(Serialize, Deserialize)]
+struct Explode;
+
+impl Method for Explode {
+    const NAME: &'static str = "explode";
+    type Response = ();
+}
+
+impl Grain for Fragile {
+    const TYPE_NAME: &'static str = "fragile";
+
+    async fn activate(_ctx: &mut GrainContext) -> Result<Self, GrainError> {
+        Ok(Fragile)
+    }
+
+    fn register(methods: &mut Methods<Self>) {
+        methods.add::<Explode>();
+    }
+}
+
+impl Handler<Explode> for Fragile {
+    async fn handle(
+        &mut self,
+        _request: Explode,
+        _ctx: &mut GrainContext,
+    ) -> Result<(), GrainError> {
+        panic!("fragile grain exploded");
+    }
+}
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        node_name: "solo".into(),
+        cookie: "single-node-test-cookie".into(),
+        idle_after_secs: 1,
+        ..NodeConfig::default()
+    }
+}
+
+async fn wait_active(node: &Node) {
+    let mut state = node.watch_state();
+    let active = state.wait_for(|s| *s == NodeState::Active);
+    tokio::time::timeout(Duration::from_secs(10), active)
+        .await
+        .expect("node became Active")
+        .expect("state channel open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_serves_grains() {
+    let mut grains: GrainRegistry = samples::registry();
+    grains.register::<Fragile>();
+    let node = Node::start(config(), grains).await.expect("node starts");
+    wait_active(&node).await;
+
+    // Typed calls: one activation keeps its in-memory state between calls.
+    let counter = node.grain::<Counter>("c1");
+    assert_eq!(counter.call(Add { amount: 2 }).await, Ok(2));
+    assert_eq!(counter.call(Add { amount: 3 }).await, Ok(5));
+    assert_eq!(counter.call(Get).await, Ok(5));
+
+    // Grain-to-grain calls: a transfer moves money between two account grains.
+    let alice = node.grain::<samples::Account>("alice");
+    let bob = node.grain::<samples::Account>("bob");
+    assert_eq!(
+        alice
+            .call(Transfer {
+                to: "bob".into(),
+                amount: 300
+            })
+            .await,
+        Ok(700)
+    );
+    assert_eq!(bob.call(Balance).await, Ok(1_300));
+    let overdraft = alice
+        .call(Transfer {
+            to: "bob".into(),
+            amount: 5_000,
+        })
+        .await;
+    assert!(
+        matches!(overdraft, Err(CallError::Grain { ref error, .. }) if error.code == "insufficient_funds"),
+        "{overdraft:?}"
+    );
+
+    // gRPC: JSON payloads, unknown names are rejected with the name in the message.
+    let mut client =
+        pb::grains_client::GrainsClient::connect(format!("http://{}", node.grpc_addr()))
+            .await
+            .expect("connect");
+    let invoke = |grain_type: &str, method: &str, payload: &str| pb::InvokeRequest {
+        grain_type: grain_type.into(),
+        key: "c1".into(),
+        method: method.into(),
+        payload: payload.as_bytes().to_vec(),
+        format: pb::PayloadFormat::Json.into(),
+        timeout_ms: 2_000,
+    };
+    let reply = client
+        .invoke(invoke("counter", "add", r#"{"amount":10}"#))
+        .await
+        .expect("invoke")
+        .into_inner();
+    assert_eq!(reply.payload, b"15");
+    assert_eq!(reply.served_by, "solo");
+    let unknown_type = client
+        .invoke(invoke("nosuchtype", "add", ""))
+        .await
+        .expect_err("unknown type");
+    assert_eq!(unknown_type.code(), tonic::Code::NotFound);
+    assert!(
+        unknown_type.message().contains("nosuchtype"),
+        "{}",
+        unknown_type.message()
+    );
+    let unknown_method = client
+        .invoke(invoke("counter", "nosuchmethod", ""))
+        .await
+        .expect_err("unknown method");
+    assert!(
+        unknown_method.message().contains("nosuchmethod"),
+        "{}",
+        unknown_method.message()
+    );
+    let bad_payload = client
+        .invoke(invoke("counter", "add", "not json"))
+        .await
+        .expect_err("bad payload");
+    assert_eq!(bad_payload.code(), tonic::Code::InvalidArgument);
+
+    // A panicking grain fails its call and the node keeps serving.
+    let fragile = node.grain::<Fragile>("f").call(Explode).await;
+    assert!(
+        matches!(fragile, Err(CallError::GrainPanicked { .. })),
+        "{fragile:?}"
+    );
+    assert_eq!(counter.call(Get).await, Ok(15));
+
+    // Idle collection: with a 1 s idle age the counter deactivates and restarts from zero.
+    let listed = client
+        .list_activations(pb::ListActivationsRequest {
+            grain_type: "counter".into(),
+            limit: 0,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.total, 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = client
+            .list_activations(pb::ListActivationsRequest {
+                grain_type: "counter".into(),
+                limit: 0,
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        if listed.total == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "counter never deactivated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counter.call(Get).await, Ok(0));
+
+    node.drain_and_leave().await;
+    assert_eq!(node.state(), NodeState::Dead);
+}
