@@ -5,7 +5,7 @@
 #
 # The server lives in $GRISTMILL_PG_DIR (default /var/tmp/gristmill-postgres), listens on
 # 127.0.0.1 only, and is owned by the `postgres` system user. A second run reuses the running
-# server. Everything except the final `export` line goes to stderr, so `eval` sees only that line.
+# server. Everything except the final `export` line goes to stderr, so `eval` runs only that line.
 # Must run as root, because it installs packages and switches to the `postgres` user.
 set -euo pipefail
 
@@ -69,7 +69,7 @@ else
     fi
     echo "$port" >"$dir/port"
     log "starting the server on 127.0.0.1:$port"
-    # Only loopback: listen_addresses is fixed here, whatever postgresql.conf says. The data is
+    # Only loopback: listen_addresses is fixed here, whatever postgresql.conf sets. The data is
     # throwaway test data, so fsync=off trades crash safety for faster tests.
     as_postgres "$bin/pg_ctl start -D '$data' -l '$dir/server.log' -w -t 30 \
         -o \"-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off\"" >/dev/null
