@@ -7,8 +7,8 @@ use std::pin::Pin;
 
 use super::context::GrainContext;
 use super::error::GrainError;
-use super::grain::{Grain, Handler, Method};
 use super::payload::{CodecError, Payload, PayloadFormat};
+use super::traits::{Grain, Handler, Method};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

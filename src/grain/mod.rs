@@ -3,19 +3,19 @@
 pub(crate) mod activation;
 mod context;
 mod error;
-mod grain;
 mod id;
 mod methods;
 mod payload;
 mod reference;
 pub(crate) mod registry;
 pub mod samples;
+mod traits;
 
 pub use context::GrainContext;
 pub use error::{CallError, GrainError};
-pub use grain::{Grain, Handler, Method};
 pub use id::GrainId;
 pub use methods::Methods;
 pub use payload::{CodecError, Payload, PayloadFormat};
 pub use reference::GrainRef;
 pub use registry::{GrainRegistry, GrainTypeOptions, RegistryError};
+pub use traits::{Grain, Handler, Method};

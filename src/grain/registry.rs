@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::context::GrainContext;
 use super::error::GrainError;
-use super::grain::Grain;
 use super::methods::{DispatchError, Methods};
 use super::payload::Payload;
+use super::traits::Grain;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

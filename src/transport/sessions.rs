@@ -338,7 +338,7 @@ impl Transport {
             ractor::pg::get_scoped_members(&GATEWAY_SCOPE.to_string(), &gateway_group(&name));
         members
             .into_iter()
-            .find(|cell| cell.get_id().is_local() == false)
+            .find(|cell| !cell.get_id().is_local())
             .map(ActorRef::from)
     }
 
