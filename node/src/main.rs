@@ -8,7 +8,6 @@ mod local;
 mod ready;
 mod run;
 mod settings;
-mod shim;
 mod table;
 
 use std::process::ExitCode;

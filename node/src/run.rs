@@ -3,14 +3,13 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use gristmill::grain::samples;
+use gristmill::runtime::Node;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::ready::ReadyLine;
 use crate::settings::{self, RunArgs};
-// TODO: import `gristmill::runtime::{Node, StartError}` and `gristmill::grain::samples`
-// instead once the library runtime exposes them, and delete `shim.rs`.
-use crate::shim::{Node, samples};
 
 /// Exit code for an invalid configuration, matching clap's code for invalid flags.
 pub const EXIT_INVALID_CONFIG: u8 = 2;

@@ -102,10 +102,19 @@ pub struct RunArgs {
     #[arg(long, env = "GRISTMILL_MAX_FRAME_BYTES", value_name = "BYTES")]
     pub max_frame_bytes: Option<u64>,
 
-    /// Directory of the embedded SQLite state file. [default: none, grain state stays in
-    /// memory]
-    #[arg(long, env = "GRISTMILL_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Database for grain state and reminders: `sqlite` or `postgres`. [default: sqlite]
+    #[arg(long, env = "GRISTMILL_STORAGE_PROVIDER", value_name = "PROVIDER")]
+    pub storage_provider: Option<String>,
+
+    /// SQLite database file, shared by the nodes of one machine. [default: gristmill.sqlite3
+    /// in the working directory]
+    #[arg(long, env = "GRISTMILL_SQLITE_PATH", value_name = "FILE")]
+    pub sqlite_path: Option<PathBuf>,
+
+    /// PostgreSQL connection string, such as postgres://user:password@host:5432/db; required
+    /// with `--storage-provider postgres`. [default: none]
+    #[arg(long, env = "GRISTMILL_POSTGRES_URL", value_name = "URL")]
+    pub postgres_url: Option<String>,
 
     /// Log filter in tracing-subscriber `EnvFilter` syntax, such as `debug` or
     /// `info,gristmill::membership=debug`; overrides RUST_LOG. [default: info]
@@ -172,6 +181,15 @@ pub fn load_node_config(args: &RunArgs) -> Result<NodeConfig, SettingsError> {
         None => NodeConfig::default(),
     };
     apply_overrides(&mut config, args);
+    if let Some(name) = &args.storage_provider {
+        config.storage.provider =
+            name.parse()
+                .map_err(|error: gristmill::storage::StorageError| ConfigError {
+                    setting: "storage.provider".into(),
+                    value: name.clone(),
+                    reason: error.to_string(),
+                })?;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -213,8 +231,11 @@ fn apply_overrides(config: &mut NodeConfig, args: &RunArgs) {
     replace(&mut membership.probe_rtt_ms, &args.probe_rtt_ms);
     replace(&mut membership.suspect_to_down_ms, &args.suspect_to_down_ms);
     replace(&mut config.max_frame_bytes, &args.max_frame_bytes);
-    if args.data_dir.is_some() {
-        config.data_dir = args.data_dir.clone();
+    if let Some(path) = &args.sqlite_path {
+        config.storage.sqlite_path = path.clone();
+    }
+    if args.postgres_url.is_some() {
+        config.storage.postgres_url = args.postgres_url.clone();
     }
 }
 

@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Cluster, NodeProcess, Timing, cluster_slot, counters_on, spread_counters, wait_gone, wait_until,
+    Cluster, NodeProcess, Timing, cluster_slot, counters_on, describe, spread_counters, wait_gone,
+    wait_until,
 };
 use gristmill::api::pb;
 use serde_json::json;
@@ -17,6 +18,12 @@ use tokio::time::Instant;
 /// needs about probe period + rtt + suspect-to-down (under 1 s); the rest is margin for a
 /// loaded two-core machine.
 const DETECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// Returns the name of the node whose view `members` is, from its `is_self` flag.
+fn client_name(members: &[pb::Member]) -> String {
+    let own = members.iter().find(|member| member.is_self);
+    own.map_or_else(|| "?".to_owned(), |member| member.name.clone())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_converge_to_active() {
@@ -86,6 +93,7 @@ async fn restarted_node_replaces_old_incarnation() {
     cluster.nodes[2] = NodeProcess::start("node-2", &seed, Timing::FAST, &[]).await;
     let new_boot_id = cluster.nodes[2].ready.boot_id;
     assert_ne!(new_boot_id, old_boot_id, "a restart must get a new boot id");
+    eprintln!("node-2 restarted: old boot id {old_boot_id:x}, new boot id {new_boot_id:x}");
 
     let clients = cluster.clients().await;
     let (_, took) = wait_until(
@@ -105,10 +113,10 @@ async fn restarted_node_replaces_old_incarnation() {
                         && node_2[0].boot_id == new_boot_id
                         && node_2[0].state == pb::NodeState::Active as i32;
                     if !replaced {
-                        return None;
+                        return Err(format!("{}: {}", client_name(&members), describe(&members)));
                     }
                 }
-                Some(())
+                Ok(())
             }
         },
     )

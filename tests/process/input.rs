@@ -80,7 +80,13 @@ async fn garbage_input_is_rejected_and_counted() {
         REJECT_WITHIN,
         || async {
             let now = metric_value(metrics, "gristmill_rejected_datagrams_total").await;
-            (now >= datagrams_before + DATAGRAMS as f64).then_some(())
+            if now >= datagrams_before + DATAGRAMS as f64 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{now} rejected datagrams, {datagrams_before} before"
+                ))
+            }
         },
     )
     .await;
@@ -97,7 +103,11 @@ async fn garbage_input_is_rejected_and_counted() {
         REJECT_WITHIN,
         || async {
             let now = metric_value(metrics, "gristmill_rejected_frames_total").await;
-            (now >= frames_before + 2.0).then_some(())
+            if now >= frames_before + 2.0 {
+                Ok(())
+            } else {
+                Err(format!("{now} rejected frames, {frames_before} before"))
+            }
         },
     )
     .await;

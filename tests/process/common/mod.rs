@@ -224,10 +224,13 @@ impl NodeClient {
         }
     }
 
-    /// Lists the members in the node's view, or `None` when the call fails.
-    pub async fn members(&mut self) -> Option<Vec<pb::Member>> {
+    /// Lists the members in the node's view, or describes why the call failed.
+    pub async fn members(&mut self) -> Result<Vec<pb::Member>, String> {
         let response = self.cluster.list_members(pb::ListMembersRequest {}).await;
-        response.ok().map(|response| response.into_inner().members)
+        match response {
+            Ok(response) => Ok(response.into_inner().members),
+            Err(status) => Err(format!("ListMembers failed: {status}")),
+        }
     }
 
     /// Lists the node's activations of `grain_type`.
@@ -317,10 +320,10 @@ impl Cluster {
                             .map(|member| (member.name.clone(), member.boot_id))
                             .collect();
                         if members.len() != expected.len() || active != expected {
-                            return None;
+                            return Err(format!("view: {}", describe(&members)));
                         }
                     }
-                    Some(())
+                    Ok(())
                 }
             },
         )
@@ -337,24 +340,42 @@ impl Cluster {
     }
 }
 
-/// Polls `probe` until it returns `Some`, and returns that value with the time it took;
-/// panics naming `what` when `within` passes first.
+/// Polls `probe` until it returns `Ok`, and returns that value with the time it took.
+///
+/// `Err` describes the state seen instead; when `within` passes first, the panic message names
+/// `what` and the last state seen.
 pub async fn wait_until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> (T, Duration)
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
+    Fut: Future<Output = Result<T, String>>,
 {
     let started = Instant::now();
     let deadline = started + within;
     loop {
-        if let Some(value) = probe().await {
-            return (value, started.elapsed());
-        }
+        let seen = match probe().await {
+            Ok(value) => return (value, started.elapsed()),
+            Err(seen) => seen,
+        };
         if Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting until {what}");
+            panic!("timed out after {within:?} waiting until {what}; last seen: {seen}");
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// Describes members as `name#boot_id:STATE` items, for failure messages.
+pub fn describe(members: &[pb::Member]) -> String {
+    let items: Vec<String> = members
+        .iter()
+        .map(|member| {
+            let state = pb::NodeState::try_from(member.state).map_or_else(
+                |_| member.state.to_string(),
+                |state| state.as_str_name().to_owned(),
+            );
+            format!("{}#{:x}:{state}", member.name, member.boot_id)
+        })
+        .collect();
+    items.join(" ")
 }
 
 /// Returns whether `members` no longer lists `name` as alive: absent, or DEAD.
@@ -373,11 +394,12 @@ pub async fn wait_gone(clients: &[NodeClient], name: &str, within: Duration) -> 
         let mut clients = clients.to_vec();
         async move {
             for client in &mut clients {
-                if !is_gone(&client.members().await?, name) {
-                    return None;
+                let members = client.members().await?;
+                if !is_gone(&members, name) {
+                    return Err(format!("view: {}", describe(&members)));
                 }
             }
-            Some(())
+            Ok(())
         }
     })
     .await;
