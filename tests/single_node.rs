@@ -47,8 +47,11 @@ impl Handler<Explode> for Fragile {
     }
 }
 
-fn config() -> NodeConfig {
+fn config(data: &tempfile::TempDir) -> NodeConfig {
+    let mut storage = gristmill::storage::StorageConfig::default();
+    storage.sqlite_path = data.path().join("state.sqlite3");
     NodeConfig {
+        storage,
         node_name: "solo".into(),
         cookie: "single-node-test-cookie".into(),
         idle_after_secs: 1,
@@ -69,7 +72,10 @@ async fn wait_active(node: &Node) {
 async fn single_node_serves_grains() {
     let mut grains: GrainRegistry = samples::registry();
     grains.register::<Fragile>();
-    let node = Node::start(config(), grains).await.expect("node starts");
+    let data = tempfile::tempdir().expect("temporary directory");
+    let node = Node::start(config(&data), grains)
+        .await
+        .expect("node starts");
     wait_active(&node).await;
 
     // Typed calls: one activation keeps its in-memory state between calls.
@@ -78,25 +84,17 @@ async fn single_node_serves_grains() {
     assert_eq!(counter.call(Add { amount: 3 }).await, Ok(5));
     assert_eq!(counter.call(Get).await, Ok(5));
 
-    // Grain-to-grain calls: a transfer moves money between two account grains.
-    let alice = node.grain::<samples::Account>("alice");
+    // Grain-to-grain calls: the bank worker moves money between two account grains.
+    let bank = node.grain::<samples::Bank>("main");
     let bob = node.grain::<samples::Account>("bob");
-    assert_eq!(
-        alice
-            .call(Transfer {
-                to: "bob".into(),
-                amount: 300
-            })
-            .await,
-        Ok(700)
-    );
+    let transfer = |amount| Transfer {
+        from: "alice".into(),
+        to: "bob".into(),
+        amount,
+    };
+    assert_eq!(bank.call(transfer(300)).await, Ok(700));
     assert_eq!(bob.call(Balance).await, Ok(1_300));
-    let overdraft = alice
-        .call(Transfer {
-            to: "bob".into(),
-            amount: 5_000,
-        })
-        .await;
+    let overdraft = bank.call(transfer(5_000)).await;
     assert!(
         matches!(overdraft, Err(CallError::Grain { ref error, .. }) if error.code == "insufficient_funds"),
         "{overdraft:?}"
@@ -155,7 +153,7 @@ async fn single_node_serves_grains() {
     );
     assert_eq!(counter.call(Get).await, Ok(15));
 
-    // Idle collection: with a 1 s idle age the counter deactivates and restarts from zero.
+    // Idle collection: with a 1 s idle age the counter deactivates.
     let listed = client
         .list_activations(pb::ListActivationsRequest {
             grain_type: "counter".into(),
@@ -184,7 +182,8 @@ async fn single_node_serves_grains() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(counter.call(Get).await, Ok(0));
+    // The state was persisted, so the new activation reads what the old one acknowledged.
+    assert_eq!(counter.call(Get).await, Ok(15));
 
     node.drain_and_leave().await;
     assert_eq!(node.state(), NodeState::Dead);

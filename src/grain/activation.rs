@@ -28,11 +28,14 @@ pub(crate) struct ActivationShared {
     /// Set once the activation has left the catalog; no new message may be sent.
     pub closed: AtomicBool,
     pub idle_after: Duration,
+    /// A stateless worker activation: one of several per grain, with no directory entry.
+    pub worker: bool,
 }
 
 impl ActivationShared {
     pub fn new(grain: GrainId, activation_id: u64, epoch: u64, idle_after: Duration) -> Self {
         Self {
+            worker: false,
             grain,
             activation_id,
             epoch,
@@ -85,6 +88,8 @@ pub(crate) enum StopReason {
     DeclaredDown,
     /// Lost a directory race: another activation of the grain is registered.
     Superseded,
+    /// The grain asked for it, or its state write lost to a newer activation.
+    Requested,
 }
 
 /// Messages of an activation actor. Local only: activations are never advertised to peers.
@@ -94,6 +99,8 @@ pub(crate) enum ActivationMsg {
     Turn(Turn),
     /// Deactivate if the activation is idle and nothing is queued.
     CheckIdle,
+    /// The named timer fired.
+    Timer(String),
     /// Deactivate now, whatever is queued; queued calls fail with `ShuttingDown`.
     Stop(StopReason, Option<oneshot::Sender<()>>),
 }
@@ -122,7 +129,7 @@ impl Actor for ActivationActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: ActivationArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let ActivationArgs {
@@ -130,6 +137,7 @@ impl Actor for ActivationActor {
             mut ctx,
             shared,
         } = args;
+        ctx.set_actor(myself);
         let activated = AssertUnwindSafe(factory.activate(&mut ctx))
             .catch_unwind()
             .await;
@@ -162,6 +170,31 @@ impl Actor for ActivationActor {
                     return Ok(());
                 }
                 run_turn(&myself, state, turn).await;
+            }
+            ActivationMsg::Timer(name) => {
+                if !state.stopping {
+                    let tick = state.grain.timer(&mut state.ctx, &name);
+                    match AssertUnwindSafe(tick).catch_unwind().await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            tracing::warn!(grain = %state.shared.grain, timer = %name, %error, "timer tick failed");
+                        }
+                        Err(panic) => {
+                            tracing::error!(grain = %state.shared.grain, timer = %name, message = %panic_message(&panic), "timer tick panicked; deactivating");
+                            let node = state.ctx.node().clone();
+                            node.remove_activation(&state.shared);
+                            state.stopping = true;
+                            state.ctx.stop_all_timers();
+                            node.unregister_activation(&state.shared);
+                            maybe_stop(&myself, state);
+                            return Ok(());
+                        }
+                    }
+                    if state.ctx.take_deactivate_request() {
+                        state.ctx.node().remove_activation(&state.shared);
+                        deactivate(&myself, state, StopReason::Requested).await;
+                    }
+                }
             }
             ActivationMsg::CheckIdle => {
                 let idle = state.shared.idle_for(Instant::now()) >= state.shared.idle_after;
@@ -221,8 +254,14 @@ async fn run_turn(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState,
         // running `on_deactivate`, and let the next call activate the grain afresh.
         node.remove_activation(&state.shared);
         state.stopping = true;
-        node.unregister_activation(&state.shared);
+        state.ctx.stop_all_timers();
+        if !state.shared.worker {
+            node.unregister_activation(&state.shared);
+        }
         maybe_stop(myself, state);
+    } else if state.ctx.take_deactivate_request() {
+        node.remove_activation(&state.shared);
+        deactivate(myself, state, StopReason::Requested).await;
     }
 }
 
@@ -232,6 +271,7 @@ async fn deactivate(
     reason: StopReason,
 ) {
     state.stopping = true;
+    state.ctx.stop_all_timers();
     tracing::debug!(grain = %state.shared.grain, activation = state.shared.activation_id, ?reason, "deactivating");
     if reason != StopReason::DeclaredDown {
         let hook = state.grain.deactivate(&mut state.ctx);
@@ -239,7 +279,10 @@ async fn deactivate(
             tracing::error!(grain = %state.shared.grain, message = %panic_message(&panic), "on_deactivate panicked");
         }
     }
-    if reason != StopReason::Superseded && reason != StopReason::DeclaredDown {
+    if reason != StopReason::Superseded
+        && reason != StopReason::DeclaredDown
+        && !state.shared.worker
+    {
         state.ctx.node().unregister_activation(&state.shared);
     }
     maybe_stop(myself, state);

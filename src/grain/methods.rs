@@ -39,11 +39,25 @@ pub struct Methods<G> {
     entries: HashMap<&'static str, DispatchFn<G>>,
 }
 
+/// Name of the built-in method through which the runtime fires reminders.
+pub const REMINDER_METHOD: &str = "gristmill.reminder";
+
+/// The request of the built-in reminder method.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ReminderTick {
+    pub name: String,
+}
+
+impl Method for ReminderTick {
+    const NAME: &'static str = REMINDER_METHOD;
+    type Response = ();
+}
+
 impl<G: Grain> Methods<G> {
     pub(crate) fn new() -> Self {
-        Self {
-            entries: HashMap::new(),
-        }
+        let mut entries: HashMap<&'static str, DispatchFn<G>> = HashMap::new();
+        entries.insert(REMINDER_METHOD, dispatch_reminder::<G>);
+        Self { entries }
     }
 
     /// Adds the method `M`; a second method with the same name replaces the first.
@@ -55,9 +69,14 @@ impl<G: Grain> Methods<G> {
         self
     }
 
-    /// Returns the method names, sorted.
+    /// Returns the names of the methods the application added, sorted.
     pub fn names(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.entries.keys().copied().collect();
+        let mut names: Vec<_> = self
+            .entries
+            .keys()
+            .copied()
+            .filter(|n| *n != REMINDER_METHOD)
+            .collect();
         names.sort_unstable();
         names
     }
@@ -86,6 +105,31 @@ pub(crate) fn encoder_of<M: serde::Serialize + 'static>() -> EncodeFn {
         Some(value) => format.encode(value),
         None => Err(CodecError::new("local payload of an unexpected type")),
     }
+}
+
+fn dispatch_reminder<'a, G: Grain>(
+    grain: &'a mut G,
+    ctx: &'a mut GrainContext,
+    payload: Payload,
+) -> BoxFuture<'a, Result<Payload, DispatchError>> {
+    Box::pin(async move {
+        let tick: ReminderTick = match payload {
+            Payload::Local { value, .. } => *value
+                .downcast::<ReminderTick>()
+                .map_err(|_| DispatchError::Decode("local payload of an unexpected type".into()))?,
+            Payload::Encoded { format, bytes } => format
+                .decode(&bytes)
+                .map_err(|e| DispatchError::Decode(e.to_string()))?,
+        };
+        grain
+            .on_reminder(&tick.name, ctx)
+            .await
+            .map_err(DispatchError::Grain)?;
+        Ok(Payload::Local {
+            value: Box::new(()),
+            encode: encoder_of::<()>(),
+        })
+    })
 }
 
 fn dispatch<'a, G: Handler<M>, M: Method>(

@@ -22,6 +22,12 @@ pub struct GrainTypeOptions {
     pub idle_after: Option<Duration>,
     /// How new activations of this type choose their node. Default: random.
     pub placement: crate::placement::PlacementStrategy,
+    /// Makes the type a stateless worker with up to this many activations per node. Calls are
+    /// served on the node that receives them, by an idle activation or a new one while fewer
+    /// than the maximum exist, else by the one with the fewest queued calls. Workers have no
+    /// directory entry and keep no persisted state. Default: `None` (one activation
+    /// cluster-wide).
+    pub stateless_worker: Option<std::num::NonZeroU32>,
 }
 
 /// The grain types a node hosts, by type name.
@@ -113,6 +119,11 @@ pub(crate) trait LiveGrain: Send {
         payload: Payload,
     ) -> BoxFuture<'a, Result<Payload, DispatchError>>;
     fn deactivate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, ()>;
+    fn timer<'a>(
+        &'a mut self,
+        ctx: &'a mut GrainContext,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), GrainError>>;
 }
 
 struct TypeEntry<G> {
@@ -165,5 +176,13 @@ impl<G: Grain> LiveGrain for Live<G> {
 
     fn deactivate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, ()> {
         Box::pin(self.grain.on_deactivate(ctx))
+    }
+
+    fn timer<'a>(
+        &'a mut self,
+        ctx: &'a mut GrainContext,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), GrainError>> {
+        Box::pin(self.grain.on_timer(name, ctx))
     }
 }

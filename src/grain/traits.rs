@@ -36,6 +36,26 @@ pub trait Grain: Sized + Send + 'static {
     fn on_deactivate(&mut self, _ctx: &mut GrainContext) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// Runs when the timer `name` started with [`GrainContext::start_timer`] fires.
+    fn on_timer(
+        &mut self,
+        _name: &str,
+        _ctx: &mut GrainContext,
+    ) -> impl Future<Output = Result<(), GrainError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Runs when the durable reminder `name` registered with
+    /// [`GrainContext::register_reminder`] fires; the grain is activated for it if needed.
+    fn on_reminder(
+        &mut self,
+        name: &str,
+        _ctx: &mut GrainContext,
+    ) -> impl Future<Output = Result<(), GrainError>> + Send {
+        let _ = name;
+        async { Ok(()) }
+    }
 }
 
 /// A request type of one grain method, with the response type the method returns.

@@ -25,6 +25,8 @@ pub(crate) struct ActivationHandle {
 #[derive(Default)]
 pub(crate) struct Catalog {
     active: Mutex<HashMap<GrainId, ActivationHandle>>,
+    /// Activations of stateless worker grains: several per grain, none in the directory.
+    workers: Mutex<HashMap<GrainId, Vec<ActivationHandle>>>,
     /// Per-grain locks that serialise activation of one grain on this node.
     activating: Mutex<HashMap<GrainId, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -45,6 +47,52 @@ impl Catalog {
             }
             Err(_) => unreachable!("cast returns the message it could not send"),
         }
+    }
+
+    /// Sends `turn` to a worker activation of the grain: an idle one if there is one, else the
+    /// one with the fewest queued calls unless fewer than `max` exist. Gives the turn back if a
+    /// new activation is needed.
+    pub fn try_send_worker(&self, grain: &GrainId, max: usize, turn: Turn) -> Result<(), Turn> {
+        let workers = self.workers.lock().expect("catalog lock poisoned");
+        let Some(pool) = workers.get(grain).filter(|pool| !pool.is_empty()) else {
+            return Err(turn);
+        };
+        let least = pool
+            .iter()
+            .min_by_key(|h| h.shared.pending.load(Ordering::Acquire))
+            .expect("the pool is not empty");
+        if least.shared.pending.load(Ordering::Acquire) > 0 && pool.len() < max {
+            return Err(turn);
+        }
+        least.shared.pending.fetch_add(1, Ordering::AcqRel);
+        match least.actor.cast(ActivationMsg::Turn(turn)) {
+            Ok(()) => Ok(()),
+            Err(ractor::MessagingErr::SendErr(ActivationMsg::Turn(turn))) => {
+                least.shared.pending.fetch_sub(1, Ordering::AcqRel);
+                Err(turn)
+            }
+            Err(_) => unreachable!("cast returns the message it could not send"),
+        }
+    }
+
+    /// Adds a started worker activation; returns false (and adds nothing) if the pool is full.
+    pub fn insert_worker(&self, handle: ActivationHandle, max: usize) -> bool {
+        let mut workers = self.workers.lock().expect("catalog lock poisoned");
+        let pool = workers.entry(handle.shared.grain.clone()).or_default();
+        if pool.len() >= max {
+            return false;
+        }
+        pool.push(handle);
+        true
+    }
+
+    /// Returns the number of worker activations of the grain on this node.
+    pub fn worker_count(&self, grain: &GrainId) -> usize {
+        self.workers
+            .lock()
+            .expect("catalog lock poisoned")
+            .get(grain)
+            .map_or(0, Vec::len)
     }
 
     /// Returns whether the grain is active here.
@@ -80,6 +128,13 @@ impl Catalog {
 
     /// Removes the activation if it is idle with nothing queued; returns whether it did.
     pub fn maybe_remove_idle(&self, shared: &Arc<ActivationShared>) -> bool {
+        if shared.worker {
+            let mut workers = self.workers.lock().expect("catalog lock poisoned");
+            if shared.pending.load(Ordering::Acquire) != 0 {
+                return false;
+            }
+            return remove_worker(&mut workers, shared);
+        }
         let mut active = self.active.lock().expect("catalog lock poisoned");
         let is_current = active
             .get(&shared.grain)
@@ -93,6 +148,10 @@ impl Catalog {
 
     /// Removes the activation whatever its state; returns whether it was present.
     pub fn remove(&self, shared: &Arc<ActivationShared>) -> bool {
+        if shared.worker {
+            let mut workers = self.workers.lock().expect("catalog lock poisoned");
+            return remove_worker(&mut workers, shared);
+        }
         let mut active = self.active.lock().expect("catalog lock poisoned");
         let is_current = active
             .get(&shared.grain)
@@ -118,7 +177,7 @@ impl Catalog {
         }
     }
 
-    /// Returns every activation handle.
+    /// Returns the handles of the grains registered in the directory, workers excluded.
     pub fn handles(&self) -> Vec<ActivationHandle> {
         self.active
             .lock()
@@ -128,17 +187,49 @@ impl Catalog {
             .collect()
     }
 
-    /// Returns the number of activations.
+    /// Returns every activation handle, stateless workers included.
+    pub fn all_handles(&self) -> Vec<ActivationHandle> {
+        let mut handles = self.handles();
+        let workers = self.workers.lock().expect("catalog lock poisoned");
+        handles.extend(workers.values().flatten().cloned());
+        handles
+    }
+
+    /// Returns the number of activations, stateless workers included.
     pub fn len(&self) -> usize {
-        self.active.lock().expect("catalog lock poisoned").len()
+        let workers: usize = self
+            .workers
+            .lock()
+            .expect("catalog lock poisoned")
+            .values()
+            .map(Vec::len)
+            .sum();
+        self.active.lock().expect("catalog lock poisoned").len() + workers
     }
 
     /// Returns the total and the largest number of queued messages over all activations.
     pub fn mailbox_depths(&self) -> (u64, u64) {
-        let active = self.active.lock().expect("catalog lock poisoned");
-        active.values().fold((0, 0), |(total, max), handle| {
-            let pending = handle.shared.pending.load(Ordering::Relaxed);
-            (total + pending, max.max(pending))
-        })
+        self.all_handles()
+            .iter()
+            .fold((0, 0), |(total, max), handle| {
+                let pending = handle.shared.pending.load(Ordering::Relaxed);
+                (total + pending, max.max(pending))
+            })
     }
+}
+
+fn remove_worker(
+    workers: &mut HashMap<GrainId, Vec<ActivationHandle>>,
+    shared: &Arc<ActivationShared>,
+) -> bool {
+    let Some(pool) = workers.get_mut(&shared.grain) else {
+        return false;
+    };
+    let before = pool.len();
+    pool.retain(|h| !Arc::ptr_eq(&h.shared, shared));
+    let removed = pool.len() != before;
+    if pool.is_empty() {
+        workers.remove(&shared.grain);
+    }
+    removed
 }

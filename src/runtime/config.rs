@@ -2,10 +2,11 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::storage::{StorageConfig, StorageError};
 
 /// Settings of one node. Every field has a default, so an empty TOML file is a valid config.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,9 +47,12 @@ pub struct NodeConfig {
     /// Maximum size of one inbound ractor_cluster frame, in bytes. Default: 4 MiB. Range: 64 KiB
     /// to 256 MiB; configure every node alike, because the limit applies to inbound frames only.
     pub max_frame_bytes: u64,
-    /// Directory of the embedded SQLite state file; `None` keeps state in memory only.
-    /// Default: `None`. The storage settings of persistence replace this field.
-    pub data_dir: Option<PathBuf>,
+    /// Database for grain state and reminders. Default: SQLite in `gristmill.sqlite3` in the
+    /// working directory.
+    pub storage: StorageConfig,
+    /// Interval between two polls for due reminders, in milliseconds. Default: 1000. Range:
+    /// 10 to 60,000; a reminder fires at most this late.
+    pub reminder_poll_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -67,7 +71,8 @@ impl Default for NodeConfig {
             idle_after_secs: 300,
             membership: MembershipConfig::default(),
             max_frame_bytes: 4 * 1024 * 1024,
-            data_dir: None,
+            storage: StorageConfig::default(),
+            reminder_poll_ms: 1_000,
         }
     }
 }
@@ -120,7 +125,7 @@ impl MembershipConfig {
 #[error("invalid setting `{setting}` = {value:?}: {reason}")]
 pub struct ConfigError {
     /// Name of the setting as it appears in TOML (`membership.probe_rtt_ms`).
-    pub setting: &'static str,
+    pub setting: String,
     /// The rejected value, as text.
     pub value: String,
     /// What a valid value looks like.
@@ -128,9 +133,9 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+    fn new(setting: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> Self {
         Self {
-            setting,
+            setting: setting.into(),
             value: value.to_string(),
             reason: reason.into(),
         }
@@ -209,6 +214,14 @@ impl NodeConfig {
                 ));
             }
         }
+        if !(10..=60_000).contains(&self.reminder_poll_ms) {
+            return Err(ConfigError::new(
+                "reminder_poll_ms",
+                self.reminder_poll_ms,
+                "use 10 to 60000 milliseconds",
+            ));
+        }
+        self.storage.validate().map_err(storage_error)?;
         self.membership.validate()
     }
 
@@ -225,6 +238,16 @@ impl NodeConfig {
     /// Returns the default idle age as a duration.
     pub fn idle_after(&self) -> Duration {
         Duration::from_secs(self.idle_after_secs)
+    }
+}
+
+/// Names a storage setting under its `storage.` table.
+fn storage_error(error: StorageError) -> ConfigError {
+    match error {
+        StorageError::Config { field, reason } => {
+            ConfigError::new(format!("storage.{field}"), "(see reason)", reason)
+        }
+        other => ConfigError::new("storage", "(see reason)", other.to_string()),
     }
 }
 

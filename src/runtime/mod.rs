@@ -6,8 +6,10 @@ mod directory_glue;
 mod events;
 mod inbound;
 mod node;
+mod reminders;
 mod router;
 mod upkeep;
 
 pub use config::{ConfigError, MembershipConfig, NodeConfig};
+pub(crate) use node::unix_now_ms;
 pub use node::{Node, StartError};

@@ -59,6 +59,9 @@ pub enum StartError {
     /// The transport failed to start.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The grain state database could not be opened; the message names the database and the fix.
+    #[error("cannot open grain storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// A running node. Cheap to clone; every clone refers to the same node.
@@ -99,6 +102,7 @@ pub(crate) struct NodeInner {
     pub metrics_addr: OnceLock<SocketAddr>,
     pub calls_served: AtomicU64,
     pub health: OnceLock<tonic_health::server::HealthReporter>,
+    pub storage: Arc<dyn crate::storage::StorageProvider>,
 }
 
 async fn bind_udp(what: &'static str, addr: SocketAddr) -> Result<UdpSocket, StartError> {
@@ -113,7 +117,8 @@ async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, S
         .map_err(|source| StartError::Bind { what, addr, source })
 }
 
-fn unix_now_ms() -> u64 {
+/// Returns the wall-clock time in milliseconds since the Unix epoch.
+pub(crate) fn unix_now_ms() -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -128,6 +133,7 @@ impl Node {
     pub async fn start(config: NodeConfig, grains: GrainRegistry) -> Result<Node, StartError> {
         config.validate()?;
         grains.validate()?;
+        let storage = crate::storage::open(&config.storage).await?;
         let bind = |port: u16| SocketAddr::new(config.bind_ip, port);
         let gossip = bind_udp("gossip", bind(config.gossip_port)).await?;
         let cluster = bind_tcp("cluster", bind(config.cluster_port)).await?;
@@ -137,7 +143,11 @@ impl Node {
             None => None,
         };
         let local_port = |addr: std::io::Result<SocketAddr>| addr.map(|a| a.port()).unwrap_or(0);
-        let boot_id: u64 = rand::random();
+        // The boot id must grow across restarts: foca keeps the identity with the larger
+        // (boot id, bump) when two share a name, so a random id would lose to the previous
+        // incarnation half of the time. Milliseconds since the epoch in the high bits, and
+        // random low bits in case two processes of one name start within a millisecond.
+        let boot_id = (unix_now_ms() << 16) | u64::from(rand::random::<u16>());
         let id = NodeId {
             name: config.node_name.clone(),
             boot_id,
@@ -188,6 +198,7 @@ impl Node {
             metrics_addr: OnceLock::new(),
             calls_served: AtomicU64::new(0),
             health: OnceLock::new(),
+            storage,
             config,
         });
         let node = Node { inner };
@@ -207,6 +218,7 @@ impl Node {
         tokio::spawn(super::upkeep::run_load_loop(node.clone()));
         tokio::spawn(super::upkeep::run_idle_sweeper(node.clone()));
         tokio::spawn(super::upkeep::run_join(node.clone()));
+        tokio::spawn(super::reminders::run_reminder_loop(node.clone()));
         crate::api::serve(node.clone(), grpc);
         if let Some(listener) = metrics_listener {
             if let Ok(addr) = listener.local_addr() {
@@ -305,6 +317,10 @@ impl Node {
     pub async fn stopped(&self) {
         let mut stopped = self.inner.stopped.subscribe();
         let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+
+    pub(crate) fn storage(&self) -> &dyn crate::storage::StorageProvider {
+        self.inner.storage.as_ref()
     }
 
     pub(crate) fn transport(&self) -> &Transport {

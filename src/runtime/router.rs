@@ -205,6 +205,11 @@ impl Node {
         payload: Payload,
         deadline: Instant,
     ) -> Result<Result<Payload, CallError>, Payload> {
+        if let Some(max) = self.worker_limit(grain) {
+            return Ok(self
+                .deliver_worker(grain, method, payload, deadline, max)
+                .await);
+        }
         let (reply, receive) = oneshot::channel();
         let turn = Turn {
             method: method.to_string(),
@@ -215,19 +220,100 @@ impl Node {
         if let Err(turn) = self.inner.catalog.try_send(grain, turn) {
             return Err(turn.payload);
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, receive).await {
-            Ok(Ok(Ok(payload))) => Ok(Ok(payload)),
-            Ok(Ok(Err(TurnError::Failed(error)))) => Ok(Err(error)),
-            Ok(Ok(Err(TurnError::Gone(payload)))) => Err(payload),
-            Ok(Err(_)) => Ok(Err(CallError::Internal(format!(
-                "activation of {grain} stopped during the call"
-            )))),
-            Err(_) => Ok(Err(CallError::DeadlineExceeded {
-                grain: grain.clone(),
-                after_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
-            })),
+        await_turn(grain, deadline, receive).await
+    }
+
+    /// Returns the per-node activation limit if `grain`'s type is a stateless worker.
+    fn worker_limit(&self, grain: &GrainId) -> Option<usize> {
+        let factory = self.inner.registry.get(&grain.grain_type)?;
+        factory
+            .options()
+            .stateless_worker
+            .map(|max| max.get() as usize)
+    }
+
+    /// Runs a call on a stateless worker activation of this node, starting one more worker
+    /// while the pool has room and every worker is busy.
+    async fn deliver_worker(
+        &self,
+        grain: &GrainId,
+        method: &str,
+        mut payload: Payload,
+        deadline: Instant,
+        max: usize,
+    ) -> Result<Payload, CallError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (reply, receive) = oneshot::channel();
+            let turn = Turn {
+                method: method.to_string(),
+                payload,
+                deadline,
+                reply,
+            };
+            match self.inner.catalog.try_send_worker(grain, max, turn) {
+                Ok(()) => match await_turn(grain, deadline, receive).await {
+                    Ok(result) => return result,
+                    Err(returned) => payload = returned,
+                },
+                Err(returned) => {
+                    payload = returned.payload;
+                    self.start_worker(grain, max).await?;
+                }
+            }
         }
+        Err(CallError::TooManyHops {
+            grain: grain.clone(),
+            hops: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Starts one more worker activation of `grain` on this node if the pool has room.
+    async fn start_worker(&self, grain: &GrainId, max: usize) -> Result<(), CallError> {
+        if self.inner.catalog.worker_count(grain) >= max {
+            return Ok(());
+        }
+        let factory = self
+            .inner
+            .registry
+            .get(&grain.grain_type)
+            .cloned()
+            .ok_or_else(|| CallError::UnknownGrainType {
+                grain_type: grain.grain_type.clone(),
+                known: self.inner.registry.type_names().join(", "),
+            })?;
+        let activation_id = self
+            .inner
+            .next_activation_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let idle_after = factory
+            .options()
+            .idle_after
+            .unwrap_or_else(|| self.inner.config.idle_after());
+        let mut shared = ActivationShared::new(grain.clone(), activation_id, 0, idle_after);
+        shared.worker = true;
+        let shared = std::sync::Arc::new(shared);
+        let ctx = GrainContext::new(grain.clone(), activation_id, 0, self.clone());
+        let args = ActivationArgs {
+            factory,
+            ctx,
+            shared: std::sync::Arc::clone(&shared),
+        };
+        let (actor, _) = ractor::Actor::spawn(None, ActivationActor, args)
+            .await
+            .map_err(|error| CallError::Grain {
+                grain: grain.clone(),
+                error: GrainError::new("activation_failed", error.to_string()),
+            })?;
+        let handle = super::catalog::ActivationHandle {
+            actor: actor.clone(),
+            shared,
+        };
+        if self.inner.catalog.insert_worker(handle, max) {
+            self.inner.metrics.activations_started.inc();
+        } else {
+            actor.stop(None);
+        }
+        Ok(())
     }
 
     /// Finds where the call goes: the registered activation, or a node chosen by placement.
@@ -590,6 +676,28 @@ impl Node {
             }
         }
         CallReply::NotHere
+    }
+}
+
+/// Waits for a turn's reply until `deadline`; gives the request back if the activation stopped
+/// before running it.
+async fn await_turn(
+    grain: &GrainId,
+    deadline: Instant,
+    receive: oneshot::Receiver<Result<Payload, TurnError>>,
+) -> Result<Result<Payload, CallError>, Payload> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, receive).await {
+        Ok(Ok(Ok(payload))) => Ok(Ok(payload)),
+        Ok(Ok(Err(TurnError::Failed(error)))) => Ok(Err(error)),
+        Ok(Ok(Err(TurnError::Gone(payload)))) => Err(payload),
+        Ok(Err(_)) => Ok(Err(CallError::Internal(format!(
+            "activation of {grain} stopped during the call"
+        )))),
+        Err(_) => Ok(Err(CallError::DeadlineExceeded {
+            grain: grain.clone(),
+            after_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+        })),
     }
 }
 

@@ -136,10 +136,9 @@ async fn transfers_conserve_total_balance() {
         let plan = Arc::clone(&plan);
         async move {
             let (from, to, amount) = plan[index];
-            let payload = json!({ "to": format!("a-{to}"), "amount": amount });
-            let outcome = client
-                .invoke("account", &format!("a-{from}"), "transfer", payload, 0)
-                .await;
+            let payload =
+                json!({ "from": format!("a-{from}"), "to": format!("a-{to}"), "amount": amount });
+            let outcome = client.invoke("bank", "main", "transfer", payload, 0).await;
             outcome
                 .map(drop)
                 .map_err(|status| format!("transfer a-{from} -> a-{to} of {amount}: {status}"))

@@ -133,16 +133,13 @@ async fn run_worker(spec: WorkloadSpec, mut nodes: Vec<NodeClient>, stats: Share
             let from = rng.random_range(0..spec.accounts);
             // Pick a different account by offsetting the source by 1 to accounts - 1.
             let to = (from + rng.random_range(1..spec.accounts)) % spec.accounts;
-            let payload =
-                json!({ "to": account_key(to), "amount": rng.random_range(1..=MAX_TRANSFER) });
-            node.invoke_json(
-                "account",
-                &account_key(from),
-                "transfer",
-                &payload,
-                spec.call_timeout_ms,
-            )
-            .await
+            let payload = json!({
+                "from": account_key(from),
+                "to": account_key(to),
+                "amount": rng.random_range(1..=MAX_TRANSFER),
+            });
+            node.invoke_json("bank", "main", "transfer", &payload, spec.call_timeout_ms)
+                .await
         } else {
             let key = format!("c-{}", rng.random_range(0..spec.counters));
             let payload = json!({ "amount": 1 });

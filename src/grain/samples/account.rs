@@ -1,16 +1,31 @@
-//! The `account` grain: a bank account whose transfers call another account grain.
+//! The `account` grain: a persisted bank balance with deposits and withdrawals.
 
 use serde::{Deserialize, Serialize};
 
 use crate::grain::{Grain, GrainContext, GrainError, Handler, Method, Methods};
 
-/// Balance of every account when it is first activated.
+/// Balance of every account before its first stored change.
 pub const INITIAL_BALANCE: i64 = 1_000;
 
-/// A bank account; its balance starts at [`INITIAL_BALANCE`].
+/// A bank account; its balance starts at [`INITIAL_BALANCE`] and is persisted on every change.
 #[derive(Debug)]
 pub struct Account {
-    balance: i64,
+    state: AccountState,
+}
+
+/// The persisted state of an account.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountState {
+    /// The balance.
+    pub balance: i64,
+}
+
+impl Default for AccountState {
+    fn default() -> Self {
+        Self {
+            balance: INITIAL_BALANCE,
+        }
+    }
 }
 
 /// Adds `amount` to the balance and returns the new balance.
@@ -32,15 +47,6 @@ pub struct Withdraw {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Balance;
 
-/// Moves `amount` from this account to the account `to` and returns this account's new balance.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Transfer {
-    /// Key of the receiving account.
-    pub to: String,
-    /// Amount to move; must be positive.
-    pub amount: i64,
-}
-
 impl Method for Deposit {
     const NAME: &'static str = "deposit";
     type Response = i64;
@@ -56,30 +62,21 @@ impl Method for Balance {
     type Response = i64;
 }
 
-impl Method for Transfer {
-    const NAME: &'static str = "transfer";
-    type Response = i64;
-}
-
 impl Grain for Account {
     const TYPE_NAME: &'static str = "account";
 
-    async fn activate(_ctx: &mut GrainContext) -> Result<Self, GrainError> {
+    async fn activate(ctx: &mut GrainContext) -> Result<Self, GrainError> {
         Ok(Account {
-            balance: INITIAL_BALANCE,
+            state: ctx.read_state().await?,
         })
     }
 
     fn register(methods: &mut Methods<Self>) {
-        methods
-            .add::<Deposit>()
-            .add::<Withdraw>()
-            .add::<Balance>()
-            .add::<Transfer>();
+        methods.add::<Deposit>().add::<Withdraw>().add::<Balance>();
     }
 }
 
-fn check_amount(amount: i64) -> Result<(), GrainError> {
+pub(super) fn check_amount(amount: i64) -> Result<(), GrainError> {
     if amount <= 0 {
         return Err(GrainError::new(
             "invalid_amount",
@@ -89,15 +86,27 @@ fn check_amount(amount: i64) -> Result<(), GrainError> {
     Ok(())
 }
 
+impl Account {
+    async fn store(&mut self, balance: i64, ctx: &mut GrainContext) -> Result<i64, GrainError> {
+        ctx.write_state(&AccountState { balance }).await?;
+        self.state.balance = balance;
+        Ok(balance)
+    }
+}
+
 impl Handler<Deposit> for Account {
     async fn handle(
         &mut self,
         request: Deposit,
-        _ctx: &mut GrainContext,
+        ctx: &mut GrainContext,
     ) -> Result<i64, GrainError> {
         check_amount(request.amount)?;
-        self.balance += request.amount;
-        Ok(self.balance)
+        let balance = self
+            .state
+            .balance
+            .checked_add(request.amount)
+            .ok_or_else(|| GrainError::new("overflow", "balance would overflow i64"))?;
+        self.store(balance, ctx).await
     }
 }
 
@@ -105,17 +114,16 @@ impl Handler<Withdraw> for Account {
     async fn handle(
         &mut self,
         request: Withdraw,
-        _ctx: &mut GrainContext,
+        ctx: &mut GrainContext,
     ) -> Result<i64, GrainError> {
         check_amount(request.amount)?;
-        if self.balance < request.amount {
+        if self.state.balance < request.amount {
             return Err(GrainError::new(
                 "insufficient_funds",
-                format!("balance {} is below {}", self.balance, request.amount),
+                format!("balance {} is below {}", self.state.balance, request.amount),
             ));
         }
-        self.balance -= request.amount;
-        Ok(self.balance)
+        self.store(self.state.balance - request.amount, ctx).await
     }
 }
 
@@ -125,51 +133,6 @@ impl Handler<Balance> for Account {
         _request: Balance,
         _ctx: &mut GrainContext,
     ) -> Result<i64, GrainError> {
-        Ok(self.balance)
-    }
-}
-
-impl Handler<Transfer> for Account {
-    /// Withdraws first, then deposits into the receiver; if the deposit fails the amount is
-    /// put back, so the total over all accounts never changes.
-    ///
-    /// NOTE: a deposit that times out may still have been applied by the receiver; then the
-    /// refund makes money appear. Exactly-once transfers need idempotent deposits keyed by a
-    /// transfer id, which arrives with persisted state.
-    async fn handle(
-        &mut self,
-        request: Transfer,
-        ctx: &mut GrainContext,
-    ) -> Result<i64, GrainError> {
-        check_amount(request.amount)?;
-        if request.to == ctx.key() {
-            return Err(GrainError::new(
-                "invalid_transfer",
-                "cannot transfer to the same account",
-            ));
-        }
-        if self.balance < request.amount {
-            return Err(GrainError::new(
-                "insufficient_funds",
-                format!("balance {} is below {}", self.balance, request.amount),
-            ));
-        }
-        self.balance -= request.amount;
-        let receiver = ctx.grain::<Account>(request.to.clone());
-        match receiver
-            .call(Deposit {
-                amount: request.amount,
-            })
-            .await
-        {
-            Ok(_) => Ok(self.balance),
-            Err(error) => {
-                self.balance += request.amount;
-                Err(GrainError::new(
-                    "transfer_failed",
-                    format!("deposit into {} failed: {error}", request.to),
-                ))
-            }
-        }
+        Ok(self.state.balance)
     }
 }

@@ -1,16 +1,23 @@
-//! The `counter` grain: an integer that calls add to and read.
+//! The `counter` grain: a persisted integer that calls add to and read.
 
 use serde::{Deserialize, Serialize};
 
 use crate::grain::{Grain, GrainContext, GrainError, Handler, Method, Methods};
 
-/// A counter that starts at zero on activation.
+/// A counter whose value is persisted after every change; a new counter reads zero.
 #[derive(Debug, Default)]
 pub struct Counter {
-    value: i64,
+    state: CounterState,
 }
 
-/// Adds `amount` to the counter and returns the new value.
+/// The persisted state of a counter.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CounterState {
+    /// The counter's value.
+    pub value: i64,
+}
+
+/// Adds `amount` to the counter and returns the new value once it is stored.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Add {
     /// The amount to add; may be negative.
@@ -34,8 +41,10 @@ impl Method for Get {
 impl Grain for Counter {
     const TYPE_NAME: &'static str = "counter";
 
-    async fn activate(_ctx: &mut GrainContext) -> Result<Self, GrainError> {
-        Ok(Counter::default())
+    async fn activate(ctx: &mut GrainContext) -> Result<Self, GrainError> {
+        Ok(Counter {
+            state: ctx.read_state().await?,
+        })
     }
 
     fn register(methods: &mut Methods<Self>) {
@@ -44,17 +53,21 @@ impl Grain for Counter {
 }
 
 impl Handler<Add> for Counter {
-    async fn handle(&mut self, request: Add, _ctx: &mut GrainContext) -> Result<i64, GrainError> {
-        self.value = self
+    async fn handle(&mut self, request: Add, ctx: &mut GrainContext) -> Result<i64, GrainError> {
+        let value = self
+            .state
             .value
             .checked_add(request.amount)
             .ok_or_else(|| GrainError::new("overflow", "counter would overflow i64"))?;
-        Ok(self.value)
+        // Acknowledge only what is stored: change memory after the write succeeded.
+        ctx.write_state(&CounterState { value }).await?;
+        self.state.value = value;
+        Ok(value)
     }
 }
 
 impl Handler<Get> for Counter {
     async fn handle(&mut self, _request: Get, _ctx: &mut GrainContext) -> Result<i64, GrainError> {
-        Ok(self.value)
+        Ok(self.state.value)
     }
 }

@@ -1,16 +1,21 @@
-//! Sample grain types that `gristmill local` drives: a counter and bank accounts.
+//! Sample grain types that `gristmill local` drives: a counter, bank accounts and transfers.
 
 mod account;
+mod bank;
 mod counter;
 
-pub use account::{Account, Balance, Deposit, INITIAL_BALANCE, Transfer, Withdraw};
-pub use counter::{Add, Counter, Get};
+pub use account::{Account, AccountState, Balance, Deposit, INITIAL_BALANCE, Withdraw};
+pub use bank::{BANK_WORKERS, Bank, Transfer};
+pub use counter::{Add, Counter, CounterState, Get};
 
 use super::GrainRegistry;
 
-/// Returns a registry with the sample grain types `counter` and `account`.
+/// Returns a registry with the sample grain types `counter`, `account` and `bank`.
 pub fn registry() -> GrainRegistry {
     let mut registry = GrainRegistry::new();
-    registry.register::<Counter>().register::<Account>();
+    registry
+        .register::<Counter>()
+        .register::<Account>()
+        .register_with::<Bank>(Bank::options());
     registry
 }
