@@ -71,6 +71,15 @@ impl pb::cluster_server::Cluster for ClusterService {
         }))
     }
 
+    async fn drain_node(
+        &self,
+        request: Request<pb::NodeDrainRequest>,
+    ) -> Result<Response<pb::NodeDrainResponse>, Status> {
+        super::migrate::drain_node(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     type WatchMembershipStream = EventStream;
 
     async fn watch_membership(

@@ -114,4 +114,32 @@ impl pb::grains_server::Grains for GrainsService {
             total,
         }))
     }
+
+    async fn migrate(
+        &self,
+        request: Request<pb::MigrateRequest>,
+    ) -> Result<Response<pb::MigrateResponse>, Status> {
+        super::migrate::migrate(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_rebalancer(
+        &self,
+        _request: Request<pb::GetRebalancerRequest>,
+    ) -> Result<Response<pb::RebalancerStatus>, Status> {
+        Ok(Response::new(crate::migration::rebalancer::status(
+            &self.node,
+        )))
+    }
+
+    async fn set_rebalancer_paused(
+        &self,
+        request: Request<pb::SetRebalancerPausedRequest>,
+    ) -> Result<Response<pb::RebalancerStatus>, Status> {
+        let paused = request.into_inner().paused;
+        Ok(Response::new(crate::migration::rebalancer::set_paused(
+            &self.node, paused,
+        )))
+    }
 }

@@ -3,6 +3,7 @@
 mod cluster;
 mod convert;
 mod grains;
+mod migrate;
 mod server;
 mod status;
 

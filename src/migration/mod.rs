@@ -1,1 +1,3 @@
-//! Live migration of activations with a fenced hand-off, and the rebalancer.
+//! Live migration of activations with a fenced hand-off, draining, and the rebalancer.
+
+pub mod rebalancer;
