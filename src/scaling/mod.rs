@@ -12,6 +12,7 @@ pub mod combiner;
 pub mod config;
 pub mod decision;
 pub mod evaluator;
+#[cfg(feature = "kubernetes")] pub mod kubernetes;
 pub mod load;
 pub mod orchestrator;
 pub mod policy;
