@@ -14,8 +14,8 @@
 //!    backoff, re-reading the size before each patch so that a patch whose response was lost
 //!    is not applied twice (see `resize.rs`).
 //!
-//! RBAC: `get` and `patch` on `statefulsets` and `statefulsets/scale`, and `get`, `list` and
-//! `watch` on `pods`, in the StatefulSet's namespace.
+//! RBAC, in the StatefulSet's namespace: `get` on `statefulsets`, `get` and `patch` on
+//! `statefulsets/scale`, and `get`, `list` and `watch` on `pods`.
 
 mod api_error;
 mod config;
