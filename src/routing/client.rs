@@ -26,7 +26,7 @@ use crate::clock::MonotonicClock;
 use crate::grain::GrainId;
 
 /// Time a gateway has beyond an attempt's deadline to return its reply or error, before the
-/// client gives up on it. Nodes answer by their deadline plus a small margin.
+/// client gives up on it. Nodes reply by their deadline plus a small margin.
 const REPLY_MARGIN: Duration = Duration::from_millis(100);
 
 /// A reply to one grain call.
@@ -231,7 +231,7 @@ impl GristmillClient {
         ClientBuilder::new(config)
     }
 
-    /// Returns the live members the client knows, by name.
+    /// Returns the live members the client has learned, by name.
     pub fn members(&self) -> Vec<MemberUpdate> {
         self.lock_core().balancer.members()
     }
@@ -246,7 +246,7 @@ impl GristmillClient {
         self.lock_core().balancer.breaker_state(node)
     }
 
-    /// Returns the client's metrics and the registry that holds them.
+    /// Returns the client's metrics and the registry that contains them.
     pub fn metrics(&self) -> &RoutingMetrics {
         &self.inner.metrics
     }
@@ -451,13 +451,13 @@ impl GristmillClient {
     }
 }
 
-/// How an attempt failed before classification.
+/// The raw failure of an attempt, before classification.
 enum AttemptStatus {
     /// No connection is open to the gateway.
     NoChannel,
     /// The gateway or the transport returned a status.
     Status(tonic::Status),
-    /// No answer within the attempt's deadline plus the margin.
+    /// No reply within the attempt's deadline plus the margin.
     NoResponse,
 }
 

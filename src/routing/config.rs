@@ -13,7 +13,7 @@ use super::strategy::StrategyKind;
 #[serde(default)]
 pub struct ClientConfig {
     /// gRPC addresses (`host:port`) to learn the members from. The client watches membership
-    /// through one of them, or through any Active gateway once it knows some. Default: none;
+    /// through one of them, or through any Active gateway once it has learned some. Default: none;
     /// at least one is required.
     pub seeds: Vec<String>,
     /// Strategy for grain types without an entry in `strategy_by_grain_type`. Default
@@ -34,12 +34,12 @@ pub struct ClientConfig {
     /// Default 5 s; valid range 1 ms to 1 hour (the nodes' maximum).
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
-    /// Longest single attempt. Each attempt sends the smaller of this and the time left in
+    /// Maximum duration of one attempt. Each attempt sends the smaller of this and the time left in
     /// the call's deadline, so a stuck gateway leaves time for a retry. Default: none (an
     /// attempt may use the whole deadline); when set, 1 ms to 1 hour.
     #[serde(with = "humantime_serde")]
     pub attempt_timeout: Option<Duration>,
-    /// Most attempts per call, the first included. Default 3; 1 disables retries.
+    /// Maximum number of attempts per call, the first included. Default 3; 1 disables retries.
     pub max_attempts: NonZeroU32,
     /// Time allowed to open a connection to a gateway or seed. Default 2 s; valid range
     /// 1 ms to 60 s.
@@ -135,7 +135,7 @@ impl Default for RetryBudgetConfig {
     }
 }
 
-/// Longest call deadline the nodes accept.
+/// Maximum call deadline the nodes accept.
 const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 const ONE_MS: Duration = Duration::from_millis(1);
 
@@ -177,6 +177,7 @@ impl ClientConfig {
                 entry: entry.clone(),
             });
         }
+
         check_range("call_timeout", self.call_timeout, ONE_MS, MAX_CALL_TIMEOUT)?;
         if let Some(attempt_timeout) = self.attempt_timeout {
             check_range("attempt_timeout", attempt_timeout, ONE_MS, MAX_CALL_TIMEOUT)?;

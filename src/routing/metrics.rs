@@ -28,12 +28,12 @@ pub(super) enum RetryOutcome {
     Failed,
 }
 
-/// Why a failed attempt was not retried, as the `reason` label.
+/// The reason a failed attempt was not retried, as the `reason` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum RetryDenied {
     /// The call may have run and its method is not idempotent.
     MayHaveRun,
-    /// Every node would answer the same.
+    /// Every node would return the same.
     Pointless,
     /// The retry budget had no token.
     Budget,
@@ -110,7 +110,7 @@ impl RoutingMetrics {
         }
     }
 
-    /// Returns the registry that holds these metrics, to scrape or to merge into another.
+    /// Returns the registry that contains these metrics, to scrape or to merge into another.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }

@@ -6,7 +6,7 @@
 //!
 //! The parts, from the pure cores outwards:
 //!
-//! 1. [`Balancer`] holds the gateways and, per call, picks one with a [`StrategyKind`]: round
+//! 1. [`Balancer`] tracks the gateways and, per call, picks one with a [`StrategyKind`]: round
 //!    robin, least outstanding requests, smooth weighted round robin, power of two choices on a
 //!    peak EWMA of response time, uniform random, or grain-aware (the node that served the grain
 //!    last, then the grain's directory partition owner, then round robin).

@@ -1,6 +1,6 @@
-//! Which failed attempts count against a gateway, and which may be retried elsewhere.
+//! Classification of failed attempts: breaker failures and retry safety.
 
-/// How one attempt of a call failed, as far as routing cares.
+/// The kind of failure of one attempt, as routing sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Failure {
     /// The request never left the client: the connection to the gateway was refused or could
@@ -15,12 +15,12 @@ pub enum Failure {
     ClusterUnavailable,
     /// The connection broke after the request was sent; the call may or may not have run.
     ConnectionLost,
-    /// The gateway did not answer before the attempt's deadline plus a margin; the call may
-    /// or may not have run.
+    /// The gateway sent no reply before the attempt's deadline plus a margin; the call may or
+    /// may not have run.
     NoResponse,
-    /// The gateway answered `DEADLINE_EXCEEDED`; the call may or may not have run.
+    /// The gateway returned `DEADLINE_EXCEEDED`; the call may or may not have run.
     DeadlineExceeded,
-    /// Unknown grain type or method (`NOT_FOUND`); every node would answer the same.
+    /// Unknown grain type or method (`NOT_FOUND`); every node would return the same.
     NotFound,
     /// An application error, invalid input or internal error from the grain; the call ran.
     Application,
@@ -28,8 +28,8 @@ pub enum Failure {
 
 impl Failure {
     /// Returns whether the failure counts against the gateway's circuit breaker: the gateway
-    /// itself did not answer or is going away. Errors the gateway reported about other nodes
-    /// or about the call say nothing bad about the gateway.
+    /// itself sent no reply or is going away. Errors the gateway reported about other nodes or
+    /// about the call show that the gateway works.
     pub fn is_gateway_failure(self) -> bool {
         matches!(
             self,

@@ -16,6 +16,10 @@ use crate::membership::NodeState;
 /// snapshot as one burst and marks no end, so a pause or the first change event ends it.
 const SNAPSHOT_SETTLE: Duration = Duration::from_millis(200);
 
+/// Interval of HTTP/2 keepalive pings on the membership stream, and the time a ping or the
+/// stream's opening has to be acknowledged.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Follows membership until the client is dropped.
 ///
 /// Each round watches through a known gateway, or through the next seed when none is known,
@@ -61,6 +65,8 @@ enum WatchError {
     Connect(tonic::transport::Error),
     #[error("{}: {}", .0.code(), .0.message())]
     Status(tonic::Status),
+    #[error("no response to WatchMembership within {KEEPALIVE_INTERVAL:?}")]
+    TimedOut,
 }
 
 async fn watch_once(inner: &Weak<Inner>, addr: &str) -> Result<(), WatchError> {
@@ -70,10 +76,18 @@ async fn watch_once(inner: &Weak<Inner>, addr: &str) -> Result<(), WatchError> {
         };
         inner.endpoint(addr).map_err(WatchError::Address)?
     };
+    // Keepalive pings end the stream when the node stops responding, because the stream
+    // itself is silent while membership does not change.
+    let endpoint = endpoint
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_INTERVAL)
+        .keep_alive_while_idle(true);
     let channel = endpoint.connect().await.map_err(WatchError::Connect)?;
-    let mut stream = ClusterClient::new(channel)
-        .watch_membership(pb::WatchMembershipRequest {})
+    let mut cluster = ClusterClient::new(channel);
+    let request = cluster.watch_membership(pb::WatchMembershipRequest {});
+    let mut stream = tokio::time::timeout(KEEPALIVE_INTERVAL, request)
         .await
+        .map_err(|_| WatchError::TimedOut)?
         .map_err(WatchError::Status)?
         .into_inner();
     debug!(addr = %addr, "watching membership");
