@@ -53,6 +53,22 @@ pub struct NodeConfig {
     /// Interval between two polls for due reminders, in milliseconds. Default: 1000. Range:
     /// 10 to 60,000; a reminder fires at most this late.
     pub reminder_poll_ms: u64,
+    /// Time a drain on SIGTERM may take to move every activation away, in seconds; what is
+    /// left then is deactivated. Default: 60. Range: 1 to 3600; keep it below the
+    /// orchestrator's grace period (Kubernetes `terminationGracePeriodSeconds`).
+    pub drain_timeout_secs: u64,
+    /// File to which the node appends one line per grain turn: grain, node, boot id,
+    /// activation id, epoch, and start and end in nanoseconds since the Unix epoch, separated
+    /// by tabs. Tests use it to prove that two activations of a grain never ran turns at the
+    /// same time. It costs a write per turn. Default: `None` (off); for tests only.
+    pub turn_audit_path: Option<std::path::PathBuf>,
+    /// Scaling supervisor settings: node bounds, policies, windows and cooldown. Default:
+    /// [`crate::scaling::ScalingConfig::default`]; see its fields for units and ranges.
+    pub scaling: crate::scaling::ScalingConfig,
+    /// What starts and stops nodes for the scaling supervisor: `none` (decisions are recorded
+    /// but not carried out), `local` (node processes on loopback) or `kubernetes` (the
+    /// StatefulSet scale subresource). Default: `none`. `local` needs a loopback `bind_ip`.
+    pub orchestrator: crate::scaling::supervisor::OrchestratorKind,
 }
 
 impl Default for NodeConfig {
@@ -73,6 +89,10 @@ impl Default for NodeConfig {
             max_frame_bytes: 4 * 1024 * 1024,
             storage: StorageConfig::default(),
             reminder_poll_ms: 1_000,
+            drain_timeout_secs: 60,
+            turn_audit_path: None,
+            scaling: crate::scaling::ScalingConfig::default(),
+            orchestrator: crate::scaling::supervisor::OrchestratorKind::None,
         }
     }
 }
@@ -221,7 +241,30 @@ impl NodeConfig {
                 "use 10 to 60000 milliseconds",
             ));
         }
+        if !(1..=3_600).contains(&self.drain_timeout_secs) {
+            return Err(ConfigError::new(
+                "drain_timeout_secs",
+                self.drain_timeout_secs,
+                "use 1 to 3600 seconds",
+            ));
+        }
         self.storage.validate().map_err(storage_error)?;
+        self.scaling.validate().map_err(|error| {
+            ConfigError::new(
+                format!("scaling.{}", error.field()),
+                "(see reason)",
+                error.to_string(),
+            )
+        })?;
+        if self.orchestrator == crate::scaling::supervisor::OrchestratorKind::Local
+            && !self.bind_ip.is_loopback()
+        {
+            return Err(ConfigError::new(
+                "orchestrator",
+                "local",
+                "the local orchestrator starts nodes on loopback only; set bind_ip to 127.0.0.1",
+            ));
+        }
         self.membership.validate()
     }
 
@@ -233,6 +276,11 @@ impl NodeConfig {
     /// Returns the default call deadline as a duration.
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+
+    /// Returns the drain timeout as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
     }
 
     /// Returns the default idle age as a duration.

@@ -14,9 +14,15 @@ pub mod decision;
 pub mod evaluator;
 #[cfg(feature = "kubernetes")] pub mod kubernetes;
 pub mod load;
+pub mod local_orchestrator;
 pub mod orchestrator;
 pub mod policy;
+pub mod proto_convert;
 pub mod removal;
+pub mod supervisor;
+pub mod supervisor_action;
+pub mod supervisor_metrics;
+pub mod supervisor_register;
 
 pub use self::behavior::{Direction, RatePolicy, ScalingRules, SelectPolicy};
 pub use self::combiner::{Combined, CombinerKind};

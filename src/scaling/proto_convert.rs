@@ -1,0 +1,1 @@
+//! Conversions between the scaling types and their gRPC messages.
