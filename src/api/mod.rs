@@ -4,11 +4,13 @@ mod cluster;
 mod convert;
 mod grains;
 mod migrate;
+mod scaling;
 mod server;
 mod status;
 
 pub use cluster::ClusterService;
 pub use grains::GrainsService;
+pub use scaling::ScalingService;
 pub(crate) use server::{serve, set_health};
 pub use status::{ERROR_CODE_METADATA, call_error_status};
 

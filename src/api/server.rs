@@ -6,6 +6,7 @@ use tonic_health::ServingStatus;
 
 use super::cluster::ClusterService;
 use super::grains::GrainsService;
+use super::scaling::ScalingService;
 use super::pb;
 use crate::runtime::Node;
 
@@ -41,6 +42,9 @@ pub(crate) fn serve(node: Node, listener: TcpListener) {
             .add_service(pb::cluster_server::ClusterServer::new(ClusterService::new(
                 node.clone(),
             )))
+            .add_service(pb::scaling_server::ScalingServer::new(ScalingService::new(
+                node.clone(),
+            )))
             .add_service(pb::grains_server::GrainsServer::new(GrainsService::new(
                 node,
             )))
@@ -68,6 +72,9 @@ fn serve_without_reflection(
             .add_service(pb::cluster_server::ClusterServer::new(ClusterService::new(
                 node.clone(),
             )))
+            .add_service(pb::scaling_server::ScalingServer::new(ScalingService::new(
+                node.clone(),
+            )))
             .add_service(pb::grains_server::GrainsServer::new(GrainsService::new(
                 node,
             )))
@@ -86,6 +93,9 @@ async fn set_all(reporter: &tonic_health::server::HealthReporter, status: Servin
         .await;
     reporter
         .set_service_status("gristmill.v1.Grains", status)
+        .await;
+    reporter
+        .set_service_status("gristmill.v1.Scaling", status)
         .await;
 }
 

@@ -68,7 +68,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Validates the settings, starts watching membership, and waits until the client knows
+    /// Validates the settings, starts watching membership, and waits until the client has learned
     /// one Active gateway, for at most `connect_timeout` per seed plus one second.
     pub async fn connect(self) -> Result<GristmillClient, ClientError> {
         self.config.validate()?;
@@ -113,6 +113,12 @@ impl ClientBuilder {
 pub struct GristmillClient {
     inner: Arc<Inner>,
 }
+
+// Callers share one client across tasks and threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<GristmillClient>();
+};
 
 #[derive(Debug)]
 pub(super) struct Inner {

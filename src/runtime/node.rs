@@ -219,6 +219,7 @@ impl Node {
         tokio::spawn(super::upkeep::run_idle_sweeper(node.clone()));
         tokio::spawn(super::upkeep::run_join(node.clone()));
         tokio::spawn(super::reminders::run_reminder_loop(node.clone()));
+        crate::scaling::supervisor::spawn(node.clone());
         crate::api::serve(node.clone(), grpc);
         if let Some(listener) = metrics_listener {
             if let Ok(addr) = listener.local_addr() {
