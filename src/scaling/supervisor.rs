@@ -102,7 +102,8 @@ pub struct SupervisorStatus {
     pub orchestrator: &'static str,
 }
 
-type Reply<T> = RpcReplyPort<Result<T, SupervisorError>>;
+/// The reply port of a supervisor request.
+pub type ReplyPort<T> = RpcReplyPort<Result<T, SupervisorError>>;
 
 /// Messages of the supervisor actor. Local only.
 #[derive(RactorMessage)]
@@ -119,7 +120,7 @@ pub enum SupervisorMsg {
         outcome: ActionOutcome,
     },
     /// `GetStatus`.
-    Status(Reply<SupervisorStatus>),
+    Status(ReplyPort<SupervisorStatus>),
     /// `ListDecisions`: at most `limit` decisions with ids below `before`, newest first.
     ListDecisions {
         /// Maximum number returned.
@@ -127,27 +128,27 @@ pub enum SupervisorMsg {
         /// Only ids below this one; `None` starts from the newest.
         before: Option<DecisionId>,
         /// Where the answer goes.
-        reply: Reply<Vec<Decision>>,
+        reply: ReplyPort<Vec<Decision>>,
     },
     /// `WatchDecisions`: recorded decisions after `after`, and a receiver of later ones.
     Watch {
         /// Replay decisions with ids above this one.
         after: DecisionId,
         /// Where the answer goes.
-        reply: Reply<(Vec<Decision>, broadcast::Receiver<Decision>)>,
+        reply: ReplyPort<(Vec<Decision>, broadcast::Receiver<Decision>)>,
     },
     /// `Evaluate`: a dry run.
-    Evaluate(Reply<Decision>),
+    Evaluate(ReplyPort<Decision>),
     /// `SetPolicy`; answers with the policy now running.
-    SetPolicy(Box<ScalingConfig>, Reply<ScalingConfig>),
+    SetPolicy(Box<ScalingConfig>, ReplyPort<ScalingConfig>),
     /// `ScaleTo`.
-    ScaleTo(u32, Reply<Decision>),
+    ScaleTo(u32, ReplyPort<Decision>),
     /// `DrainNode`.
-    DrainNode(String, Reply<Decision>),
+    DrainNode(String, ReplyPort<Decision>),
     /// `Pause` with a reason; answers whether it changed anything.
-    Pause(String, Reply<bool>),
+    Pause(String, ReplyPort<bool>),
     /// `Resume`; answers whether it changed anything.
-    Resume(Reply<bool>),
+    Resume(ReplyPort<bool>),
     /// The supervisor's metrics.
     Metrics(RpcReplyPort<Arc<ScalingMetrics>>),
 }
@@ -182,7 +183,7 @@ impl SupervisorHandle {
     /// Sends a request built around a reply port and waits for its answer.
     pub async fn ask<T: Send + 'static>(
         &self,
-        request: impl FnOnce(Reply<T>) -> SupervisorMsg,
+        request: impl FnOnce(ReplyPort<T>) -> SupervisorMsg,
     ) -> Result<T, SupervisorError> {
         match self.actor.call(request, None).await {
             Ok(ractor::rpc::CallResult::Success(answer)) => answer,
@@ -516,6 +517,7 @@ impl SupervisorState {
         let context = ActionContext {
             orchestrator: self.orchestrator.clone(),
             drain_via: self.node.grpc_addr(),
+            drain_timeout: Duration::from_secs(self.node.inner.config.drain_timeout_secs),
             metrics: self.metrics.clone(),
         };
         let myself = myself.clone();
@@ -719,7 +721,7 @@ pub fn build_snapshot(
         .map(|member| NodeSnapshot {
             incarnation: member.incarnation(),
             state: member.state,
-            load: member.load.clone(),
+            load: member.load,
         })
         .collect();
     ClusterSnapshot::new(nodes, supervisor).with_forced_removal_order(orchestrator)

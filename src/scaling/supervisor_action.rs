@@ -18,12 +18,7 @@ use crate::scaling::decision::{Action, ActionOutcome};
 use crate::scaling::orchestrator::Orchestrator;
 use crate::scaling::supervisor_metrics::ScalingMetrics;
 
-/// Time a node has to migrate its activations away before its drain counts as failed.
-///
-/// NOTE: fixed because `ScalingConfig` has no drain timeout yet; 120 s is also the default of
-/// `NodeDrainRequest.timeout_ms`.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
-/// Extra time the gRPC deadline of a drain allows beyond [`DRAIN_TIMEOUT`] for the reply.
+/// Extra time the gRPC deadline of a drain allows beyond the drain timeout for the reply.
 const DRAIN_REPLY_MARGIN: Duration = Duration::from_secs(10);
 
 /// What carrying out an action needs.
@@ -33,6 +28,8 @@ pub struct ActionContext {
     pub orchestrator: Arc<dyn Orchestrator>,
     /// gRPC address of a node that forwards `DrainNode` to the drained node.
     pub drain_via: SocketAddr,
+    /// Time a node has to migrate its activations away before its drain counts as failed.
+    pub drain_timeout: Duration,
     /// Where the outcome is counted.
     pub metrics: Arc<ScalingMetrics>,
 }
@@ -82,7 +79,7 @@ async fn scale_out(context: &ActionContext, nodes: u32) -> ActionOutcome {
 /// Drains `name` and removes it; returns the error sentence for the decision on failure.
 async fn drain_and_remove(context: &ActionContext, name: &str) -> Result<(), String> {
     let started = Instant::now();
-    let response = drain(context.drain_via, name).await.map_err(|status| {
+    let response = drain(context, name).await.map_err(|status| {
         context.metrics.failure("drain_failed");
         format!("draining {name} failed: {}", status.message())
     })?;
@@ -94,7 +91,7 @@ async fn drain_and_remove(context: &ActionContext, name: &str) -> Result<(), Str
         context.metrics.failure("drain_timeout");
         return Err(format!(
             "draining {name} did not finish within {} s: {} activations remain, so it stays",
-            DRAIN_TIMEOUT.as_secs(),
+            context.drain_timeout.as_secs(),
             response.remaining
         ));
     }
@@ -109,18 +106,22 @@ async fn drain_and_remove(context: &ActionContext, name: &str) -> Result<(), Str
         })
 }
 
-async fn drain(via: SocketAddr, name: &str) -> Result<pb::NodeDrainResponse, tonic::Status> {
+async fn drain(
+    context: &ActionContext,
+    name: &str,
+) -> Result<pb::NodeDrainResponse, tonic::Status> {
+    let via = context.drain_via;
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{via}"))
         .map_err(|error| tonic::Status::internal(error.to_string()))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(DRAIN_TIMEOUT + DRAIN_REPLY_MARGIN);
+        .timeout(context.drain_timeout + DRAIN_REPLY_MARGIN);
     let channel = endpoint
         .connect()
         .await
         .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
     let request = pb::NodeDrainRequest {
         node: name.to_owned(),
-        timeout_ms: u32::try_from(DRAIN_TIMEOUT.as_millis()).unwrap_or(u32::MAX),
+        timeout_ms: u32::try_from(context.drain_timeout.as_millis()).unwrap_or(u32::MAX),
         leave_after: true,
     };
     let response = ClusterClient::new(channel).drain_node(request).await?;
