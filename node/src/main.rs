@@ -31,7 +31,7 @@ enum Command {
     /// "grpc_addr":..,"metrics_addr":..}. Logs go to stderr. Exit codes: 0 after a graceful
     /// leave, 1 when the node failed to start, 2 for an invalid setting, 3 when the node
     /// stopped by itself (for example after being declared down).
-    Run(settings::RunArgs),
+    Run(Box<settings::RunArgs>),
     /// Start a cluster of node processes on 127.0.0.1 and drive a sample workload through it.
     Local(local::LocalArgs),
     /// Ask a node about members, load and activations, or invoke a grain.
@@ -41,7 +41,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => run::run(*args).await,
         Command::Local(args) => {
             init_tool_logging();
             local::run(args).await

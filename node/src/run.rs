@@ -63,6 +63,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
         () = node.stopped() => {
+            if node.left_gracefully() {
+                tracing::info!(node = %node.id(), "node drained and left the cluster on request, exiting");
+                return ExitCode::SUCCESS;
+            }
             tracing::error!(node = %node.id(), "node stopped without a signal, exiting");
             return ExitCode::from(EXIT_STOPPED);
         }

@@ -116,6 +116,16 @@ pub struct RunArgs {
     #[arg(long, env = "GRISTMILL_POSTGRES_URL", value_name = "URL")]
     pub postgres_url: Option<String>,
 
+    /// Time a drain on SIGTERM may take to move every activation away, in seconds (1 to 3600).
+    /// [default: 60]
+    #[arg(long, env = "GRISTMILL_DRAIN_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub drain_timeout_secs: Option<u64>,
+
+    /// Test-only: file that receives one line per grain turn, to check that two activations
+    /// of a grain never overlap. [default: none]
+    #[arg(long, env = "GRISTMILL_TURN_AUDIT", value_name = "FILE", hide = true)]
+    pub turn_audit: Option<PathBuf>,
+
     /// Log filter in tracing-subscriber `EnvFilter` syntax, such as `debug` or
     /// `info,gristmill::membership=debug`; overrides RUST_LOG. [default: info]
     #[arg(long, env = "GRISTMILL_LOG", value_name = "FILTER")]
@@ -231,6 +241,10 @@ fn apply_overrides(config: &mut NodeConfig, args: &RunArgs) {
     replace(&mut membership.probe_rtt_ms, &args.probe_rtt_ms);
     replace(&mut membership.suspect_to_down_ms, &args.suspect_to_down_ms);
     replace(&mut config.max_frame_bytes, &args.max_frame_bytes);
+    replace(&mut config.drain_timeout_secs, &args.drain_timeout_secs);
+    if args.turn_audit.is_some() {
+        config.turn_audit_path = args.turn_audit.clone();
+    }
     if let Some(path) = &args.sqlite_path {
         config.storage.sqlite_path = path.clone();
     }

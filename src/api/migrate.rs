@@ -1,23 +1,145 @@
 //! Migrate and DrainNode: run on the node that holds the grain (or is drained), forwarded there
 //! over gRPC when another node receives the request.
 
+use std::time::{Duration, Instant};
+
 use tonic::Status;
 
 use super::pb;
+use crate::directory::LookupOutcome;
+use crate::grain::GrainId;
+use crate::migration::MigrationError;
 use crate::runtime::Node;
+use crate::transport::{DirectoryRequest, DirectoryResponse};
+
+/// Drain timeout when the request names none.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn migration_status(error: &MigrationError) -> Status {
+    match error {
+        MigrationError::NotHere { .. } => Status::not_found(error.to_string()),
+        MigrationError::Immovable { .. } | MigrationError::NoTarget { .. } => {
+            Status::failed_precondition(error.to_string())
+        }
+        MigrationError::Rejected { .. } | MigrationError::Stopped { .. } => {
+            Status::aborted(error.to_string())
+        }
+        MigrationError::Failed { .. } => Status::unavailable(error.to_string()),
+        MigrationError::TimedOut { .. } => Status::deadline_exceeded(error.to_string()),
+    }
+}
+
+async fn peer_channel(addr: &str) -> Result<tonic::transport::Channel, Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::internal(format!("invalid peer address {addr}: {e}")))?
+        .connect_timeout(Duration::from_secs(2));
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot reach {addr}: {e}")))
+}
 
 /// Moves one grain; see `Grains.Migrate`.
 pub(crate) async fn migrate(
-    _node: &Node,
-    _request: pb::MigrateRequest,
+    node: &Node,
+    request: pb::MigrateRequest,
 ) -> Result<pb::MigrateResponse, Status> {
-    Err(Status::unimplemented("migration is not available yet"))
+    let grain = GrainId::new(request.grain_type.clone(), request.key.clone());
+    if node.registry().get(&grain.grain_type).is_none() {
+        return Err(Status::not_found(format!(
+            "unknown grain type {:?}; registered types: {}",
+            grain.grain_type,
+            node.registry().type_names().join(", ")
+        )));
+    }
+    let timeout = match request.timeout_ms {
+        0 => node.call_timeout(),
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    let deadline = Instant::now() + timeout;
+    let target = (!request.target_node.is_empty()).then_some(request.target_node.as_str());
+    match node.migrate(&grain, target, deadline).await {
+        Ok(report) => {
+            return Ok(pb::MigrateResponse {
+                from_node: report.from_node,
+                to_node: report.to_node,
+                epoch: report.epoch,
+                duration_us: u64::try_from(report.duration.as_micros()).unwrap_or(u64::MAX),
+            });
+        }
+        Err(MigrationError::NotHere { .. }) => {}
+        Err(error) => return Err(migration_status(&error)),
+    }
+    // Not active here: ask the directory where it is and forward the request to that node.
+    let lookup = DirectoryRequest::Lookup {
+        grain: grain.clone(),
+    };
+    let host = match node.directory_request(&grain, lookup, deadline).await {
+        Ok(DirectoryResponse::Lookup(LookupOutcome::Found(entry))) => entry.host,
+        Ok(DirectoryResponse::Lookup(LookupOutcome::NotFound)) => {
+            return Err(Status::not_found(format!(
+                "{grain} is not active on any node"
+            )));
+        }
+        Ok(_) => {
+            return Err(Status::unavailable(
+                "the directory is settling after a membership change; retry",
+            ));
+        }
+        Err(error) => return Err(super::call_error_status(&error)),
+    };
+    if host == node.id().incarnation() {
+        return Err(Status::unavailable(format!("{grain} is moving; retry")));
+    }
+    let member = node
+        .members()
+        .into_iter()
+        .find(|m| m.incarnation() == host && m.is_live());
+    let member = member.ok_or_else(|| {
+        Status::unavailable(format!("{grain}'s node {host} is not a live member"))
+    })?;
+    let mut client = pb::grains_client::GrainsClient::new(
+        peer_channel(&member.id.grpc_addr().to_string()).await?,
+    );
+    Ok(client.migrate(request).await?.into_inner())
 }
 
 /// Drains one node; see `Cluster.DrainNode`.
 pub(crate) async fn drain_node(
-    _node: &Node,
-    _request: pb::NodeDrainRequest,
+    node: &Node,
+    request: pb::NodeDrainRequest,
 ) -> Result<pb::NodeDrainResponse, Status> {
-    Err(Status::unimplemented("draining is not available yet"))
+    let timeout = match request.timeout_ms {
+        0 => DEFAULT_DRAIN_TIMEOUT,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    if request.node != node.id().name {
+        let member = node
+            .members()
+            .into_iter()
+            .find(|m| m.id.name == request.node && m.is_live());
+        let member = member.ok_or_else(|| {
+            Status::not_found(format!(
+                "node {:?} is not a live member; list them with ListMembers",
+                request.node
+            ))
+        })?;
+        let mut client = pb::cluster_client::ClusterClient::new(
+            peer_channel(&member.id.grpc_addr().to_string()).await?,
+        );
+        return Ok(client.drain_node(request).await?.into_inner());
+    }
+    let report = node.drain(timeout).await;
+    if request.leave_after && report.remaining == 0 {
+        // Reply first, then leave: the caller waits for the drain report, not for the exit.
+        let leaving = node.clone();
+        tokio::spawn(async move { leaving.leave().await });
+    }
+    Ok(pb::NodeDrainResponse {
+        node: node.id().name.clone(),
+        migrated: report.migrated,
+        deactivated: report.deactivated,
+        remaining: report.remaining,
+        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+    })
 }

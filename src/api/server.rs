@@ -6,9 +6,12 @@ use tonic_health::ServingStatus;
 
 use super::cluster::ClusterService;
 use super::grains::GrainsService;
-use super::scaling::ScalingService;
 use super::pb;
+use super::scaling::ScalingService;
 use crate::runtime::Node;
+
+/// Health service name that reports SERVING for as long as the node process runs.
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// Starts serving the gRPC API on `listener` until the node stops.
 ///
@@ -31,6 +34,11 @@ pub(crate) fn serve(node: Node, listener: TcpListener) {
     };
     tokio::spawn(async move {
         set_all(&reporter, ServingStatus::NotServing).await;
+        // Liveness stays SERVING while the process runs, so a liveness probe never restarts a
+        // node that is joining or draining (both NOT_SERVING for readiness).
+        reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let stopped = {
             let node = node.clone();
@@ -66,6 +74,11 @@ fn serve_without_reflection(
 ) {
     tokio::spawn(async move {
         set_all(&reporter, ServingStatus::NotServing).await;
+        // Liveness stays SERVING while the process runs, so a liveness probe never restarts a
+        // node that is joining or draining (both NOT_SERVING for readiness).
+        reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let result = Server::builder()
             .add_service(health_service)

@@ -13,6 +13,8 @@ use tokio::sync::oneshot;
 use super::methods::DispatchError;
 use super::registry::{GrainFactory, LiveGrain};
 use super::{CallError, GrainContext, GrainId, Payload};
+use crate::migration::{MigrationError, MigrationReport};
+use crate::runtime::HandOff;
 
 /// State of an activation that the node reads without messaging it.
 #[derive(Debug)]
@@ -30,12 +32,15 @@ pub(crate) struct ActivationShared {
     pub idle_after: Duration,
     /// A stateless worker activation: one of several per grain, with no directory entry.
     pub worker: bool,
+    /// Turns run since the rebalancer last read this count.
+    pub turns: AtomicU64,
 }
 
 impl ActivationShared {
     pub fn new(grain: GrainId, activation_id: u64, epoch: u64, idle_after: Duration) -> Self {
         Self {
             worker: false,
+            turns: AtomicU64::new(0),
             grain,
             activation_id,
             epoch,
@@ -77,6 +82,14 @@ pub(crate) enum TurnError {
     Gone(Payload),
 }
 
+/// A request to move this activation to another node.
+pub(crate) struct MigrateOut {
+    pub target: crate::membership::NodeId,
+    pub deadline: Instant,
+    pub started: Instant,
+    pub reply: oneshot::Sender<Result<MigrationReport, MigrationError>>,
+}
+
 /// Why an activation stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StopReason {
@@ -101,6 +114,8 @@ pub(crate) enum ActivationMsg {
     CheckIdle,
     /// The named timer fired.
     Timer(String),
+    /// Move to another node (see `crate::migration`).
+    Migrate(MigrateOut),
     /// Deactivate now, whatever is queued; queued calls fail with `ShuttingDown`.
     Stop(StopReason, Option<oneshot::Sender<()>>),
 }
@@ -196,6 +211,21 @@ impl Actor for ActivationActor {
                     }
                 }
             }
+            ActivationMsg::Migrate(request) => {
+                if state.stopping {
+                    let grain = state.shared.grain.clone();
+                    let _ = request.reply.send(Err(MigrationError::Stopped { grain }));
+                    return Ok(());
+                }
+                let MigrateOut {
+                    target,
+                    deadline,
+                    started,
+                    reply,
+                } = request;
+                let outcome = migrate_out(&myself, state, target, deadline, started).await;
+                let _ = reply.send(outcome);
+            }
             ActivationMsg::CheckIdle => {
                 let idle = state.shared.idle_for(Instant::now()) >= state.shared.idle_after;
                 if idle && !state.stopping && state.ctx.node().maybe_remove_idle(&state.shared) {
@@ -228,6 +258,7 @@ async fn run_turn(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState,
         return;
     }
     let started = Instant::now();
+    let audit_started = std::time::SystemTime::now();
     let dispatch = state
         .grain
         .dispatch(&mut state.ctx, &turn.method, turn.payload);
@@ -248,6 +279,8 @@ async fn run_turn(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState,
     };
     let panicked = matches!(reply, Err(CallError::GrainPanicked { .. }));
     node.record_turn(started.elapsed());
+    state.shared.turns.fetch_add(1, Ordering::Relaxed);
+    node.audit_turn(&state.shared, audit_started, std::time::SystemTime::now());
     let _ = turn.reply.send(reply.map_err(TurnError::Failed));
     if panicked {
         // The grain's in-memory state may be inconsistent after a panic: drop it without
@@ -263,6 +296,76 @@ async fn run_turn(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState,
         node.remove_activation(&state.shared);
         deactivate(myself, state, StopReason::Requested).await;
     }
+}
+
+/// Runs the source side of the migration protocol; no turn runs while it does.
+async fn migrate_out(
+    myself: &ActorRef<ActivationMsg>,
+    state: &mut ActivationState,
+    target: crate::membership::NodeId,
+    deadline: Instant,
+    started: Instant,
+) -> Result<MigrationReport, MigrationError> {
+    let grain = state.shared.grain.clone();
+    let node = state.ctx.node().clone();
+    let dehydrated = match AssertUnwindSafe(state.grain.dehydrate(&mut state.ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(dehydrated) => dehydrated,
+        Err(panic) => {
+            let detail = format!("dehydrate panicked: {}", panic_message(&panic));
+            return Err(MigrationError::Failed {
+                grain,
+                target: target.name,
+                detail,
+                kept: true,
+            });
+        }
+    };
+    let entry = node.local_entry(&state.shared);
+    let failed = |detail: String, kept: bool| MigrationError::Failed {
+        grain: grain.clone(),
+        target: target.name.clone(),
+        detail,
+        kept,
+    };
+    match node.hand_off(&entry, &target, dehydrated, deadline).await {
+        HandOff::Accepted(new_entry) => {
+            leave_after_migration(myself, state);
+            Ok(MigrationReport {
+                grain: grain.clone(),
+                from_node: node.id().name.clone(),
+                to_node: target.name.clone(),
+                epoch: new_entry.epoch,
+                duration: started.elapsed(),
+            })
+        }
+        HandOff::Rejected(detail) => Err(MigrationError::Rejected {
+            grain: grain.clone(),
+            target: target.name.clone(),
+            detail,
+        }),
+        HandOff::Unknown(detail) => {
+            if node.still_registered(&entry).await {
+                Err(failed(detail, true))
+            } else {
+                tracing::warn!(grain = %grain, target = %target.name, %detail, "migration outcome unknown and the directory moved on; dropping the source activation");
+                leave_after_migration(myself, state);
+                Err(failed(detail, false))
+            }
+        }
+    }
+}
+
+/// Drops the source activation after a hand-off: no `on_deactivate`, no unregistration (the
+/// directory names the target now), and queued calls go back to their callers to retry.
+fn leave_after_migration(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState) {
+    let node = state.ctx.node().clone();
+    node.remove_activation(&state.shared);
+    state.stopping = true;
+    state.ctx.stop_all_timers();
+    maybe_stop(myself, state);
 }
 
 async fn deactivate(

@@ -27,6 +27,7 @@ pub struct GrainContext {
     deactivate_requested: bool,
     timers: HashMap<String, tokio::task::AbortHandle>,
     actor: Option<ActorRef<ActivationMsg>>,
+    migration_state: Option<Vec<u8>>,
 }
 
 /// Application error code of a state write that lost to a newer activation's write.
@@ -45,6 +46,7 @@ impl GrainContext {
             deactivate_requested: false,
             timers: HashMap::new(),
             actor: None,
+            migration_state: None,
         }
     }
 
@@ -81,6 +83,16 @@ impl GrainContext {
             timeout: None,
             grain_type: PhantomData,
         }
+    }
+
+    /// Returns the in-memory state that the previous activation's [`Grain::dehydrate`]
+    /// carried over, when this activation was created by a migration.
+    pub fn migration_state(&self) -> Option<&[u8]> {
+        self.migration_state.as_deref()
+    }
+
+    pub(crate) fn set_migration_state(&mut self, state: Option<Vec<u8>>) {
+        self.migration_state = state;
     }
 
     /// Reads the grain's persisted state, or `S::default()` if none was ever written.

@@ -28,6 +28,9 @@ pub struct GrainTypeOptions {
     /// directory entry and keep no persisted state. Default: `None` (one activation
     /// cluster-wide).
     pub stateless_worker: Option<std::num::NonZeroU32>,
+    /// Keeps activations where they are: migration, rebalancing and draining deactivate them
+    /// instead, and they reactivate elsewhere from the store. Default: false.
+    pub immovable: bool,
 }
 
 /// The grain types a node hosts, by type name.
@@ -119,6 +122,7 @@ pub(crate) trait LiveGrain: Send {
         payload: Payload,
     ) -> BoxFuture<'a, Result<Payload, DispatchError>>;
     fn deactivate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, ()>;
+    fn dehydrate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, Option<Vec<u8>>>;
     fn timer<'a>(
         &'a mut self,
         ctx: &'a mut GrainContext,
@@ -184,5 +188,9 @@ impl<G: Grain> LiveGrain for Live<G> {
         name: &'a str,
     ) -> BoxFuture<'a, Result<(), GrainError>> {
         Box::pin(self.grain.on_timer(name, ctx))
+    }
+
+    fn dehydrate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, Option<Vec<u8>>> {
+        Box::pin(self.grain.dehydrate(ctx))
     }
 }

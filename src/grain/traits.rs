@@ -37,6 +37,17 @@ pub trait Grain: Sized + Send + 'static {
         async {}
     }
 
+    /// Returns the in-memory state to carry along when this activation migrates to another
+    /// node; the new activation finds it in [`GrainContext::migration_state`] during
+    /// [`Grain::activate`]. The default carries nothing, and the new activation reads the
+    /// persisted state as any activation does.
+    fn dehydrate(
+        &mut self,
+        _ctx: &mut GrainContext,
+    ) -> impl Future<Output = Option<Vec<u8>>> + Send {
+        async { None }
+    }
+
     /// Runs when the timer `name` started with [`GrainContext::start_timer`] fires.
     fn on_timer(
         &mut self,

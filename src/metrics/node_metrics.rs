@@ -50,6 +50,12 @@ pub struct NodeMetrics {
     pub forwards: IntCounter,
     /// Directory entries handed off to new partition owners.
     pub directory_handoffs: IntCounter,
+    /// Migrations started on this node, by outcome.
+    pub migrations: IntCounterVec,
+    /// Duration of migrations started on this node.
+    pub migration_duration: Histogram,
+    /// Duration of drains of this node.
+    pub drain_duration: Histogram,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -173,6 +179,39 @@ impl NodeMetrics {
                 "gristmill_directory_handoffs_total",
                 "Directory entries handed off to new partition owners",
             ),
+            migrations: {
+                let migrations = IntCounterVec::new(
+                    Opts::new(
+                        "gristmill_migrations_total",
+                        "Migrations started on this node, by outcome",
+                    ),
+                    &["outcome"],
+                )
+                .expect("metric options are valid");
+                registry
+                    .register(Box::new(migrations.clone()))
+                    .expect("metric names are unique");
+                migrations
+            },
+            migration_duration: histogram(
+                &registry,
+                "gristmill_migration_duration_seconds",
+                "Duration of migrations started on this node, in seconds",
+            ),
+            drain_duration: {
+                let opts = HistogramOpts::new(
+                    "gristmill_drain_duration_seconds",
+                    "Duration of drains of this node, in seconds",
+                )
+                .buckets(vec![
+                    0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                ]);
+                let histogram = Histogram::with_opts(opts).expect("metric options are valid");
+                registry
+                    .register(Box::new(histogram.clone()))
+                    .expect("metric names are unique");
+                histogram
+            },
             calls,
             calls_per_sec,
             members,

@@ -23,6 +23,16 @@ impl InboundHandler for Node {
         })
     }
 
+    fn handle_migrate(
+        &self,
+        request: crate::migration::MigrationEnvelope,
+    ) -> BoxFuture<'_, crate::migration::MigrationReply> {
+        Box::pin(async move {
+            let crate::migration::MigrationEnvelope::V1(request) = request;
+            self.handle_migration_in(request).await
+        })
+    }
+
     fn reject_inbound(&self, detail: &str) {
         self.inner.metrics.rejected_messages.inc();
         tracing::warn!(node = %self.id().name, %detail, "rejected an undecodable cluster message");

@@ -5,11 +5,14 @@ mod config;
 mod directory_glue;
 mod events;
 mod inbound;
+mod migrate;
 mod node;
 mod reminders;
 mod router;
 mod upkeep;
 
 pub use config::{ConfigError, MembershipConfig, NodeConfig};
+pub(crate) use migrate::HandOff;
+pub use migrate::{ActivationLoad, DrainReport};
 pub(crate) use node::unix_now_ms;
 pub use node::{Node, StartError};

@@ -103,6 +103,8 @@ pub(crate) struct NodeInner {
     pub calls_served: AtomicU64,
     pub health: OnceLock<tonic_health::server::HealthReporter>,
     pub storage: Arc<dyn crate::storage::StorageProvider>,
+    pub audit: Option<Mutex<std::fs::File>>,
+    pub left_gracefully: AtomicBool,
 }
 
 async fn bind_udp(what: &'static str, addr: SocketAddr) -> Result<UdpSocket, StartError> {
@@ -115,6 +117,21 @@ async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, S
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn open_turn_audit(path: Option<&std::path::Path>) -> Option<Mutex<std::fs::File>> {
+    let path = path?;
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(file) => Some(Mutex::new(file)),
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "cannot open the turn audit file");
+            None
+        }
+    }
 }
 
 /// Returns the wall-clock time in milliseconds since the Unix epoch.
@@ -199,6 +216,8 @@ impl Node {
             calls_served: AtomicU64::new(0),
             health: OnceLock::new(),
             storage,
+            audit: open_turn_audit(config.turn_audit_path.as_deref()),
+            left_gracefully: AtomicBool::new(false),
             config,
         });
         let node = Node { inner };
@@ -295,6 +314,33 @@ impl Node {
         self.inner.catalog.handles()
     }
 
+    /// Appends one turn to the turn audit, if `turn_audit_path` names a file.
+    pub(crate) fn audit_turn(
+        &self,
+        shared: &crate::grain::activation::ActivationShared,
+        started: SystemTime,
+        ended: SystemTime,
+    ) {
+        let Some(audit) = &self.inner.audit else {
+            return;
+        };
+        let nanos = |at: SystemTime| at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let line = format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            shared.grain,
+            self.inner.id.name,
+            self.inner.id.boot_id,
+            shared.activation_id,
+            shared.epoch,
+            nanos(started),
+            nanos(ended),
+        );
+        let mut file = audit.lock().expect("audit lock poisoned");
+        if let Err(error) = std::io::Write::write_all(&mut *file, line.as_bytes()) {
+            tracing::warn!(%error, "cannot write the turn audit");
+        }
+    }
+
     /// Returns the default call deadline.
     pub fn call_timeout(&self) -> Duration {
         self.inner.config.call_timeout()
@@ -346,10 +392,25 @@ impl Node {
         }
     }
 
-    /// Stops serving gracefully: becomes Draining, deactivates every grain, tells the cluster
-    /// it leaves, and stops. Calls that arrive meanwhile are forwarded or fail with
-    /// `ShuttingDown`.
+    /// Stops serving gracefully (the SIGTERM path): drains the node, moving every activation
+    /// to other Active nodes (see [`Node::drain`]), deactivates what could not move, tells the
+    /// cluster it leaves, and stops.
     pub async fn drain_and_leave(&self) {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            self.stopped().await;
+            return;
+        }
+        let report = self.drain(self.inner.config.drain_timeout()).await;
+        if report.remaining > 0 {
+            tracing::warn!(node = %self.inner.id.name, remaining = report.remaining, "drain timed out; deactivating the rest");
+        }
+        self.leave().await;
+    }
+
+    /// Leaves the cluster: deactivates whatever is still active here, announces the leave so
+    /// peers see it at once, and stops. [`Node::stopped`] resolves afterwards and
+    /// [`Node::left_gracefully`] returns true.
+    pub async fn leave(&self) {
         if self.inner.stopping.swap(true, Ordering::AcqRel) {
             self.stopped().await;
             return;
@@ -362,8 +423,14 @@ impl Node {
         }
         self.transport().stop();
         self.set_state(NodeState::Dead);
+        self.inner.left_gracefully.store(true, Ordering::Release);
         let _ = self.inner.stopped.send(true);
         tracing::info!(node = %self.inner.id.name, "node left the cluster");
+    }
+
+    /// Returns whether the node stopped by leaving the cluster, rather than being declared down.
+    pub fn left_gracefully(&self) -> bool {
+        self.inner.left_gracefully.load(Ordering::Acquire)
     }
 
     /// Stops at once because the cluster declared this node down: its activations are void.

@@ -505,6 +505,17 @@ impl Node {
                 Ok(_) | Err(_) => tokio::time::sleep(SETTLE_PAUSE).await,
             }
         };
+        self.start_activation(&registered, None).await.map(Ok)
+    }
+
+    /// Starts the activation that `entry` registered on this node and adds it to the catalog.
+    /// On failure the entry is removed from the directory again.
+    pub(crate) async fn start_activation(
+        &self,
+        entry: &DirectoryEntry,
+        migration_state: Option<Vec<u8>>,
+    ) -> Result<(), CallError> {
+        let grain = &entry.grain;
         let factory = self
             .inner
             .registry
@@ -520,11 +531,17 @@ impl Node {
             .unwrap_or_else(|| self.inner.config.idle_after());
         let shared = std::sync::Arc::new(ActivationShared::new(
             grain.clone(),
-            activation_id,
-            registered.epoch,
+            entry.activation_id,
+            entry.epoch,
             idle_after,
         ));
-        let ctx = GrainContext::new(grain.clone(), activation_id, registered.epoch, self.clone());
+        let mut ctx = GrainContext::new(
+            grain.clone(),
+            entry.activation_id,
+            entry.epoch,
+            self.clone(),
+        );
+        ctx.set_migration_state(migration_state);
         let args = ActivationArgs {
             factory,
             ctx,
@@ -536,8 +553,8 @@ impl Node {
                     .catalog
                     .insert(super::catalog::ActivationHandle { actor, shared });
                 self.inner.metrics.activations_started.inc();
-                tracing::debug!(grain = %grain, activation = activation_id, "activated");
-                Ok(Ok(()))
+                tracing::debug!(grain = %grain, activation = entry.activation_id, epoch = entry.epoch, "activated");
+                Ok(())
             }
             Err(error) => {
                 self.unregister_activation(&shared);

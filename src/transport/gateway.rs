@@ -8,6 +8,7 @@ use ractor_cluster::RactorClusterMessage;
 use super::envelope::{CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, Envelope};
 use super::wire::Wire;
 use crate::grain::CallError;
+use crate::migration::{MigrationEnvelope, MigrationReply};
 
 /// ractor process-group scope that gateway actors join.
 pub const GATEWAY_SCOPE: &str = "gristmill";
@@ -36,6 +37,9 @@ pub enum GatewayMsg {
         Wire<DirectoryEnvelope>,
         RpcReplyPort<Wire<DirectoryReplyEnvelope>>,
     ),
+    /// An activation migrating to this node.
+    #[rpc]
+    Migrate(Wire<MigrationEnvelope>, RpcReplyPort<Wire<MigrationReply>>),
 }
 
 /// What the gateway hands inbound requests to: the node runtime.
@@ -47,6 +51,8 @@ pub trait InboundHandler: Send + Sync + 'static {
         &self,
         request: DirectoryEnvelope,
     ) -> super::BoxFuture<'_, DirectoryReplyEnvelope>;
+    /// Takes over an activation migrating from a peer.
+    fn handle_migrate(&self, request: MigrationEnvelope) -> super::BoxFuture<'_, MigrationReply>;
     /// Counts a message that could not be decoded.
     fn reject_inbound(&self, detail: &str);
 }
@@ -109,6 +115,18 @@ impl Actor for Gateway {
                     let answer = handler.handle_directory(request).await;
                     let _ = reply.send(Wire::new(answer));
                 });
+            }
+            GatewayMsg::Migrate(Wire(Ok(request)), reply) => {
+                tokio::spawn(async move {
+                    let answer = handler.handle_migrate(request).await;
+                    let _ = reply.send(Wire::new(answer));
+                });
+            }
+            GatewayMsg::Migrate(Wire(Err(detail)), reply) => {
+                handler.reject_inbound(&detail);
+                let _ = reply.send(Wire::new(MigrationReply::Rejected(format!(
+                    "undecodable request: {detail}"
+                ))));
             }
             GatewayMsg::Directory(Wire(Err(detail)), reply) => {
                 handler.reject_inbound(&detail);

@@ -415,6 +415,24 @@ impl Transport {
         unwrap_reply(&peer.name, result)
     }
 
+    /// Sends a migrating activation to `peer` and waits for its reply until `deadline`.
+    pub async fn migrate(
+        &self,
+        peer: &NodeId,
+        request: crate::migration::MigrationEnvelope,
+        deadline: Instant,
+    ) -> Result<crate::migration::MigrationReply, PeerError> {
+        let gateway = self.gateway_by(peer, deadline).await?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let result = gateway
+            .call(
+                |reply| GatewayMsg::Migrate(Wire::new(request), reply),
+                Some(timeout),
+            )
+            .await;
+        unwrap_reply(&peer.name, result)
+    }
+
     /// Stops the gateway and the node server; peers see the sessions end.
     pub fn stop(&self) {
         self.wanted.lock().expect("wanted lock poisoned").clear();

@@ -115,9 +115,28 @@ fn log_path(name: &str) -> PathBuf {
     dir.join(format!("{name}-{}-{serial}.log", std::process::id()))
 }
 
+/// SQLite files of the clusters started by this test process, by their first node's gossip
+/// address.
+static BY_FIRST_SEED_TABLE: std::sync::Mutex<BTreeMap<SocketAddr, PathBuf>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Returns the SQLite file for a node joining through `seeds`: a new file for a node that
+/// starts a cluster, and the file of the cluster whose first node is `seeds[0]` otherwise, so
+/// the nodes of one cluster share their grain state and clusters of parallel tests do not.
+fn sqlite_path_for(seeds: &[SocketAddr]) -> PathBuf {
+    let known = seeds.first().and_then(|seed| {
+        let files = BY_FIRST_SEED_TABLE.lock().expect("sqlite path table lock");
+        files.get(seed).cloned()
+    });
+    known.unwrap_or_else(|| log_path("state").with_extension("sqlite3"))
+}
+
 impl NodeProcess {
     /// Starts a node named `name` with `timing`, joining through `seeds`, plus `extra_args`;
     /// panics with the log path unless it prints a ready line within [`START_WITHIN`].
+    ///
+    /// Unless `extra_args` names `--sqlite-path`, the node stores grain state in the file of
+    /// its cluster (see [`sqlite_path_for`]).
     pub async fn start(
         name: &str,
         seeds: &[SocketAddr],
@@ -149,6 +168,10 @@ impl NodeProcess {
         for seed in seeds {
             command.args(["--seed", &seed.to_string()]);
         }
+        let sqlite_path = sqlite_path_for(seeds);
+        if !extra_args.contains(&"--sqlite-path") {
+            command.arg("--sqlite-path").arg(&sqlite_path);
+        }
         let mut child = command.spawn().expect("spawn the gristmill binary");
         eprintln!("started {name}, log in {}", log_path.display());
 
@@ -167,6 +190,10 @@ impl NodeProcess {
         assert_eq!(ready.event, "ready", "first stdout line of {name}");
         assert_eq!(ready.node, name, "name in the ready line");
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        if seeds.is_empty() {
+            let mut files = BY_FIRST_SEED_TABLE.lock().expect("sqlite path table lock");
+            files.insert(ready.gossip_addr, sqlite_path);
+        }
         NodeProcess {
             ready,
             log_path,
