@@ -19,9 +19,9 @@ const ROUND_INTERVAL: &str = "2s";
 const META_PERIOD_MS: u64 = 250;
 /// Time the cluster has to balance after the fourth node joins and go quiet.
 const BALANCE_WITHIN: Duration = Duration::from_secs(120);
-/// Most rounds with moves one node may need. From about 80 grains a node sheds about 20 at
-/// up to 10% of its activations a round, so three rounds suffice; the rest is slack for
-/// gossip lag.
+/// Maximum number of rounds with moves that one node may need. A node with about 80 grains
+/// sheds about 20, at most 10% of its activations a round, so three rounds suffice. The rest
+/// is slack for gossip lag.
 const MAX_MOVING_ROUNDS: usize = 10;
 /// Largest distance from the mean activation count a balanced node may have, as a fraction.
 const BALANCE_BAND: f64 = 0.15;
@@ -86,10 +86,11 @@ fn ends_quiet(status: &pb::RebalancerStatus) -> bool {
 }
 
 /// Goal: a joining node gets its share, in few rounds, and the rebalancers then go quiet.
-/// Method: three nodes host 240 counters, a fourth joins empty. The test polls activation
+/// Method: three nodes host 240 counters, and a fourth joins empty. The test polls activation
 /// counts and `GetRebalancer` on every node until all counts are within ±15% of the mean and
-/// every node's last two rounds moved nothing, then checks that no grain was lost or doubled
-/// and that no node needed more than a few moving rounds.
+/// every node's last two rounds moved nothing. Then it checks that no grain was lost or
+/// doubled, that no node needed more than a few moving rounds, and that two more rounds move
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs NodeConfig.rebalancer and Node::start calling migration::rebalancer::spawn"]
 async fn joining_node_gets_share_then_quiet() {
@@ -108,8 +109,8 @@ async fn joining_node_gets_share_then_quiet() {
     let clients = cluster.clients().await;
     let names: Vec<String> = cluster.nodes.iter().map(|n| n.ready.node.clone()).collect();
 
-    let what = "every node holds ±15% of the mean and its last two rounds moved nothing";
-    let ((counts, statuses), took) = wait_until(what, BALANCE_WITHIN, || {
+    let condition = "every node holds ±15% of the mean and its last two rounds moved nothing";
+    let ((counts, statuses), took) = wait_until(condition, BALANCE_WITHIN, || {
         let mut clients = clients.clone();
         let names = names.clone();
         async move {
@@ -155,8 +156,8 @@ async fn joining_node_gets_share_then_quiet() {
         .iter()
         .map(|(name, status)| (name.clone(), status.rounds.last().map_or(0, |r| r.round)))
         .collect();
-    let what = "every node ran two more rounds";
-    let (later, _) = wait_until(what, BALANCE_WITHIN, || {
+    let condition = "every node ran two more rounds";
+    let (later, _) = wait_until(condition, BALANCE_WITHIN, || {
         let mut clients = clients.clone();
         let last_round = last_round.clone();
         async move {
