@@ -3,19 +3,22 @@
 mod account;
 mod bank;
 mod counter;
+mod ticker;
 
 pub use account::{Account, AccountState, Balance, Deposit, INITIAL_BALANCE, Withdraw};
 pub use bank::{BANK_WORKERS, Bank, Transfer};
 pub use counter::{Add, Counter, CounterState, Get};
+pub use ticker::{Count, MIN_TICK_PERIOD, Start, Stop, TICK_REMINDER, Ticker, TickerState};
 
 use super::GrainRegistry;
 
-/// Returns a registry with the sample grain types `counter`, `account` and `bank`.
+/// Returns a registry with the sample grain types `counter`, `account`, `bank` and `ticker`.
 pub fn registry() -> GrainRegistry {
     let mut registry = GrainRegistry::new();
     registry
         .register::<Counter>()
         .register::<Account>()
-        .register_with::<Bank>(Bank::options());
+        .register_with::<Bank>(Bank::options())
+        .register::<Ticker>();
     registry
 }
