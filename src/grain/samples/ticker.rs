@@ -31,11 +31,11 @@ pub struct TickerState {
 /// now and then every period.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Start {
-    /// Tick period in milliseconds; at least [`MIN_TICK_PERIOD`].
+    /// Tick period in milliseconds, at least [`MIN_TICK_PERIOD`].
     pub period_ms: u64,
 }
 
-/// Unregisters the reminder; returns whether it was registered.
+/// Unregisters the reminder and returns whether it was registered.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Stop;
 
