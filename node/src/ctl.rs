@@ -1,4 +1,7 @@
-//! `gristmill ctl`: query a node's members, metrics and activations, and invoke grains.
+//! `gristmill ctl`: query a node's members, metrics and activations, invoke grains, and
+//! control the scaling supervisor.
+
+pub mod scaling;
 
 use std::process::ExitCode;
 
@@ -59,6 +62,12 @@ pub enum CtlCommand {
         #[arg(long, value_name = "MS")]
         timeout_ms: Option<u32>,
     },
+    /// Show and control the scaling supervisor.
+    Scaling {
+        /// The scaling request.
+        #[command(subcommand)]
+        command: scaling::ScalingCommand,
+    },
 }
 
 /// Runs one `ctl` request and prints its result on stdout, or the error on stderr.
@@ -68,11 +77,15 @@ pub async fn run(args: CtlArgs) -> ExitCode {
             print!("{output}");
             ExitCode::SUCCESS
         }
+        Err(CtlError::Scaling(error @ scaling::ScalingCtlError::PolicyFile { .. })) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_INVALID_INPUT)
+        }
         Err(CtlError::InvalidPayload(error)) => {
             eprintln!("error: invalid JSON payload: {error}");
             ExitCode::from(EXIT_INVALID_INPUT)
         }
-        Err(CtlError::Client(error)) => {
+        Err(error @ (CtlError::Client(_) | CtlError::Scaling(_))) => {
             eprintln!("error: {error}");
             ExitCode::from(EXIT_REQUEST_FAILED)
         }
@@ -85,6 +98,8 @@ enum CtlError {
     Client(#[from] ClientError),
     #[error("invalid JSON payload: {0}")]
     InvalidPayload(serde_json::Error),
+    #[error(transparent)]
+    Scaling(#[from] scaling::ScalingCtlError),
 }
 
 impl From<tonic::Status> for CtlError {
@@ -138,6 +153,9 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
                 .invoke_json(grain_type, key, method, &payload, timeout_ms.unwrap_or(0))
                 .await?;
             Ok(render_invoke(&response, args.json))
+        }
+        CtlCommand::Scaling { command } => {
+            Ok(scaling::execute(&args.addr, command, args.json).await?)
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct NodeSpec<'a> {
     pub log: &'a str,
     /// Time the node has to print its ready line.
     pub start_timeout: Duration,
+    /// TOML config file with the settings every node shares, if any.
+    pub config: Option<&'a Path>,
 }
 
 /// One running node process and the addresses from its ready line.
@@ -96,6 +98,9 @@ impl ChildNode {
         if let Some(seed) = &spec.seed {
             command.args(["--seed", seed]);
         }
+        if let Some(config) = spec.config {
+            command.arg("--config").arg(config);
+        }
         // Settings meant for this process must not leak into the nodes, such as a
         // GRISTMILL_SEEDS that would make node 0 join another cluster.
         for (key, _) in std::env::vars_os() {
@@ -103,8 +108,11 @@ impl ChildNode {
                 command.env_remove(key);
             }
         }
+        // The log filter also goes in the environment, so the nodes that the local
+        // orchestrator starts log like the rest.
         command
             .env("GRISTMILL_COOKIE", spec.cookie)
+            .env("GRISTMILL_LOG", spec.log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

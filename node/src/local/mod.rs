@@ -1,11 +1,14 @@
-//! `gristmill local`: a cluster of node processes on loopback, driven by a sample workload.
+//! `gristmill local`: a self-scaling cluster of node processes on loopback, driven by a sample
+//! workload with a load spike and a quiet period.
 //!
 //! Steps:
 //! 1. Start node 0 with no seeds, read its ready line, then start the others seeded with its
-//!    gossip address. Every node uses OS-chosen ports and one random cookie.
+//!    gossip address. Every node uses OS-chosen ports, one random cookie, the local
+//!    orchestrator and the demo scaling policy.
 //! 2. Wait until every node lists all nodes as ACTIVE.
-//! 3. Run counter increments and account transfers through all nodes' gRPC APIs, printing
-//!    progress once a second on stderr.
+//! 3. Run counter increments and account transfers through the Active nodes' gRPC APIs:
+//!    first a spike over every counter, then a quiet period over a few. Print progress once a
+//!    second and each scaling decision that acts, on stderr.
 //! 4. Read every account balance, print the summary, and stop the nodes with SIGTERM.
 //!
 //! Ctrl-C at any step skips to stopping the nodes. Nodes are killed when this process drops
@@ -13,11 +16,19 @@
 
 mod children;
 mod report;
+mod timeline;
 mod workload;
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+
+use gristmill::runtime::NodeConfig;
+use gristmill::scaling::ScalingConfig;
+use gristmill::scaling::supervisor::OrchestratorKind;
 
 use rand::RngExt;
 use tokio::time::Instant;
@@ -25,7 +36,7 @@ use tokio::time::Instant;
 use crate::client::{self, NodeClient};
 use children::{ChildNode, NodeSpec};
 use report::Summary;
-use workload::WorkloadSpec;
+use workload::{Gateways, WorkloadSpec};
 
 /// Exit code when the cluster could not be started or never converged.
 const EXIT_FAILED: u8 = 1;
@@ -34,10 +45,19 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 /// Options of `gristmill local`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = PHASES_HELP)]
 pub struct LocalArgs {
-    /// Number of node processes.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Number of node processes to start with; the supervisor never scales in below it.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: u16,
+
+    /// Most node processes the supervisor runs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_nodes: u16,
+
+    /// Share of the run that is the load spike, in percent; the rest is the quiet period.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub spike_percent: u8,
 
     /// Number of counter grains the workload increments.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -51,11 +71,12 @@ pub struct LocalArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub transfer_percent: u8,
 
-    /// How long the workload runs, such as `30s` or `2m`.
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    /// How long the workload runs, spike and quiet period together, such as `30s` or `2m`.
+    #[arg(long, default_value = "120s", value_name = "DURATION")]
     pub duration: humantime::Duration,
 
-    /// Calls in flight at once, over all nodes.
+    /// Calls in flight at once over all nodes during the spike; an eighth of them (at least
+    /// one) go on in the quiet period.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub concurrency: u16,
 
@@ -76,20 +97,46 @@ pub struct LocalArgs {
     pub json: bool,
 }
 
+/// The phases of the demo, shown by `gristmill local --help`.
+const PHASES_HELP: &str = "\
+Phases of the demo:
+  1. start: --nodes nodes start with the local orchestrator and a scaling policy whose windows
+     are seconds long (evaluation every 1 s, 5 s scale-out and 20 s scale-in stabilization,
+     5 s cooldown, 1,000 activations per node).
+  2. spike (the first --spike-percent of --duration): every counter is called, so activations
+     pass the target; the supervisor adds nodes up to --max-nodes, and placement and the
+     rebalancer fill them.
+  3. quiet (the rest): only the first 1 % of the counters and the accounts are called; idle
+     activations are deactivated after 10 s, and the supervisor drains and removes nodes one
+     by one, down to --nodes.
+  4. stop: balances are checked, the summary lists every scaling decision, and all nodes stop.
+Each scaling decision that acts is printed on stderr with its reason, as it starts and ends.";
+
 /// Time each node has to drain and exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// Idle time after which the demo nodes deactivate a grain, so the quiet period lowers load.
+const DEMO_IDLE_AFTER_SECS: u64 = 10;
+/// Interval between two refreshes of the Active gateway nodes.
+const GATEWAY_REFRESH: Duration = Duration::from_secs(1);
 
 /// Runs the local cluster and workload; always stops the nodes before returning.
 pub async fn run(args: LocalArgs) -> ExitCode {
+    let config_path =
+        std::env::temp_dir().join(format!("gristmill-local-{}.toml", std::process::id()));
+    if let Err(error) = write_demo_config(&args, &config_path) {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_FAILED);
+    }
     let mut nodes = Vec::new();
     let outcome = tokio::select! {
-        outcome = run_steps(&args, &mut nodes) => outcome,
+        outcome = run_steps(&args, &config_path, &mut nodes) => outcome,
         _ = tokio::signal::ctrl_c() => Err(ExitCode::from(EXIT_INTERRUPTED)),
     };
     if outcome.is_err() && !nodes.is_empty() {
         eprintln!("stopping {} nodes", nodes.len());
     }
     children::shut_down(&mut nodes, STOP_GRACE).await;
+    let _ = std::fs::remove_file(&config_path);
     match outcome {
         Ok(summary) => {
             if args.json {
@@ -106,9 +153,38 @@ pub async fn run(args: LocalArgs) -> ExitCode {
     }
 }
 
-async fn run_steps(args: &LocalArgs, nodes: &mut Vec<ChildNode>) -> Result<Summary, ExitCode> {
+/// Returns the settings every demo node shares: the local orchestrator, the demo scaling
+/// policy bounded by `--nodes` and `--max-nodes`, and a short idle time.
+fn demo_config(args: &LocalArgs) -> Result<NodeConfig, String> {
+    let mut scaling = ScalingConfig::for_local_demo();
+    scaling.min_nodes =
+        NonZeroU32::new(u32::from(args.nodes)).ok_or("--nodes must be at least 1")?;
+    scaling.max_nodes = NonZeroU32::new(u32::from(args.max_nodes.max(args.nodes)))
+        .ok_or("--max-nodes must be at least 1")?;
+    Ok(NodeConfig {
+        orchestrator: OrchestratorKind::Local,
+        idle_after_secs: DEMO_IDLE_AFTER_SECS,
+        call_timeout_ms: u64::from(args.call_timeout_ms),
+        scaling,
+        ..NodeConfig::default()
+    })
+}
+
+fn write_demo_config(args: &LocalArgs, path: &Path) -> Result<(), String> {
+    let config = demo_config(args)?;
+    let text = toml::to_string(&config)
+        .map_err(|error| format!("cannot encode the node config: {error}"))?;
+    std::fs::write(path, text)
+        .map_err(|error| format!("cannot write the node config {}: {error}", path.display()))
+}
+
+async fn run_steps(
+    args: &LocalArgs,
+    config_path: &Path,
+    nodes: &mut Vec<ChildNode>,
+) -> Result<Summary, ExitCode> {
     let start_deadline = Instant::now() + *args.start_timeout;
-    start_nodes(args, nodes, start_deadline)
+    start_nodes(args, config_path, nodes, start_deadline)
         .await
         .map_err(|error| {
             eprintln!("error: {error}");
@@ -132,6 +208,9 @@ async fn run_steps(args: &LocalArgs, nodes: &mut Vec<ChildNode>) -> Result<Summa
         })?;
 
     let names: Vec<String> = nodes.iter().map(|node| node.ready.node.clone()).collect();
+    let gateways: Gateways = Arc::new(std::sync::RwLock::new(
+        names.iter().cloned().zip(clients.iter().cloned()).collect(),
+    ));
     eprintln!(
         "{} nodes ACTIVE; running {} with {} calls in flight over {} counters and {} accounts",
         nodes.len(),
@@ -140,12 +219,17 @@ async fn run_steps(args: &LocalArgs, nodes: &mut Vec<ChildNode>) -> Result<Summa
         args.grains,
         args.accounts,
     );
-    Ok(run_workload(args, &names, &clients).await)
+    let addrs = nodes
+        .iter()
+        .map(|node| node.ready.grpc_addr.to_string())
+        .collect();
+    Ok(run_workload(args, &gateways, addrs).await)
 }
 
 /// Starts node 0, then the others seeded with node 0's gossip address.
 async fn start_nodes(
     args: &LocalArgs,
+    config_path: &Path,
     nodes: &mut Vec<ChildNode>,
     deadline: Instant,
 ) -> Result<(), children::SpawnError> {
@@ -164,6 +248,7 @@ async fn start_nodes(
             seed,
             log: &args.node_log,
             start_timeout: deadline.saturating_duration_since(Instant::now()),
+            config: Some(config_path),
         };
         let node = ChildNode::start(&exe, spec).await?;
         eprintln!(
@@ -213,27 +298,44 @@ async fn wait_for_convergence(clients: &mut [NodeClient], deadline: Instant) -> 
     }
 }
 
-/// Runs the workload with a progress line per second, then checks the balances.
-async fn run_workload(args: &LocalArgs, names: &[String], clients: &[NodeClient]) -> Summary {
+/// Runs the workload with a progress line per second and the scaling timeline, then checks
+/// the balances.
+async fn run_workload(args: &LocalArgs, gateways: &Gateways, addrs: Vec<String>) -> Summary {
     let started = Instant::now();
+    let until = started + *args.duration;
+    let spike = args.duration.mul_f64(f64::from(args.spike_percent) / 100.0);
     let spec = WorkloadSpec {
         counters: args.grains,
         accounts: args.accounts,
         transfer_percent: args.transfer_percent,
         concurrency: usize::from(args.concurrency),
         call_timeout_ms: args.call_timeout_ms,
-        until: started + *args.duration,
+        until,
+        spike_until: started + spike,
+        quiet_concurrency: (usize::from(args.concurrency) / 8).max(1),
+        quiet_counters: (args.grains / 100).max(1),
     };
-    let (mut workers, stats) = workload::start(&spec, clients);
-    let mut ticker =
-        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    let initial_nodes = gateways
+        .read()
+        .expect("gateways lock is never poisoned")
+        .len();
+    let (watcher, decisions) = timeline::watch(addrs, started);
+    let (mut workers, stats) = workload::start(&spec, gateways);
+    let mut ticker = tokio::time::interval_at(started + Duration::from_secs(1), GATEWAY_REFRESH);
     let mut last_tick = started;
+    let mut quiet_announced = spike.is_zero();
     loop {
         tokio::select! {
             next = workers.join_next() => if next.is_none() { break },
             tick = ticker.tick() => {
+                refresh_gateways(gateways).await;
+                if !quiet_announced && tick >= spec.spike_until {
+                    quiet_announced = true;
+                    eprintln!("[{:>6.1}s] spike over; quiet period with {} calls in flight over {} counters",
+                        started.elapsed().as_secs_f64(), spec.quiet_concurrency, spec.quiet_counters);
+                }
                 let window = stats.lock().expect("stats lock is never poisoned").take_window();
-                let activations = count_activations(names, clients).await;
+                let activations = count_activations(gateways).await;
                 let line = report::progress_line(started.elapsed(), tick - last_tick, window, &activations);
                 eprintln!("{line}");
                 last_tick = tick;
@@ -241,16 +343,28 @@ async fn run_workload(args: &LocalArgs, names: &[String], clients: &[NodeClient]
         }
     }
     let duration = started.elapsed();
+    watcher.abort();
 
-    let balances = workload::read_balances(clients, args.accounts, args.call_timeout_ms).await;
-    let activations_per_node = count_activations(names, clients)
+    let clients: Vec<NodeClient> = gateways
+        .read()
+        .expect("gateways lock is never poisoned")
+        .iter()
+        .map(|(_, client)| client.clone())
+        .collect();
+    let balances = workload::read_balances(&clients, args.accounts, args.call_timeout_ms).await;
+    let activations_per_node = count_activations(gateways)
         .await
         .into_iter()
         .filter_map(|(name, count)| count.map(|count| (name, count)))
         .collect();
     let stats = stats.lock().expect("stats lock is never poisoned");
+    let decisions = decisions
+        .lock()
+        .expect("decisions lock is never poisoned")
+        .clone();
     Summary {
-        nodes: names.len(),
+        nodes: initial_nodes,
+        final_nodes: clients.len(),
         duration_secs: duration.as_secs_f64(),
         calls: stats.calls,
         errors: stats.errors,
@@ -265,22 +379,58 @@ async fn run_workload(args: &LocalArgs, names: &[String], clients: &[NodeClient]
             * i64::try_from(args.accounts).unwrap_or(i64::MAX),
         total_balance_actual: balances.total,
         balance_read_errors: balances.failed_reads,
+        scaling_decisions: decisions,
     }
 }
 
-/// Asks each node how many activations it hosts, with `None` for a node that failed to reply.
-async fn count_activations(
-    names: &[String],
-    clients: &[NodeClient],
-) -> BTreeMap<String, Option<u64>> {
+/// Replaces the gateways with the Active members, as the first gateway that answers sees them.
+async fn refresh_gateways(gateways: &Gateways) {
+    let current: Vec<(String, NodeClient)> = gateways
+        .read()
+        .expect("gateways lock is never poisoned")
+        .clone();
+    for (_, client) in &current {
+        let mut client = client.clone();
+        let Ok(Ok(response)) =
+            tokio::time::timeout(Duration::from_millis(500), client.members()).await
+        else {
+            continue;
+        };
+        let mut next = Vec::new();
+        for member in &response.members {
+            if client::state_name(member.state) != "ACTIVE" {
+                continue;
+            }
+            let known = current.iter().find(|(name, _)| *name == member.name);
+            let connected = match known {
+                Some((_, client)) => Some(client.clone()),
+                None => NodeClient::connect(&member.grpc_addr).await.ok(),
+            };
+            if let Some(client) = connected {
+                next.push((member.name.clone(), client));
+            }
+        }
+        if !next.is_empty() {
+            *gateways.write().expect("gateways lock is never poisoned") = next;
+        }
+        return;
+    }
+}
+
+/// Asks each gateway how many activations it hosts, with `None` for one that failed to reply.
+async fn count_activations(gateways: &Gateways) -> BTreeMap<String, Option<u64>> {
+    let current: Vec<(String, NodeClient)> = gateways
+        .read()
+        .expect("gateways lock is never poisoned")
+        .clone();
     let mut counts = BTreeMap::new();
-    for (name, client) in names.iter().zip(clients) {
+    for (name, client) in current {
         let mut client = client.clone();
         let count = tokio::time::timeout(Duration::from_millis(500), client.activation_count())
             .await
             .ok()
             .and_then(Result::ok);
-        counts.insert(name.clone(), count);
+        counts.insert(name, count);
     }
     counts
 }

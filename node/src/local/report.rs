@@ -9,8 +9,10 @@ use serde::Serialize;
 /// Result of a `gristmill local` run; printed as text, or as one JSON object with `--json`.
 #[derive(Debug, Serialize)]
 pub struct Summary {
-    /// Number of nodes in the cluster.
+    /// Number of nodes the cluster started with.
     pub nodes: usize,
+    /// Number of Active nodes at the end, after scaling.
+    pub final_nodes: usize,
     /// Time the workload ran, in seconds.
     pub duration_secs: f64,
     /// Calls that ended, with a reply or an error.
@@ -37,6 +39,8 @@ pub struct Summary {
     pub total_balance_actual: i64,
     /// Accounts whose final balance could not be read; the actual total misses them.
     pub balance_read_errors: u64,
+    /// Every scaling decision that acted, with its inputs, reasons and outcome, in order.
+    pub scaling_decisions: Vec<serde_json::Value>,
 }
 
 impl Summary {
@@ -57,6 +61,12 @@ impl Summary {
             format_micros(self.p50_us),
             format_micros(self.p99_us),
             format_micros(self.max_us),
+        ));
+        line(format_args!(
+            "nodes: {} at the start, {} at the end, {} scaling actions",
+            self.nodes,
+            self.final_nodes,
+            self.scaling_decisions.len()
         ));
         line(format_args!(
             "errors: {}{}",
@@ -142,6 +152,7 @@ mod tests {
     fn summary_json_has_required_fields() {
         let summary = Summary {
             nodes: 3,
+            final_nodes: 4,
             duration_secs: 1.0,
             calls: 10,
             errors: 0,
@@ -155,10 +166,13 @@ mod tests {
             total_balance_expected: 2_000,
             total_balance_actual: 2_000,
             balance_read_errors: 0,
+            scaling_decisions: Vec::new(),
         };
         let json = serde_json::to_value(&summary).unwrap();
         let required = [
             "nodes",
+            "final_nodes",
+            "scaling_decisions",
             "calls",
             "errors",
             "calls_per_sec",

@@ -2,7 +2,7 @@
 //! with latency histograms.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -30,8 +30,15 @@ pub struct WorkloadSpec {
     pub accounts: u64,
     /// Percentage of calls that are account transfers; the others are counter increments.
     pub transfer_percent: u8,
-    /// Calls in flight at once.
+    /// Calls in flight at once during the spike.
     pub concurrency: usize,
+    /// End of the spike; after it the quiet phase runs `quiet_concurrency` workers over the
+    /// first `quiet_counters` counters only, so the other counters go idle.
+    pub spike_until: Instant,
+    /// Calls in flight at once during the quiet phase; at least 1.
+    pub quiet_concurrency: usize,
+    /// Counters the quiet phase calls, keyed `c-0` and up; at least 1.
+    pub quiet_counters: u64,
     /// Deadline sent with each call, in milliseconds.
     pub call_timeout_ms: u32,
     /// When the workers stop starting calls.
@@ -106,26 +113,50 @@ impl Stats {
 /// Shared statistics of a running workload.
 pub type SharedStats = Arc<Mutex<Stats>>;
 
-/// Starts `spec.concurrency` workers that call grains through random nodes until `spec.until`.
+/// The Active nodes that calls enter through, by name; refreshed as the cluster scales.
+pub type Gateways = Arc<RwLock<Vec<(String, NodeClient)>>>;
+
+/// Starts `spec.concurrency` workers that call grains through random gateways until
+/// `spec.until`; after `spec.spike_until` only `spec.quiet_concurrency` of them go on.
 ///
 /// Dropping the returned set aborts the workers, which is how an interrupt stops them.
-pub fn start(spec: &WorkloadSpec, nodes: &[NodeClient]) -> (JoinSet<()>, SharedStats) {
+pub fn start(spec: &WorkloadSpec, gateways: &Gateways) -> (JoinSet<()>, SharedStats) {
     let stats = Arc::new(Mutex::new(Stats::new()));
     let mut workers = JoinSet::new();
-    for _ in 0..spec.concurrency {
-        let spec = spec.clone();
-        let nodes = nodes.to_vec();
+    for index in 0..spec.concurrency {
+        let mut spec = spec.clone();
+        if index >= spec.quiet_concurrency {
+            spec.until = spec.until.min(spec.spike_until);
+        }
+        let gateways = Arc::clone(gateways);
         let stats = Arc::clone(&stats);
-        workers.spawn(async move { run_worker(spec, nodes, stats).await });
+        workers.spawn(async move { run_worker(spec, gateways, stats).await });
     }
     (workers, stats)
 }
 
-async fn run_worker(spec: WorkloadSpec, mut nodes: Vec<NodeClient>, stats: SharedStats) {
+/// Returns a random gateway, or `None` when there is none.
+fn pick_gateway(gateways: &Gateways, rng: &mut StdRng) -> Option<NodeClient> {
+    let gateways = gateways.read().expect("gateways lock is never poisoned");
+    if gateways.is_empty() {
+        return None;
+    }
+    Some(gateways[rng.random_range(0..gateways.len())].1.clone())
+}
+
+async fn run_worker(spec: WorkloadSpec, gateways: Gateways, stats: SharedStats) {
     let mut rng: StdRng = rand::make_rng();
     while Instant::now() < spec.until {
-        let slot = rng.random_range(0..nodes.len());
-        let node = &mut nodes[slot];
+        let Some(mut gateway) = pick_gateway(&gateways, &mut rng) else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let node = &mut gateway;
+        let counters = if Instant::now() < spec.spike_until {
+            spec.counters
+        } else {
+            spec.quiet_counters.min(spec.counters)
+        };
         let is_transfer =
             spec.accounts >= 2 && rng.random_range(0..100) < u32::from(spec.transfer_percent);
         let started = Instant::now();
@@ -141,7 +172,7 @@ async fn run_worker(spec: WorkloadSpec, mut nodes: Vec<NodeClient>, stats: Share
             node.invoke_json("bank", "main", "transfer", &payload, spec.call_timeout_ms)
                 .await
         } else {
-            let key = format!("c-{}", rng.random_range(0..spec.counters));
+            let key = format!("c-{}", rng.random_range(0..counters));
             let payload = json!({ "amount": 1 });
             node.invoke_json("counter", &key, "add", &payload, spec.call_timeout_ms)
                 .await
