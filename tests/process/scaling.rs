@@ -1,0 +1,443 @@
+//! The scaling supervisor over real node processes with the local orchestrator: scale-out on a
+//! load step, drain and scale-in on a drop, no flapping, failover, and policy validation.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::Duration;
+
+use common::{Cluster, NodeClient, Timing, cluster_slot, describe, spread_counters, wait_until};
+use gristmill::api::pb;
+use gristmill::api::pb::scaling_client::ScalingClient;
+use tonic::transport::Channel;
+
+/// Settings for fast tests: evaluation every 300 ms, short windows, density 100 per node.
+fn fast_policy(min: u32, max: u32, scale_in_window_ms: u64) -> String {
+    format!(
+        "orchestrator = \"local\"\nidle_after_secs = 3\n\
+         [scaling]\nmin_nodes = {min}\nmax_nodes = {max}\nevaluation_interval = \"300ms\"\n\
+         cooldown = \"1s\"\n\
+         [[scaling.policies]]\npolicy = \"grain_density\"\nactivations_per_node = 100.0\n\
+         [scaling.scale_out]\nstabilization_window = \"600ms\"\n\
+         policies = [{{ type = \"nodes\", value = 4, period = \"2s\" }}]\n\
+         [scaling.scale_in]\nstabilization_window = \"{scale_in_window_ms}ms\"\n\
+         policies = [{{ type = \"nodes\", value = 1, period = \"1s\" }}]\n"
+    )
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(text.as_bytes()).expect("write config");
+    file
+}
+
+async fn scaling_client(addr: std::net::SocketAddr) -> ScalingClient<Channel> {
+    ScalingClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to the Scaling service")
+}
+
+async fn active_names(client: &mut NodeClient) -> Result<BTreeSet<String>, String> {
+    let members = client.members().await?;
+    Ok(members
+        .iter()
+        .filter(|member| member.state == pb::NodeState::Active as i32)
+        .map(|member| member.name.clone())
+        .collect())
+}
+
+async fn start(count: usize, policy: &str) -> (Cluster, tempfile::NamedTempFile) {
+    let file = config_file(policy);
+    let path = file.path().to_str().expect("utf-8 path").to_owned();
+    let cluster = Cluster::start_with(count, Timing::FAST, &["--config", &path]).await;
+    let scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
+    wait_until("a supervisor acts", Duration::from_secs(30), || {
+        let mut scaling = scaling.clone();
+        async move {
+            let request = pb::GetScalingStatusRequest {};
+            match scaling.get_status(request).await {
+                Ok(_) => Ok(()),
+                Err(status) => Err(status.to_string()),
+            }
+        }
+    })
+    .await;
+    (cluster, file)
+}
+
+async fn decisions(client: &mut ScalingClient<Channel>) -> Vec<pb::ScalingDecision> {
+    let request = pb::ListDecisionsRequest {
+        limit: 1_000,
+        before_id: 0,
+    };
+    client
+        .list_decisions(request)
+        .await
+        .expect("ListDecisions")
+        .into_inner()
+        .decisions
+}
+
+fn action_kind(decision: &pb::ScalingDecision) -> pb::action::Kind {
+    let kind = decision.action.as_ref().map_or(0, |action| action.kind);
+    pb::action::Kind::try_from(kind).unwrap_or(pb::action::Kind::Unspecified)
+}
+
+// Goal: a load step scales out and the new nodes serve grains. Method: two nodes with a
+// density target of 100 activations per node; 400 counters ask for four nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_step_adds_nodes_that_serve_grains() {
+    let _slot = cluster_slot().await;
+    let (cluster, _config) = start(2, &fast_policy(2, 4, 30_000)).await;
+    let mut clients = cluster.clients().await;
+    let original: BTreeSet<String> = ["node-0".to_owned(), "node-1".to_owned()].into();
+
+    let step = tokio::time::Instant::now();
+    spread_counters(&mut clients, 400).await;
+    let (grown, _) = wait_until(
+        "the cluster has more than 2 Active nodes",
+        Duration::from_secs(60),
+        || {
+            let mut client = clients[0].clone();
+            async move {
+                let active = active_names(&mut client).await?;
+                if active.len() > 2 {
+                    Ok(active)
+                } else {
+                    Err(format!("{active:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    let new_nodes: BTreeSet<String> = grown.difference(&original).cloned().collect();
+    assert!(!new_nodes.is_empty(), "no new node in {grown:?}");
+
+    let (served_by, _) = wait_until("a new node serves a grain", Duration::from_secs(60), || {
+        let mut client = clients[0].clone();
+        let new_nodes = new_nodes.clone();
+        async move {
+            for index in 400..800 {
+                let key = format!("c-{index}");
+                let (_, served_by) = client
+                    .invoke(
+                        "counter",
+                        &key,
+                        "add",
+                        serde_json::json!({ "amount": 1 }),
+                        0,
+                    )
+                    .await
+                    .map_err(|status| status.to_string())?;
+                if new_nodes.contains(&served_by) {
+                    return Ok(served_by);
+                }
+            }
+            Err("no counter landed on a new node".to_owned())
+        }
+    })
+    .await;
+    eprintln!(
+        "BENCHMARK load step to first grain served by new node {served_by}: {:?}",
+        step.elapsed()
+    );
+
+    let mut scaling = scaling_client(cluster.nodes[1].ready.grpc_addr).await;
+    let recorded = decisions(&mut scaling).await;
+    let scale_out = recorded
+        .iter()
+        .find(|decision| action_kind(decision) == pb::action::Kind::ScaleOut)
+        .expect("a scale-out decision is recorded");
+    assert_eq!(scale_out.supervisor, "node-0", "the oldest node acts");
+    assert!(
+        scale_out
+            .recommendations
+            .iter()
+            .any(|r| r.policy == "grain_density")
+    );
+}
+
+// Goal: a drop in load drains and removes nodes without failed calls or lost writes.
+// Method: three nodes at a density target of 100, 150 counters written once each; the
+// supervisor scales in to the minimum of 2 while a writer keeps adding to a few counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_drop_drains_and_removes_node_without_losses() {
+    let _slot = cluster_slot().await;
+    let (cluster, _config) = start(3, &fast_policy(2, 3, 2_000)).await;
+    let mut clients = cluster.clients().await;
+    let written = spread_counters(&mut clients[..1], 150).await;
+    let keys: Vec<String> = written.values().flatten().cloned().collect();
+
+    let writer_client = clients[0].clone();
+    let writer = tokio::spawn(async move {
+        let mut client = writer_client;
+        let (mut acknowledged, mut failed) = (0u64, 0u64);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+        while tokio::time::Instant::now() < deadline {
+            let reply = client
+                .invoke(
+                    "counter",
+                    "steady",
+                    "add",
+                    serde_json::json!({ "amount": 1 }),
+                    5_000,
+                )
+                .await;
+            match reply {
+                Ok(_) => acknowledged += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        (acknowledged, failed)
+    });
+
+    let (_, took) = wait_until(
+        "the cluster scales in to 2 Active nodes",
+        Duration::from_secs(60),
+        || {
+            let mut client = clients[0].clone();
+            async move {
+                let members = client.members().await?;
+                let active = active_names(&mut client).await?;
+                if active.len() == 2 {
+                    Ok(())
+                } else {
+                    Err(describe(&members))
+                }
+            }
+        },
+    )
+    .await;
+    eprintln!("scale-in took {took:?}");
+    let (acknowledged, failed) = writer.await.expect("writer task");
+    assert_eq!(failed, 0, "calls failed during scale-in");
+
+    let (value, _) = clients[0]
+        .invoke("counter", "steady", "get", serde_json::Value::Null, 5_000)
+        .await
+        .expect("read the steady counter");
+    assert_eq!(
+        value.as_u64(),
+        Some(acknowledged),
+        "acknowledged writes were lost"
+    );
+    for key in &keys {
+        let (value, _) = clients[0]
+            .invoke("counter", key, "get", serde_json::Value::Null, 5_000)
+            .await
+            .unwrap_or_else(|status| panic!("read {key}: {status}"));
+        assert_eq!(value.as_u64(), Some(1), "counter {key} lost its write");
+    }
+
+    let mut scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
+    let scale_in = decisions(&mut scaling)
+        .await
+        .into_iter()
+        .find(|decision| action_kind(decision) == pb::action::Kind::ScaleIn)
+        .expect("a scale-in decision is recorded");
+    let outcome = scale_in.outcome.clone().unwrap_or_default();
+    assert_eq!(
+        outcome.kind,
+        pb::action_outcome::Kind::Succeeded as i32,
+        "scale-in outcome: {}",
+        outcome.error
+    );
+}
+
+// Goal: load that swings faster than the scale-in window causes no scale-out followed by a
+// scale-in within that window. Method: alternate bursts of new counters with idle spells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oscillating_load_does_not_flap() {
+    let _slot = cluster_slot().await;
+    let window = Duration::from_secs(15);
+    let (cluster, _config) = start(2, &fast_policy(2, 4, window.as_millis() as u64)).await;
+    let mut clients = cluster.clients().await;
+    for round in 0..3 {
+        for index in 0..150 {
+            let key = format!("osc-{round}-{index}");
+            let gateway = &mut clients[index % 2];
+            let _ = gateway
+                .invoke(
+                    "counter",
+                    &key,
+                    "add",
+                    serde_json::json!({ "amount": 1 }),
+                    0,
+                )
+                .await;
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+
+    let mut scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
+    let recorded = decisions(&mut scaling).await;
+    let mut actions: Vec<(u64, pb::action::Kind)> = recorded
+        .iter()
+        .filter(|decision| action_kind(decision) != pb::action::Kind::None)
+        .map(|decision| (decision.at_ms, action_kind(decision)))
+        .collect();
+    actions.sort();
+    for pair in actions.windows(2) {
+        let (out_at, first) = pair[0];
+        let (in_at, second) = pair[1];
+        let flapped = first == pb::action::Kind::ScaleOut
+            && second == pb::action::Kind::ScaleIn
+            && in_at - out_at < window.as_millis() as u64;
+        assert!(
+            !flapped,
+            "scale-out at {out_at} ms then scale-in at {in_at} ms"
+        );
+    }
+}
+
+// Goal: when the acting supervisor's node dies, another node takes over and does not start
+// the interrupted action again. Method: paused scaling, ScaleTo 3 on node-0, kill -9 of
+// node-0 right away; node-1 must act and no further node may start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_failover_does_not_repeat_action() {
+    let _slot = cluster_slot().await;
+    let (mut cluster, _config) = start(3, &fast_policy(1, 5, 30_000)).await;
+    let mut scaling = scaling_client(cluster.nodes[2].ready.grpc_addr).await;
+    let paused = scaling
+        .pause(pb::PauseRequest {
+            reason: "failover test".into(),
+        })
+        .await
+        .expect("Pause through a standby node");
+    assert!(paused.into_inner().changed);
+
+    let decision = scaling
+        .scale_to(pb::ScaleToRequest { nodes: 4 })
+        .await
+        .expect("ScaleTo")
+        .into_inner()
+        .decision
+        .expect("a decision");
+    assert_eq!(decision.supervisor, "node-0");
+    cluster.nodes[0].kill9().await;
+
+    let mut survivor = cluster.nodes[1].client().await;
+    let mut scaling = scaling_client(cluster.nodes[1].ready.grpc_addr).await;
+    wait_until("node-1 acts as supervisor", Duration::from_secs(30), || {
+        let mut scaling = scaling.clone();
+        async move {
+            let status = scaling
+                .get_status(pb::GetScalingStatusRequest {})
+                .await
+                .map_err(|status| status.to_string())?
+                .into_inner();
+            if status.supervisor == "node-1" {
+                Ok(status)
+            } else {
+                Err(status.supervisor)
+            }
+        }
+    })
+    .await;
+    let status = scaling
+        .get_status(pb::GetScalingStatusRequest {})
+        .await
+        .expect("GetStatus")
+        .into_inner();
+    assert!(status.paused, "the pause survives the failover");
+
+    // Give the new supervisor several evaluations in which it could repeat the action.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let members = survivor.members().await.expect("members");
+    let started: BTreeSet<&str> = members
+        .iter()
+        .map(|member| member.name.as_str())
+        .filter(|name| !["node-0", "node-1", "node-2"].contains(name))
+        .collect();
+    assert!(
+        started.len() <= 1,
+        "the interrupted action ran again: {}",
+        describe(&members)
+    );
+    let live_new = members
+        .iter()
+        .filter(|member| started.contains(member.name.as_str()))
+        .filter(|member| member.state != pb::NodeState::Dead as i32)
+        .count();
+    assert_eq!(
+        live_new,
+        0,
+        "a node of the interrupted action is alive: {}",
+        describe(&members)
+    );
+    let repeated = decisions(&mut scaling)
+        .await
+        .iter()
+        .any(|decision| action_kind(decision) != pb::action::Kind::None);
+    assert!(!repeated, "the new supervisor started an action");
+}
+
+// Goal: SetPolicy rejects invalid policies naming the field and keeps the running policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_policy_rejects_invalid_policy() {
+    let _slot = cluster_slot().await;
+    let (cluster, _config) = start(2, &fast_policy(2, 4, 30_000)).await;
+    let mut scaling = scaling_client(cluster.nodes[1].ready.grpc_addr).await;
+    let running = scaling
+        .get_status(pb::GetScalingStatusRequest {})
+        .await
+        .expect("GetStatus")
+        .into_inner()
+        .policy
+        .expect("a policy");
+
+    let mut min_above_max = running.clone();
+    min_above_max.min_nodes = running.max_nodes + 1;
+    let mut zero_target = running.clone();
+    zero_target.policies[0].activations_per_node = Some(0.0);
+    let mut unknown_policy = running.clone();
+    unknown_policy.policies[0].policy = "queue_length".into();
+    let cases = [
+        ("min_nodes", min_above_max),
+        ("policies[0].activations_per_node", zero_target),
+        ("policies[0].policy", unknown_policy),
+    ];
+    for (field, policy) in cases {
+        let status = scaling
+            .set_policy(pb::SetPolicyRequest {
+                policy: Some(policy),
+            })
+            .await
+            .expect_err(field);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{field}: {status}"
+        );
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+
+    let after = scaling
+        .get_status(pb::GetScalingStatusRequest {})
+        .await
+        .expect("GetStatus")
+        .into_inner()
+        .policy;
+    assert_eq!(after, Some(running), "the running policy changed");
+}
+
+// Goal: a node with an invalid scaling config does not start and names the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_scaling_config_fails_start() {
+    let file = config_file("[scaling]\nmin_nodes = 5\nmax_nodes = 2\n");
+    let output = tokio::process::Command::new(common::BIN)
+        .args(["run", "--node-name", "bad", "--config"])
+        .arg(file.path())
+        .env("GRISTMILL_COOKIE", common::COOKIE)
+        .output()
+        .await
+        .expect("run the binary");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("scaling.min_nodes"), "{stderr}");
+}
