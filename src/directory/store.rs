@@ -66,6 +66,9 @@ pub struct DirectoryPartition {
     /// their entry does not bring them back. Cleared when no readiness window is open.
     tombstones: HashSet<(GrainId, Incarnation, u64)>,
     counters: PartitionCounters,
+    /// Protocol violation injected by the simulator; `None` in every real node.
+    #[cfg(feature = "fault-injection")]
+    fault: Option<super::DirectoryFault>,
 }
 
 impl DirectoryPartition {
@@ -80,7 +83,16 @@ impl DirectoryPartition {
             readiness: Readiness::default(),
             tombstones: HashSet::new(),
             counters: PartitionCounters::default(),
+            #[cfg(feature = "fault-injection")]
+            fault: None,
         }
+    }
+
+    /// Makes this partition break its protocol with `fault` from now on; test use only.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_fault(&mut self, fault: super::DirectoryFault) {
+        warn!(node = %self.local, ?fault, "directory fault injected");
+        self.fault = Some(fault);
     }
 
     /// Returns the id of the current view, for the glue's sync confirmations.
@@ -146,6 +158,8 @@ impl DirectoryPartition {
             (Expect::Absent, Some(existing)) => {
                 if *existing == entry {
                     RegisterOutcome::Registered(entry)
+                } else if self.skips_compare_and_set() {
+                    self.insert(entry)
                 } else {
                     self.reject(existing.clone())
                 }
@@ -385,6 +399,15 @@ impl DirectoryPartition {
             Some(owner) if *owner == self.local => None,
             owner => Some(owner.cloned()),
         }
+    }
+
+    /// Returns whether an injected fault makes registrations skip their compare-and-set.
+    fn skips_compare_and_set(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.fault == Some(super::DirectoryFault::SkipCompareAndSet) {
+            return true;
+        }
+        false
     }
 
     /// Closes expired readiness windows; returns whether none is open.

@@ -1,0 +1,146 @@
+//! Command line of the simulator: run seeds, replay one seed, or measure membership at scale.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gristmill_simulations::scenario::{SCENARIOS, Scenario, run};
+use gristmill_simulations::{SimConfig, World, scale};
+
+/// Deterministic simulation of Gristmill's protocol cores.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios with many seeds; exits with status 1 on the first violation.
+    Run {
+        /// Number of seeds to run.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// First seed; the run uses `first-seed .. first-seed + seeds`.
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Nodes in the cluster (at least 3).
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Scenario name, or `all` to rotate through every scenario by seed.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// Run every seed even after a violation, then report all failing seeds.
+        #[arg(long)]
+        keep_going: bool,
+    },
+    /// Run one seed and print a readable trace of its events.
+    Replay {
+        /// The seed to replay.
+        seed: u64,
+        /// Nodes in the cluster (at least 3).
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Scenario name, or `all` to pick it by seed as `run` does.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+    },
+    /// Measure membership alone with many nodes: detection time, agreement, traffic.
+    Scale {
+        /// Number of simulated nodes.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Seed of the run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run {
+            seeds,
+            first_seed,
+            nodes,
+            scenario,
+            keep_going,
+        } => run_seeds(first_seed, seeds, nodes, &scenario, keep_going),
+        Command::Replay {
+            seed,
+            nodes,
+            scenario,
+        } => replay(seed, nodes, &scenario),
+        Command::Scale { nodes, seed } => {
+            let report = scale::run_membership(nodes, seed);
+            println!("{report:#?}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Returns the scenario `name` for `seed`; `all` rotates through the built-in ones.
+fn scenario_for(name: &str, seed: u64, nodes: usize) -> Option<Scenario> {
+    let name = if name == "all" {
+        SCENARIOS[(seed % SCENARIOS.len() as u64) as usize]
+    } else {
+        name
+    };
+    Scenario::named(name, nodes)
+}
+
+fn run_seeds(first_seed: u64, seeds: u64, nodes: usize, name: &str, keep_going: bool) -> ExitCode {
+    let mut failed = Vec::new();
+    for seed in first_seed..first_seed + seeds {
+        let Some(scenario) = scenario_for(name, seed, nodes) else {
+            eprintln!("unknown scenario {name:?}: expected all or one of {SCENARIOS:?}");
+            return ExitCode::from(2);
+        };
+        let outcome = run(World::new(SimConfig::new(seed)), &scenario, seed);
+        println!(
+            "seed {seed} {}: {} events, {} calls acknowledged, {} failed, trace {:016x}",
+            outcome.scenario,
+            outcome.stats.events,
+            outcome.stats.calls_acked,
+            outcome.stats.calls_failed,
+            outcome.trace_hash
+        );
+        if let Some(violation) = outcome.violations.first() {
+            eprintln!("VIOLATION: {violation}");
+            eprintln!(
+                "replay with: cargo run --release -p gristmill-simulations -- replay {seed} \
+                 --nodes {nodes} --scenario {}",
+                outcome.scenario
+            );
+            failed.push(seed);
+            if !keep_going {
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{} of {seeds} seeds failed: {failed:?}", failed.len());
+    ExitCode::FAILURE
+}
+
+fn replay(seed: u64, nodes: usize, name: &str) -> ExitCode {
+    let Some(scenario) = scenario_for(name, seed, nodes) else {
+        eprintln!("unknown scenario {name:?}: expected all or one of {SCENARIOS:?}");
+        return ExitCode::from(2);
+    };
+    let mut config = SimConfig::new(seed);
+    config.record_log = true;
+    let outcome = run(World::new(config), &scenario, seed);
+    for line in &outcome.log {
+        println!("{line}");
+    }
+    println!("trace hash {:016x}", outcome.trace_hash);
+    match outcome.violations.first() {
+        Some(violation) => {
+            eprintln!("VIOLATION: {violation}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
+    }
+}

@@ -1,0 +1,172 @@
+//! The membership half of a simulated node: what the real agent and event loop do with foca.
+
+use gristmill::clock::Millis;
+use gristmill::membership::{
+    Incarnation, LeaveReason, MemberInfo, MembershipEvent, MetaBroadcast, NodeState,
+};
+
+use super::{NodeTimer, Output, SimNode};
+use crate::message::{CallFailure, Message};
+
+impl SimNode {
+    /// Retries joining through the seeds until foca reports the node connected.
+    pub(super) fn handle_announce_tick(&mut self, _now: Millis) {
+        if self.stopping {
+            return;
+        }
+        if !self.view.is_connected() {
+            for seed in self.seeds.clone() {
+                if seed == self.id.name {
+                    continue;
+                }
+                if !self.requested.contains(&seed) {
+                    self.requested.push(seed.clone());
+                }
+                self.send(&seed, None, Message::IdentityRequest);
+            }
+        }
+        let retry = self.config.membership.announce_retry_ms;
+        self.timer(std::time::Duration::from_millis(retry), NodeTimer::Announce);
+    }
+
+    /// Samples the load, re-broadcasts the meta and forgets expired members.
+    pub(super) fn handle_meta_tick(&mut self, now: Millis) {
+        if self.stopping {
+            return;
+        }
+        self.meta.load.activations = self.catalog.len() as u64;
+        self.publish_local_meta(now);
+        if self.view.handle_tick(now) > 0 {
+            self.refresh_live(now);
+        }
+        let period = self.config.membership.meta_period_ms;
+        self.timer(std::time::Duration::from_millis(period), NodeTimer::Meta);
+    }
+
+    /// Raises the meta version, applies it locally and hands it to foca's broadcasts.
+    pub(super) fn publish_local_meta(&mut self, now: Millis) {
+        self.meta.version += 1;
+        let events = self.view.set_local_meta(&self.meta);
+        let item = MetaBroadcast {
+            incarnation: self.id.incarnation(),
+            meta: self.meta.clone(),
+        };
+        if let Ok(bytes) = item.encode() {
+            let _ = self.foca.add_broadcast(&bytes);
+            let _ = self.foca.broadcast(&mut self.runtime);
+        }
+        self.drain_runtime(now);
+        self.react(events, now);
+    }
+
+    /// Moves what foca produced into outputs and the view, then reacts to the view's events.
+    pub(super) fn drain_runtime(&mut self, now: Millis) {
+        while let Some((to, packet)) = self.runtime.to_send() {
+            self.send(&to.name, None, Message::Gossip(packet.to_vec()));
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timer(after, NodeTimer::Foca(timer));
+        }
+        let mut events = Vec::new();
+        while let Some(notification) = self.runtime.to_notify() {
+            events.extend(self.view.handle_notification(notification, now));
+        }
+        while let Ok(item) = self.accepted_meta.try_recv() {
+            events.extend(self.view.handle_meta(&item.incarnation, item.meta, now));
+        }
+        self.react(events, now);
+    }
+
+    /// Reacts to membership events as the runtime's event loop does.
+    fn react(&mut self, events: Vec<MembershipEvent>, now: Millis) {
+        for event in events {
+            match event {
+                MembershipEvent::Joined(_) => {}
+                MembershipEvent::Updated(member) => {
+                    self.recent_placements.remove(&member.incarnation());
+                }
+                MembershipEvent::Left { member, reason } => {
+                    if reason == LeaveReason::DeclaredDown {
+                        let member = member.incarnation();
+                        self.outputs.push(Output::DeclaredDown { member });
+                    }
+                    self.cache.handle_host_down(&member.incarnation());
+                    self.recent_placements.remove(&member.incarnation());
+                }
+                MembershipEvent::SelfDeclaredDown => {
+                    self.stop_declared_down(now);
+                    return;
+                }
+            }
+        }
+        self.refresh_live(now);
+        self.maybe_join(now);
+    }
+
+    /// Copies the view's live set; starts a directory sync when it changed.
+    fn refresh_live(&mut self, now: Millis) {
+        let mut live: Vec<Incarnation> = self.view.live().map(MemberInfo::incarnation).collect();
+        live.sort();
+        if live == self.live || self.stopping {
+            return;
+        }
+        self.live = live;
+        if self.config.report_live_changes {
+            let live = self.live.clone();
+            self.outputs.push(Output::LiveSetChanged { live });
+        }
+        if !self.config.membership_only {
+            self.request_sync(now);
+        }
+    }
+
+    /// Becomes Active once the node has a live peer, after syncing the directory, as the
+    /// real join loop does.
+    fn maybe_join(&mut self, now: Millis) {
+        if self.meta.state != NodeState::Joining || self.stopping {
+            return;
+        }
+        let has_peer = self.live.iter().any(|member| member.name != self.id.name);
+        if has_peer && !self.activate_after_sync {
+            self.become_active(now);
+        }
+    }
+
+    /// Syncs the directory for the current view and then broadcasts `Active`.
+    pub(super) fn become_active(&mut self, now: Millis) {
+        if self.config.membership_only {
+            self.meta.state = NodeState::Active;
+            self.publish_local_meta(now);
+            return;
+        }
+        let mut live: Vec<Incarnation> = self.view.live().map(MemberInfo::incarnation).collect();
+        live.sort();
+        self.live = live;
+        self.activate_after_sync = true;
+        self.request_sync(now);
+    }
+
+    /// Drops every activation, leaves and stops, as the runtime does when the cluster
+    /// declared this node down.
+    fn stop_declared_down(&mut self, now: Millis) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        let grains: Vec<_> = self.catalog.keys().cloned().collect();
+        for grain in grains {
+            self.drop_activation(&grain, now);
+        }
+        for call in self.invoke_calls() {
+            self.finish_invoke(call, Err(CallFailure::ShuttingDown));
+        }
+        self.flows.clear();
+        self.pending.clear();
+        self.sync = None;
+        self.meta.state = NodeState::Dead;
+        self.publish_local_meta(now);
+        let _ = self.foca.leave_cluster(&mut self.runtime);
+        self.drain_runtime(now);
+        self.outputs.push(Output::Stopped);
+    }
+}
