@@ -29,14 +29,28 @@ fn migration_status(error: &MigrationError) -> Status {
     }
 }
 
+/// Returns a gRPC channel to a peer's API, reusing one channel per address; tonic channels
+/// reconnect by themselves when the connection drops.
 async fn peer_channel(addr: &str) -> Result<tonic::transport::Channel, Status> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    static CHANNELS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
+    > = std::sync::LazyLock::new(Default::default);
+    if let Some(channel) = CHANNELS
+        .lock()
+        .expect("channel cache lock poisoned")
+        .get(addr)
+    {
+        return Ok(channel.clone());
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Status::internal(format!("invalid peer address {addr}: {e}")))?
-        .connect_timeout(Duration::from_secs(2));
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot reach {addr}: {e}")))
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    CHANNELS
+        .lock()
+        .expect("channel cache lock poisoned")
+        .insert(addr.to_string(), channel.clone());
+    Ok(channel)
 }
 
 /// Moves one grain; see `Grains.Migrate`.

@@ -219,6 +219,12 @@ impl NodeMetrics {
         }
     }
 
+    /// Returns the node's registry, in which other components of the node register the
+    /// metrics they own, so `/metrics` serves them.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Records a call that entered through this node.
     pub fn record_call(&self, elapsed: Duration, error: Option<&CallError>) {
         let outcome = error.map_or("ok", CallError::outcome_label);

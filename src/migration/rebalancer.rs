@@ -25,7 +25,6 @@ pub use rebalance::planner::{
     plan_round,
 };
 // TODO: drop the `allow` once `Node::start` calls `spawn`.
-#[allow(unused_imports, reason = "the runtime does not start the loop yet")]
 pub(crate) use rebalance::spawn;
 
 use crate::api::pb;

@@ -62,6 +62,9 @@ pub struct NodeConfig {
     /// by tabs. Tests use it to prove that two activations of a grain never ran turns at the
     /// same time. It costs a write per turn. Default: `None` (off); for tests only.
     pub turn_audit_path: Option<std::path::PathBuf>,
+    /// Rebalancer settings: round interval, tolerance band, load weights and move limits.
+    /// Default: [`crate::migration::rebalancer::RebalancerConfig::default`]; see its fields.
+    pub rebalancer: crate::migration::rebalancer::RebalancerConfig,
     /// Scaling supervisor settings: node bounds, policies, windows and cooldown. Default:
     /// [`crate::scaling::ScalingConfig::default`]; see its fields for units and ranges.
     pub scaling: crate::scaling::ScalingConfig,
@@ -91,6 +94,7 @@ impl Default for NodeConfig {
             reminder_poll_ms: 1_000,
             drain_timeout_secs: 60,
             turn_audit_path: None,
+            rebalancer: crate::migration::rebalancer::RebalancerConfig::default(),
             scaling: crate::scaling::ScalingConfig::default(),
             orchestrator: crate::scaling::supervisor::OrchestratorKind::None,
         }
@@ -249,6 +253,13 @@ impl NodeConfig {
             ));
         }
         self.storage.validate().map_err(storage_error)?;
+        self.rebalancer.validate().map_err(|error| {
+            ConfigError::new(
+                format!("rebalancer.{}", error.field),
+                error.value,
+                error.reason,
+            )
+        })?;
         self.scaling.validate().map_err(|error| {
             ConfigError::new(
                 format!("scaling.{}", error.field()),

@@ -134,6 +134,24 @@ fn open_turn_audit(path: Option<&std::path::Path>) -> Option<Mutex<std::fs::File
     }
 }
 
+/// Returns the directory settings for a node with `config`.
+///
+/// After a membership change, a new partition owner waits until every member confirmed it
+/// re-registered its activations, or until the hand-off grace ends. Members detect a failure
+/// at different times, up to about one suspicion timeout apart plus a few probe periods, so a
+/// grace shorter than that would let the owner answer "not found" for a grain whose host has
+/// not yet re-registered it, and a second activation would start.
+fn directory_config(config: &NodeConfig) -> DirectoryConfig {
+    let membership = &config.membership;
+    let skew_ms = 2 * membership.suspect_to_down_ms + 4 * membership.probe_period_ms;
+    let grace = Duration::from_millis(skew_ms)
+        .clamp(Duration::from_secs(2), DirectoryConfig::MAX_HANDOFF_GRACE);
+    DirectoryConfig {
+        handoff_grace: grace,
+        ..DirectoryConfig::default()
+    }
+}
+
 /// Returns the wall-clock time in milliseconds since the Unix epoch.
 pub(crate) fn unix_now_ms() -> u64 {
     let now = SystemTime::now()
@@ -188,8 +206,9 @@ impl Node {
             started_at_unix_ms,
         )?;
 
-        let directory = DirectoryPartition::new(id.incarnation(), DirectoryConfig::default());
-        let cache = DirectoryCache::new(DirectoryConfig::default().cache_capacity);
+        let directory_config = directory_config(&config);
+        let cache = DirectoryCache::new(directory_config.cache_capacity);
+        let directory = DirectoryPartition::new(id.incarnation(), directory_config);
         let (member_events, _) = broadcast::channel(1024);
         let inner = Arc::new(NodeInner {
             id: id.clone(),
@@ -238,6 +257,7 @@ impl Node {
         tokio::spawn(super::upkeep::run_idle_sweeper(node.clone()));
         tokio::spawn(super::upkeep::run_join(node.clone()));
         tokio::spawn(super::reminders::run_reminder_loop(node.clone()));
+        crate::migration::rebalancer::spawn(node.clone());
         crate::scaling::supervisor::spawn(node.clone());
         crate::api::serve(node.clone(), grpc);
         if let Some(listener) = metrics_listener {
@@ -311,7 +331,7 @@ impl Node {
 
     /// Returns the activations hosted on this node.
     pub(crate) fn activation_handles(&self) -> Vec<super::catalog::ActivationHandle> {
-        self.inner.catalog.handles()
+        self.inner.catalog.all_handles()
     }
 
     /// Appends one turn to the turn audit, if `turn_audit_path` names a file.

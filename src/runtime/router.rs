@@ -96,7 +96,15 @@ impl Node {
         deadline: Instant,
     ) -> Result<InvokeReply, CallError> {
         let started = Instant::now();
-        let result = self.invoke_inner(&grain, method, payload, deadline).await;
+        let mut result = self.invoke_inner(&grain, method, payload, deadline).await;
+        // Steps deep in the call path know only that the deadline passed; report the timeout
+        // the caller gave.
+        if let Err(CallError::DeadlineExceeded { after_ms, .. }) = &mut result
+            && *after_ms == 0
+        {
+            *after_ms = u64::try_from(deadline.saturating_duration_since(started).as_millis())
+                .unwrap_or(u64::MAX);
+        }
         self.inner
             .metrics
             .record_call(started.elapsed(), result.as_ref().err());

@@ -172,6 +172,13 @@ impl Shared {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(database = %self.database, mode, "sqlite did not switch to WAL journal mode");
         }
+        // In WAL mode, NORMAL syncs the log at checkpoints instead of at every commit. A
+        // committed write then survives a crash of any process (kill -9 included); only a crash
+        // of the operating system or a power loss can roll back the last commits. FULL would
+        // cost one fsync per grain state write.
+        // NOTE: deployments that must survive power loss without a replicated database should
+        // use PostgreSQL.
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(connection)
     }
 

@@ -16,9 +16,9 @@ use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-/// Counter grains that the migration-under-load test moves; `GRISTMILL_TEST_MIGRATION_GRAINS`
-/// overrides it for longer runs.
-const GRAINS: usize = 10_000;
+/// Counter grains that the migration-under-load test moves in CI. The acceptance run uses
+/// 10,000: `GRISTMILL_TEST_MIGRATION_GRAINS=10000 cargo test -p gristmill-node --test migration`.
+const GRAINS: usize = 2_000;
 /// Concurrent increment streams during the migration.
 const INCREMENTERS: usize = 8;
 /// Concurrent Migrate requests.
@@ -150,7 +150,7 @@ async fn grains_migrate_under_load_without_loss() {
     let first = common::NodeProcess::start(
         "node-0",
         &[],
-        Timing::FAST,
+        Timing::LOADED,
         &["--turn-audit", &audit_args[0]],
     )
     .await;
@@ -159,7 +159,8 @@ async fn grains_migrate_under_load_without_loss() {
     for (index, audit) in audit_args.iter().enumerate().skip(1) {
         let name = format!("node-{index}");
         nodes.push(
-            common::NodeProcess::start(&name, &seed, Timing::FAST, &["--turn-audit", audit]).await,
+            common::NodeProcess::start(&name, &seed, Timing::LOADED, &["--turn-audit", audit])
+                .await,
         );
     }
     let cluster = Cluster { nodes };
@@ -322,7 +323,7 @@ async fn killed_target_mid_migration_keeps_one_activation() {
     // and kill node-2 once some moves succeeded; then read every counter through the
     // survivors and list their activations.
     let _slot = cluster_slot().await;
-    let mut cluster = Cluster::start(3, Timing::FAST).await;
+    let mut cluster = Cluster::start(3, Timing::LOADED).await;
     let mut clients = cluster.clients().await;
     let keys = counters_on(&mut clients, "node-0", 600).await;
     let moved = Arc::new(AtomicU64::new(0));
@@ -385,7 +386,7 @@ async fn drained_node_ends_empty_without_failed_calls() {
     // acknowledged increment. Method: increment counters through the other nodes while
     // node-1 drains, then compare every counter with its acknowledged increments.
     let _slot = cluster_slot().await;
-    let cluster = Cluster::start(3, Timing::FAST).await;
+    let cluster = Cluster::start(3, Timing::LOADED).await;
     let mut clients = cluster.clients().await;
     let served = common::spread_counters(&mut clients, 900).await;
     let on_node_1 = served.get("node-1").map_or(0, Vec::len);

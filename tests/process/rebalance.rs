@@ -92,7 +92,6 @@ fn ends_quiet(status: &pb::RebalancerStatus) -> bool {
 /// doubled, that no node needed more than a few moving rounds, and that two more rounds move
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs NodeConfig.rebalancer and Node::start calling migration::rebalancer::spawn"]
 async fn joining_node_gets_share_then_quiet() {
     let _slot = cluster_slot().await;
     let config = config_file();

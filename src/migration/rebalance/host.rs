@@ -64,10 +64,8 @@ impl RebalanceHost for Node {
 }
 
 /// Returns the rebalancer settings of `node`.
-fn config_for(_node: &Node) -> RebalancerConfig {
-    // TODO: return `node.inner.config.rebalancer` once `NodeConfig` has that field; until then
-    // every node runs with the defaults.
-    RebalancerConfig::default()
+fn config_for(node: &Node) -> RebalancerConfig {
+    node.inner.config.rebalancer.clone()
 }
 
 /// Returns the rebalancer state of `node`, creating it on first use.
@@ -81,8 +79,9 @@ pub(crate) fn shared_for(node: &Node) -> Arc<Rebalancer> {
         .expect("rebalancer map lock poisoned");
     let shared = by_node.entry(node.id().incarnation()).or_insert_with(|| {
         let metrics = RebalancerMetrics::new();
-        // TODO: register `metrics` in the node's registry once `NodeMetrics` has a hook for
-        // collectors of other components; until then the counters are not scraped.
+        if let Err(error) = metrics.register(node.metrics().registry()) {
+            tracing::warn!(node = %node.id().name, %error, "cannot register the rebalancer metrics");
+        }
         Arc::new(Rebalancer::new(&config_for(node), metrics))
     });
     Arc::clone(shared)
@@ -92,7 +91,6 @@ pub(crate) fn shared_for(node: &Node) -> Arc<Rebalancer> {
 ///
 /// Call it once per node, in `Node::start` next to the other periodic loops. The loop waits
 /// for the node to become Active by itself.
-#[allow(dead_code, reason = "the runtime does not start the loop yet")]
 pub(crate) fn spawn(node: Node) {
     let config = config_for(&node);
     if let Err(error) = config.validate() {

@@ -66,6 +66,14 @@ impl Timing {
         suspect_to_down_ms: 600,
     };
 
+    /// Detection for tests that load both cores: a node paused by the scheduler for a few
+    /// hundred milliseconds is not declared down.
+    pub const LOADED: Timing = Timing {
+        probe_period_ms: 500,
+        probe_rtt_ms: 200,
+        suspect_to_down_ms: 3_000,
+    };
+
     fn args(self) -> Vec<String> {
         vec![
             "--probe-period-ms".into(),
