@@ -1,7 +1,7 @@
 //! The scaling supervisor actor: elects itself on the oldest Active node, evaluates, and acts.
 //!
 //! Every node runs one supervisor actor. Only the supervisor of the oldest Active member (by
-//! process start time, ties broken by name) acts; the others stand by and answer requests with
+//! process start time, ties broken by name) acts; the others stand by and reply to requests with
 //! the name of the acting node. The supervisor register in the state store fences the hand-over
 //! (see [`supervisor_register`](super::supervisor_register)), so two supervisors never act at
 //! once and an action started before a failover is never started again.
@@ -34,8 +34,8 @@ use crate::scaling::supervisor_register::{
     ActionRecord, Register, RegisterError, SupervisorRecord, takeover_reason,
 };
 
-/// What starts and stops nodes for the scaling supervisor, from `orchestrator` in the node
-/// config.
+/// The component that starts and stops nodes for the scaling supervisor, set by
+/// `orchestrator` in the node config.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OrchestratorKind {
@@ -116,7 +116,7 @@ pub enum SupervisorMsg {
         decision: DecisionId,
         /// The epoch in which it started.
         epoch: u64,
-        /// How it ended.
+        /// The outcome.
         outcome: ActionOutcome,
     },
     /// `GetStatus`.
@@ -127,14 +127,14 @@ pub enum SupervisorMsg {
         limit: usize,
         /// Only ids below this one; `None` starts from the newest.
         before: Option<DecisionId>,
-        /// Where the answer goes.
+        /// The reply port.
         reply: ReplyPort<Vec<Decision>>,
     },
     /// `WatchDecisions`: recorded decisions after `after`, and a receiver of later ones.
     Watch {
         /// Replay decisions with ids above this one.
         after: DecisionId,
-        /// Where the answer goes.
+        /// The reply port.
         reply: ReplyPort<(Vec<Decision>, broadcast::Receiver<Decision>)>,
     },
     /// `Evaluate`: a dry run.
@@ -325,7 +325,8 @@ impl SupervisorState {
         }
     }
 
-    /// The policy a new holder starts with: the one set by SetPolicy, else this node's config.
+    /// Returns the policy a new holder starts with: the one set by SetPolicy, else this node's
+    /// config.
     fn configured_policy(&self) -> ScalingConfig {
         self.register
             .record

@@ -441,3 +441,70 @@ async fn invalid_scaling_config_fails_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("scaling.min_nodes"), "{stderr}");
 }
+
+// Measures the time to drain a node holding 10,000 grains through Scaling.DrainNode; run
+// with `cargo test -p gristmill-node --test scaling -- --ignored --nocapture drain_of`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; takes about a minute"]
+async fn drain_of_10000_grains() {
+    let _slot = cluster_slot().await;
+    // Grains stay active for the whole benchmark, so the drain moves every one of them.
+    let policy = fast_policy(1, 3, 600_000).replace("idle_after_secs = 3", "idle_after_secs = 600");
+    let (cluster, _config) = start(3, &policy).await;
+    let mut scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
+    scaling
+        .pause(pb::PauseRequest {
+            reason: "benchmark".into(),
+        })
+        .await
+        .expect("Pause");
+    let mut gateway = cluster.nodes[2].client().await;
+    let mut on_node_2 = 0;
+    let mut index = 0;
+    while on_node_2 < 10_000 {
+        let key = format!("bench-{index}");
+        index += 1;
+        let (_, served_by) = gateway
+            .invoke(
+                "counter",
+                &key,
+                "add",
+                serde_json::json!({ "amount": 1 }),
+                0,
+            )
+            .await
+            .unwrap_or_else(|status| panic!("counter {key}: {status}"));
+        if served_by == "node-2" {
+            on_node_2 += 1;
+        }
+    }
+    let held = gateway.activations("counter").await.len();
+    let started = tokio::time::Instant::now();
+    scaling
+        .drain_node(pb::DrainNodeRequest {
+            name: "node-2".into(),
+        })
+        .await
+        .expect("DrainNode");
+    let (decision, _) = wait_until("the drain ends", Duration::from_secs(300), || {
+        let mut scaling = scaling.clone();
+        async move {
+            let decision = decisions(&mut scaling)
+                .await
+                .into_iter()
+                .find(|decision| action_kind(decision) == pb::action::Kind::ScaleIn)
+                .ok_or("no scale-in yet")?;
+            match decision.duration_ms {
+                Some(_) => Ok(decision),
+                None => Err("running".to_owned()),
+            }
+        }
+    })
+    .await;
+    eprintln!(
+        "BENCHMARK drain of node-2 holding {held} counters: {:?} (action {} ms, outcome {:?})",
+        started.elapsed(),
+        decision.duration_ms.unwrap_or_default(),
+        decision.outcome
+    );
+}

@@ -69,7 +69,7 @@ pub enum ScalingCtlError {
     PolicyFile {
         /// The file given.
         path: PathBuf,
-        /// What is wrong.
+        /// The reason.
         reason: String,
     },
 }

@@ -383,7 +383,7 @@ async fn run_workload(args: &LocalArgs, gateways: &Gateways, addrs: Vec<String>)
     }
 }
 
-/// Replaces the gateways with the Active members, as the first gateway that answers sees them.
+/// Replaces the gateways with the Active members, as the first gateway that replies sees them.
 async fn refresh_gateways(gateways: &Gateways) {
     let current: Vec<(String, NodeClient)> = gateways
         .read()
