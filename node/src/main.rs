@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod client;
 mod ctl;
 mod local;
@@ -36,6 +37,9 @@ enum Command {
     Local(local::LocalArgs),
     /// Ask a node about members, load and activations, or invoke a grain.
     Ctl(ctl::CtlArgs),
+    /// Measure grain calls, messages, activations and crash detection against their floor
+    /// and peers, on loopback node processes, and print one table.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -47,6 +51,7 @@ async fn main() -> ExitCode {
             local::run(args).await
         }
         Command::Ctl(args) => ctl::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 
