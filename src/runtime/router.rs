@@ -49,6 +49,8 @@ enum Target {
     ActivateHere,
     /// Placement chose a peer, which activates the grain.
     ActivateOn(NodeId),
+    /// The directory names an activation on this node.
+    Here(DirectoryEntry),
 }
 
 pub(crate) fn deadline_to_unix_ms(deadline: Instant) -> u64 {
@@ -152,6 +154,11 @@ impl Node {
                 Err(returned) => payload = Some(returned),
             }
             match self.resolve(grain, deadline).await? {
+                Target::Here(entry) => {
+                    if !self.wait_for_local_activation(&entry).await {
+                        self.handle_not_here(&entry).await;
+                    }
+                }
                 Target::ActivateHere => {
                     if let Err(winner) = self.activate_local(grain, deadline).await? {
                         self.inner
@@ -370,13 +377,9 @@ impl Node {
     /// Returns where an entry points, or `None` if its host is no longer a live member.
     fn target_of(&self, entry: DirectoryEntry) -> Option<Target> {
         if entry.host == self.inner.id.incarnation() {
-            // The entry says "here", but the catalog has no activation: it is stale.
-            self.inner
-                .cache
-                .lock()
-                .expect("cache lock poisoned")
-                .handle_not_here(&entry.grain, &entry.host);
-            return None;
+            // The activation may have arrived (by migration) after the caller looked in the
+            // catalog, or may be starting right now.
+            return Some(Target::Here(entry));
         }
         let members = self.inner.members.read().expect("members lock poisoned");
         let host = members
@@ -637,6 +640,22 @@ impl Node {
         }
     }
 
+    /// Waits until no activation of `entry`'s grain is starting on this node, and returns
+    /// whether the grain is active here afterwards.
+    ///
+    /// An activation registers in the directory before it starts (first activation and
+    /// migration alike), under the grain's activation lock. A call that finds the entry but no
+    /// activation must wait for that lock before it calls the entry stale; otherwise it would
+    /// unregister a valid entry, and a second activation could start elsewhere.
+    async fn wait_for_local_activation(&self, entry: &DirectoryEntry) -> bool {
+        let lock = self.inner.catalog.activation_lock(&entry.grain);
+        drop(lock.lock().await);
+        self.inner
+            .catalog
+            .release_activation_lock(&entry.grain, lock);
+        self.inner.catalog.contains(&entry.grain)
+    }
+
     /// Drops a stale entry after its host answered `NotHere`.
     async fn handle_not_here(&self, entry: &DirectoryEntry) {
         self.inner
@@ -692,7 +711,17 @@ impl Node {
                 Err(returned) => payload = returned,
             }
             if call.route != Route::ActivateHere {
-                return CallReply::NotHere;
+                // An activation of the grain may be starting here (see
+                // `wait_for_local_activation`); answer `NotHere` only once none is.
+                let lock = self.inner.catalog.activation_lock(&call.grain);
+                drop(lock.lock().await);
+                self.inner
+                    .catalog
+                    .release_activation_lock(&call.grain, lock);
+                if !self.inner.catalog.contains(&call.grain) {
+                    return CallReply::NotHere;
+                }
+                continue;
             }
             match self.activate_local(&call.grain, deadline).await {
                 Ok(Ok(())) => {}
