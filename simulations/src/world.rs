@@ -983,15 +983,22 @@ impl World {
 
     /// Returns whether every running node's view lists exactly the running nodes as live.
     pub fn views_agree(&self) -> bool {
-        let running = self.running();
+        let running: BTreeSet<(&str, u64)> = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.node.as_ref())
+            .map(|node| (node.id().name.as_str(), node.id().boot_id))
+            .collect();
         self.slots
             .iter()
             .filter_map(|slot| slot.node.as_ref())
             .all(|node| {
-                let mut live: Vec<Incarnation> =
-                    node.view().live().map(|m| m.incarnation()).collect();
-                live.sort();
-                live == running
+                let mut live = 0;
+                let all_running = node.view().live().all(|member| {
+                    live += 1;
+                    running.contains(&(member.id.name.as_str(), member.id.boot_id))
+                });
+                all_running && live == running.len()
             })
     }
 
