@@ -37,8 +37,12 @@ async fn render(State(node): State<Node>) -> ([(&'static str, &'static str); 1],
         &metrics.rejected_datagrams,
         node.inner.membership.rejected_datagrams(),
     );
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        metrics.encode(),
-    )
+    let mut text = metrics.encode();
+    // The scaling supervisor keeps its metrics in a registry of its own.
+    if let Some(supervisor) = crate::scaling::supervisor::SupervisorHandle::of(&node)
+        && let Some(scaling) = supervisor.metrics().await
+    {
+        text.push_str(&scaling.encode());
+    }
+    ([("content-type", "text/plain; version=0.0.4")], text)
 }
