@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
+
 use super::node::Node;
 use crate::directory::{
     DirectoryCommand, DirectoryEntry, RegisterOutcome, ViewId, partition_owner,
@@ -27,6 +29,10 @@ use crate::transport::{
 
 /// Deadline of directory requests that no caller waits for (unregister, hand-off, sync).
 const BACKGROUND_DEADLINE: Duration = Duration::from_secs(2);
+/// Rounds of re-assertion for entries whose owner's view lagged behind this node's.
+const REASSERT_ROUNDS: usize = 5;
+/// Pause between two re-assertion rounds.
+const REASSERT_PAUSE: Duration = Duration::from_millis(100);
 
 impl Node {
     /// Returns the owner of `grain`'s directory partition in this node's current view.
@@ -191,37 +197,73 @@ impl Node {
                 by_owner.entry(owner.clone()).or_default().push(entry);
             }
         }
-        for (owner, entries) in by_owner {
-            let request = DirectoryRequest::Reassert {
-                entries: entries.clone(),
-            };
-            match self.directory_request_to(&owner, request, deadline).await {
-                Ok(DirectoryResponse::Reassert(outcomes)) => {
-                    for (entry, outcome) in entries.iter().zip(outcomes) {
-                        if let RegisterOutcome::Conflict(winner) = outcome
-                            && !winner.is_same_activation(entry)
-                        {
-                            self.stop_superseded(&entry.grain, entry.activation_id);
+        // An owner whose view lags answers `NotOwner`; re-assert those entries at the owner
+        // it names, a bounded number of rounds, so no activation is left without an entry.
+        for _ in 0..REASSERT_ROUNDS {
+            if by_owner.is_empty() {
+                break;
+            }
+            let rounds = by_owner.into_iter().map(|(owner, entries)| async move {
+                let request = DirectoryRequest::Reassert {
+                    entries: entries.clone(),
+                };
+                (
+                    owner.clone(),
+                    entries,
+                    self.directory_request_to(&owner, request, deadline).await,
+                )
+            });
+            let mut retry: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
+            for (sent_to, entries, reply) in join_all(rounds).await {
+                match reply {
+                    Ok(DirectoryResponse::Reassert(outcomes)) => {
+                        for (entry, outcome) in entries.into_iter().zip(outcomes) {
+                            match outcome {
+                                RegisterOutcome::Conflict(winner)
+                                    if !winner.is_same_activation(&entry) =>
+                                {
+                                    self.stop_superseded(&entry.grain, entry.activation_id);
+                                }
+                                RegisterOutcome::NotOwner { owner: Some(owner) } => {
+                                    retry.entry(owner).or_default().push(entry);
+                                }
+                                RegisterOutcome::NotReady => {
+                                    retry.entry(sent_to.clone()).or_default().push(entry)
+                                }
+                                _ => {}
+                            }
                         }
                     }
+                    Ok(_) => {}
+                    Err(detail) => {
+                        tracing::debug!(owner = %sent_to, %detail, "re-assertion failed")
+                    }
                 }
-                Ok(_) => {}
-                Err(detail) => tracing::debug!(owner = %owner, %detail, "re-assertion failed"),
+            }
+            by_owner = retry;
+            if !by_owner.is_empty() {
+                tokio::time::sleep(REASSERT_PAUSE).await;
             }
         }
-        for member in &live {
+        let confirmations = live.iter().map(|member| {
             let request = DirectoryRequest::SyncComplete {
                 from: local.clone(),
                 view,
             };
-            if let Err(detail) = self.directory_request_to(member, request, deadline).await {
-                tracing::debug!(member = %member, %detail, "sync confirmation failed");
+            async move {
+                if let Err(detail) = self.directory_request_to(member, request, deadline).await {
+                    tracing::debug!(member = %member, %detail, "sync confirmation failed");
+                }
             }
-        }
+        });
+        join_all(confirmations).await;
     }
 
+    /// Carries out the partition's commands; hand-offs go to their new owners concurrently, so
+    /// one unreachable member does not hold up the others.
     async fn carry_out(&self, commands: Vec<DirectoryCommand>, deadline: Instant) {
         let local = self.inner.id.incarnation();
+        let mut hand_offs = Vec::new();
         for command in commands {
             match command {
                 DirectoryCommand::HandOff { to, entries } => {
@@ -233,19 +275,27 @@ impl Node {
                         from: local.clone(),
                         entries,
                     };
-                    match self.directory_request_to(&to, request, deadline).await {
-                        Ok(DirectoryResponse::Commands(more)) => {
-                            for command in more {
-                                if let DirectoryCommand::Deactivate { entry } = command {
-                                    self.deactivate_loser(entry);
-                                }
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(detail) => tracing::debug!(to = %to, %detail, "hand-off failed"),
-                    }
+                    hand_offs.push(async move {
+                        (
+                            to.clone(),
+                            self.directory_request_to(&to, request, deadline).await,
+                        )
+                    });
                 }
                 DirectoryCommand::Deactivate { entry } => self.deactivate_loser(entry),
+            }
+        }
+        for (to, reply) in join_all(hand_offs).await {
+            match reply {
+                Ok(DirectoryResponse::Commands(more)) => {
+                    for command in more {
+                        if let DirectoryCommand::Deactivate { entry } = command {
+                            self.deactivate_loser(entry);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(detail) => tracing::debug!(to = %to, %detail, "hand-off failed"),
             }
         }
     }

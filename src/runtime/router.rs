@@ -366,7 +366,13 @@ impl Node {
                         return Ok(target);
                     }
                 }
-                Ok(DirectoryResponse::Lookup(LookupOutcome::NotFound)) => return self.place(grain),
+                Ok(DirectoryResponse::Lookup(LookupOutcome::NotFound)) => match self.place(grain) {
+                    // While this node is still joining, the cluster may simply not have an
+                    // Active node yet: wait for one within the call's deadline.
+                    Err(CallError::NoActiveNode { .. })
+                        if self.state() == crate::membership::NodeState::Joining => {}
+                    placed => return placed,
+                },
                 Ok(_) | Err(_) => {}
             }
             // The owner is not ready, not reachable, or the views disagree: wait for them.
