@@ -1,4 +1,4 @@
-//! A chat room application on Gristmill: persisted grains, grain-to-grain calls, a stateless worker.
+//! A chat room application on Gristmill: persisted grains, grain-to-grain calls, a worker.
 //!
 //! Run it with `cargo run --example chat_room`. It starts one node on 127.0.0.1 with a
 //! temporary SQLite file and a random cookie, lets two users talk in a room, prints the room's

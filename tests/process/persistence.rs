@@ -36,7 +36,7 @@ fn unique_key(label: &str) -> String {
 }
 
 /// Returns the PostgreSQL URL of the test server, or `None` after printing why the test is
-/// skipped; panics when `CI` is `true` and no server is configured.
+/// skipped. Panics when `CI` is `true` and no server is configured.
 fn postgres_url(test: &str) -> Option<String> {
     if let Ok(url) = std::env::var(POSTGRES_URL_ENV) {
         return Some(url);
@@ -181,7 +181,7 @@ async fn acknowledged_write_survives_kill9_on_postgres() {
 // Method: host a counter on node-2, stop node-2 with SIGSTOP until the others declare it down,
 // and write through the new activation on another node. Then queue an add on node-2's gRPC
 // connection while it is still stopped, so it is the first thing node-2 reads after SIGCONT,
-// before gossip tells it that it was declared down.
+// before it learns from gossip that it was declared down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_activation_write_is_rejected() {
     let _slot = cluster_slot().await;
@@ -189,7 +189,8 @@ async fn stale_activation_write_is_rejected() {
     let mut clients = cluster.clients().await;
     let label = unique_key("stale");
 
-    // A counter that node-2 hosts, read once there so its activation holds the stored version.
+    // A counter that node-2 hosts, written once there, so its activation keeps the version
+    // it wrote.
     let mut key = None;
     for index in 0..50 {
         let candidate = format!("{label}-{index}");
