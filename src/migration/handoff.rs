@@ -63,7 +63,7 @@ pub enum MigrationReply {
     Failed(String),
 }
 
-/// What a completed migration did.
+/// The record of a completed migration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MigrationReport {
     /// The migrated grain.
@@ -78,7 +78,7 @@ pub struct MigrationReport {
     pub duration: Duration,
 }
 
-/// Why a migration did not happen.
+/// The reason a migration did not happen.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MigrationError {
     /// The grain has no activation on this node. Nothing changed.
@@ -115,10 +115,9 @@ pub enum MigrationError {
         /// The target's reason.
         detail: String,
     },
-    /// The hand-off failed part-way; `kept` says whether the source kept the activation (it
-    /// did not if the directory no longer names it, and then the grain reactivates from the
-    /// store on its next call).
-    #[error("migration of {grain} to {target} failed ({detail}); source kept it: {kept}")]
+    /// The hand-off failed part-way. `kept` is true when the source still serves the grain.
+    /// It is false when the directory no longer names the source activation; the grain then
+    /// reactivates from the store on its next call.
     Failed {
         /// The grain.
         grain: GrainId,

@@ -25,7 +25,7 @@ const DRAIN_MIGRATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before re-registering at the target while the directory owner is not ready.
 const REGISTER_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
-/// How a hand-off to the target ended, as the source sees it.
+/// The end of a hand-off to the target, as the source observes it.
 pub(crate) enum HandOff {
     /// The target registered and runs the activation.
     Accepted(DirectoryEntry),
@@ -48,7 +48,7 @@ pub struct ActivationLoad {
     pub movable: bool,
 }
 
-/// What a drain did.
+/// The outcome of a drain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DrainReport {
     /// Activations moved to other nodes.
@@ -121,7 +121,7 @@ impl Node {
                 grain: grain.clone(),
             });
         }
-        // The activation always answers, within the deadline of the hand-off it runs.
+        // The activation always replies, within the deadline of the hand-off it runs.
         let remaining = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
         match tokio::time::timeout(remaining, receive).await {
             Ok(Ok(result)) => result,
@@ -401,7 +401,7 @@ impl Node {
     }
 }
 
-/// What happened to one activation in one pass of a drain.
+/// The outcome for one activation in one pass of a drain.
 enum DrainStep {
     /// It moved to another node.
     Migrated,

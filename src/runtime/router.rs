@@ -41,7 +41,7 @@ pub(crate) struct InvokeReply {
     pub hops: u32,
 }
 
-/// Where a call goes next.
+/// The next destination of a call.
 enum Target {
     /// The grain's activation is (per the directory) on this peer.
     Host(DirectoryEntry, NodeId),
@@ -662,7 +662,7 @@ impl Node {
         self.inner.catalog.contains(&entry.grain)
     }
 
-    /// Drops a stale entry after its host answered `NotHere`.
+    /// Drops a stale entry after its host replied `NotHere`.
     async fn handle_not_here(&self, entry: &DirectoryEntry) {
         self.inner
             .cache
