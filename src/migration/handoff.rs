@@ -118,6 +118,7 @@ pub enum MigrationError {
     /// The hand-off failed part-way. `kept` is true when the source still serves the grain.
     /// It is false when the directory no longer names the source activation; the grain then
     /// reactivates from the store on its next call.
+    #[error("migration of {grain} to {target} failed ({detail}); source kept it: {kept}")]
     Failed {
         /// The grain.
         grain: GrainId,
