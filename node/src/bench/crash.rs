@@ -3,7 +3,7 @@
 //!
 //! Two survivor nodes run for the whole scenario. Each trial starts a new victim, waits until
 //! both survivors list it as ACTIVE, kills it with SIGKILL, and polls both survivors'
-//! `ListMembers` every 10 ms; the trial's time is that of the later survivor. A victim that a
+//! `ListMembers` every 10 ms. The trial's time is that of the later survivor. A victim that a
 //! survivor dropped from its list after the kill counts as detected at that poll.
 
 use std::time::{Duration, Instant};

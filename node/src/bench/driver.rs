@@ -69,7 +69,7 @@ pub struct RemoteResult {
     pub one: Measurement,
     /// `in_flight` calls in flight.
     pub many: Measurement,
-    /// Activations the driver's own node hosted at the end; 0 when every call was remote.
+    /// Activations the driver's own node hosted at the end, which is 0 when every call was remote.
     pub local_activations: i64,
 }
 
@@ -166,7 +166,7 @@ async fn drive_remote(args: &DriverArgs, cookie: String) -> Result<RemoteResult,
     let grains: Vec<GrainRef<Counter>> = (0..in_flight)
         .map(|index| node.grain::<Counter>(counter_key(index)))
         .collect();
-    // The first call of each grain resolves it through the directory and fills the cache; it
+    // The first call of each grain resolves it through the directory and fills the cache. It
     // retries while the session to the peer forms.
     for grain in &grains {
         let started = Instant::now();

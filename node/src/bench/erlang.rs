@@ -177,7 +177,7 @@ pub async fn calls(
             )
         } else {
             (
-                "erlang_call_64",
+                "erlang_call_n",
                 format!(
                     "Erlang distributed gen_server:call, {} in flight",
                     parsed.in_flight

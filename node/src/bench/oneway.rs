@@ -80,9 +80,10 @@ async fn turns_served(metrics: SocketAddr) -> Result<u64, String> {
         .read_to_string(&mut body)
         .await
         .map_err(|error| format!("cannot read {metrics}/metrics: {error}"))?;
+    // A line is `name{labels} value`, and the node adds a `node` label to every series.
     body.lines()
-        .find_map(|line| line.strip_prefix(TURNS_SERIES))
-        .and_then(|rest| rest.trim().parse::<f64>().ok())
+        .filter(|line| line.starts_with(TURNS_SERIES))
+        .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|count| count as u64)
         .ok_or_else(|| format!("{metrics}/metrics has no {TURNS_SERIES}"))
 }

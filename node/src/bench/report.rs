@@ -18,7 +18,7 @@ pub enum Basis {
 /// One measured figure.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
-    /// Stable key, such as `grain_remote_1`; tests and scripts look rows up by it.
+    /// Stable key, such as `grain_remote_1`, by which tests and scripts look rows up by it.
     pub id: &'static str,
     /// Human-readable name.
     pub figure: String,
@@ -112,15 +112,15 @@ impl Row {
 /// Which rows are compared with which, by id.
 const COMPARISONS: &[(&str, &str, Basis)] = &[
     ("ractor_call_1", "tcp_floor_1", Basis::P50),
-    ("ractor_call_64", "tcp_floor_64", Basis::Rate),
+    ("ractor_call_n", "tcp_floor_n", Basis::Rate),
     ("grain_remote_1", "tcp_floor_1", Basis::P50),
     ("grain_remote_1", "ractor_call_1", Basis::P50),
     ("grain_remote_1", "erlang_call_1", Basis::P50),
-    ("grain_remote_64", "tcp_floor_64", Basis::Rate),
-    ("grain_remote_64", "ractor_call_64", Basis::Rate),
-    ("grain_remote_64", "erlang_call_64", Basis::Rate),
+    ("grain_remote_n", "tcp_floor_n", Basis::Rate),
+    ("grain_remote_n", "ractor_call_n", Basis::Rate),
+    ("grain_remote_n", "erlang_call_n", Basis::Rate),
     ("grpc_invoke_1", "grpc_bare_1", Basis::P50),
-    ("grpc_invoke_64", "grpc_bare_64", Basis::Rate),
+    ("grpc_invoke_n", "grpc_bare_n", Basis::Rate),
 ];
 
 /// Fills in every comparison whose figure and baseline were both measured, then checks the

@@ -99,7 +99,7 @@ pub async fn tcp_floor(
             &one,
         ),
         Row::rate(
-            "tcp_floor_64",
+            "tcp_floor_n",
             format!("raw TCP round trips, {in_flight} in flight"),
             "calls/s",
             &many,
@@ -167,7 +167,7 @@ pub async fn ractor_calls(
             &one,
         ),
         Row::rate(
-            "ractor_call_64",
+            "ractor_call_n",
             format!("raw ractor_cluster calls, {in_flight} in flight"),
             "calls/s",
             &many,
@@ -211,7 +211,7 @@ pub async fn grain_calls(
         )
         .with_note(placement),
         Row::rate(
-            "grain_remote_64",
+            "grain_remote_n",
             format!("remote grain calls, {in_flight} in flight"),
             "calls/s",
             &result.many,
@@ -293,12 +293,12 @@ pub async fn grpc(
     let targets = [
         (
             ready.addr,
-            ["grpc_bare_1", "grpc_bare_64"],
+            ["grpc_bare_1", "grpc_bare_n"],
             "bare tonic Invoke echo",
         ),
         (
             host.ready.grpc_addr,
-            ["grpc_invoke_1", "grpc_invoke_64"],
+            ["grpc_invoke_1", "grpc_invoke_n"],
             "gRPC Invoke counter.get at its host",
         ),
     ];

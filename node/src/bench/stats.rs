@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 /// One client of a closed loop: it issues the next call as soon as the previous one returned.
 pub trait Worker: Send + 'static {
-    /// Makes one call and waits for its reply; an error ends the measurement.
+    /// Makes one call and waits for its reply. An error ends the measurement.
     fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send;
 }
 

@@ -22,7 +22,7 @@ fn targets_of(id: &str) -> &'static [Target] {
             Target::P50RatioAtMost("tcp_floor_1", 2.5),
             Target::P50RatioBelow("erlang_call_1", 1.0),
         ],
-        "grain_remote_64" => &[Target::AtLeast(150_000.0)],
+        "grain_remote_n" => &[Target::AtLeast(150_000.0)],
         "oneway" => &[Target::AtLeast(500_000.0)],
         "grpc_invoke_1" => &[Target::P50RatioAtMost("grpc_bare_1", 1.5)],
         "activation_cold" => &[Target::AtLeast(50_000.0)],
@@ -39,7 +39,7 @@ fn p50_ratio(row: &Row, baseline: &str) -> Option<f64> {
         .map(|c| c.ratio)
 }
 
-/// Checks `row` against its targets; a target whose baseline was not measured is left out.
+/// Checks `row` against its targets. A target whose baseline was not measured is left out.
 pub fn check(row: &Row) -> Vec<TargetResult> {
     let unit = row.unit;
     targets_of(row.id)
