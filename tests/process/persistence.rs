@@ -254,14 +254,18 @@ async fn stale_activation_write_is_rejected() {
         .expect("the stale add ends")
         .expect("the stale add task");
     eprintln!("stale add: {outcome:?}");
+    // node-2 reads the queued request and its peers' gossip in the same wake-up. When the
+    // request wins, the stale activation's write fails with STALE_STATE. When gossip wins,
+    // node-2 drops its activations and exits before it replies, so the call fails in transport.
+    // Both leave the stored value alone, which the read below checks.
     let status = outcome.expect_err("the stale activation's write must fail");
     let code = status
         .metadata()
         .get(ERROR_CODE_METADATA)
         .and_then(|code| code.to_str().ok());
-    assert_eq!(
-        code,
-        Some(STALE_STATE),
+    let stopped_first = code.is_none() && status.code() == tonic::Code::Unknown;
+    assert!(
+        code == Some(STALE_STATE) || stopped_first,
         "error of the stale write: {status:?}"
     );
 
