@@ -416,7 +416,13 @@ impl Node {
                 .filter(|m| is_connected(m))
                 .map(|m| PlacementCandidate {
                     node: m.incarnation(),
-                    state: m.state,
+                    // The view learns this node's own state through the membership agent, a
+                    // moment after the node changed it; use the current one.
+                    state: if m.incarnation() == local {
+                        self.state()
+                    } else {
+                        m.state
+                    },
                     load: m.load,
                     recent_placements: recent.get(&m.incarnation()).copied().unwrap_or(0),
                 })
