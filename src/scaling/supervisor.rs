@@ -737,11 +737,21 @@ fn make_orchestrator(node: &Node) -> Arc<dyn Orchestrator> {
         OrchestratorKind::Local => Arc::new(super::local_orchestrator::LocalOrchestrator::new(
             node.clone(),
         )),
-        // TODO: build the Kubernetes orchestrator here once `scaling::kubernetes` is part of
-        // the library; until then scale-out fails with this reason.
+        #[cfg(feature = "kubernetes")]
+        OrchestratorKind::Kubernetes => {
+            let scaling = &node.inner.config.scaling;
+            let config = super::kubernetes::KubernetesConfig {
+                pod_name: Some(node.id().name.clone()),
+                min_replicas: scaling.min_nodes,
+                max_replicas: scaling.max_nodes,
+                ..super::kubernetes::KubernetesConfig::default()
+            };
+            Arc::new(super::kubernetes::LazyKubernetesOrchestrator::new(config))
+        }
+        #[cfg(not(feature = "kubernetes"))]
         OrchestratorKind::Kubernetes => Arc::new(NoOrchestrator {
             kind: "kubernetes",
-            reason: "the Kubernetes orchestrator is not built into this node",
+            reason: "this node was built without the `kubernetes` cargo feature",
         }),
     }
 }

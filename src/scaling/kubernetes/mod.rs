@@ -19,6 +19,7 @@
 
 mod api_error;
 mod config;
+mod lazy;
 mod orchestrator;
 mod ordinal;
 mod pods;
@@ -27,6 +28,7 @@ mod retry;
 mod steps;
 
 pub use config::{KubernetesConfig, KubernetesConfigError, RetryPolicy};
+pub use lazy::LazyKubernetesOrchestrator;
 pub use orchestrator::{KubernetesOrchestrator, KubernetesSetupError};
 pub use pods::{PodSet, PodView, PodWatch};
 pub use steps::ScaleStep;
