@@ -12,7 +12,8 @@ pub mod combiner;
 pub mod config;
 pub mod decision;
 pub mod evaluator;
-#[cfg(feature = "kubernetes")] pub mod kubernetes;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod load;
 pub mod local_orchestrator;
 pub mod orchestrator;
