@@ -48,8 +48,10 @@ impl Handler<Explode> for Fragile {
 }
 
 fn config(data: &tempfile::TempDir) -> NodeConfig {
-    let mut storage = gristmill::storage::StorageConfig::default();
-    storage.sqlite_path = data.path().join("state.sqlite3");
+    let storage = gristmill::storage::StorageConfig {
+        sqlite_path: data.path().join("state.sqlite3"),
+        ..Default::default()
+    };
     NodeConfig {
         storage,
         node_name: "solo".into(),
