@@ -146,6 +146,22 @@ async fn single_node_serves_grains() {
         .await
         .expect_err("bad payload");
     assert_eq!(bad_payload.code(), tonic::Code::InvalidArgument);
+    for key in [String::new(), "k".repeat(1_025)] {
+        let mut request = invoke("counter", "add", r#"{"amount":1}"#);
+        request.key = key.clone();
+        let rejected = client.invoke(request).await.expect_err("invalid key");
+        assert_eq!(
+            rejected.code(),
+            tonic::Code::InvalidArgument,
+            "key of {} bytes",
+            key.len()
+        );
+        assert!(
+            rejected.message().contains("invalid grain key"),
+            "{}",
+            rejected.message()
+        );
+    }
 
     // A panicking grain fails its call and the node keeps serving.
     let fragile = node.grain::<Fragile>("f").call(Explode).await;

@@ -29,6 +29,8 @@ use crate::transport::{
 
 /// Upper bound of resolve-and-forward rounds per call.
 pub(crate) const MAX_ATTEMPTS: u32 = 16;
+/// Longest grain key accepted, in bytes; keys travel in every call and directory message.
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 /// Upper bound of forwards a call may take between nodes.
 pub(crate) const MAX_HOPS: u32 = 4;
 /// Pause before resolving again while membership or the directory settles.
@@ -72,6 +74,16 @@ pub(crate) fn unix_ms_to_deadline(unix_ms: u64) -> Instant {
 impl Node {
     /// Checks that the grain type and method exist, before anything is routed.
     pub(crate) fn check_method(&self, grain: &GrainId, method: &str) -> Result<(), CallError> {
+        if grain.key.is_empty() || grain.key.len() > MAX_KEY_BYTES {
+            return Err(CallError::InvalidPayload {
+                grain_type: grain.grain_type.clone(),
+                method: method.to_string(),
+                detail: format!(
+                    "invalid grain key of {} bytes; use 1 to {MAX_KEY_BYTES} bytes",
+                    grain.key.len()
+                ),
+            });
+        }
         let registry = &self.inner.registry;
         let Some(factory) = registry.get(&grain.grain_type) else {
             return Err(CallError::UnknownGrainType {
