@@ -39,7 +39,8 @@ pub(crate) fn serve(node: Node, listener: TcpListener) {
         reporter
             .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
             .await;
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let stopped = {
             let node = node.clone();
             async move { node.stopped().await }
@@ -79,7 +80,8 @@ fn serve_without_reflection(
         reporter
             .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
             .await;
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let result = Server::builder()
             .add_service(health_service)
             .add_service(pb::cluster_server::ClusterServer::new(ClusterService::new(
