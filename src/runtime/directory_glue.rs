@@ -183,6 +183,9 @@ impl Node {
         let deadline = Instant::now() + BACKGROUND_DEADLINE;
         self.carry_out(commands, deadline).await;
 
+        // Wait for registrations in progress, which may have gone to an owner of the previous
+        // view: once they are in the catalog, the snapshot below re-asserts them.
+        let _gate = self.inner.activation_gate.write().await;
         let local = self.inner.id.incarnation();
         let mut by_owner: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
         for handle in self.inner.catalog.handles() {

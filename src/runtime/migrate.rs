@@ -287,33 +287,42 @@ impl Node {
             activation_id,
             epoch: source.epoch + 1,
         };
-        let registered = loop {
+        loop {
             if Instant::now() >= deadline {
                 return MigrationReply::Rejected("deadline passed before the registration".into());
             }
-            let request = DirectoryRequest::Register {
+            // Registration and start under the shared activation gate, as in
+            // `register_and_start`, so a directory sync re-asserts this activation.
+            let gate = self.inner.activation_gate.read().await;
+            let register = DirectoryRequest::Register {
                 entry: entry.clone(),
                 expect: Expect::Epoch(source.epoch),
             };
-            match self.directory_request(&grain, request, deadline).await {
-                Ok(DirectoryResponse::Register(RegisterOutcome::Registered(entry))) => break entry,
+            match self.directory_request(&grain, register, deadline).await {
+                Ok(DirectoryResponse::Register(RegisterOutcome::Registered(registered))) => {
+                    let started = self.start_activation(&registered, request.state).await;
+                    drop(gate);
+                    return match started {
+                        Ok(()) => {
+                            tracing::info!(grain = %grain, from = %source.host, epoch = registered.epoch, "took over migrating activation");
+                            MigrationReply::Accepted(registered)
+                        }
+                        Err(error) => MigrationReply::Failed(error.to_string()),
+                    };
+                }
                 Ok(DirectoryResponse::Register(RegisterOutcome::Conflict(current))) => {
                     return MigrationReply::Rejected(format!("directory changed: {current}"));
                 }
                 Ok(DirectoryResponse::Register(RegisterOutcome::Missing)) => {
                     return MigrationReply::Rejected(format!("{grain} has no directory entry"));
                 }
-                Ok(_) => tokio::time::sleep(REGISTER_RETRY_PAUSE).await,
+                Ok(_) => {
+                    drop(gate);
+                    tokio::time::sleep(REGISTER_RETRY_PAUSE).await;
+                }
                 // The request may have reached the owner: only the directory can tell now.
                 Err(error) => return MigrationReply::Failed(error.to_string()),
             }
-        };
-        match self.start_activation(&registered, request.state).await {
-            Ok(()) => {
-                tracing::info!(grain = %grain, from = %source.host, epoch = registered.epoch, "took over migrating activation");
-                MigrationReply::Accepted(registered)
-            }
-            Err(error) => MigrationReply::Failed(error.to_string()),
         }
     }
 

@@ -105,6 +105,10 @@ pub(crate) struct NodeInner {
     pub storage: Arc<dyn crate::storage::StorageProvider>,
     pub audit: Option<Mutex<std::fs::File>>,
     pub left_gracefully: AtomicBool,
+    /// Held shared by every registration-and-start of an activation, and exclusively by the
+    /// directory sync while it snapshots the catalog, so no activation registered under the
+    /// previous membership view escapes re-assertion.
+    pub activation_gate: tokio::sync::RwLock<()>,
 }
 
 async fn bind_udp(what: &'static str, addr: SocketAddr) -> Result<UdpSocket, StartError> {
@@ -237,6 +241,7 @@ impl Node {
             storage,
             audit: open_turn_audit(config.turn_audit_path.as_deref()),
             left_gracefully: AtomicBool::new(false),
+            activation_gate: tokio::sync::RwLock::new(()),
             config,
         });
         let node = Node { inner };

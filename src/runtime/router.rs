@@ -521,26 +521,36 @@ impl Node {
             activation_id,
             epoch: 0,
         };
-        let registered = loop {
+        loop {
             if Instant::now() >= deadline {
                 return Err(CallError::DeadlineExceeded {
                     grain: grain.clone(),
                     after_ms: 0,
                 });
             }
+            // Registration and start happen under the shared activation gate, so a directory
+            // sync never snapshots the catalog between them (see `activation_gate`).
+            let gate = self.inner.activation_gate.read().await;
             let request = DirectoryRequest::Register {
                 entry: entry.clone(),
                 expect: Expect::Absent,
             };
             match self.directory_request(grain, request, deadline).await {
-                Ok(DirectoryResponse::Register(RegisterOutcome::Registered(entry))) => break entry,
+                Ok(DirectoryResponse::Register(RegisterOutcome::Registered(entry))) => {
+                    let started = self.start_activation(&entry, None).await.map(Ok);
+                    drop(gate);
+                    return started;
+                }
                 Ok(DirectoryResponse::Register(RegisterOutcome::Conflict(winner))) => {
                     return Ok(Err(winner));
                 }
-                Ok(_) | Err(_) => tokio::time::sleep(SETTLE_PAUSE).await,
+                Ok(_) | Err(_) => {
+                    // Let a waiting sync run while the owner settles.
+                    drop(gate);
+                    tokio::time::sleep(SETTLE_PAUSE).await;
+                }
             }
-        };
-        self.start_activation(&registered, None).await.map(Ok)
+        }
     }
 
     /// Starts the activation that `entry` registered on this node and adds it to the catalog.
