@@ -62,6 +62,30 @@ pub enum CtlCommand {
         #[arg(long, value_name = "MS")]
         timeout_ms: Option<u32>,
     },
+    /// Move one grain's activation, with its in-memory state, to another node.
+    Migrate {
+        /// Grain type, such as `counter`.
+        grain_type: String,
+        /// Grain key within its type.
+        key: String,
+        /// Node to move the grain to. [default: an Active node chosen by placement]
+        #[arg(long = "to", value_name = "NODE")]
+        target: Option<String>,
+        /// Deadline of the migration in milliseconds. [default: the node's call timeout]
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u32>,
+    },
+    /// Drain a node: it stops taking new activations and migrates every activation away.
+    Drain {
+        /// Name of the node to drain, such as `node-2`.
+        node: String,
+        /// Time allowed for the drain in milliseconds. [default: 120000]
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u32>,
+        /// Let the node leave the cluster and exit once it holds no activation.
+        #[arg(long)]
+        leave: bool,
+    },
     /// Show and control the scaling supervisor.
     Scaling {
         /// The scaling request.
@@ -153,6 +177,63 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
                 .invoke_json(grain_type, key, method, &payload, timeout_ms.unwrap_or(0))
                 .await?;
             Ok(render_invoke(&response, args.json))
+        }
+        CtlCommand::Migrate {
+            grain_type,
+            key,
+            target,
+            timeout_ms,
+        } => {
+            let request = pb::MigrateRequest {
+                grain_type: grain_type.clone(),
+                key: key.clone(),
+                target_node: target.clone().unwrap_or_default(),
+                timeout_ms: timeout_ms.unwrap_or(0),
+            };
+            let moved = node.grains.migrate(request).await?.into_inner();
+            let summary = json!({
+                "grain": format!("{grain_type}/{key}"),
+                "from_node": moved.from_node,
+                "to_node": moved.to_node,
+                "epoch": moved.epoch,
+                "duration_us": moved.duration_us,
+            });
+            if args.json {
+                return Ok(json_line(&summary));
+            }
+            Ok(format!(
+                "moved {grain_type}/{key} from {} to {} (epoch {}) in {} us\n",
+                moved.from_node, moved.to_node, moved.epoch, moved.duration_us
+            ))
+        }
+        CtlCommand::Drain {
+            node: name,
+            timeout_ms,
+            leave,
+        } => {
+            let request = pb::NodeDrainRequest {
+                node: name.clone(),
+                timeout_ms: timeout_ms.unwrap_or(0),
+                leave_after: *leave,
+            };
+            let report = node.cluster.drain_node(request).await?.into_inner();
+            if args.json {
+                return Ok(json_line(&json!({
+                    "node": report.node,
+                    "migrated": report.migrated,
+                    "deactivated": report.deactivated,
+                    "remaining": report.remaining,
+                    "duration_ms": report.duration_ms,
+                })));
+            }
+            Ok(format!(
+                "drained {}: {} migrated, {} deactivated, {} remaining, in {} ms\n",
+                report.node,
+                report.migrated,
+                report.deactivated,
+                report.remaining,
+                report.duration_ms
+            ))
         }
         CtlCommand::Scaling { command } => {
             Ok(scaling::execute(&args.addr, command, args.json).await?)

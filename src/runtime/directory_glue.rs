@@ -186,6 +186,30 @@ impl Node {
         // Wait for registrations in progress, which may have gone to an owner of the previous
         // view: once they are in the catalog, the snapshot below re-asserts them.
         let _gate = self.inner.activation_gate.write().await;
+        self.reassert_local_activations(&live, deadline).await;
+        let local = self.inner.id.incarnation();
+        let confirmations = live.iter().map(|member| {
+            let request = DirectoryRequest::SyncComplete {
+                from: local.clone(),
+                view,
+            };
+            async move {
+                if let Err(detail) = self.directory_request_to(member, request, deadline).await {
+                    tracing::debug!(member = %member, %detail, "sync confirmation failed");
+                }
+            }
+        });
+        join_all(confirmations).await;
+    }
+
+    /// Re-asserts every local activation at its partition owner in the view `live`, and
+    /// deactivates the activations whose re-assertion met another activation's entry.
+    ///
+    /// Besides each membership change, the node runs this periodically (see
+    /// `run_directory_repair`): an activation whose entry was lost, for example because its
+    /// owner died while the activation was being registered, gets its entry back, and an
+    /// activation that lost its entry to a second activation of the grain is deactivated.
+    pub(crate) async fn reassert_local_activations(&self, live: &[Incarnation], deadline: Instant) {
         let local = self.inner.id.incarnation();
         let mut by_owner: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
         for handle in self.inner.catalog.handles() {
@@ -196,7 +220,7 @@ impl Node {
                 activation_id: shared.activation_id,
                 epoch: shared.epoch,
             };
-            if let Some(owner) = partition_owner(&entry.grain, &live) {
+            if let Some(owner) = partition_owner(&entry.grain, live) {
                 by_owner.entry(owner.clone()).or_default().push(entry);
             }
         }
@@ -248,18 +272,6 @@ impl Node {
                 tokio::time::sleep(REASSERT_PAUSE).await;
             }
         }
-        let confirmations = live.iter().map(|member| {
-            let request = DirectoryRequest::SyncComplete {
-                from: local.clone(),
-                view,
-            };
-            async move {
-                if let Err(detail) = self.directory_request_to(member, request, deadline).await {
-                    tracing::debug!(member = %member, %detail, "sync confirmation failed");
-                }
-            }
-        });
-        join_all(confirmations).await;
     }
 
     /// Carries out the partition's commands; hand-offs go to their new owners concurrently, so

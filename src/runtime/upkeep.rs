@@ -80,6 +80,35 @@ pub(crate) async fn run_load_loop(node: Node) {
     }
 }
 
+/// Interval between two periodic re-assertions of the local activations.
+const DIRECTORY_REPAIR_PERIOD: Duration = Duration::from_secs(5);
+
+/// Re-asserts the local activations every [`DIRECTORY_REPAIR_PERIOD`] while the node is
+/// Active, so a lost directory entry is restored and an orphaned second activation is
+/// deactivated within one period (see `Node::reassert_local_activations`).
+pub(crate) async fn run_directory_repair(node: Node) {
+    let mut tick = tokio::time::interval(DIRECTORY_REPAIR_PERIOD);
+    loop {
+        tick.tick().await;
+        if *node.inner.stopped.borrow() {
+            return;
+        }
+        if node.state() != NodeState::Active {
+            continue;
+        }
+        let live = node
+            .inner
+            .members
+            .read()
+            .expect("members lock poisoned")
+            .live
+            .clone();
+        let _gate = node.inner.activation_gate.write().await;
+        node.reassert_local_activations(&live, Instant::now() + DIRECTORY_REPAIR_PERIOD)
+            .await;
+    }
+}
+
 /// Asks activations that have been idle for their idle age to deactivate.
 pub(crate) async fn run_idle_sweeper(node: Node) {
     let period = node.inner.config.idle_after().min(MAX_SWEEP_PERIOD);

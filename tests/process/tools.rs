@@ -119,3 +119,54 @@ async fn ctl_rejects_invalid_json_payload() {
     assert_eq!(code, Some(2), "stderr: {stderr}");
     assert!(stderr.contains("invalid JSON payload"), "stderr: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_migrates_a_grain_and_drains_a_node() {
+    let _slot = cluster_slot().await;
+    let cluster = Cluster::start(2, Timing::FAST).await;
+    let addr = cluster.nodes[0].ready.grpc_addr.to_string();
+    let within = Duration::from_secs(30);
+
+    let add = [
+        "ctl",
+        "--addr",
+        &addr,
+        "invoke",
+        "counter",
+        "moving",
+        "add",
+        r#"{"amount": 3}"#,
+        "--json",
+    ];
+    let (code, stdout, stderr) = run_binary(&add, within).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let reply: Value = serde_json::from_str(stdout.trim()).expect("invoke prints JSON");
+    let host = reply["served_by"].as_str().expect("served_by").to_string();
+    let other = if host == "node-0" { "node-1" } else { "node-0" };
+
+    let migrate = [
+        "ctl", "--addr", &addr, "migrate", "counter", "moving", "--to", other, "--json",
+    ];
+    let (code, stdout, stderr) = run_binary(&migrate, within).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let moved: Value = serde_json::from_str(stdout.trim()).expect("migrate prints JSON");
+    assert_eq!(moved["from_node"], host.as_str());
+    assert_eq!(moved["to_node"], other);
+    assert_eq!(moved["epoch"], 1);
+
+    let get = [
+        "ctl", "--addr", &addr, "invoke", "counter", "moving", "get", "--json",
+    ];
+    let (code, stdout, stderr) = run_binary(&get, within).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let reply: Value = serde_json::from_str(stdout.trim()).expect("invoke prints JSON");
+    assert_eq!(reply["reply"], 3, "the value moved with the grain");
+    assert_eq!(reply["served_by"], other);
+
+    let drain = ["ctl", "--addr", &addr, "drain", other, "--json"];
+    let (code, stdout, stderr) = run_binary(&drain, within).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).expect("drain prints JSON");
+    assert_eq!(report["remaining"], 0, "{report}");
+    assert_eq!(report["migrated"], 1, "{report}");
+}
