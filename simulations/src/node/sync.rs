@@ -229,37 +229,6 @@ impl SimNode {
         request: DirectoryRequest,
         now: Millis,
     ) -> DirectoryResponse {
-        let partition = &mut self.partition;
-        match request {
-            DirectoryRequest::Lookup { grain } => {
-                DirectoryResponse::Lookup(partition.handle_lookup(&grain, now))
-            }
-            DirectoryRequest::Register { entry, expect } => {
-                DirectoryResponse::Register(partition.handle_register(entry, expect, now))
-            }
-            DirectoryRequest::Reassert { entries } => DirectoryResponse::Reassert(
-                entries
-                    .into_iter()
-                    .map(|entry| partition.handle_reassert(entry, now))
-                    .collect(),
-            ),
-            DirectoryRequest::Unregister {
-                grain,
-                host,
-                activation_id,
-            } => DirectoryResponse::Unregister(partition.handle_unregister(
-                &grain,
-                &host,
-                activation_id,
-                now,
-            )),
-            DirectoryRequest::HandOff { from, entries } => {
-                DirectoryResponse::Commands(partition.handle_handoff(&from, entries, now))
-            }
-            DirectoryRequest::SyncComplete { from, view } => {
-                partition.handle_sync_complete(&from, view, now);
-                DirectoryResponse::Ack
-            }
-        }
+        request.serve(&mut self.partition, now)
     }
 }
