@@ -15,7 +15,7 @@ use crate::scaling::policy::PolicyKind;
 ///
 /// Defaults follow the Kubernetes HorizontalPodAutoscaler (autoscaling/v2) where it has one:
 /// 10 % tolerance, 300 s scale-in stabilization, the largest recommendation across metrics.
-/// Gristmill departs from it where nodes differ from pods, and each field says where.
+/// Gristmill departs from it where nodes differ from pods, and each field's doc names the difference.
 /// `gristmill local` passes [`ScalingConfig::for_local_demo`], whose windows are seconds long.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,7 +37,7 @@ pub struct ScalingConfig {
     /// action moves grains, and the load it shifts needs time to settle in the gossip.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
-    /// How the policies' recommendations become one. Default `most_aggressive`, which is what
+    /// The rule that combines the policies' recommendations into one. Default `most_aggressive`, which is what
     /// HPA does with several metrics.
     pub combiner: CombinerKind,
     /// Number of policies that must agree on a direction for the `consensus` combiner.
@@ -203,7 +203,7 @@ impl ScalingConfig {
 /// and optionally `priority`, `weight`, `tolerance` and `enabled`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScalingPolicyConfig {
-    /// Which policy this is and its target.
+    /// The policy and its target.
     #[serde(flatten)]
     pub target: PolicyTarget,
     /// Whether the policy takes part in evaluations. Default true.
@@ -319,12 +319,12 @@ pub enum PolicyTarget {
         /// Calls per second per node; greater than zero.
         calls_per_sec_per_node: f64,
     },
-    /// Target mailbox depth; this policy only ever adds nodes, because an empty queue says
+    /// Target mailbox depth; this policy only ever adds nodes, because an empty queue shows
     /// nothing about how many nodes the work needs.
     MailboxDepth {
         /// Queued messages; greater than zero.
         depth: f64,
-        /// Which depth figure is compared with the target. Default `max`.
+        /// The depth figure compared with the target. Default `max`.
         #[serde(default)]
         measure: MailboxMeasure,
     },

@@ -3,7 +3,7 @@
 //! Membership elects the supervisor (the oldest Active member), but two nodes can disagree
 //! about membership for a while. The register makes sure that they never act at once:
 //!
-//! 1. A node that sees itself as the oldest Active member reads the register. It takes over
+//! 1. A node that finds itself the oldest Active member reads the register. It takes over
 //!    only when no holder is recorded, the holder is not a live Active member in its view, or
 //!    the holder has not renewed within the lease. Taking over writes `epoch + 1` and its own
 //!    incarnation with compare-and-set on the etag it read.
@@ -60,15 +60,15 @@ pub struct ActionRecord {
     pub epoch: u64,
     /// The decision of that supervisor; decision ids restart with each holder.
     pub decision: DecisionId,
-    /// What was started.
+    /// The action that was started.
     pub action: Action,
     /// Start time in milliseconds since the Unix epoch.
     pub started_at_unix_ms: u64,
-    /// How it ended; `None` while it runs or when its supervisor died first.
+    /// The action's outcome; `None` while it runs or when its supervisor died first.
     pub result: Option<String>,
 }
 
-/// Why a node may take the register over, or `None` when it must stand by.
+/// The reason a node may take the register over, or `None` when it must stand by.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TakeoverReason {
     /// No holder is recorded.
@@ -77,13 +77,13 @@ pub enum TakeoverReason {
     HolderGone(Incarnation),
     /// The holder has not renewed within the lease.
     LeaseExpired(Incarnation),
-    /// This node already holds it, as after a failed renewal that did reach the store.
+    /// This node already has it, as after a failed renewal that did reach the store.
     AlreadyHeld,
 }
 
 /// Decides whether `me` may take the register over.
 ///
-/// `holder_is_active` says whether an incarnation is a live Active member in `me`'s view.
+/// `holder_is_active` returns whether an incarnation is a live Active member in `me`'s view.
 pub fn takeover_reason(
     record: &SupervisorRecord,
     me: &Incarnation,
@@ -110,7 +110,7 @@ pub fn takeover_reason(
 /// Failure to read or write the register.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
-    /// Another node wrote the register since this node read it; this node no longer holds it.
+    /// Another node wrote the register since this node read it; this node no longer has it.
     /// Nothing was written; re-read before acting again.
     #[error("the supervisor register changed since it was read; another node took over")]
     Lost,
@@ -149,7 +149,7 @@ impl Register {
 
     /// Writes `record` if the register still has the etag of the last read or write.
     ///
-    /// On success `self` holds `record` and the new etag. On [`RegisterError::Lost`] `self`
+    /// On success `self` contains `record` and the new etag. On [`RegisterError::Lost`] `self`
     /// is unchanged and the caller must re-read.
     pub async fn write(
         &mut self,
