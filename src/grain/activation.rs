@@ -2,7 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -27,8 +27,6 @@ pub(crate) struct ActivationShared {
     /// Milliseconds since `created` at which the last turn ended.
     pub last_active_ms: AtomicU64,
     pub created: Instant,
-    /// Set once the activation has left the catalog; no new message may be sent.
-    pub closed: AtomicBool,
     pub idle_after: Duration,
     /// A stateless worker activation: one of several per grain, with no directory entry.
     pub worker: bool,
@@ -47,7 +45,6 @@ impl ActivationShared {
             pending: AtomicU64::new(0),
             last_active_ms: AtomicU64::new(0),
             created: Instant::now(),
-            closed: AtomicBool::new(false),
             idle_after,
         }
     }
@@ -397,7 +394,6 @@ async fn deactivate(
 /// turn is handed back to its caller as [`TurnError::Gone`] before the actor stops, so that no
 /// caller waits for its deadline.
 fn maybe_stop(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState) {
-    state.shared.closed.store(true, Ordering::Release);
     if state.shared.pending.load(Ordering::Acquire) == 0 {
         myself.stop(None);
     }

@@ -75,8 +75,6 @@ impl PeerError {
 pub struct TransportCounters {
     /// Inbound connections closed before they authenticated.
     pub rejected_connections: AtomicU64,
-    /// Inbound messages that could not be decoded.
-    pub rejected_messages: AtomicU64,
     /// Sessions that reached the ready state.
     pub sessions_ready: AtomicU64,
     /// Sessions that ended.
