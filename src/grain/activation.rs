@@ -70,7 +70,7 @@ pub(crate) struct Turn {
     pub reply: oneshot::Sender<Result<Payload, TurnError>>,
 }
 
-/// Why a turn produced no reply payload.
+/// The reason a turn produced no reply payload.
 pub(crate) enum TurnError {
     /// The call ran, or was rejected, with this error.
     Failed(CallError),
@@ -87,7 +87,7 @@ pub(crate) struct MigrateOut {
     pub reply: oneshot::Sender<Result<MigrationReport, MigrationError>>,
 }
 
-/// Why an activation stops.
+/// The reason an activation stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StopReason {
     /// Idle longer than its idle age.

@@ -126,7 +126,7 @@ impl Node {
             };
             let deadline = Instant::now() + BACKGROUND_DEADLINE;
             if let Err(error) = node.directory_request(&grain, request, deadline).await {
-                // The owner drops the entry anyway once it sees this activation gone: callers
+                // The owner drops the entry anyway once it finds this activation gone: callers
                 // that reach this node get `NotHere` and clear it.
                 tracing::debug!(grain = %grain, %error, "unregister failed");
             }
@@ -194,7 +194,7 @@ impl Node {
                 by_owner.entry(owner.clone()).or_default().push(entry);
             }
         }
-        // An owner whose view lags answers `NotOwner`; re-assert those entries at the owner
+        // An owner whose view lags replies `NotOwner`, so re-assert those entries at the owner
         // it names, a bounded number of rounds, so no activation is left without an entry.
         for _ in 0..REASSERT_ROUNDS {
             if by_owner.is_empty() {

@@ -46,7 +46,7 @@ pub enum StartError {
     /// A socket could not be bound.
     #[error("cannot bind the {what} socket on {addr}: {source}")]
     Bind {
-        /// Which socket: gossip, cluster, gRPC or metrics.
+        /// Name of the socket: gossip, cluster, gRPC or metrics.
         what: &'static str,
         /// The requested address.
         addr: SocketAddr,
@@ -143,7 +143,7 @@ fn open_turn_audit(path: Option<&std::path::Path>) -> Option<Mutex<std::fs::File
 /// After a membership change, a new partition owner waits until every member confirmed it
 /// re-registered its activations, or until the hand-off grace ends. Members detect a failure
 /// at different times, up to about one suspicion timeout apart plus a few probe periods, so a
-/// grace shorter than that would let the owner answer "not found" for a grain whose host has
+/// grace shorter than that would let the owner reply "not found" for a grain whose host has
 /// not yet re-registered it, and a second activation would start.
 fn directory_config(config: &NodeConfig) -> DirectoryConfig {
     let membership = &config.membership;
@@ -296,12 +296,12 @@ impl Node {
         *self.inner.state.borrow()
     }
 
-    /// Returns a receiver that sees every lifecycle state change of this node.
+    /// Returns a receiver of every lifecycle state change of this node.
     pub fn watch_state(&self) -> watch::Receiver<NodeState> {
         self.inner.state.subscribe()
     }
 
-    /// Returns the members as this node knows them, itself included.
+    /// Returns the members in this node's membership view, itself included.
     pub fn members(&self) -> Vec<MemberInfo> {
         let members = self.inner.members.read().expect("members lock poisoned");
         let mut list: Vec<MemberInfo> = members.by_incarnation.values().cloned().collect();

@@ -29,7 +29,8 @@ use crate::transport::{
 
 /// Upper bound of resolve-and-forward rounds per call.
 pub(crate) const MAX_ATTEMPTS: u32 = 16;
-/// Longest grain key accepted, in bytes; keys travel in every call and directory message.
+/// Maximum length of a grain key in bytes, because keys travel in every call and directory
+/// message.
 pub(crate) const MAX_KEY_BYTES: usize = 1024;
 /// Upper bound of forwards a call may take between nodes.
 pub(crate) const MAX_HOPS: u32 = 4;
@@ -746,7 +747,7 @@ impl Node {
             }
             if call.route != Route::ActivateHere {
                 // An activation of the grain may be starting here (see
-                // `wait_for_local_activation`); answer `NotHere` only once none is.
+                // `wait_for_local_activation`); reply `NotHere` only once none is.
                 let lock = self.inner.catalog.activation_lock(&call.grain);
                 drop(lock.lock().await);
                 self.inner

@@ -39,11 +39,11 @@ pub struct CallEnvelope {
     pub trace_parent: Option<String>,
     /// Forwards taken so far.
     pub hops: u32,
-    /// What the receiver does when it does not host the grain.
+    /// The receiver's action when it does not host the grain.
     pub route: Route,
 }
 
-/// What a receiving node does with a call for a grain it does not host.
+/// The action of a receiving node for a call to a grain it does not host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Route {
     /// The sender resolved this node as the host: reply `NotHere` if that is stale.
@@ -96,7 +96,7 @@ pub enum DirectoryRequest {
     Register {
         /// The activation to register.
         entry: DirectoryEntry,
-        /// What the partition must hold for the registration to win.
+        /// The condition the partition's entry must meet for the registration to win.
         expect: Expect,
     },
     /// Re-register activations the sender hosts, after a membership change.
@@ -147,8 +147,8 @@ pub enum DirectoryResponse {
 }
 
 impl DirectoryRequest {
-    /// Serves the request with `partition` at `now`; the node runtime and the simulator both
-    /// answer directory requests through this one function.
+    /// Serves the request with `partition` at `now`. The node runtime and the simulator both
+    /// serve directory requests through this one function.
     pub fn serve(
         self,
         partition: &mut crate::directory::DirectoryPartition,

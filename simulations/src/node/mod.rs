@@ -62,9 +62,9 @@ pub struct NodeConfig {
     /// Run only membership: no directory sync, no calls. For large membership runs.
     pub membership_only: bool,
     /// A node that receives a call for a grain it is activating waits for the activation
-    /// before it answers `NotHere`. The real router (as of this simulator's writing) answers
-    /// `NotHere` at once, and the caller then unregisters the fresh entry, which lets a
-    /// second activation start; `false` reproduces that. Default `true`, the proposed fix.
+    /// before it replies `NotHere`, as the real router does. With `false` it replies at once,
+    /// and the caller then unregisters the fresh entry, which lets a second activation start.
+    /// Default `true`; `false` reproduces that bug for tests of the invariant checks.
     pub await_activation_before_not_here: bool,
     /// Report every change of the live set as [`Output::LiveSetChanged`], for replay logs.
     pub report_live_changes: bool,
