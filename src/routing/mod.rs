@@ -19,6 +19,10 @@
 //! 4. The client carries one deadline per call: every attempt sends the time left as
 //!    `timeout_ms`, capped by `attempt_timeout`, so retries never extend the call.
 //!
+//! 5. Nodes use the same strategies and breakers towards each other: [`PeerTable`] keeps a
+//!    breaker per peer for forwarded calls and balances spread stateless worker calls over
+//!    the Active nodes (see [`ForwardingConfig`]).
+//!
 //! The cores take time as [`Millis`](crate::clock::Millis) and randomness as an `Rng`
 //! argument; only `client.rs` and `watch.rs` touch tonic and tokio.
 
@@ -30,7 +34,9 @@ mod client;
 mod config;
 mod error;
 mod ewma;
+mod forwarding;
 mod metrics;
+mod peer_table;
 mod retry;
 mod strategy;
 mod watch;
@@ -46,6 +52,8 @@ pub use client::{ClientBuilder, GristmillClient, InvokeReply};
 pub use config::{BreakerConfig, ClientConfig, ClientConfigError, RetryBudgetConfig};
 pub use error::ClientError;
 pub use ewma::PeakEwma;
+pub use forwarding::{ForwardingConfig, ForwardingConfigError};
 pub use metrics::RoutingMetrics;
+pub use peer_table::{Admitted, BreakerOpen, PeerOutcome, PeerTable};
 pub use retry::{Failure, RetrySafety, retry_safety};
 pub use strategy::{Candidate, Picker, StrategyKind, UnknownStrategyError};

@@ -72,6 +72,10 @@ pub struct NodeConfig {
     /// but not carried out), `local` (node processes on loopback) or `kubernetes` (the
     /// StatefulSet scale subresource). Default: `none`. `local` needs a loopback `bind_ip`.
     pub orchestrator: crate::scaling::supervisor::OrchestratorKind,
+    /// Forwarding between nodes: the circuit breaker per peer, and the stateless worker types
+    /// whose calls are balanced over every Active node. Default:
+    /// [`crate::routing::ForwardingConfig::default`]; see its fields.
+    pub forwarding: crate::routing::ForwardingConfig,
 }
 
 impl Default for NodeConfig {
@@ -97,6 +101,7 @@ impl Default for NodeConfig {
             rebalancer: crate::migration::rebalancer::RebalancerConfig::default(),
             scaling: crate::scaling::ScalingConfig::default(),
             orchestrator: crate::scaling::supervisor::OrchestratorKind::None,
+            forwarding: crate::routing::ForwardingConfig::default(),
         }
     }
 }
@@ -267,6 +272,13 @@ impl NodeConfig {
                 error.to_string(),
             )
         })?;
+        self.forwarding.validate().map_err(|error| {
+            ConfigError::new(
+                format!("forwarding.{}", error.field),
+                error.value,
+                error.fix,
+            )
+        })?;
         if self.orchestrator == crate::scaling::supervisor::OrchestratorKind::Local
             && !self.bind_ip.is_loopback()
         {
@@ -277,6 +289,31 @@ impl NodeConfig {
             ));
         }
         self.membership.validate()
+    }
+
+    /// Checks the settings that name grain types against the types in `grains`.
+    pub(crate) fn validate_grain_types(
+        &self,
+        grains: &crate::grain::GrainRegistry,
+    ) -> Result<(), ConfigError> {
+        let worker_types: Vec<&str> = grains
+            .type_names()
+            .into_iter()
+            .filter(|name| {
+                grains
+                    .get(name)
+                    .is_some_and(|factory| factory.options().stateless_worker.is_some())
+            })
+            .collect();
+        self.forwarding
+            .check_spread_workers(&worker_types)
+            .map_err(|error| {
+                ConfigError::new(
+                    format!("forwarding.{}", error.field),
+                    error.value,
+                    error.fix,
+                )
+            })
     }
 
     /// Returns the address peers dial: `advertise_ip`, or the bind address when unset.

@@ -4,6 +4,7 @@ mod catalog;
 mod config;
 mod directory_glue;
 mod events;
+mod forwarding;
 mod inbound;
 mod migrate;
 mod node;

@@ -109,6 +109,8 @@ pub(crate) struct NodeInner {
     /// directory sync while it snapshots the catalog, so no activation registered under the
     /// previous membership view escapes re-assertion.
     pub activation_gate: tokio::sync::RwLock<()>,
+    /// Circuit breakers towards peers and the balancing of spread stateless worker calls.
+    pub forwarding: super::forwarding::Forwarding,
 }
 
 async fn bind_udp(what: &'static str, addr: SocketAddr) -> Result<UdpSocket, StartError> {
@@ -172,6 +174,7 @@ impl Node {
     pub async fn start(config: NodeConfig, grains: GrainRegistry) -> Result<Node, StartError> {
         config.validate()?;
         grains.validate()?;
+        config.validate_grain_types(&grains)?;
         let storage = crate::storage::open(&config.storage).await?;
         let bind = |port: u16| SocketAddr::new(config.bind_ip, port);
         let gossip = bind_udp("gossip", bind(config.gossip_port)).await?;
@@ -214,6 +217,9 @@ impl Node {
         let cache = DirectoryCache::new(directory_config.cache_capacity);
         let directory = DirectoryPartition::new(id.incarnation(), directory_config);
         let (member_events, _) = broadcast::channel(1024);
+        let metrics = NodeMetrics::new(&id.name);
+        let forwarding =
+            super::forwarding::Forwarding::new(config.forwarding.clone(), metrics.registry());
         let inner = Arc::new(NodeInner {
             id: id.clone(),
             registry: grains,
@@ -228,7 +234,7 @@ impl Node {
             member_events,
             membership,
             transport: OnceLock::new(),
-            metrics: NodeMetrics::new(&id.name),
+            metrics,
             next_activation_id: AtomicU64::new(1),
             state: watch::channel(NodeState::Joining).0,
             stopping: AtomicBool::new(false),
@@ -242,6 +248,7 @@ impl Node {
             audit: open_turn_audit(config.turn_audit_path.as_deref()),
             left_gracefully: AtomicBool::new(false),
             activation_gate: tokio::sync::RwLock::new(()),
+            forwarding,
             config,
         });
         let node = Node { inner };
@@ -488,5 +495,12 @@ impl Node {
             .collect();
         live.sort();
         members.live = live;
+        let names: std::collections::HashSet<&str> = members
+            .by_incarnation
+            .values()
+            .filter(|member| member.is_live())
+            .map(|member| member.id.name.as_str())
+            .collect();
+        self.inner.forwarding.retain(|name| names.contains(name));
     }
 }

@@ -112,6 +112,9 @@ impl Node {
     ) -> Result<InvokeReply, CallError> {
         let started = Instant::now();
         let mut result = self.invoke_inner(&grain, method, payload, deadline).await;
+        if let Ok(reply) = &result {
+            self.inner.forwarding.record_hops(reply.hops);
+        }
         // Steps deep in the call path know only that the deadline passed; report the timeout
         // the caller gave.
         if let Err(CallError::DeadlineExceeded { after_ms, .. }) = &mut result
@@ -134,6 +137,11 @@ impl Node {
         deadline: Instant,
     ) -> Result<InvokeReply, CallError> {
         self.check_method(grain, method)?;
+        if self.inner.forwarding.is_spread_worker(&grain.grain_type) {
+            return self
+                .invoke_spread_worker(grain, method, payload, deadline)
+                .await;
+        }
         let timeout_ms = u64::try_from(
             deadline
                 .saturating_duration_since(Instant::now())
@@ -216,7 +224,7 @@ impl Node {
         })
     }
 
-    fn local_reply(&self, payload: Payload, hops: u32) -> InvokeReply {
+    pub(super) fn local_reply(&self, payload: Payload, hops: u32) -> InvokeReply {
         InvokeReply {
             payload,
             served_by: self.inner.id.name.clone(),
@@ -632,6 +640,32 @@ impl Node {
                 hops,
             });
         }
+        let now = self.inner.clock.now();
+        self.inner.forwarding.admit(peer, grain, now)?;
+        self.send_forward(
+            grain,
+            method,
+            (format, payload),
+            peer,
+            route,
+            hops,
+            deadline,
+        )
+        .await
+    }
+
+    /// Sends a call that the peer's breaker admitted, and records the outcome for the breaker.
+    #[allow(clippy::too_many_arguments)] // The fields of `forward`, which checks them first.
+    pub(super) async fn send_forward(
+        &self,
+        grain: &GrainId,
+        method: &str,
+        (format, payload): (PayloadFormat, Vec<u8>),
+        peer: &NodeId,
+        route: Route,
+        hops: u32,
+        deadline: Instant,
+    ) -> Result<Option<InvokeReply>, CallError> {
         let envelope = Envelope::V1(CallEnvelope {
             grain: grain.clone(),
             method: method.to_string(),
@@ -643,7 +677,14 @@ impl Node {
             route,
         });
         self.inner.metrics.forwards.inc();
-        match self.transport().call(peer, envelope, deadline).await {
+        let sent = Instant::now();
+        let result = self.transport().call(peer, envelope, deadline).await;
+        self.inner.forwarding.finish(
+            &peer.name,
+            super::forwarding::peer_outcome(&result, sent.elapsed()),
+            self.inner.clock.now(),
+        );
+        match result {
             Ok(CallReply::Ok {
                 payload,
                 served_by,
@@ -790,7 +831,7 @@ async fn await_turn(
     }
 }
 
-fn encode_once(
+pub(super) fn encode_once(
     payload: &mut Option<Payload>,
     encoded: &mut Option<(PayloadFormat, Vec<u8>)>,
     grain: &GrainId,

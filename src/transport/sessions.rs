@@ -379,7 +379,7 @@ impl Transport {
                 Some(timeout),
             )
             .await;
-        unwrap_reply(&peer.name, result)
+        unwrap_reply(&peer.name, result, deadline)
     }
 
     /// Sends a one-way grain message to `peer`.
@@ -410,7 +410,7 @@ impl Transport {
                 Some(timeout),
             )
             .await;
-        unwrap_reply(&peer.name, result)
+        unwrap_reply(&peer.name, result, deadline)
     }
 
     /// Sends a migrating activation to `peer` and waits for its reply until `deadline`.
@@ -428,7 +428,7 @@ impl Transport {
                 Some(timeout),
             )
             .await;
-        unwrap_reply(&peer.name, result)
+        unwrap_reply(&peer.name, result, deadline)
     }
 
     /// Stops the gateway and the node server; peers see the sessions end.
@@ -439,11 +439,20 @@ impl Transport {
     }
 }
 
+/// Margin within which a dropped reply counts as a timeout: ractor_cluster drops the reply
+/// port of a remote call when its own copy of the timeout fires, which can be a moment before
+/// the local timeout does.
+const DROPPED_AT_DEADLINE: Duration = Duration::from_millis(20);
+
 fn unwrap_reply<T>(
     peer: &str,
     result: Result<CallResult<Wire<T>>, MessagingErr<GatewayMsg>>,
+    deadline: Instant,
 ) -> Result<T, PeerError> {
     match result {
+        Ok(CallResult::SenderError) if Instant::now() + DROPPED_AT_DEADLINE >= deadline => {
+            Err(PeerError::TimedOut(peer.to_string()))
+        }
         Ok(CallResult::Success(Wire(Ok(reply)))) => Ok(reply),
         Ok(CallResult::Success(Wire(Err(detail)))) => {
             Err(PeerError::Lost(peer.to_string(), detail))

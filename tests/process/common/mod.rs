@@ -209,6 +209,12 @@ impl NodeProcess {
         }
     }
 
+    /// Returns the process id of the running node.
+    pub fn pid(&self) -> Pid {
+        let pid = self.child.id().expect("node is still running");
+        Pid::from_raw(i32::try_from(pid).expect("process ids fit in i32"))
+    }
+
     /// Kills the process with SIGKILL and waits until it is gone.
     pub async fn kill9(&mut self) {
         self.child.start_kill().expect("send SIGKILL");
@@ -478,6 +484,12 @@ pub async fn counters_on(clients: &mut [NodeClient], node: &str, count: usize) -
 /// Scrapes `/metrics` at `addr` and returns the sum of all samples of the metric `name`, or
 /// 0 when it has none.
 pub async fn metric_value(addr: SocketAddr, name: &str) -> f64 {
+    metric_value_with(addr, name, &[]).await
+}
+
+/// Scrapes `/metrics` at `addr` and returns the sum of the samples of `name` whose labels
+/// contain every entry of `labels` (such as `state="open"`), or 0 when none match.
+pub async fn metric_value_with(addr: SocketAddr, name: &str, labels: &[&str]) -> f64 {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|error| panic!("connect to /metrics at {addr}: {error}"));
@@ -502,6 +514,7 @@ pub async fn metric_value(addr: SocketAddr, name: &str) -> f64 {
             line.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with([' ', '{']))
         })
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
