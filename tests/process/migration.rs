@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::audit::{overlapping_activations, read_audits, turns_by_epoch};
 use common::{Cluster, NodeClient, Timing, cluster_slot, counters_on, wait_gone};
 use gristmill::api::pb;
 use rand::{RngExt, SeedableRng};
@@ -29,69 +29,6 @@ fn grain_count() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(GRAINS)
-}
-
-/// One turn from a node's turn audit.
-#[derive(Debug, Clone)]
-struct Turn {
-    node: String,
-    boot_id: u64,
-    activation_id: u64,
-    epoch: u64,
-    start_ns: u128,
-    end_ns: u128,
-}
-
-/// Reads every node's turn audit and returns the turns by grain.
-fn read_audits(paths: &[&Path]) -> HashMap<String, Vec<Turn>> {
-    let mut turns: HashMap<String, Vec<Turn>> = HashMap::new();
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split('\t').collect();
-            assert_eq!(fields.len(), 7, "audit line {line:?}");
-            let number = |i: usize| {
-                fields[i]
-                    .parse::<u128>()
-                    .unwrap_or_else(|e| panic!("field {i} of {line:?}: {e}"))
-            };
-            turns.entry(fields[0].to_string()).or_default().push(Turn {
-                node: fields[1].to_string(),
-                boot_id: number(2) as u64,
-                activation_id: number(3) as u64,
-                epoch: number(4) as u64,
-                start_ns: number(5),
-                end_ns: number(6),
-            });
-        }
-    }
-    turns
-}
-
-/// Returns the pairs of turns of one grain that overlap in time and belong to different
-/// activations.
-fn overlapping_activations(turns: &HashMap<String, Vec<Turn>>) -> Vec<(String, Turn, Turn)> {
-    let mut overlaps = Vec::new();
-    for (grain, grain_turns) in turns {
-        let mut sorted = grain_turns.clone();
-        sorted.sort_by_key(|t| t.start_ns);
-        let mut latest_end: Option<Turn> = None;
-        for turn in sorted {
-            if let Some(previous) = &latest_end {
-                let same = previous.node == turn.node
-                    && previous.boot_id == turn.boot_id
-                    && previous.activation_id == turn.activation_id;
-                if turn.start_ns < previous.end_ns && !same {
-                    overlaps.push((grain.clone(), previous.clone(), turn.clone()));
-                }
-            }
-            if latest_end.as_ref().is_none_or(|p| turn.end_ns > p.end_ns) {
-                latest_end = Some(turn);
-            }
-        }
-    }
-    overlaps
 }
 
 async fn add(client: &mut NodeClient, key: &str) -> Result<i64, String> {
@@ -293,11 +230,7 @@ async fn grains_migrate_under_load_without_loss() {
     let audit_refs: Vec<&Path> = audit_paths.iter().map(|p| p.as_path()).collect();
     let turns = read_audits(&audit_refs);
     let audited_turns: usize = turns.values().map(Vec::len).sum();
-    let epochs: BTreeMap<u64, usize> =
-        turns.values().flatten().fold(BTreeMap::new(), |mut by, t| {
-            *by.entry(t.epoch).or_default() += 1;
-            by
-        });
+    let epochs = turns_by_epoch(&turns);
     eprintln!(
         "audit: {audited_turns} turns of {} grains, turns by epoch {epochs:?}",
         turns.len()
@@ -371,37 +304,7 @@ async fn killed_target_mid_migration_keeps_one_activation() {
     }
     // Right after a node dies, an activation whose entry was lost with it can run beside the
     // one that replaced it; the periodic re-assertion deactivates it within one period.
-    common::wait_until(
-        "every counter has exactly one activation",
-        Duration::from_secs(20),
-        || {
-            let survivors = survivors.clone();
-            let keys = keys.clone();
-            async move {
-                let mut activations: BTreeMap<String, usize> = BTreeMap::new();
-                for client in &survivors {
-                    for activation in client.clone().activations("counter").await {
-                        *activations.entry(activation.key).or_default() += 1;
-                    }
-                }
-                let wrong: Vec<String> = keys
-                    .iter()
-                    .filter(|key| activations.get(*key) != Some(&1))
-                    .map(|key| format!("{key}: {:?}", activations.get(key)))
-                    .collect();
-                if wrong.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} counters: {:?}",
-                        wrong.len(),
-                        &wrong[..wrong.len().min(5)]
-                    ))
-                }
-            }
-        },
-    )
-    .await;
+    common::wait_one_activation_each(&survivors, "counter", &keys, Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

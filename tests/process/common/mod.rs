@@ -3,6 +3,8 @@
 //! Each test binary includes this module, so not every helper is used by every binary.
 #![allow(dead_code)]
 
+pub mod audit;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -223,8 +225,23 @@ impl NodeProcess {
 
     /// Sends SIGTERM, which makes the node drain and leave.
     pub fn terminate(&self) {
-        let pid = self.child.id().expect("node is still running");
-        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("send SIGTERM");
+        self.signal(Signal::SIGTERM);
+    }
+
+    /// Returns the process id; panics once the process has been waited for.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("node is still running")
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(self.pid() as i32);
+        kill(pid, signal).unwrap_or_else(|error| panic!("send {signal} to {pid}: {error}"));
+    }
+
+    /// Returns the exit status if the process has exited, without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll the node process")
     }
 
     /// Waits for the process to exit; panics if it is still running after `within`.
@@ -517,4 +534,50 @@ pub async fn metric_value_with(addr: SocketAddr, name: &str, labels: &[&str]) ->
         .filter(|line| labels.iter().all(|label| line.contains(label)))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Waits until each grain of `grain_type` named in `keys` has exactly one activation over all
+/// `clients`, and returns the time it took; panics after `within`.
+pub async fn wait_one_activation_each(
+    clients: &[NodeClient],
+    grain_type: &str,
+    keys: &[String],
+    within: Duration,
+) -> Duration {
+    let ((), took) = wait_until("every grain has exactly one activation", within, || {
+        let clients = clients.to_vec();
+        async move {
+            let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for mut client in clients {
+                let request = pb::ListActivationsRequest {
+                    grain_type: grain_type.into(),
+                    limit: 0,
+                };
+                let listed = client
+                    .grains
+                    .list_activations(request)
+                    .await
+                    .map_err(|status| format!("ListActivations: {status}"))?;
+                for activation in listed.into_inner().activations {
+                    hosts
+                        .entry(activation.key)
+                        .or_default()
+                        .push(activation.node);
+                }
+            }
+            let wrong: Vec<String> = keys
+                .iter()
+                .filter(|key| hosts.get(*key).map_or(0, Vec::len) != 1)
+                .map(|key| format!("{key} on {:?}", hosts.get(key)))
+                .collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                let first = &wrong[..wrong.len().min(5)];
+                Err(format!("{} grains: {first:?}", wrong.len()))
+            }
+        }
+    })
+    .await;
+    took
 }
