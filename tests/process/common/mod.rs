@@ -228,14 +228,9 @@ impl NodeProcess {
         self.signal(Signal::SIGTERM);
     }
 
-    /// Returns the process id; panics once the process has been waited for.
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("node is still running")
-    }
-
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(self.pid() as i32);
+        let pid = self.pid();
         kill(pid, signal).unwrap_or_else(|error| panic!("send {signal} to {pid}: {error}"));
     }
 
