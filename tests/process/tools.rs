@@ -99,6 +99,7 @@ async fn ctl_invokes_and_lists_members() {
     let unknown = ["ctl", "--addr", &addr, "invoke", "no-such-type", "k", "get"];
     let (code, _, stderr) = run_binary(&unknown, within).await;
     assert_eq!(code, Some(1), "exit code for an error status");
+    assert!(stderr.contains("error: NOT_FOUND: "), "stderr: {stderr}");
     assert!(stderr.contains("no-such-type"), "stderr: {stderr}");
 }
 
