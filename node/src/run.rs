@@ -92,7 +92,8 @@ fn print_ready_line(node: &Node) -> std::io::Result<()> {
     stdout.flush()
 }
 
-/// Sends logs to stderr, filtered by `--log`, else `RUST_LOG`, else `info`.
+/// Sends logs to stderr, filtered by `--log`, else `RUST_LOG`, else `info`, with ANSI colours
+/// only when stderr is a terminal.
 fn init_logging(filter: Option<&str>) {
     let filter = match filter {
         Some(directives) => EnvFilter::new(directives),
@@ -101,6 +102,7 @@ fn init_logging(filter: Option<&str>) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{BIN, COOKIE, Cluster, Timing, cluster_slot, metric_value, wait_until};
+use common::{
+    BIN, COOKIE, Cluster, NodeProcess, Timing, cluster_slot, metric_value, wait_until,
+};
 use gristmill::api::pb;
 use rand::RngExt;
 use serde_json::json;
@@ -204,4 +206,26 @@ async fn invalid_config_file_fails_naming_the_setting() {
             "stderr for {toml:?} does not name {setting}: {stderr}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_file_has_no_ansi_escapes() {
+    // Goal: logs redirected to a file are plain text. Method: the helper sends the node's
+    // stderr to a file; the node has logged its start there once it printed the ready line.
+    let _slot = cluster_slot().await;
+    let node = NodeProcess::start("plain-log", &[], Timing::FAST, &[]).await;
+
+    let (log, _) = wait_until("the node logged its start", REJECT_WITHIN, || async {
+        let log = std::fs::read_to_string(&node.log_path).map_err(|error| error.to_string())?;
+        if log.contains("node ready") {
+            Ok(log)
+        } else {
+            Err(format!("log so far: {log}"))
+        }
+    })
+    .await;
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape in the log file:\n{log}"
+    );
 }
