@@ -165,7 +165,7 @@ async fn run_expecting_config_error(args: &[&str], cookie: Option<&str>) -> Stri
 
 #[tokio::test]
 async fn invalid_flags_fail_naming_the_setting() {
-    let cases: [(&[&str], Option<&str>, &str); 5] = [
+    let cases: [(&[&str], Option<&str>, &str); 6] = [
         (&["--idle-after-secs", "0"], Some(COOKIE), "idle_after_secs"),
         (&[], Some("too-short"), "cookie"),
         (&[], None, "cookie"),
@@ -175,6 +175,7 @@ async fn invalid_flags_fail_naming_the_setting() {
             "membership.probe_rtt_ms",
         ),
         (&["--seed", "no-port"], Some(COOKIE), "seeds"),
+        (&["--log", "info,gristmill=loud"], Some(COOKIE), "--log"),
     ];
     for (args, cookie, setting) in cases {
         let stderr = run_expecting_config_error(args, cookie).await;
@@ -183,6 +184,20 @@ async fn invalid_flags_fail_naming_the_setting() {
             "stderr for {args:?} does not name {setting}: {stderr}"
         );
     }
+}
+
+#[tokio::test]
+async fn invalid_log_filter_names_value_and_syntax() {
+    let stderr = run_expecting_config_error(&["--log", "info,gristmill=loud"], Some(COOKIE)).await;
+
+    assert!(
+        stderr.contains("\"info,gristmill=loud\""),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("expected comma-separated directives"),
+        "stderr: {stderr}"
+    );
 }
 
 #[tokio::test]
