@@ -114,14 +114,24 @@ pub struct LogFilterError {
     reason: tracing_subscriber::filter::ParseError,
 }
 
+/// ractor_cluster logs each closed session, even an unauthenticated one, at warn level, so a
+/// port scan would flood the log. The node logs those events itself, rate-limited and counted,
+/// so ractor_cluster's own lines are kept to errors unless the filter names ractor_cluster.
+const RACTOR_CLUSTER_CAP: &str = "ractor_cluster=error";
+
 /// Parses the log filter from `--log`, else from RUST_LOG, else `info`.
 fn log_filter(flag: Option<&str>) -> Result<EnvFilter, LogFilterError> {
     let (source_name, value) = match (flag, std::env::var("RUST_LOG")) {
         (Some(value), _) => ("--log", value.to_owned()),
         (None, Ok(value)) => ("RUST_LOG", value),
-        (None, Err(_)) => return Ok(EnvFilter::new("info")),
+        (None, Err(_)) => ("the default", "info".to_owned()),
     };
-    EnvFilter::try_new(&value).map_err(|reason| LogFilterError {
+    let directives = if value.contains("ractor_cluster") {
+        value.clone()
+    } else {
+        format!("{value},{RACTOR_CLUSTER_CAP}")
+    };
+    EnvFilter::try_new(&directives).map_err(|reason| LogFilterError {
         source_name,
         value,
         reason,

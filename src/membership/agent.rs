@@ -39,6 +39,7 @@ use super::{
     MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState,
 };
 use crate::clock::MonotonicClock;
+use crate::repeat_limit::RepeatLimit;
 use crate::runtime::MembershipConfig;
 
 /// Largest datagram the agent sends, framing included. It stays below the 1472-byte UDP
@@ -93,7 +94,7 @@ pub struct MembershipAgent {
     watchers: broadcast::Sender<MembershipEvent>,
     members: watch::Sender<Vec<MemberInfo>>,
     status: Arc<AgentStatus>,
-    rejects: RejectLog,
+    rejects: RepeatLimit,
 }
 
 impl MembershipAgent {
@@ -169,7 +170,7 @@ impl MembershipAgent {
             watchers,
             members,
             status,
-            rejects: RejectLog::default(),
+            rejects: RepeatLimit::new(REJECT_WARN_INTERVAL),
         };
         agent.publish(vec![MembershipEvent::Joined(agent.view.local().clone())]);
         tokio::spawn(agent.run(command_receiver));
@@ -403,7 +404,10 @@ impl MembershipAgent {
             .rejected_datagrams
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        self.rejects.record(from, error, total);
+        match self.rejects.record(Instant::now().into_std()) {
+            Some(suppressed) => warn!(%from, %error, total, suppressed, "rejected gossip datagram"),
+            None => debug!(%from, %error, total, "rejected gossip datagram"),
+        }
     }
 }
 
@@ -428,27 +432,6 @@ fn log_notification(node: &NodeId, notification: &OwnedNotification<NodeId>) {
         }
         #[allow(unreachable_patterns)] // foca's `unstable-notifications` feature adds kinds.
         other => debug!(%node, ?other, "foca notification"),
-    }
-}
-
-/// Rate limit for warnings about rejected datagrams.
-#[derive(Debug, Default)]
-struct RejectLog {
-    last_warned: Option<Instant>,
-}
-
-impl RejectLog {
-    fn record(&mut self, from: SocketAddr, error: &dyn std::fmt::Display, total: u64) {
-        let now = Instant::now();
-        let due = self
-            .last_warned
-            .is_none_or(|last| now.duration_since(last) >= REJECT_WARN_INTERVAL);
-        if due {
-            self.last_warned = Some(now);
-            warn!(%from, %error, total, "rejected gossip datagram");
-        } else {
-            debug!(%from, %error, total, "rejected gossip datagram");
-        }
     }
 }
 

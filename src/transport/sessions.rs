@@ -27,6 +27,7 @@ use super::envelope::{CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, Enve
 use super::gateway::{GATEWAY_SCOPE, Gateway, GatewayMsg, InboundHandler, gateway_group};
 use super::wire::Wire;
 use crate::membership::NodeId;
+use crate::repeat_limit::RepeatLimit;
 
 /// Failure to start the transport.
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +105,14 @@ struct SessionTable {
     ready: HashSet<String>,
 }
 
+/// Minimum time between two warnings about rejected inbound connections; the ones in between
+/// are counted in `gristmill_rejected_frames_total` and logged at debug level.
+const REJECT_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
 struct Subscription {
     table: Arc<Mutex<SessionTable>>,
     counters: Arc<TransportCounters>,
+    rejects: Mutex<RepeatLimit>,
 }
 
 fn peer_cluster_name(session: &NodeServerSessionInformation) -> Option<String> {
@@ -142,10 +148,25 @@ impl NodeEventSubscription for Subscription {
             .fetch_add(1, Ordering::Relaxed);
         let mut table = self.table.lock().expect("session table lock poisoned");
         if !table.authenticated.remove(&session.node_id) {
-            self.counters
+            let total = self
+                .counters
                 .rejected_connections
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %session.peer_addr, "cluster connection closed before authenticating");
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            let logged = self
+                .rejects
+                .lock()
+                .expect("reject limit lock poisoned")
+                .record(Instant::now());
+            let peer = &session.peer_addr;
+            match logged {
+                Some(suppressed) => {
+                    tracing::warn!(%peer, total, suppressed, "cluster connection closed before authenticating")
+                }
+                None => {
+                    tracing::debug!(%peer, total, "cluster connection closed before authenticating")
+                }
+            }
             return;
         }
         if let Some(name) = peer_cluster_name(&session) {
@@ -209,6 +230,7 @@ impl Transport {
         let subscription = Subscription {
             table: Arc::clone(&table),
             counters: Arc::clone(&counters),
+            rejects: Mutex::new(RepeatLimit::new(REJECT_WARN_INTERVAL)),
         };
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: "gristmill".into(),
