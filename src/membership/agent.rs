@@ -362,7 +362,7 @@ impl MembershipAgent {
         let millis = self.clock.at(now.into_std());
         let mut events = Vec::new();
         while let Some(notification) = self.runtime.to_notify() {
-            log_notification(self.foca.identity(), &notification);
+            log_notification(self.foca.identity(), self.meta.state, &notification);
             events.extend(self.view.handle_notification(notification, millis));
         }
         while let Ok(item) = self.accepted_meta.try_recv() {
@@ -419,13 +419,24 @@ async fn sleep_until_next(at: Option<Instant>) {
     }
 }
 
-fn log_notification(node: &NodeId, notification: &OwnedNotification<NodeId>) {
+/// Logs a foca notification. Departures of other members are logged by the node, which
+/// knows from their last broadcast whether they left or failed.
+fn log_notification(
+    node: &NodeId,
+    local_state: NodeState,
+    notification: &OwnedNotification<NodeId>,
+) {
     match notification {
         OwnedNotification::MemberUp(member) => info!(%node, %member, "member up"),
-        OwnedNotification::MemberDown(member) => info!(%node, %member, "member down"),
+        OwnedNotification::MemberDown(member) => debug!(%node, %member, "member down"),
         OwnedNotification::Rename(old, new) => info!(%node, %old, %new, "member renamed"),
         OwnedNotification::Active => info!(%node, "joined the cluster"),
-        OwnedNotification::Idle => warn!(%node, "no active members left"),
+        // Normal after the last peer left; a failure was already logged as one.
+        OwnedNotification::Idle => info!(%node, "no active members left"),
+        // foca reports its own `leave_cluster` as `Defunct` too.
+        OwnedNotification::Defunct if local_state == NodeState::Dead => {
+            info!(%node, "left the cluster")
+        }
         OwnedNotification::Defunct => warn!(%node, "this node was declared down"),
         OwnedNotification::Rejoin(renewed) => {
             warn!(%node, %renewed, "declared down, rejoined with a renewed identity")

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -185,6 +185,8 @@ pub struct Transport {
     /// Peers (by cluster node name) this node should stay connected to, with their address.
     wanted: Arc<Mutex<HashMap<String, SocketAddr>>>,
     gateway: ActorRef<GatewayMsg>,
+    /// Set by [`Transport::stop`]; peer-down handling after it has no sessions left to stop.
+    stopped: AtomicBool,
 }
 
 impl Transport {
@@ -257,6 +259,7 @@ impl Transport {
             counters,
             wanted: Arc::default(),
             gateway,
+            stopped: AtomicBool::new(false),
         })
     }
 
@@ -330,6 +333,9 @@ impl Transport {
             .expect("session table lock poisoned")
             .ready
             .remove(&name);
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
         let prefix = format!("{name}@");
         let sessions = match ractor::call_t!(self.server, NodeServerMessage::GetSessions, 1_000) {
             Ok(sessions) => sessions,
@@ -455,6 +461,7 @@ impl Transport {
 
     /// Stops the gateway and the node server; peers see the sessions end.
     pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         self.wanted.lock().expect("wanted lock poisoned").clear();
         self.gateway.stop(Some("node stopping".into()));
         self.server.stop(Some("node stopping".into()));

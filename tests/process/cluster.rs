@@ -57,6 +57,15 @@ async fn killed_node_is_marked_dead_and_its_grains_reactivate() {
     let survivors = &mut clients[..2];
     let took = wait_gone(survivors, "node-2", DETECT_WITHIN).await;
     eprintln!("survivors marked node-2 DEAD {took:?} after kill -9");
+    for survivor in &cluster.nodes[..2] {
+        let needles = [
+            "member declared down by the failure detector",
+            "member=node-2#",
+        ];
+        survivor
+            .wait_log_line("WARN", &needles, DETECT_WITHIN)
+            .await;
+    }
 
     for key in &victim_keys {
         let (_, served_by) = survivors[0]
@@ -154,6 +163,26 @@ async fn sigterm_leaves_before_failure_timeout() {
     let seen_after_exit = wait_gone(survivors, "node-2", within).await;
     eprintln!(
         "node-2 exited {exited_after:?} after SIGTERM; peers saw it gone {seen_after_exit:?} after the exit"
+    );
+
+    // A graceful leave is logged as one: "member left" at info level on the peers, and no
+    // failure warning about node-2 on either side.
+    for survivor in &cluster.nodes[..2] {
+        let needles = ["member left", "member=node-2#"];
+        survivor.wait_log_line("INFO", &needles, within).await;
+        let warnings = survivor.log_lines("WARN", &["node-2"]);
+        assert!(
+            warnings.is_empty(),
+            "{} warned about node-2's leave:\n{}",
+            survivor.ready.node,
+            warnings.join("\n")
+        );
+    }
+    let own_warnings = cluster.nodes[2].log_lines("WARN", &["declared down"]);
+    assert!(
+        own_warnings.is_empty(),
+        "node-2 warned about its own leave:\n{}",
+        own_warnings.join("\n")
     );
 
     for key in served.values().flatten() {
