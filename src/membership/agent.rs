@@ -9,6 +9,8 @@
 //! after `Idle`) the agent therefore retries every `announce_retry_ms`. Each retry resolves
 //! the seeds, sends them an identity request (see the `wire` module for why), and announces
 //! to each identity that comes back.
+//! From the second round on, the agent warns at most once per 10 s that it has not joined,
+//! naming the seed addresses that never replied.
 //!
 //! Meta: the local state and load are re-broadcast every `meta_period_ms` with a higher
 //! version, because foca forgets a broadcast after a few transmissions and nodes that join
@@ -57,6 +59,9 @@ const WATCHER_CAPACITY: usize = 1024;
 /// and logged at debug level.
 const REJECT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Minimum time between two warnings that the node has seeds but has not joined through them.
+const UNJOINED_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
 type MembershipFoca = Foca<NodeId, PostcardCodec, StdRng, MetaHandler>;
 
 /// Returns foca's settings for `config`: the LAN preset with the failure-detector timings and
@@ -95,6 +100,11 @@ pub struct MembershipAgent {
     members: watch::Sender<Vec<MemberInfo>>,
     status: Arc<AgentStatus>,
     rejects: RepeatLimit,
+    /// Announce rounds since the node was last connected; reset when it joins.
+    announce_rounds: u64,
+    /// Seed addresses that replied to an identity request.
+    seed_replies: HashSet<SocketAddr>,
+    unjoined_warnings: RepeatLimit,
 }
 
 impl MembershipAgent {
@@ -171,6 +181,9 @@ impl MembershipAgent {
             members,
             status,
             rejects: RepeatLimit::new(REJECT_WARN_INTERVAL),
+            announce_rounds: 0,
+            seed_replies: HashSet::new(),
+            unjoined_warnings: RepeatLimit::new(UNJOINED_WARN_INTERVAL),
         };
         agent.publish(vec![MembershipEvent::Joined(agent.view.local().clone())]);
         tokio::spawn(agent.run(command_receiver));
@@ -236,7 +249,10 @@ impl MembershipAgent {
             Ok(Datagram::IdentityReply(seed)) => {
                 if !self.requested.contains(&from) {
                     self.reject(from, &"identity reply from an address that was not asked");
-                } else if seed.name != self.foca.identity().name && !self.view.is_connected() {
+                    return;
+                }
+                self.seed_replies.insert(from);
+                if seed.name != self.foca.identity().name && !self.view.is_connected() {
                     debug!(seed = %seed, %from, "announcing to seed");
                     if let Err(error) = self.foca.announce(seed, &mut self.runtime) {
                         warn!(%error, "announce to seed failed");
@@ -264,6 +280,10 @@ impl MembershipAgent {
 
     /// Resolves the seeds and sends each address an identity request.
     async fn announce_to_seeds(&mut self) {
+        self.announce_rounds += 1;
+        if self.announce_rounds > 1 {
+            self.warn_unjoined();
+        }
         let request = wire::encode_identity_request();
         let resolve_timeout = Duration::from_millis(self.config.announce_retry_ms);
         for seed in self.seeds.clone() {
@@ -285,6 +305,29 @@ impl MembershipAgent {
                 self.send(&request, address).await;
             }
         }
+    }
+
+    /// Warns, at most once per [`UNJOINED_WARN_INTERVAL`], that the node has not joined
+    /// through its seeds, naming the seed addresses that never replied.
+    fn warn_unjoined(&mut self) {
+        let Some(suppressed) = self.unjoined_warnings.record(Instant::now().into_std()) else {
+            return;
+        };
+        let mut unanswered: Vec<String> = self
+            .requested
+            .iter()
+            .filter(|address| !self.seed_replies.contains(address))
+            .map(ToString::to_string)
+            .collect();
+        unanswered.sort();
+        warn!(
+            node = %self.foca.identity(),
+            seeds = ?self.seeds,
+            ?unanswered,
+            rounds = self.announce_rounds,
+            suppressed,
+            "cannot join the cluster through the seeds; retrying"
+        );
     }
 
     fn handle_due_timers(&mut self) {
@@ -372,6 +415,9 @@ impl MembershipAgent {
             self.view.is_connected(),
             std::sync::atomic::Ordering::Relaxed,
         );
+        if self.view.is_connected() {
+            self.announce_rounds = 0;
+        }
         self.publish(events);
     }
 
@@ -420,7 +466,7 @@ async fn sleep_until_next(at: Option<Instant>) {
 }
 
 /// Logs a foca notification. Departures of other members are logged by the node, which
-/// knows from their last broadcast whether they left or failed.
+/// tells from their last broadcast whether they left or failed.
 fn log_notification(
     node: &NodeId,
     local_state: NodeState,
