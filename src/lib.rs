@@ -22,6 +22,7 @@ pub mod membership;
 pub mod metrics;
 pub mod migration;
 pub mod placement;
+mod repeat_limit;
 pub mod routing;
 pub mod runtime;
 pub mod scaling;

@@ -40,9 +40,35 @@ pub enum ClientError {
         /// The transport error.
         source: tonic::transport::Error,
     },
-    /// The node returned an error status.
-    #[error("{}: {}", .0.code(), .0.message())]
+    /// The node returned an error status; the message starts with the canonical code name,
+    /// such as `NOT_FOUND`.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(#[from] tonic::Status),
+}
+
+/// Returns the canonical gRPC name of `code`, as the gRPC status code specification spells it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 impl NodeClient {
@@ -163,4 +189,25 @@ pub fn activation_json(activation: &pb::Activation) -> Value {
         "idle_ms": activation.idle_ms,
         "mailbox_depth": activation.mailbox_depth,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_error_starts_with_code_name() {
+        let cases = [
+            (tonic::Code::NotFound, "NOT_FOUND: no such grain"),
+            (
+                tonic::Code::InvalidArgument,
+                "INVALID_ARGUMENT: no such grain",
+            ),
+            (tonic::Code::Unavailable, "UNAVAILABLE: no such grain"),
+        ];
+        for (code, expected) in cases {
+            let error = ClientError::from(tonic::Status::new(code, "no such grain"));
+            assert_eq!(error.to_string(), expected, "{code:?}");
+        }
+    }
 }

@@ -55,13 +55,15 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Sends warnings of `local` itself to stderr, filtered by RUST_LOG.
+/// Sends warnings of `local` itself to stderr, filtered by RUST_LOG, with ANSI colours only
+/// when stderr is a terminal.
 fn init_tool_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

@@ -27,7 +27,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    init_logging(args.log.as_deref());
+    let filter = match log_filter(args.log.as_deref()) {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    init_logging(filter);
     if let Some(parent_pid) = args.parent_pid {
         exit_with_parent(parent_pid);
     }
@@ -92,15 +99,51 @@ fn print_ready_line(node: &Node) -> std::io::Result<()> {
     stdout.flush()
 }
 
-/// Sends logs to stderr, filtered by `--log`, else `RUST_LOG`, else `info`.
-fn init_logging(filter: Option<&str>) {
-    let filter = match filter {
-        Some(directives) => EnvFilter::new(directives),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+/// A log filter that does not parse as tracing-subscriber `EnvFilter` directives.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid log filter {value:?} in {source_name}: {reason}; expected comma-separated \
+     directives such as `info` or `info,gristmill::membership=debug`"
+)]
+pub struct LogFilterError {
+    /// Where the filter came from: `--log` or `RUST_LOG`.
+    source_name: &'static str,
+    /// The filter as given.
+    value: String,
+    /// The parse error.
+    reason: tracing_subscriber::filter::ParseError,
+}
+
+/// ractor_cluster logs each closed session, even an unauthenticated one, at warn level, so a
+/// port scan would flood the log. The node logs those events itself, rate-limited and counted,
+/// so ractor_cluster's own lines are kept to errors unless the filter names ractor_cluster.
+const RACTOR_CLUSTER_CAP: &str = "ractor_cluster=error";
+
+/// Parses the log filter from `--log`, else from RUST_LOG, else `info`.
+fn log_filter(flag: Option<&str>) -> Result<EnvFilter, LogFilterError> {
+    let (source_name, value) = match (flag, std::env::var("RUST_LOG")) {
+        (Some(value), _) => ("--log", value.to_owned()),
+        (None, Ok(value)) => ("RUST_LOG", value),
+        (None, Err(_)) => ("the default", "info".to_owned()),
     };
+    let directives = if value.contains("ractor_cluster") {
+        value.clone()
+    } else {
+        format!("{value},{RACTOR_CLUSTER_CAP}")
+    };
+    EnvFilter::try_new(&directives).map_err(|reason| LogFilterError {
+        source_name,
+        value,
+        reason,
+    })
+}
+
+/// Sends logs to stderr through `filter`, with ANSI colours only when stderr is a terminal.
+fn init_logging(filter: EnvFilter) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

@@ -127,7 +127,8 @@ pub struct RunArgs {
     pub turn_audit: Option<PathBuf>,
 
     /// Log filter in tracing-subscriber `EnvFilter` syntax, such as `debug` or
-    /// `info,gristmill::membership=debug`; overrides RUST_LOG. [default: info]
+    /// `info,gristmill::membership=debug`; overrides RUST_LOG. ractor_cluster's own lines are
+    /// limited to errors unless the filter names `ractor_cluster`. [default: info]
     #[arg(long, env = "GRISTMILL_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 

@@ -84,6 +84,12 @@ impl pb::grains_server::Grains for GrainsService {
         request: Request<pb::ListActivationsRequest>,
     ) -> Result<Response<pb::ListActivationsResponse>, Status> {
         let request = request.into_inner();
+        if !request.grain_type.is_empty() {
+            self.node
+                .registry()
+                .require(&request.grain_type)
+                .map_err(|error| call_error_status(&error))?;
+        }
         let now = Instant::now();
         let node_name = self.node.id().name.clone();
         let mut activations: Vec<pb::Activation> = self

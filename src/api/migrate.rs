@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tonic::Status;
 
 use super::pb;
+use super::status::call_error_status;
 use crate::directory::LookupOutcome;
 use crate::grain::GrainId;
 use crate::migration::MigrationError;
@@ -59,13 +60,9 @@ pub(crate) async fn migrate(
     request: pb::MigrateRequest,
 ) -> Result<pb::MigrateResponse, Status> {
     let grain = GrainId::new(request.grain_type.clone(), request.key.clone());
-    if node.registry().get(&grain.grain_type).is_none() {
-        return Err(Status::not_found(format!(
-            "unknown grain type {:?}; registered types: {}",
-            grain.grain_type,
-            node.registry().type_names().join(", ")
-        )));
-    }
+    node.registry()
+        .require(&grain.grain_type)
+        .map_err(|error| call_error_status(&error))?;
     let timeout = match request.timeout_ms {
         0 => node.call_timeout(),
         ms => Duration::from_millis(u64::from(ms)),

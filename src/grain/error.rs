@@ -40,7 +40,7 @@ impl From<CallError> for GrainError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CallError {
     /// No grain type of that name is registered. Nothing ran; retrying cannot help.
-    #[error("unknown grain type {grain_type:?}; registered types: {known}")]
+    #[error("grain type {grain_type:?} is not registered; registered types: {known}")]
     UnknownGrainType {
         /// The requested type name.
         grain_type: String,

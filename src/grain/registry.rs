@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::context::GrainContext;
-use super::error::GrainError;
+use super::error::{CallError, GrainError};
 use super::methods::{DispatchError, Methods};
 use super::payload::Payload;
 use super::traits::Grain;
@@ -99,6 +99,16 @@ impl GrainRegistry {
 
     pub(crate) fn get(&self, grain_type: &str) -> Option<&Arc<dyn GrainFactory>> {
         self.types.get(grain_type)
+    }
+
+    /// Returns the factory of `grain_type`, or [`CallError::UnknownGrainType`] listing the
+    /// registered types.
+    pub(crate) fn require(&self, grain_type: &str) -> Result<&Arc<dyn GrainFactory>, CallError> {
+        self.get(grain_type)
+            .ok_or_else(|| CallError::UnknownGrainType {
+                grain_type: grain_type.to_owned(),
+                known: self.type_names().join(", "),
+            })
     }
 }
 

@@ -9,6 +9,8 @@
 //! after `Idle`) the agent therefore retries every `announce_retry_ms`. Each retry resolves
 //! the seeds, sends them an identity request (see the `wire` module for why), and announces
 //! to each identity that comes back.
+//! From the second round on, the agent warns at most once per 10 s that it has not joined,
+//! naming the seed addresses that never replied.
 //!
 //! Meta: the local state and load are re-broadcast every `meta_period_ms` with a higher
 //! version, because foca forgets a broadcast after a few transmissions and nodes that join
@@ -39,6 +41,7 @@ use super::{
     MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState,
 };
 use crate::clock::MonotonicClock;
+use crate::repeat_limit::RepeatLimit;
 use crate::runtime::MembershipConfig;
 
 /// Largest datagram the agent sends, framing included. It stays below the 1472-byte UDP
@@ -55,6 +58,9 @@ const WATCHER_CAPACITY: usize = 1024;
 /// Minimum time between two warnings about rejected datagrams; repeats in between are counted
 /// and logged at debug level.
 const REJECT_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Minimum time between two warnings that the node has seeds but has not joined through them.
+const UNJOINED_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 type MembershipFoca = Foca<NodeId, PostcardCodec, StdRng, MetaHandler>;
 
@@ -93,7 +99,12 @@ pub struct MembershipAgent {
     watchers: broadcast::Sender<MembershipEvent>,
     members: watch::Sender<Vec<MemberInfo>>,
     status: Arc<AgentStatus>,
-    rejects: RejectLog,
+    rejects: RepeatLimit,
+    /// Announce rounds since the node was last connected; reset when it joins.
+    announce_rounds: u64,
+    /// Seed addresses that replied to an identity request.
+    seed_replies: HashSet<SocketAddr>,
+    unjoined_warnings: RepeatLimit,
 }
 
 impl MembershipAgent {
@@ -169,7 +180,10 @@ impl MembershipAgent {
             watchers,
             members,
             status,
-            rejects: RejectLog::default(),
+            rejects: RepeatLimit::new(REJECT_WARN_INTERVAL),
+            announce_rounds: 0,
+            seed_replies: HashSet::new(),
+            unjoined_warnings: RepeatLimit::new(UNJOINED_WARN_INTERVAL),
         };
         agent.publish(vec![MembershipEvent::Joined(agent.view.local().clone())]);
         tokio::spawn(agent.run(command_receiver));
@@ -235,7 +249,10 @@ impl MembershipAgent {
             Ok(Datagram::IdentityReply(seed)) => {
                 if !self.requested.contains(&from) {
                     self.reject(from, &"identity reply from an address that was not asked");
-                } else if seed.name != self.foca.identity().name && !self.view.is_connected() {
+                    return;
+                }
+                self.seed_replies.insert(from);
+                if seed.name != self.foca.identity().name && !self.view.is_connected() {
                     debug!(seed = %seed, %from, "announcing to seed");
                     if let Err(error) = self.foca.announce(seed, &mut self.runtime) {
                         warn!(%error, "announce to seed failed");
@@ -263,6 +280,10 @@ impl MembershipAgent {
 
     /// Resolves the seeds and sends each address an identity request.
     async fn announce_to_seeds(&mut self) {
+        self.announce_rounds += 1;
+        if self.announce_rounds > 1 {
+            self.warn_unjoined();
+        }
         let request = wire::encode_identity_request();
         let resolve_timeout = Duration::from_millis(self.config.announce_retry_ms);
         for seed in self.seeds.clone() {
@@ -284,6 +305,29 @@ impl MembershipAgent {
                 self.send(&request, address).await;
             }
         }
+    }
+
+    /// Warns, at most once per [`UNJOINED_WARN_INTERVAL`], that the node has not joined
+    /// through its seeds, naming the seed addresses that never replied.
+    fn warn_unjoined(&mut self) {
+        let Some(suppressed) = self.unjoined_warnings.record(Instant::now().into_std()) else {
+            return;
+        };
+        let mut unanswered: Vec<String> = self
+            .requested
+            .iter()
+            .filter(|address| !self.seed_replies.contains(address))
+            .map(ToString::to_string)
+            .collect();
+        unanswered.sort();
+        warn!(
+            node = %self.foca.identity(),
+            seeds = ?self.seeds,
+            ?unanswered,
+            rounds = self.announce_rounds,
+            suppressed,
+            "cannot join the cluster through the seeds; retrying"
+        );
     }
 
     fn handle_due_timers(&mut self) {
@@ -361,7 +405,7 @@ impl MembershipAgent {
         let millis = self.clock.at(now.into_std());
         let mut events = Vec::new();
         while let Some(notification) = self.runtime.to_notify() {
-            log_notification(self.foca.identity(), &notification);
+            log_notification(self.foca.identity(), self.meta.state, &notification);
             events.extend(self.view.handle_notification(notification, millis));
         }
         while let Ok(item) = self.accepted_meta.try_recv() {
@@ -371,6 +415,9 @@ impl MembershipAgent {
             self.view.is_connected(),
             std::sync::atomic::Ordering::Relaxed,
         );
+        if self.view.is_connected() {
+            self.announce_rounds = 0;
+        }
         self.publish(events);
     }
 
@@ -403,7 +450,10 @@ impl MembershipAgent {
             .rejected_datagrams
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        self.rejects.record(from, error, total);
+        match self.rejects.record(Instant::now().into_std()) {
+            Some(suppressed) => warn!(%from, %error, total, suppressed, "rejected gossip datagram"),
+            None => debug!(%from, %error, total, "rejected gossip datagram"),
+        }
     }
 }
 
@@ -415,40 +465,30 @@ async fn sleep_until_next(at: Option<Instant>) {
     }
 }
 
-fn log_notification(node: &NodeId, notification: &OwnedNotification<NodeId>) {
+/// Logs a foca notification. Departures of other members are logged by the node, which
+/// tells from their last broadcast whether they left or failed.
+fn log_notification(
+    node: &NodeId,
+    local_state: NodeState,
+    notification: &OwnedNotification<NodeId>,
+) {
     match notification {
         OwnedNotification::MemberUp(member) => info!(%node, %member, "member up"),
-        OwnedNotification::MemberDown(member) => info!(%node, %member, "member down"),
+        OwnedNotification::MemberDown(member) => debug!(%node, %member, "member down"),
         OwnedNotification::Rename(old, new) => info!(%node, %old, %new, "member renamed"),
         OwnedNotification::Active => info!(%node, "joined the cluster"),
-        OwnedNotification::Idle => warn!(%node, "no active members left"),
+        // Normal after the last peer left; a failure was already logged as one.
+        OwnedNotification::Idle => info!(%node, "no active members left"),
+        // foca reports its own `leave_cluster` as `Defunct` too.
+        OwnedNotification::Defunct if local_state == NodeState::Dead => {
+            info!(%node, "left the cluster")
+        }
         OwnedNotification::Defunct => warn!(%node, "this node was declared down"),
         OwnedNotification::Rejoin(renewed) => {
             warn!(%node, %renewed, "declared down, rejoined with a renewed identity")
         }
         #[allow(unreachable_patterns)] // foca's `unstable-notifications` feature adds kinds.
         other => debug!(%node, ?other, "foca notification"),
-    }
-}
-
-/// Rate limit for warnings about rejected datagrams.
-#[derive(Debug, Default)]
-struct RejectLog {
-    last_warned: Option<Instant>,
-}
-
-impl RejectLog {
-    fn record(&mut self, from: SocketAddr, error: &dyn std::fmt::Display, total: u64) {
-        let now = Instant::now();
-        let due = self
-            .last_warned
-            .is_none_or(|last| now.duration_since(last) >= REJECT_WARN_INTERVAL);
-        if due {
-            self.last_warned = Some(now);
-            warn!(%from, %error, total, "rejected gossip datagram");
-        } else {
-            debug!(%from, %error, total, "rejected gossip datagram");
-        }
     }
 }
 

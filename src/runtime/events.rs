@@ -3,7 +3,7 @@
 use tokio::sync::mpsc;
 
 use super::node::Node;
-use crate::membership::{MembershipEvent, NodeState};
+use crate::membership::{LeaveReason, MemberInfo, MembershipEvent, NodeState};
 
 /// Applies membership events to the node until the membership agent stops.
 pub(crate) async fn run_event_loop(
@@ -25,7 +25,7 @@ pub(crate) async fn run_event_loop(
                 }
             }
             MembershipEvent::Left { member, reason } => {
-                tracing::info!(node = %node.id().name, member = %member.id, ?reason, "member left");
+                log_departure(&node, member, *reason);
                 node.transport().handle_peer_down(&member.id).await;
                 node.inner
                     .cache
@@ -70,6 +70,21 @@ pub(crate) async fn run_event_loop(
         let _ = node.inner.member_events.send(event);
         if live_set_changed || after_changed {
             node.sync_directory().await;
+        }
+    }
+}
+
+/// Logs a member's departure: a graceful leave or a replacement at info level, a failure that
+/// the failure detector found at warn level.
+fn log_departure(node: &Node, member: &MemberInfo, reason: LeaveReason) {
+    let local = &node.id().name;
+    match reason {
+        LeaveReason::Left => tracing::info!(node = %local, member = %member.id, "member left"),
+        LeaveReason::Replaced => {
+            tracing::info!(node = %local, member = %member.id, "member replaced by a new incarnation")
+        }
+        LeaveReason::DeclaredDown => {
+            tracing::warn!(node = %local, member = %member.id, "member declared down by the failure detector")
         }
     }
 }

@@ -418,8 +418,13 @@ impl Node {
         });
         if changed {
             tracing::info!(node = %self.inner.id.name, %state, "node state changed");
-            if let Err(error) = self.inner.membership.set_state(state) {
-                tracing::warn!(node = %self.inner.id.name, %error, "cannot gossip the new state");
+            match self.inner.membership.set_state(state) {
+                Ok(()) => {}
+                // The agent broadcast `Dead` itself as it left, then stopped.
+                Err(MembershipError::Stopped) if state == NodeState::Dead => {}
+                Err(error) => {
+                    tracing::warn!(node = %self.inner.id.name, %error, "cannot gossip the new state");
+                }
             }
             crate::api::set_health(self, state == NodeState::Active);
         }

@@ -85,13 +85,7 @@ impl Node {
                 ),
             });
         }
-        let registry = &self.inner.registry;
-        let Some(factory) = registry.get(&grain.grain_type) else {
-            return Err(CallError::UnknownGrainType {
-                grain_type: grain.grain_type.clone(),
-                known: registry.type_names().join(", "),
-            });
-        };
+        let factory = self.inner.registry.require(&grain.grain_type)?;
         if !factory.has_method(method) {
             return Err(CallError::UnknownMethod {
                 grain_type: grain.grain_type.clone(),
@@ -308,15 +302,7 @@ impl Node {
         if self.inner.catalog.worker_count(grain) >= max {
             return Ok(());
         }
-        let factory = self
-            .inner
-            .registry
-            .get(&grain.grain_type)
-            .cloned()
-            .ok_or_else(|| CallError::UnknownGrainType {
-                grain_type: grain.grain_type.clone(),
-                known: self.inner.registry.type_names().join(", "),
-            })?;
+        let factory = self.inner.registry.require(&grain.grain_type)?.clone();
         let activation_id = self
             .inner
             .next_activation_id
@@ -570,15 +556,7 @@ impl Node {
         migration_state: Option<Vec<u8>>,
     ) -> Result<(), CallError> {
         let grain = &entry.grain;
-        let factory = self
-            .inner
-            .registry
-            .get(&grain.grain_type)
-            .cloned()
-            .ok_or_else(|| CallError::UnknownGrainType {
-                grain_type: grain.grain_type.clone(),
-                known: self.inner.registry.type_names().join(", "),
-            })?;
+        let factory = self.inner.registry.require(&grain.grain_type)?.clone();
         let idle_after = factory
             .options()
             .idle_after

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use super::envelope::{CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, Enve
 use super::gateway::{GATEWAY_SCOPE, Gateway, GatewayMsg, InboundHandler, gateway_group};
 use super::wire::Wire;
 use crate::membership::NodeId;
+use crate::repeat_limit::RepeatLimit;
 
 /// Failure to start the transport.
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +105,14 @@ struct SessionTable {
     ready: HashSet<String>,
 }
 
+/// Minimum time between two warnings about rejected inbound connections; the ones in between
+/// are counted in `gristmill_rejected_frames_total` and logged at debug level.
+const REJECT_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
 struct Subscription {
     table: Arc<Mutex<SessionTable>>,
     counters: Arc<TransportCounters>,
+    rejects: Mutex<RepeatLimit>,
 }
 
 fn peer_cluster_name(session: &NodeServerSessionInformation) -> Option<String> {
@@ -142,10 +148,25 @@ impl NodeEventSubscription for Subscription {
             .fetch_add(1, Ordering::Relaxed);
         let mut table = self.table.lock().expect("session table lock poisoned");
         if !table.authenticated.remove(&session.node_id) {
-            self.counters
+            let total = self
+                .counters
                 .rejected_connections
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %session.peer_addr, "cluster connection closed before authenticating");
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            let logged = self
+                .rejects
+                .lock()
+                .expect("reject limit lock poisoned")
+                .record(Instant::now());
+            let peer = &session.peer_addr;
+            match logged {
+                Some(suppressed) => {
+                    tracing::warn!(%peer, total, suppressed, "cluster connection closed before authenticating")
+                }
+                None => {
+                    tracing::debug!(%peer, total, "cluster connection closed before authenticating")
+                }
+            }
             return;
         }
         if let Some(name) = peer_cluster_name(&session) {
@@ -164,6 +185,8 @@ pub struct Transport {
     /// Peers (by cluster node name) this node should stay connected to, with their address.
     wanted: Arc<Mutex<HashMap<String, SocketAddr>>>,
     gateway: ActorRef<GatewayMsg>,
+    /// Set by [`Transport::stop`]; peer-down handling after it has no sessions left to stop.
+    stopped: AtomicBool,
 }
 
 impl Transport {
@@ -209,6 +232,7 @@ impl Transport {
         let subscription = Subscription {
             table: Arc::clone(&table),
             counters: Arc::clone(&counters),
+            rejects: Mutex::new(RepeatLimit::new(REJECT_WARN_INTERVAL)),
         };
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: "gristmill".into(),
@@ -235,6 +259,7 @@ impl Transport {
             counters,
             wanted: Arc::default(),
             gateway,
+            stopped: AtomicBool::new(false),
         })
     }
 
@@ -308,6 +333,9 @@ impl Transport {
             .expect("session table lock poisoned")
             .ready
             .remove(&name);
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
         let prefix = format!("{name}@");
         let sessions = match ractor::call_t!(self.server, NodeServerMessage::GetSessions, 1_000) {
             Ok(sessions) => sessions,
@@ -433,6 +461,7 @@ impl Transport {
 
     /// Stops the gateway and the node server; peers see the sessions end.
     pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         self.wanted.lock().expect("wanted lock poisoned").clear();
         self.gateway.stop(Some("node stopping".into()));
         self.server.stop(Some("node stopping".into()));

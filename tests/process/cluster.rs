@@ -13,6 +13,9 @@ use gristmill::api::pb;
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// Time the survivors have to declare a killed node down with [`Timing::FAST`]. The detector
 /// needs about probe period + rtt + suspect-to-down (under 1 s); the rest is margin for a
@@ -57,6 +60,15 @@ async fn killed_node_is_marked_dead_and_its_grains_reactivate() {
     let survivors = &mut clients[..2];
     let took = wait_gone(survivors, "node-2", DETECT_WITHIN).await;
     eprintln!("survivors marked node-2 DEAD {took:?} after kill -9");
+    for survivor in &cluster.nodes[..2] {
+        let needles = [
+            "member declared down by the failure detector",
+            "member=node-2#",
+        ];
+        survivor
+            .wait_log_line("WARN", &needles, DETECT_WITHIN)
+            .await;
+    }
 
     for key in &victim_keys {
         let (_, served_by) = survivors[0]
@@ -156,6 +168,26 @@ async fn sigterm_leaves_before_failure_timeout() {
         "node-2 exited {exited_after:?} after SIGTERM; peers saw it gone {seen_after_exit:?} after the exit"
     );
 
+    // A graceful leave is logged as one: "member left" at info level on the peers, and no
+    // failure warning about node-2 on either side.
+    for survivor in &cluster.nodes[..2] {
+        let needles = ["member left", "member=node-2#"];
+        survivor.wait_log_line("INFO", &needles, within).await;
+        let warnings = survivor.log_lines("WARN", &["node-2"]);
+        assert!(
+            warnings.is_empty(),
+            "{} warned about node-2's leave:\n{}",
+            survivor.ready.node,
+            warnings.join("\n")
+        );
+    }
+    let own_warnings = cluster.nodes[2].log_lines("WARN", &["declared down"]);
+    assert!(
+        own_warnings.is_empty(),
+        "node-2 warned about its own leave:\n{}",
+        own_warnings.join("\n")
+    );
+
     for key in served.values().flatten() {
         survivors[0]
             .invoke("counter", key, "get", json!(null), 0)
@@ -208,4 +240,59 @@ async fn calls_to_dead_node_end_within_deadline() {
     }
     eprintln!("calls to node-2's grains after kill -9: {replies} replies, {errors} errors");
     assert_eq!(replies + errors, victim_keys.len());
+}
+
+/// Returns the grpc.health.v1 status of the whole server (service `""`) at `addr`.
+async fn health_status(addr: std::net::SocketAddr) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .unwrap_or_else(|error| panic!("connect to gRPC at {addr}: {error}"));
+    let mut client = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let response = client.check(request).await.expect("health check");
+    ServingStatus::try_from(response.into_inner().status).expect("known serving status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_seed_is_warned_and_not_serving() {
+    // Goal: a node whose seed never replies warns and does not report itself ready.
+    // Method: the seed is a UDP socket of this test that reads nothing; the node must warn
+    // naming it, stay JOINING and keep its health NOT_SERVING, while a first node without
+    // seeds serves.
+    let _slot = cluster_slot().await;
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind the silent seed");
+    let silent_addr = silent.local_addr().expect("silent seed address");
+    let first = NodeProcess::start("first", &[], Timing::FAST, &[]).await;
+    let lonely = NodeProcess::start("lonely", &[silent_addr], Timing::FAST, &[]).await;
+
+    let needles = [
+        "cannot join the cluster through the seeds",
+        &silent_addr.to_string(),
+    ];
+    lonely.wait_log_line("WARN", &needles, DETECT_WITHIN).await;
+    let members = lonely.client().await.members().await.expect("ListMembers");
+    assert_eq!(members.len(), 1, "view: {}", describe(&members));
+    assert_eq!(
+        members[0].state,
+        pb::NodeState::Joining as i32,
+        "view: {}",
+        describe(&members)
+    );
+    assert_eq!(
+        health_status(lonely.ready.grpc_addr).await,
+        ServingStatus::NotServing
+    );
+    let ((), _) = wait_until("the first node serves", DETECT_WITHIN, || async {
+        match health_status(first.ready.grpc_addr).await {
+            ServingStatus::Serving => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{BIN, COOKIE, Cluster, Timing, cluster_slot, metric_value, wait_until};
+use common::{BIN, COOKIE, Cluster, NodeProcess, Timing, cluster_slot, metric_value, wait_until};
 use gristmill::api::pb;
 use rand::RngExt;
 use serde_json::json;
@@ -54,6 +54,21 @@ async fn send_frame_expect_close(addr: std::net::SocketAddr, length: u64, body: 
     );
 }
 
+/// Waits until the counter `name` at `metrics` reaches `at_least`; panics after
+/// [`REJECT_WITHIN`].
+async fn wait_counted(metrics: std::net::SocketAddr, name: &str, at_least: f64) {
+    let what = format!("{name} reaches {at_least}");
+    wait_until(&what, REJECT_WITHIN, || async {
+        let now = metric_value(metrics, name).await;
+        if now >= at_least {
+            Ok(())
+        } else {
+            Err(format!("{name} is {now}"))
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_input_is_rejected_and_counted() {
     const DATAGRAMS: usize = 50;
@@ -75,19 +90,10 @@ async fn garbage_input_is_rejected_and_counted() {
             .await
             .expect("send a datagram");
     }
-    wait_until(
-        "the node counts every garbage datagram",
-        REJECT_WITHIN,
-        || async {
-            let now = metric_value(metrics, "gristmill_rejected_datagrams_total").await;
-            if now >= datagrams_before + DATAGRAMS as f64 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{now} rejected datagrams, {datagrams_before} before"
-                ))
-            }
-        },
+    wait_counted(
+        metrics,
+        "gristmill_rejected_datagrams_total",
+        datagrams_before + DATAGRAMS as f64,
     )
     .await;
 
@@ -98,17 +104,10 @@ async fn garbage_input_is_rejected_and_counted() {
         &random_bytes(1_024),
     )
     .await;
-    wait_until(
-        "the node counts both rejected frames",
-        REJECT_WITHIN,
-        || async {
-            let now = metric_value(metrics, "gristmill_rejected_frames_total").await;
-            if now >= frames_before + 2.0 {
-                Ok(())
-            } else {
-                Err(format!("{now} rejected frames, {frames_before} before"))
-            }
-        },
+    wait_counted(
+        metrics,
+        "gristmill_rejected_frames_total",
+        frames_before + 2.0,
     )
     .await;
 
@@ -163,7 +162,7 @@ async fn run_expecting_config_error(args: &[&str], cookie: Option<&str>) -> Stri
 
 #[tokio::test]
 async fn invalid_flags_fail_naming_the_setting() {
-    let cases: [(&[&str], Option<&str>, &str); 5] = [
+    let cases: [(&[&str], Option<&str>, &str); 6] = [
         (&["--idle-after-secs", "0"], Some(COOKIE), "idle_after_secs"),
         (&[], Some("too-short"), "cookie"),
         (&[], None, "cookie"),
@@ -173,6 +172,7 @@ async fn invalid_flags_fail_naming_the_setting() {
             "membership.probe_rtt_ms",
         ),
         (&["--seed", "no-port"], Some(COOKIE), "seeds"),
+        (&["--log", "info,gristmill=loud"], Some(COOKIE), "--log"),
     ];
     for (args, cookie, setting) in cases {
         let stderr = run_expecting_config_error(args, cookie).await;
@@ -181,6 +181,20 @@ async fn invalid_flags_fail_naming_the_setting() {
             "stderr for {args:?} does not name {setting}: {stderr}"
         );
     }
+}
+
+#[tokio::test]
+async fn invalid_log_filter_names_value_and_syntax() {
+    let stderr = run_expecting_config_error(&["--log", "info,gristmill=loud"], Some(COOKIE)).await;
+
+    assert!(
+        stderr.contains("\"info,gristmill=loud\""),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("expected comma-separated directives"),
+        "stderr: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -204,4 +218,62 @@ async fn invalid_config_file_fails_naming_the_setting() {
             "stderr for {toml:?} does not name {setting}: {stderr}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_file_has_no_ansi_escapes() {
+    // Goal: logs redirected to a file are plain text. Method: the helper sends the node's
+    // stderr to a file; the node has logged its start there once it printed the ready line.
+    let _slot = cluster_slot().await;
+    let node = NodeProcess::start("plain-log", &[], Timing::FAST, &[]).await;
+
+    let (log, _) = wait_until("the node logged its start", REJECT_WITHIN, || async {
+        let log = std::fs::read_to_string(&node.log_path).map_err(|error| error.to_string())?;
+        if log.contains("node ready") {
+            Ok(log)
+        } else {
+            Err(format!("log so far: {log}"))
+        }
+    })
+    .await;
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape in the log file:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_flood_is_counted_and_logged_once() {
+    // Goal: a port scan of the cluster port cannot flood the log. Method: open and close
+    // many connections that never authenticate; every one is counted, and the log gets one
+    // warning for them all, because they fall within one rate-limit interval.
+    const CONNECTIONS: usize = 30;
+    let _slot = cluster_slot().await;
+    let node = NodeProcess::start("scanned", &[], Timing::FAST, &[]).await;
+    let metrics = node.ready.metrics_addr.expect("metrics endpoint is on");
+    let before = metric_value(metrics, "gristmill_rejected_frames_total").await;
+
+    for _ in 0..CONNECTIONS {
+        send_frame_expect_close(node.ready.cluster_addr, 64, &random_bytes(64)).await;
+    }
+    wait_counted(
+        metrics,
+        "gristmill_rejected_frames_total",
+        before + CONNECTIONS as f64,
+    )
+    .await;
+
+    let log = std::fs::read_to_string(&node.log_path).expect("read the node log");
+    let warnings: Vec<&str> = log.lines().filter(|line| line.contains(" WARN ")).collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "warnings for {CONNECTIONS} rejected connections:\n{}",
+        warnings.join("\n")
+    );
+    assert!(
+        warnings[0].contains("cluster connection closed before authenticating"),
+        "{}",
+        warnings[0]
+    );
 }

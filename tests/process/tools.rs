@@ -99,7 +99,30 @@ async fn ctl_invokes_and_lists_members() {
     let unknown = ["ctl", "--addr", &addr, "invoke", "no-such-type", "k", "get"];
     let (code, _, stderr) = run_binary(&unknown, within).await;
     assert_eq!(code, Some(1), "exit code for an error status");
+    assert!(stderr.contains("error: NOT_FOUND: "), "stderr: {stderr}");
     assert!(stderr.contains("no-such-type"), "stderr: {stderr}");
+    let activations = [
+        "ctl",
+        "--addr",
+        &addr,
+        "activations",
+        "--type",
+        "no-such-type",
+    ];
+    let (code, stdout, stderr) = run_binary(&activations, within).await;
+    assert_eq!(
+        code,
+        Some(1),
+        "exit code for an unknown type, stdout: {stdout}"
+    );
+    assert!(
+        stderr.contains(r#"error: NOT_FOUND: grain type "no-such-type" is not registered"#),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("counter"),
+        "registered types in stderr: {stderr}"
+    );
 }
 
 #[tokio::test]

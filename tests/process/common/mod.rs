@@ -247,6 +247,32 @@ impl NodeProcess {
         }
     }
 
+    /// Returns the lines of the node's log at `level` (`INFO`, `WARN`, ...) that contain
+    /// every string of `needles`.
+    pub fn log_lines(&self, level: &str, needles: &[&str]) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log_path).expect("read the node log");
+        let level = format!(" {level} ");
+        log.lines()
+            .filter(|line| line.contains(&level))
+            .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until the node's log has a line at `level` that contains every string of
+    /// `needles`; panics after `within`.
+    pub async fn wait_log_line(&self, level: &str, needles: &[&str], within: Duration) {
+        let what = format!("{} logs {level} {needles:?}", self.ready.node);
+        wait_until(&what, within, || async {
+            if self.log_lines(level, needles).is_empty() {
+                Err(format!("no such line in {}", self.log_path.display()))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+    }
+
     /// Connects gRPC clients to the node.
     pub async fn client(&self) -> NodeClient {
         NodeClient::connect(self.ready.grpc_addr).await
