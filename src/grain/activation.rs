@@ -27,11 +27,10 @@
 //!    hands the grain off or a new activation may be registered.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -39,11 +38,12 @@ use ractor_cluster::RactorMessage;
 use tokio::sync::oneshot;
 
 use super::live::LiveGrain;
-use super::methods::DispatchError;
 use super::registry::GrainFactory;
-use super::{CallError, GrainContext, GrainId, Payload};
+pub(crate) use super::turn::{Turn, TurnError};
+use super::turn::{panic_message, reject_late, run_dispatch};
+use super::{CallError, GrainContext, GrainId};
 use crate::migration::{MigrationError, MigrationReport};
-use crate::runtime::{HandOff, Node};
+use crate::runtime::HandOff;
 
 /// State of an activation that the node reads without messaging it.
 #[derive(Debug)]
@@ -85,27 +85,10 @@ impl ActivationShared {
         now.saturating_duration_since(last)
     }
 
-    fn touch(&self) {
+    pub(super) fn touch(&self) {
         let elapsed = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(elapsed, Ordering::Relaxed);
     }
-}
-
-/// One call waiting for its turn.
-pub(crate) struct Turn {
-    pub method: String,
-    pub payload: Payload,
-    pub deadline: Instant,
-    pub reply: oneshot::Sender<Result<Payload, TurnError>>,
-}
-
-/// The reason a turn produced no reply payload.
-pub(crate) enum TurnError {
-    /// The call ran, or was rejected, with this error.
-    Failed(CallError),
-    /// The activation stopped before the turn started; the caller gets its request back and
-    /// resolves the grain again.
-    Gone(Payload),
 }
 
 /// A request to move this activation to another node.
@@ -430,50 +413,6 @@ fn start_interleaved(myself: &ActorRef<ActivationMsg>, state: &mut ActivationSta
     });
 }
 
-/// Replies with a deadline error to a turn whose caller has already given up, or returns the
-/// turn to run.
-fn reject_late(grain: &GrainId, turn: Turn) -> Option<Turn> {
-    if Instant::now() < turn.deadline {
-        return Some(turn);
-    }
-    // Running the turn could only surprise the caller.
-    let error = CallError::DeadlineExceeded {
-        grain: grain.clone(),
-        after_ms: 0,
-    };
-    let _ = turn.reply.send(Err(TurnError::Failed(error)));
-    None
-}
-
-/// Runs one dispatched turn, catching a panic, and counts and audits it.
-async fn run_dispatch(
-    node: &Node,
-    shared: &ActivationShared,
-    method: &str,
-    dispatch: impl Future<Output = Result<Payload, DispatchError>>,
-) -> Result<Payload, CallError> {
-    let started = Instant::now();
-    let audit_started = SystemTime::now();
-    let outcome = AssertUnwindSafe(dispatch).catch_unwind().await;
-    shared.touch();
-    let reply = match outcome {
-        Ok(Ok(payload)) => Ok(payload),
-        Ok(Err(error)) => Err(dispatch_error(&shared.grain, method, error)),
-        Err(panic) => {
-            let message = panic_message(&panic);
-            tracing::error!(grain = %shared.grain, %method, %message, "grain panicked; deactivating");
-            Err(CallError::GrainPanicked {
-                grain: shared.grain.clone(),
-                message,
-            })
-        }
-    };
-    node.record_turn(started.elapsed());
-    shared.turns.fetch_add(1, Ordering::Relaxed);
-    node.audit_turn(shared, audit_started, SystemTime::now());
-    reply
-}
-
 /// Drops the activation after a panic without running `on_deactivate`, because the grain's
 /// in-memory state may be inconsistent; the next call activates the grain afresh. Running
 /// interleaved turns finish first, and the directory entry goes only after them, so that no
@@ -589,37 +528,5 @@ fn maybe_stop(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState) {
     }
     if state.shared.pending.load(Ordering::Acquire) == 0 {
         myself.stop(None);
-    }
-}
-
-fn dispatch_error(grain: &GrainId, method: &str, error: DispatchError) -> CallError {
-    match error {
-        DispatchError::UnknownMethod => CallError::UnknownMethod {
-            grain_type: grain.grain_type.clone(),
-            method: method.to_string(),
-            known: String::new(),
-        },
-        DispatchError::Decode(detail) => CallError::InvalidPayload {
-            grain_type: grain.grain_type.clone(),
-            method: method.to_string(),
-            detail,
-        },
-        DispatchError::Encode(detail) => {
-            CallError::Internal(format!("cannot encode reply of {grain}.{method}: {detail}"))
-        }
-        DispatchError::Grain(error) => CallError::Grain {
-            grain: grain.clone(),
-            error,
-        },
-    }
-}
-
-pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        (*text).to_string()
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "non-text panic payload".to_string()
     }
 }

@@ -11,6 +11,7 @@ mod reference;
 pub(crate) mod registry;
 pub mod samples;
 mod traits;
+mod turn;
 
 pub use context::{GrainContext, STALE_STATE, STORAGE_FAILED, SharedContext};
 pub use error::{CallError, GrainError};
