@@ -1,8 +1,35 @@
-//! The local actor that runs one activation: one turn at a time, deadlines, panics, idleness.
+//! The local actor that runs one activation: exclusive and interleaved turns, deadlines,
+//! panics, idleness.
+//!
+//! # Turns
+//!
+//! An exclusive turn ([`Handler`](super::Handler)), a timer tick, migration and deactivation
+//! each have the grain to themselves: the actor runs them inline, so it takes no other message
+//! until they end. An interleaved turn ([`InterleavedHandler`](super::InterleavedHandler)) is
+//! spawned as a task that holds a read guard on the grain, and the actor goes on taking
+//! messages, so interleaved turns run beside each other. The task reports its end with
+//! [`ActivationMsg::InterleavedEnded`].
+//!
+//! Work that needs the grain to itself while interleaved turns run waits in the actor's own
+//! queue, in arrival order, until the count of running interleaved turns drops to zero.
+//! Interleaved turns that arrive behind it wait too, unless the type is
+//! [reentrant](super::Grain::REENTRANT) and the waiting work is a turn or timer tick. The
+//! read-write lock around the grain is never contended, because the actor never runs exclusive
+//! work while an interleaved turn runs. The lock is how the borrow checker accepts the sharing.
+//!
+//! # Why migration and removal stay fenced
+//!
+//! 1. Migration and deactivation are barriers in the queue: they start only once no
+//!    interleaved turn runs, and nothing queued after them starts before them.
+//! 2. While they run, the actor is busy, so no turn of any kind starts.
+//! 3. The actor stops, and an activation dropped after a panic leaves the directory, only
+//!    when no interleaved turn runs. So no turn of this activation runs once a migration
+//!    hands the grain off or a new activation may be registered.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -10,9 +37,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use tokio::sync::oneshot;
 
-use super::methods::DispatchError;
-use super::registry::{GrainFactory, LiveGrain};
-use super::{CallError, GrainContext, GrainId, Payload};
+use super::live::LiveGrain;
+use super::registry::GrainFactory;
+pub(crate) use super::turn::{Turn, TurnError};
+use super::turn::{panic_message, reject_late, run_dispatch};
+use super::{CallError, GrainContext, GrainId};
 use crate::migration::{MigrationError, MigrationReport};
 use crate::runtime::HandOff;
 
@@ -56,27 +85,10 @@ impl ActivationShared {
         now.saturating_duration_since(last)
     }
 
-    fn touch(&self) {
+    pub(super) fn touch(&self) {
         let elapsed = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(elapsed, Ordering::Relaxed);
     }
-}
-
-/// One call waiting for its turn.
-pub(crate) struct Turn {
-    pub method: String,
-    pub payload: Payload,
-    pub deadline: Instant,
-    pub reply: oneshot::Sender<Result<Payload, TurnError>>,
-}
-
-/// The reason a turn produced no reply payload.
-pub(crate) enum TurnError {
-    /// The call ran, or was rejected, with this error.
-    Failed(CallError),
-    /// The activation stopped before the turn started; the caller gets its request back and
-    /// resolves the grain again.
-    Gone(Payload),
 }
 
 /// A request to move this activation to another node.
@@ -113,8 +125,11 @@ pub(crate) enum ActivationMsg {
     Timer(String),
     /// Move to another node (see `crate::migration`).
     Migrate(MigrateOut),
-    /// Deactivate now, whatever is queued; queued calls fail with `ShuttingDown`.
+    /// Deactivate once running interleaved turns end, whatever is queued. Queued calls go back
+    /// to their callers, who resolve the grain again.
     Stop(StopReason, Option<oneshot::Sender<()>>),
+    /// An interleaved turn ended (sent by its task).
+    InterleavedEnded,
 }
 
 /// Arguments of [`ActivationActor`].
@@ -129,6 +144,26 @@ pub(crate) struct ActivationState {
     ctx: GrainContext,
     shared: Arc<ActivationShared>,
     stopping: bool,
+    /// Interleaved turns spawned and not yet reported ended.
+    running_interleaved: usize,
+    /// Work taken from the mailbox that waits for running interleaved turns to end. Turns in
+    /// it still count in `shared.pending`, so the mailbox depth includes them.
+    queued: VecDeque<ActivationMsg>,
+    /// Set by an interleaved turn that panicked, so that no turn starts after it.
+    poisoned: Arc<AtomicBool>,
+    /// Remove the directory entry once the last running interleaved turn has ended.
+    unregister_when_idle: bool,
+}
+
+/// The access that queued work needs to the grain.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// An interleaved turn: starts beside running ones.
+    Interleaved,
+    /// An exclusive turn or a timer tick: starts once no interleaved turn runs.
+    Exclusive,
+    /// Migration or deactivation: like `Exclusive`, and nothing queued behind it overtakes it.
+    Barrier,
 }
 
 /// The actor behind one activation.
@@ -164,6 +199,10 @@ impl Actor for ActivationActor {
             ctx,
             shared,
             stopping: false,
+            running_interleaved: 0,
+            queued: VecDeque::new(),
+            poisoned: Arc::new(AtomicBool::new(false)),
+            unregister_when_idle: false,
         })
     }
 
@@ -174,130 +213,222 @@ impl Actor for ActivationActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ActivationMsg::Turn(turn) => {
-                state.shared.pending.fetch_sub(1, Ordering::AcqRel);
-                if state.stopping {
-                    let _ = turn.reply.send(Err(TurnError::Gone(turn.payload)));
-                    maybe_stop(&myself, state);
-                    return Ok(());
+            ActivationMsg::InterleavedEnded => {
+                debug_assert!(
+                    state.running_interleaved > 0,
+                    "an interleaved turn ended that never started"
+                );
+                state.running_interleaved = state.running_interleaved.saturating_sub(1);
+                if !state.stopping && state.ctx.take_deactivate_request() {
+                    // Deactivate before anything queued, once the other running turns end.
+                    state.ctx.node().remove_activation(&state.shared);
+                    let stop = ActivationMsg::Stop(StopReason::Requested, None);
+                    state.queued.push_front(stop);
                 }
-                run_turn(&myself, state, turn).await;
-            }
-            ActivationMsg::Timer(name) => {
-                if !state.stopping {
-                    let tick = state.grain.timer(&mut state.ctx, &name);
-                    match AssertUnwindSafe(tick).catch_unwind().await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => {
-                            tracing::warn!(grain = %state.shared.grain, timer = %name, %error, "timer tick failed");
-                        }
-                        Err(panic) => {
-                            tracing::error!(grain = %state.shared.grain, timer = %name, message = %panic_message(&panic), "timer tick panicked; deactivating");
-                            let node = state.ctx.node().clone();
-                            node.remove_activation(&state.shared);
-                            state.stopping = true;
-                            state.ctx.stop_all_timers();
-                            node.unregister_activation(&state.shared);
-                            maybe_stop(&myself, state);
-                            return Ok(());
-                        }
-                    }
-                    if state.ctx.take_deactivate_request() {
-                        state.ctx.node().remove_activation(&state.shared);
-                        deactivate(&myself, state, StopReason::Requested).await;
-                    }
-                }
-            }
-            ActivationMsg::Migrate(request) => {
-                if state.stopping {
-                    let grain = state.shared.grain.clone();
-                    let _ = request.reply.send(Err(MigrationError::Stopped { grain }));
-                    return Ok(());
-                }
-                let MigrateOut {
-                    target,
-                    deadline,
-                    started,
-                    reply,
-                } = request;
-                let outcome = migrate_out(&myself, state, target, deadline, started).await;
-                let _ = reply.send(outcome);
             }
             ActivationMsg::CheckIdle => {
                 let idle = state.shared.idle_for(Instant::now()) >= state.shared.idle_after;
-                if idle && !state.stopping && state.ctx.node().maybe_remove_idle(&state.shared) {
-                    deactivate(&myself, state, StopReason::Idle).await;
+                let quiet = state.running_interleaved == 0 && state.queued.is_empty();
+                if idle
+                    && quiet
+                    && !state.stopping
+                    && state.ctx.node().maybe_remove_idle(&state.shared)
+                {
+                    deactivate(state, StopReason::Idle).await;
                 }
             }
-            ActivationMsg::Stop(reason, done) => {
-                if !state.stopping {
-                    state.ctx.node().remove_activation(&state.shared);
-                    deactivate(&myself, state, reason).await;
-                }
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
-            }
+            other => state.queued.push_back(other),
+        }
+        if state.poisoned.load(Ordering::Acquire) {
+            become_abandoned(state);
+        }
+        while let Some(index) = next_runnable(state) {
+            let work = state.queued.remove(index).expect("index within the queue");
+            run_queued(&myself, state, work).await;
+        }
+        if state.stopping {
+            maybe_stop(&myself, state);
         }
         Ok(())
     }
 }
 
-async fn run_turn(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState, turn: Turn) {
-    let grain_id = state.shared.grain.clone();
-    if Instant::now() >= turn.deadline {
-        // The caller has already given up; running the turn could only surprise it.
-        let error = CallError::DeadlineExceeded {
-            grain: grain_id,
-            after_ms: 0,
-        };
-        let _ = turn.reply.send(Err(TurnError::Failed(error)));
-        return;
+/// Returns the position of the queued work that may start now, if any.
+///
+/// With nothing running, that is the head of the queue. While interleaved turns run, only an
+/// interleaved turn may start beside them, in arrival order. A reentrant type lets it pass
+/// exclusive work that waits. Nothing passes a barrier.
+fn next_runnable(state: &ActivationState) -> Option<usize> {
+    if state.stopping || state.running_interleaved == 0 {
+        return (!state.queued.is_empty()).then_some(0);
     }
-    let started = Instant::now();
-    let audit_started = std::time::SystemTime::now();
+    let reentrant = state.grain.is_reentrant();
+    for (index, work) in state.queued.iter().enumerate() {
+        match access_of(state, work) {
+            Access::Interleaved => return Some(index),
+            Access::Exclusive if reentrant => continue,
+            Access::Exclusive | Access::Barrier => return None,
+        }
+    }
+    None
+}
+
+fn access_of(state: &ActivationState, work: &ActivationMsg) -> Access {
+    match work {
+        ActivationMsg::Turn(turn) if state.grain.is_interleaved(&turn.method) => {
+            Access::Interleaved
+        }
+        ActivationMsg::Turn(_) | ActivationMsg::Timer(_) => Access::Exclusive,
+        _ => Access::Barrier,
+    }
+}
+
+/// Runs one piece of queued work, or rejects it if the activation is stopping.
+async fn run_queued(
+    myself: &ActorRef<ActivationMsg>,
+    state: &mut ActivationState,
+    work: ActivationMsg,
+) {
+    match work {
+        ActivationMsg::Turn(turn) => {
+            state.shared.pending.fetch_sub(1, Ordering::AcqRel);
+            if state.stopping {
+                let _ = turn.reply.send(Err(TurnError::Gone(turn.payload)));
+            } else if state.grain.is_interleaved(&turn.method) {
+                start_interleaved(myself, state, turn);
+            } else {
+                run_turn(state, turn).await;
+            }
+        }
+        ActivationMsg::Timer(name) => {
+            if !state.stopping {
+                run_timer(state, &name).await;
+            }
+        }
+        ActivationMsg::Migrate(request) => {
+            let MigrateOut {
+                target,
+                deadline,
+                started,
+                reply,
+            } = request;
+            let outcome = if state.stopping {
+                let grain = state.shared.grain.clone();
+                Err(MigrationError::Stopped { grain })
+            } else if Instant::now() >= deadline {
+                Err(MigrationError::Failed {
+                    grain: state.shared.grain.clone(),
+                    target: target.name,
+                    detail: "the deadline passed while running turns ended".into(),
+                    kept: true,
+                })
+            } else {
+                migrate_out(state, target, deadline, started).await
+            };
+            let _ = reply.send(outcome);
+        }
+        ActivationMsg::Stop(reason, done) => {
+            if !state.stopping {
+                state.ctx.node().remove_activation(&state.shared);
+                deactivate(state, reason).await;
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        }
+        ActivationMsg::CheckIdle | ActivationMsg::InterleavedEnded => {
+            debug_assert!(false, "handled without queueing");
+        }
+    }
+}
+
+async fn run_timer(state: &mut ActivationState, name: &str) {
+    let tick = state.grain.timer(&mut state.ctx, name);
+    match AssertUnwindSafe(tick).catch_unwind().await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(grain = %state.shared.grain, timer = %name, %error, "timer tick failed");
+        }
+        Err(panic) => {
+            tracing::error!(grain = %state.shared.grain, timer = %name, message = %panic_message(&panic), "timer tick panicked; deactivating");
+            become_abandoned(state);
+            return;
+        }
+    }
+    if state.ctx.take_deactivate_request() {
+        state.ctx.node().remove_activation(&state.shared);
+        deactivate(state, StopReason::Requested).await;
+    }
+}
+
+async fn run_turn(state: &mut ActivationState, turn: Turn) {
+    if let Some(turn) = reject_late(&state.shared.grain, turn) {
+        let node = state.ctx.node().clone();
+        let dispatch = state
+            .grain
+            .dispatch(&mut state.ctx, &turn.method, turn.payload);
+        let reply = run_dispatch(&node, &state.shared, &turn.method, dispatch).await;
+        let panicked = matches!(reply, Err(CallError::GrainPanicked { .. }));
+        let _ = turn.reply.send(reply.map_err(TurnError::Failed));
+        if panicked {
+            become_abandoned(state);
+        } else if state.ctx.take_deactivate_request() {
+            node.remove_activation(&state.shared);
+            deactivate(state, StopReason::Requested).await;
+        }
+    }
+}
+
+/// Spawns an interleaved turn, which reports its end to the actor with
+/// [`ActivationMsg::InterleavedEnded`].
+fn start_interleaved(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState, turn: Turn) {
+    let Some(turn) = reject_late(&state.shared.grain, turn) else {
+        return;
+    };
+    let Turn {
+        method,
+        payload,
+        reply,
+        ..
+    } = turn;
     let dispatch = state
         .grain
-        .dispatch(&mut state.ctx, &turn.method, turn.payload);
-    let outcome = AssertUnwindSafe(dispatch).catch_unwind().await;
-    state.shared.touch();
+        .dispatch_interleaved(state.ctx.share(), method.clone(), payload);
+    state.running_interleaved += 1;
     let node = state.ctx.node().clone();
-    let reply = match outcome {
-        Ok(Ok(payload)) => Ok(payload),
-        Ok(Err(error)) => Err(dispatch_error(&grain_id, &turn.method, error)),
-        Err(panic) => {
-            let message = panic_message(&panic);
-            tracing::error!(grain = %grain_id, method = %turn.method, %message, "grain panicked; deactivating");
-            Err(CallError::GrainPanicked {
-                grain: grain_id.clone(),
-                message,
-            })
+    let shared = Arc::clone(&state.shared);
+    let poisoned = Arc::clone(&state.poisoned);
+    let actor = myself.clone();
+    tokio::spawn(async move {
+        let outcome = run_dispatch(&node, &shared, &method, dispatch).await;
+        if matches!(outcome, Err(CallError::GrainPanicked { .. })) {
+            // Leave the catalog before replying, so that a caller who retries at once does
+            // not reach this activation again.
+            poisoned.store(true, Ordering::Release);
+            node.remove_activation(&shared);
         }
-    };
-    let panicked = matches!(reply, Err(CallError::GrainPanicked { .. }));
-    node.record_turn(started.elapsed());
-    state.shared.turns.fetch_add(1, Ordering::Relaxed);
-    node.audit_turn(&state.shared, audit_started, std::time::SystemTime::now());
-    let _ = turn.reply.send(reply.map_err(TurnError::Failed));
-    if panicked {
-        // The grain's in-memory state may be inconsistent after a panic: drop it without
-        // running `on_deactivate`, and let the next call activate the grain afresh.
-        node.remove_activation(&state.shared);
-        state.stopping = true;
-        state.ctx.stop_all_timers();
-        if !state.shared.worker {
-            node.unregister_activation(&state.shared);
-        }
-        maybe_stop(myself, state);
-    } else if state.ctx.take_deactivate_request() {
-        node.remove_activation(&state.shared);
-        deactivate(myself, state, StopReason::Requested).await;
+        let _ = reply.send(outcome.map_err(TurnError::Failed));
+        // The actor waits for this message before it stops, so the cast reaches it.
+        let _ = actor.cast(ActivationMsg::InterleavedEnded);
+    });
+}
+
+/// Drops the activation after a panic without running `on_deactivate`, because the grain's
+/// in-memory state may be inconsistent; the next call activates the grain afresh. Running
+/// interleaved turns finish first, and the directory entry goes only after them, so that no
+/// new activation runs beside them.
+fn become_abandoned(state: &mut ActivationState) {
+    if state.stopping {
+        return;
     }
+    state.ctx.node().remove_activation(&state.shared);
+    state.stopping = true;
+    state.ctx.stop_all_timers();
+    state.unregister_when_idle = !state.shared.worker;
 }
 
 /// Runs the source side of the migration protocol; no turn runs while it does.
 async fn migrate_out(
-    myself: &ActorRef<ActivationMsg>,
     state: &mut ActivationState,
     target: crate::membership::NodeId,
     deadline: Instant,
@@ -329,7 +460,7 @@ async fn migrate_out(
     };
     match node.hand_off(&entry, &target, dehydrated, deadline).await {
         HandOff::Accepted(new_entry) => {
-            leave_after_migration(myself, state);
+            leave_after_migration(state);
             Ok(MigrationReport {
                 grain: grain.clone(),
                 from_node: node.id().name.clone(),
@@ -348,7 +479,7 @@ async fn migrate_out(
                 Err(failed(detail, true))
             } else {
                 tracing::warn!(grain = %grain, target = %target.name, %detail, "migration outcome unknown and the directory moved on; dropping the source activation");
-                leave_after_migration(myself, state);
+                leave_after_migration(state);
                 Err(failed(detail, false))
             }
         }
@@ -357,19 +488,14 @@ async fn migrate_out(
 
 /// Drops the source activation after a hand-off: no `on_deactivate`, no unregistration (the
 /// directory names the target now), and queued calls go back to their callers to retry.
-fn leave_after_migration(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState) {
+fn leave_after_migration(state: &mut ActivationState) {
     let node = state.ctx.node().clone();
     node.remove_activation(&state.shared);
     state.stopping = true;
     state.ctx.stop_all_timers();
-    maybe_stop(myself, state);
 }
 
-async fn deactivate(
-    myself: &ActorRef<ActivationMsg>,
-    state: &mut ActivationState,
-    reason: StopReason,
-) {
+async fn deactivate(state: &mut ActivationState, reason: StopReason) {
     state.stopping = true;
     state.ctx.stop_all_timers();
     tracing::debug!(grain = %state.shared.grain, activation = state.shared.activation_id, ?reason, "deactivating");
@@ -385,48 +511,22 @@ async fn deactivate(
     {
         state.ctx.node().unregister_activation(&state.shared);
     }
-    maybe_stop(myself, state);
 }
 
-/// Stops the actor once no sent message waits in its mailbox.
+/// Stops the actor once no interleaved turn runs and no sent turn waits in its mailbox.
 ///
-/// The activation has already left the catalog, so no new message can arrive; each queued
-/// turn is handed back to its caller as [`TurnError::Gone`] before the actor stops, so that no
-/// caller waits for its deadline.
+/// The activation has already left the catalog, so no new turn can arrive. Each queued turn
+/// goes back to its caller as [`TurnError::Gone`] before the actor stops, so that no caller
+/// waits for its deadline. An abandoned activation leaves the directory here, after its last
+/// running turn.
 fn maybe_stop(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState) {
+    if state.running_interleaved > 0 {
+        return;
+    }
+    if std::mem::take(&mut state.unregister_when_idle) {
+        state.ctx.node().unregister_activation(&state.shared);
+    }
     if state.shared.pending.load(Ordering::Acquire) == 0 {
         myself.stop(None);
-    }
-}
-
-fn dispatch_error(grain: &GrainId, method: &str, error: DispatchError) -> CallError {
-    match error {
-        DispatchError::UnknownMethod => CallError::UnknownMethod {
-            grain_type: grain.grain_type.clone(),
-            method: method.to_string(),
-            known: String::new(),
-        },
-        DispatchError::Decode(detail) => CallError::InvalidPayload {
-            grain_type: grain.grain_type.clone(),
-            method: method.to_string(),
-            detail,
-        },
-        DispatchError::Encode(detail) => {
-            CallError::Internal(format!("cannot encode reply of {grain}.{method}: {detail}"))
-        }
-        DispatchError::Grain(error) => CallError::Grain {
-            grain: grain.clone(),
-            error,
-        },
-    }
-}
-
-pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        (*text).to_string()
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "non-text panic payload".to_string()
     }
 }

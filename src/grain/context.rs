@@ -1,9 +1,11 @@
 //! What a grain sees of the runtime during a turn: identity, persisted state, timers,
-//! reminders and references to other grains.
+//! reminders and references to other grains, split into exclusive and shared parts.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ractor::ActorRef;
@@ -15,19 +17,34 @@ use super::{Grain, GrainError, GrainId, GrainRef};
 use crate::runtime::Node;
 use crate::storage::{ETag, Reminder, StorageError};
 
-/// The runtime's side of one activation, passed to every turn.
+/// The runtime's side of one activation, passed to every exclusive turn.
+///
+/// It dereferences to the [`SharedContext`] that interleaved turns receive, so everything an
+/// interleaved turn may do (identity, grain references, reminders) is available here too. What
+/// needs the activation to itself lives only here: persisted state, whose writes are
+/// compare-and-set on the version this activation last read, and timers.
 pub struct GrainContext {
+    shared: Arc<SharedContext>,
+    /// Version of the stored state this activation last read or wrote; `None` if it has not
+    /// touched storage yet.
+    etag: Option<Option<ETag>>,
+    timers: HashMap<String, tokio::task::AbortHandle>,
+    actor: Option<ActorRef<ActivationMsg>>,
+    migration_state: Option<Vec<u8>>,
+}
+
+/// The part of a [`GrainContext`] that concurrent interleaved turns share: identity, grain
+/// references, reminders and the deactivation request.
+///
+/// [`InterleavedHandler`](super::InterleavedHandler) turns receive `&SharedContext` because
+/// they run beside each other; state writes and timers need
+/// the exclusive [`GrainContext`].
+pub struct SharedContext {
     id: GrainId,
     activation_id: u64,
     epoch: u64,
     node: Node,
-    /// Version of the stored state this activation last read or wrote; `None` if it has not
-    /// touched storage yet.
-    etag: Option<Option<ETag>>,
-    deactivate_requested: bool,
-    timers: HashMap<String, tokio::task::AbortHandle>,
-    actor: Option<ActorRef<ActivationMsg>>,
-    migration_state: Option<Vec<u8>>,
+    deactivate_requested: AtomicBool,
 }
 
 /// Application error code of a state write that lost to a newer activation's write.
@@ -37,52 +54,25 @@ pub const STORAGE_FAILED: &str = "storage_failed";
 
 impl GrainContext {
     pub(crate) fn new(id: GrainId, activation_id: u64, epoch: u64, node: Node) -> Self {
-        Self {
+        let shared = SharedContext {
             id,
             activation_id,
             epoch,
             node,
+            deactivate_requested: AtomicBool::new(false),
+        };
+        Self {
+            shared: Arc::new(shared),
             etag: None,
-            deactivate_requested: false,
             timers: HashMap::new(),
             actor: None,
             migration_state: None,
         }
     }
 
-    /// Returns the id of this grain.
-    pub fn id(&self) -> &GrainId {
-        &self.id
-    }
-
-    /// Returns the key of this grain.
-    pub fn key(&self) -> &str {
-        &self.id.key
-    }
-
-    /// Returns the id of this activation, unique on its node.
-    pub fn activation_id(&self) -> u64 {
-        self.activation_id
-    }
-
-    /// Returns the directory epoch of this activation; a migration raises it by one.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// Returns the name of the node that hosts this activation.
-    pub fn node_name(&self) -> &str {
-        &self.node.id().name
-    }
-
-    /// Returns a reference to the grain `key` of type `G`, for calls from this grain.
-    pub fn grain<G: Grain>(&self, key: impl Into<String>) -> GrainRef<G> {
-        GrainRef {
-            id: GrainId::new(G::TYPE_NAME, key),
-            node: self.node.clone(),
-            timeout: None,
-            grain_type: PhantomData,
-        }
+    /// Returns a handle on the shared part, for an interleaved turn to keep.
+    pub(crate) fn share(&self) -> Arc<SharedContext> {
+        Arc::clone(&self.shared)
     }
 
     /// Returns the in-memory state that the previous activation's [`Grain::dehydrate`]
@@ -186,19 +176,10 @@ impl GrainContext {
     fn storage_error(&mut self, error: StorageError) -> GrainError {
         if let StorageError::StaleVersion { .. } = error {
             tracing::warn!(grain = %self.id, activation = self.activation_id, "state write lost to a newer activation; deactivating");
-            self.deactivate_requested = true;
+            self.deactivate_after_turn();
             return GrainError::new(STALE_STATE, error.to_string());
         }
         GrainError::new(STORAGE_FAILED, error.to_string())
-    }
-
-    /// Asks the runtime to deactivate this activation once the current turn ends.
-    pub fn deactivate_after_turn(&mut self) {
-        self.deactivate_requested = true;
-    }
-
-    pub(crate) fn take_deactivate_request(&mut self) -> bool {
-        std::mem::take(&mut self.deactivate_requested)
     }
 
     /// Starts (or restarts) the timer `name`: [`Grain::on_timer`] runs after `due`, then every
@@ -252,6 +233,61 @@ impl GrainContext {
 
     pub(crate) fn set_actor(&mut self, actor: ActorRef<ActivationMsg>) {
         self.actor = Some(actor);
+    }
+}
+
+impl std::ops::Deref for GrainContext {
+    type Target = SharedContext;
+
+    fn deref(&self) -> &SharedContext {
+        &self.shared
+    }
+}
+
+impl SharedContext {
+    /// Returns the id of this grain.
+    pub fn id(&self) -> &GrainId {
+        &self.id
+    }
+
+    /// Returns the key of this grain.
+    pub fn key(&self) -> &str {
+        &self.id.key
+    }
+
+    /// Returns the id of this activation, unique on its node.
+    pub fn activation_id(&self) -> u64 {
+        self.activation_id
+    }
+
+    /// Returns the directory epoch of this activation; a migration raises it by one.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Returns the name of the node that hosts this activation.
+    pub fn node_name(&self) -> &str {
+        &self.node.id().name
+    }
+
+    /// Returns a reference to the grain `key` of type `G`, for calls from this grain.
+    pub fn grain<G: Grain>(&self, key: impl Into<String>) -> GrainRef<G> {
+        GrainRef {
+            id: GrainId::new(G::TYPE_NAME, key),
+            node: self.node.clone(),
+            timeout: None,
+            grain_type: PhantomData,
+        }
+    }
+
+    /// Asks the runtime to deactivate this activation once the current turn ends; from an
+    /// interleaved turn, once every running turn has ended.
+    pub fn deactivate_after_turn(&self) {
+        self.deactivate_requested.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn take_deactivate_request(&self) -> bool {
+        self.deactivate_requested.swap(false, Ordering::AcqRel)
     }
 
     /// Registers (or replaces) the durable reminder `name`: [`Grain::on_reminder`] runs after

@@ -4,11 +4,13 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
-use super::context::GrainContext;
+use super::context::{GrainContext, SharedContext};
 use super::error::GrainError;
+use super::live::{self, LiveGrain};
 use super::payload::{CodecError, Payload, PayloadFormat};
-use super::traits::{Grain, Handler, Method};
+use super::traits::{Grain, Handler, InterleavedHandler, Method};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -31,12 +33,36 @@ type DispatchFn<G> = for<'a> fn(
     Payload,
 ) -> BoxFuture<'a, Result<Payload, DispatchError>>;
 
+type InterleavedDispatchFn<G> =
+    for<'a> fn(&'a G, &'a SharedContext, Payload) -> BoxFuture<'a, Result<Payload, DispatchError>>;
+
+/// The kind of turn one method runs in.
+enum Entry<G> {
+    /// With the grain to itself ([`Handler`]).
+    Exclusive(DispatchFn<G>),
+    /// Beside other interleaved turns ([`InterleavedHandler`]).
+    Interleaved(InterleavedDispatchFn<G>),
+}
+
+impl<G> Clone for Entry<G> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<G> Copy for Entry<G> {}
+
+/// Wraps an activated grain for the activation actor: exclusively owned, or behind a lock that
+/// interleaved turns share.
+type IntoLiveFn<G> = fn(G, Arc<Methods<G>>) -> Box<dyn LiveGrain>;
+
 /// Encodes a typed request that travels as [`Payload::Local`] when it must cross a node.
 pub(crate) type EncodeFn = fn(&(dyn Any + Send), PayloadFormat) -> Result<Vec<u8>, CodecError>;
 
 /// The methods a grain type serves, keyed by [`Method::NAME`].
 pub struct Methods<G> {
-    entries: HashMap<&'static str, DispatchFn<G>>,
+    entries: HashMap<&'static str, Entry<G>>,
+    into_live: IntoLiveFn<G>,
 }
 
 /// Name of the built-in method through which the runtime fires reminders.
@@ -55,17 +81,37 @@ impl Method for ReminderTick {
 
 impl<G: Grain> Methods<G> {
     pub(crate) fn new() -> Self {
-        let mut entries: HashMap<&'static str, DispatchFn<G>> = HashMap::new();
-        entries.insert(REMINDER_METHOD, dispatch_reminder::<G>);
-        Self { entries }
+        let mut entries: HashMap<&'static str, Entry<G>> = HashMap::new();
+        entries.insert(REMINDER_METHOD, Entry::Exclusive(dispatch_reminder::<G>));
+        Self {
+            entries,
+            into_live: live::exclusive::<G>,
+        }
     }
 
-    /// Adds the method `M`; a second method with the same name replaces the first.
+    /// Adds the method `M`, served one turn at a time by [`Handler<M>`]; a second method with
+    /// the same name replaces the first.
     pub fn add<M: Method>(&mut self) -> &mut Self
     where
         G: Handler<M>,
     {
-        self.entries.insert(M::NAME, dispatch::<G, M>);
+        self.entries
+            .insert(M::NAME, Entry::Exclusive(dispatch::<G, M>));
+        self
+    }
+
+    /// Adds the method `M`, served by [`InterleavedHandler<M>`] in turns that may run beside
+    /// other interleaved turns. A second method with the same name replaces the first.
+    ///
+    /// A type with at least one interleaved method keeps its activations behind a read-write
+    /// lock, which exclusive turns take for writing and interleaved turns for reading.
+    pub fn add_interleaved<M: Method>(&mut self) -> &mut Self
+    where
+        G: InterleavedHandler<M>,
+    {
+        self.entries
+            .insert(M::NAME, Entry::Interleaved(dispatch_interleaved::<G, M>));
+        self.into_live = live::shared::<G>;
         self
     }
 
@@ -85,6 +131,17 @@ impl<G: Grain> Methods<G> {
         self.entries.contains_key(method)
     }
 
+    /// Returns whether `method` runs in interleaved turns.
+    pub(crate) fn is_interleaved(&self, method: &str) -> bool {
+        matches!(self.entries.get(method), Some(Entry::Interleaved(_)))
+    }
+
+    /// Wraps a freshly activated grain for the activation actor.
+    pub(crate) fn into_live(self: &Arc<Self>, grain: G) -> Box<dyn LiveGrain> {
+        (self.into_live)(grain, Arc::clone(self))
+    }
+
+    /// Runs `method` with the grain to itself; an interleaved method runs too, alone.
     pub(crate) fn dispatch<'a>(
         &self,
         grain: &'a mut G,
@@ -93,8 +150,25 @@ impl<G: Grain> Methods<G> {
         payload: Payload,
     ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
         match self.entries.get(method) {
-            Some(dispatch) => dispatch(grain, ctx, payload),
+            Some(Entry::Exclusive(dispatch)) => dispatch(grain, ctx, payload),
+            Some(Entry::Interleaved(dispatch)) => dispatch(grain, ctx, payload),
             None => Box::pin(async { Err(DispatchError::UnknownMethod) }),
+        }
+    }
+
+    /// Runs the interleaved `method` with the grain shared.
+    pub(crate) fn dispatch_interleaved<'a>(
+        &self,
+        grain: &'a G,
+        ctx: &'a SharedContext,
+        method: &str,
+        payload: Payload,
+    ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
+        match self.entries.get(method) {
+            Some(Entry::Interleaved(dispatch)) => dispatch(grain, ctx, payload),
+            Some(Entry::Exclusive(_)) | None => {
+                Box::pin(async { Err(DispatchError::UnknownMethod) })
+            }
         }
     }
 }
@@ -113,22 +187,12 @@ fn dispatch_reminder<'a, G: Grain>(
     payload: Payload,
 ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
     Box::pin(async move {
-        let tick: ReminderTick = match payload {
-            Payload::Local { value, .. } => *value
-                .downcast::<ReminderTick>()
-                .map_err(|_| DispatchError::Decode("local payload of an unexpected type".into()))?,
-            Payload::Encoded { format, bytes } => format
-                .decode(&bytes)
-                .map_err(|e| DispatchError::Decode(e.to_string()))?,
-        };
+        let (tick, format) = decode_request::<ReminderTick>(payload)?;
         grain
             .on_reminder(&tick.name, ctx)
             .await
             .map_err(DispatchError::Grain)?;
-        Ok(Payload::Local {
-            value: Box::new(()),
-            encode: encoder_of::<()>(),
-        })
+        encode_response::<ReminderTick>((), format)
     })
 }
 
@@ -138,33 +202,64 @@ fn dispatch<'a, G: Handler<M>, M: Method>(
     payload: Payload,
 ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
     Box::pin(async move {
-        match payload {
-            Payload::Local { value, .. } => {
-                let request = value.downcast::<M>().map_err(|_| {
-                    DispatchError::Decode("local payload of an unexpected type".into())
-                })?;
-                let response = grain
-                    .handle(*request, ctx)
-                    .await
-                    .map_err(DispatchError::Grain)?;
-                Ok(Payload::Local {
-                    value: Box::new(response),
-                    encode: encoder_of::<M::Response>(),
-                })
-            }
-            Payload::Encoded { format, bytes } => {
-                let request: M = format
-                    .decode(&bytes)
-                    .map_err(|e| DispatchError::Decode(e.to_string()))?;
-                let response = grain
-                    .handle(request, ctx)
-                    .await
-                    .map_err(DispatchError::Grain)?;
-                let bytes = format
-                    .encode(&response)
-                    .map_err(|e| DispatchError::Encode(e.to_string()))?;
-                Ok(Payload::Encoded { format, bytes })
-            }
-        }
+        let (request, format) = decode_request::<M>(payload)?;
+        let response = grain
+            .handle(request, ctx)
+            .await
+            .map_err(DispatchError::Grain)?;
+        encode_response::<M>(response, format)
     })
+}
+
+fn dispatch_interleaved<'a, G: InterleavedHandler<M>, M: Method>(
+    grain: &'a G,
+    ctx: &'a SharedContext,
+    payload: Payload,
+) -> BoxFuture<'a, Result<Payload, DispatchError>> {
+    Box::pin(async move {
+        let (request, format) = decode_request::<M>(payload)?;
+        let response = grain
+            .handle(request, ctx)
+            .await
+            .map_err(DispatchError::Grain)?;
+        encode_response::<M>(response, format)
+    })
+}
+
+/// Returns the typed request, with the wire format the reply must use when it came encoded.
+fn decode_request<M: Method>(
+    payload: Payload,
+) -> Result<(M, Option<PayloadFormat>), DispatchError> {
+    match payload {
+        Payload::Local { value, .. } => {
+            let request = value
+                .downcast::<M>()
+                .map_err(|_| DispatchError::Decode("local payload of an unexpected type".into()))?;
+            Ok((*request, None))
+        }
+        Payload::Encoded { format, bytes } => {
+            let request = format
+                .decode(&bytes)
+                .map_err(|e| DispatchError::Decode(e.to_string()))?;
+            Ok((request, Some(format)))
+        }
+    }
+}
+
+fn encode_response<M: Method>(
+    response: M::Response,
+    format: Option<PayloadFormat>,
+) -> Result<Payload, DispatchError> {
+    match format {
+        None => Ok(Payload::Local {
+            value: Box::new(response),
+            encode: encoder_of::<M::Response>(),
+        }),
+        Some(format) => {
+            let bytes = format
+                .encode(&response)
+                .map_err(|e| DispatchError::Encode(e.to_string()))?;
+            Ok(Payload::Encoded { format, bytes })
+        }
+    }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::context::GrainContext;
 use super::error::{CallError, GrainError};
-use super::methods::{DispatchError, Methods};
-use super::payload::Payload;
+use super::live::LiveGrain;
+use super::methods::Methods;
 use super::traits::Grain;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -123,31 +123,9 @@ pub(crate) trait GrainFactory: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Box<dyn LiveGrain>, GrainError>>;
 }
 
-/// One activated grain, with its type erased.
-pub(crate) trait LiveGrain: Send {
-    fn dispatch<'a>(
-        &'a mut self,
-        ctx: &'a mut GrainContext,
-        method: &'a str,
-        payload: Payload,
-    ) -> BoxFuture<'a, Result<Payload, DispatchError>>;
-    fn deactivate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, ()>;
-    fn dehydrate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, Option<Vec<u8>>>;
-    fn timer<'a>(
-        &'a mut self,
-        ctx: &'a mut GrainContext,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<(), GrainError>>;
-}
-
 struct TypeEntry<G> {
     methods: Arc<Methods<G>>,
     options: GrainTypeOptions,
-}
-
-struct Live<G> {
-    grain: G,
-    methods: Arc<Methods<G>>,
 }
 
 impl<G: Grain> GrainFactory for TypeEntry<G> {
@@ -169,38 +147,7 @@ impl<G: Grain> GrainFactory for TypeEntry<G> {
     ) -> BoxFuture<'a, Result<Box<dyn LiveGrain>, GrainError>> {
         Box::pin(async move {
             let grain = G::activate(ctx).await?;
-            let live = Live {
-                grain,
-                methods: Arc::clone(&self.methods),
-            };
-            Ok(Box::new(live) as Box<dyn LiveGrain>)
+            Ok(self.methods.into_live(grain))
         })
-    }
-}
-
-impl<G: Grain> LiveGrain for Live<G> {
-    fn dispatch<'a>(
-        &'a mut self,
-        ctx: &'a mut GrainContext,
-        method: &'a str,
-        payload: Payload,
-    ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
-        self.methods.dispatch(&mut self.grain, ctx, method, payload)
-    }
-
-    fn deactivate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, ()> {
-        Box::pin(self.grain.on_deactivate(ctx))
-    }
-
-    fn timer<'a>(
-        &'a mut self,
-        ctx: &'a mut GrainContext,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<(), GrainError>> {
-        Box::pin(self.grain.on_timer(name, ctx))
-    }
-
-    fn dehydrate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, Option<Vec<u8>>> {
-        Box::pin(self.grain.dehydrate(ctx))
     }
 }

@@ -1,5 +1,5 @@
-//! Grain lifecycle in real node processes: durable reminders, stateless workers, and start-up
-//! checks of the node configuration.
+//! Grain lifecycle in real node processes: durable reminders, in-memory timers, stateless
+//! workers, and start-up checks of the node configuration.
 //!
 //! A panicking grain is not tested here, because no sample grain that `gristmill run` hosts
 //! can panic. `tests/single_node.rs` checks in-process that a panic fails only its call and
@@ -47,30 +47,32 @@ async fn call_ticker(
     client.invoke("ticker", key, method, payload, 0).await
 }
 
-/// Reads the tick count of ticker `key`; returns it and the serving node.
-async fn count(client: &mut NodeClient, key: &str) -> Result<(u64, String), String> {
-    let (value, served_by) = call_ticker(client, key, "count", json!(null))
+/// Reads a tick count of ticker `key` with `method`: `count` for the reminder's ticks,
+/// `timer_count` for the timer's. Returns the count and the serving node.
+async fn count(client: &mut NodeClient, key: &str, method: &str) -> Result<(u64, String), String> {
+    let (value, served_by) = call_ticker(client, key, method, json!(null))
         .await
-        .map_err(|status| format!("count: {status}"))?;
+        .map_err(|status| format!("{method}: {status}"))?;
     let count = value
         .as_u64()
-        .unwrap_or_else(|| panic!("ticker {key} returned the count {value}"));
+        .unwrap_or_else(|| panic!("ticker {key} returned the {method} {value}"));
     Ok((count, served_by))
 }
 
-/// Waits until ticker `key` counted at least `at_least` ticks and returns the count, the
-/// serving node and the time it took.
+/// Waits until the `method` count of ticker `key` reaches `at_least` and returns the count,
+/// the serving node and the time it took.
 async fn wait_ticks(
     client: &NodeClient,
     key: &str,
+    method: &str,
     at_least: u64,
     within: Duration,
 ) -> (u64, String, Duration) {
-    let what = format!("ticker {key} counts {at_least} ticks");
+    let what = format!("ticker {key} counts {at_least} ticks with {method}");
     let ((count, served_by), took) = wait_until(&what, within, || {
         let mut client = client.clone();
         async move {
-            let (count, served_by) = count(&mut client, key).await?;
+            let (count, served_by) = count(&mut client, key, method).await?;
             if count < at_least {
                 return Err(format!("{count} ticks on {served_by}"));
             }
@@ -115,7 +117,7 @@ async fn reminder_keeps_firing_after_host_dies() {
     )
     .await
     .expect("start the ticker");
-    let (ticks, host, _) = wait_ticks(&clients[0], key, 3, 3 * PERIOD + TICK_SLACK).await;
+    let (ticks, host, _) = wait_ticks(&clients[0], key, "count", 3, 3 * PERIOD + TICK_SLACK).await;
     let took = started.elapsed();
     eprintln!("{ticks} ticks after {took:?} on {host}");
     assert!(ticks <= 4, "{ticks} ticks within {took:?} of a 1 s period");
@@ -128,14 +130,20 @@ async fn reminder_keeps_firing_after_host_dies() {
         .position(|node| node.ready.node == host)
         .unwrap_or_else(|| panic!("{host} is not a node of the cluster"));
     let survivor = 1 - victim;
-    let (before_kill, _) = count(&mut clients[victim], key)
+    let (before_kill, _) = count(&mut clients[victim], key, "count")
         .await
         .expect("count before the kill");
     cluster.nodes[victim].kill9().await;
     wait_gone(&clients[survivor..=survivor], &host, DOWN_WITHIN).await;
 
-    let (after, served_by, took) =
-        wait_ticks(&clients[survivor], key, before_kill + 2, REFIRE_WITHIN).await;
+    let (after, served_by, took) = wait_ticks(
+        &clients[survivor],
+        key,
+        "count",
+        before_kill + 2,
+        REFIRE_WITHIN,
+    )
+    .await;
     eprintln!("{after} ticks {took:?} after {host} died, on {served_by}");
     assert_eq!(served_by, cluster.nodes[survivor].ready.node);
 
@@ -147,6 +155,115 @@ async fn reminder_keeps_firing_after_host_dies() {
         .await
         .expect("stop the ticker again");
     assert_eq!(stopped_again, json!(false), "the reminder is gone");
+}
+
+/// Tick period of the ticker's in-memory timer in the timer test.
+const TIMER_PERIOD: Duration = Duration::from_millis(100);
+/// Time three timer ticks may take on a loaded test machine.
+const TIMER_TICKS_WITHIN: Duration = Duration::from_secs(10);
+/// Idle age of the test nodes in the timer test, in seconds.
+const TIMER_IDLE_AFTER_SECS: u64 = 2;
+/// Time the timer test watches a stopped timer's count for a tick that must not come: ten
+/// periods. It is an observation window, not a wait for an event.
+const QUIET_WINDOW: Duration = Duration::from_secs(1);
+
+/// Reads the timer count of ticker `key`, activating it if needed, and checks that it stays
+/// the same for [`QUIET_WINDOW`]. Returns the count and the serving node.
+async fn assert_timer_quiet(client: &NodeClient, key: &str, why: &str) -> (u64, String) {
+    let what = format!("ticker {key} answers timer_count");
+    let ((first, served_by), _) = wait_until(&what, Duration::from_secs(15), || {
+        let mut client = client.clone();
+        async move { count(&mut client, key, "timer_count").await }
+    })
+    .await;
+    tokio::time::sleep(QUIET_WINDOW).await;
+    let (second, _) = count(&mut client.clone(), key, "timer_count")
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(first, second, "ticker {key} counted timer ticks {why}");
+    (first, served_by)
+}
+
+// Goal: a timer fires repeatedly while its grain is active, and ends with the activation: it
+// stops when the grain is deactivated for idleness and does not survive a kill -9 of its node,
+// unlike a reminder.
+// Method: start a 100 ms timer that persists its tick count and wait for three ticks. Let the
+// grain go idle and poll ListActivations until it is gone. Then read the persisted count
+// through a new activation and check that it stays put. Repeat with a second grain whose node
+// is killed instead, reading the count on the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timer_ends_with_its_activation() {
+    let _slot = cluster_slot().await;
+    let idle_after = TIMER_IDLE_AFTER_SECS.to_string();
+    let mut cluster =
+        Cluster::start_with(2, Timing::FAST, &["--idle-after-secs", &idle_after]).await;
+    let mut clients = cluster.clients().await;
+    let period_ms = u64::try_from(TIMER_PERIOD.as_millis()).expect("small");
+
+    // Idle collection stops the timer.
+    let key = "beat-idle";
+    let (_, host) = call_ticker(
+        &mut clients[0],
+        key,
+        "start_timer",
+        json!({ "period_ms": period_ms }),
+    )
+    .await
+    .expect("start the timer");
+    let (ticks, _, _) = wait_ticks(&clients[0], key, "timer_count", 3, TIMER_TICKS_WITHIN).await;
+    eprintln!("{ticks} timer ticks of {key} on {host}");
+    let host_index = cluster
+        .nodes
+        .iter()
+        .position(|node| node.ready.node == host)
+        .unwrap_or_else(|| panic!("{host} is not a node of the cluster"));
+    let what = format!("{key} is deactivated on {host}");
+    let idle_within = Duration::from_secs(TIMER_IDLE_AFTER_SECS + 10);
+    wait_until(&what, idle_within, || {
+        let mut client = clients[host_index].clone();
+        async move {
+            let listed = client.activations("ticker").await;
+            if listed.iter().any(|activation| activation.key == key) {
+                return Err(format!("{} ticker activations", listed.len()));
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let (after_idle, _) = assert_timer_quiet(&clients[0], key, "after idle collection").await;
+    assert!(
+        after_idle >= ticks,
+        "{after_idle} ticks persisted, {ticks} seen before"
+    );
+
+    // A kill -9 of the node ends the timer: nothing restarts it elsewhere.
+    let key = "beat-kill";
+    let (_, host) = call_ticker(
+        &mut clients[0],
+        key,
+        "start_timer",
+        json!({ "period_ms": period_ms }),
+    )
+    .await
+    .expect("start the second timer");
+    let (before_kill, _, _) =
+        wait_ticks(&clients[0], key, "timer_count", 3, TIMER_TICKS_WITHIN).await;
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|node| node.ready.node == host)
+        .unwrap_or_else(|| panic!("{host} is not a node of the cluster"));
+    let survivor = 1 - victim;
+    cluster.nodes[victim].kill9().await;
+    wait_gone(&clients[survivor..=survivor], &host, DOWN_WITHIN).await;
+    let (after_kill, served_by) =
+        assert_timer_quiet(&clients[survivor], key, "after its node was killed").await;
+    eprintln!("{before_kill} timer ticks before the kill, {after_kill} after, on {served_by}");
+    assert_eq!(served_by, cluster.nodes[survivor].ready.node);
+    assert!(
+        after_kill >= before_kill,
+        "{after_kill} ticks persisted, {before_kill} seen before"
+    );
 }
 
 /// Sends a transfer of 1 for each `(from, to)` account pair through `client`, all at once,

@@ -8,7 +8,10 @@ mod ticker;
 pub use account::{Account, AccountState, Balance, Deposit, INITIAL_BALANCE, Withdraw};
 pub use bank::{BANK_WORKERS, Bank, Transfer};
 pub use counter::{Add, Counter, CounterState, Get};
-pub use ticker::{Count, MIN_TICK_PERIOD, Start, Stop, TICK_REMINDER, Ticker, TickerState};
+pub use ticker::{
+    Count, MIN_TICK_PERIOD, MIN_TIMER_PERIOD, Start, StartTimer, Stop, TICK_REMINDER, TICK_TIMER,
+    Ticker, TickerState, TimerCount,
+};
 
 use super::GrainRegistry;
 

@@ -1,0 +1,108 @@
+//! One turn of an activation: the call waiting for it, and running it with its deadline, panic
+//! catching, counting and audit.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use futures::FutureExt;
+use tokio::sync::oneshot;
+
+use super::activation::ActivationShared;
+use super::methods::DispatchError;
+use super::{CallError, GrainId, Payload};
+use crate::runtime::Node;
+
+/// One call waiting for its turn.
+pub(crate) struct Turn {
+    pub method: String,
+    pub payload: Payload,
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<Result<Payload, TurnError>>,
+}
+
+/// The reason a turn produced no reply payload.
+pub(crate) enum TurnError {
+    /// The call ran, or was rejected, with this error.
+    Failed(CallError),
+    /// The activation stopped before the turn started; the caller gets its request back and
+    /// resolves the grain again.
+    Gone(Payload),
+}
+
+/// Replies with a deadline error to a turn whose caller has already given up, or returns the
+/// turn to run.
+pub(super) fn reject_late(grain: &GrainId, turn: Turn) -> Option<Turn> {
+    if Instant::now() < turn.deadline {
+        return Some(turn);
+    }
+    // Running the turn could only surprise the caller.
+    let error = CallError::DeadlineExceeded {
+        grain: grain.clone(),
+        after_ms: 0,
+    };
+    let _ = turn.reply.send(Err(TurnError::Failed(error)));
+    None
+}
+
+/// Runs one dispatched turn, catching a panic, and counts and audits it.
+pub(super) async fn run_dispatch(
+    node: &Node,
+    shared: &ActivationShared,
+    method: &str,
+    dispatch: impl Future<Output = Result<Payload, DispatchError>>,
+) -> Result<Payload, CallError> {
+    let started = Instant::now();
+    let audit_started = SystemTime::now();
+    let outcome = AssertUnwindSafe(dispatch).catch_unwind().await;
+    shared.touch();
+    let reply = match outcome {
+        Ok(Ok(payload)) => Ok(payload),
+        Ok(Err(error)) => Err(dispatch_error(&shared.grain, method, error)),
+        Err(panic) => {
+            let message = panic_message(&panic);
+            tracing::error!(grain = %shared.grain, %method, %message, "grain panicked; deactivating");
+            Err(CallError::GrainPanicked {
+                grain: shared.grain.clone(),
+                message,
+            })
+        }
+    };
+    node.record_turn(started.elapsed());
+    shared.turns.fetch_add(1, Ordering::Relaxed);
+    node.audit_turn(shared, audit_started, SystemTime::now());
+    reply
+}
+
+fn dispatch_error(grain: &GrainId, method: &str, error: DispatchError) -> CallError {
+    match error {
+        DispatchError::UnknownMethod => CallError::UnknownMethod {
+            grain_type: grain.grain_type.clone(),
+            method: method.to_string(),
+            known: String::new(),
+        },
+        DispatchError::Decode(detail) => CallError::InvalidPayload {
+            grain_type: grain.grain_type.clone(),
+            method: method.to_string(),
+            detail,
+        },
+        DispatchError::Encode(detail) => {
+            CallError::Internal(format!("cannot encode reply of {grain}.{method}: {detail}"))
+        }
+        DispatchError::Grain(error) => CallError::Grain {
+            grain: grain.clone(),
+            error,
+        },
+    }
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-text panic payload".to_string()
+    }
+}
