@@ -2,13 +2,14 @@
 //!
 //! Goal: catch regressions of the protocol cores on every `cargo test`. Method: seeds 1 to 30
 //! rotate through the built-in scenarios (seed modulo the scenario count picks one), so each
-//! scenario runs four or five seeds. Seed 24 is left out: it reproduces a known gap of the
-//! directory glue (see the README), and `known_glue_gaps` keeps it, ignored, until the fix.
+//! scenario runs four or five seeds. Seeds 17 and 24 are left out: they reproduce known gaps
+//! of the directory glue (see the README), and `known_glue_gaps` keeps them, ignored, until
+//! the fix.
 
 use gristmill_simulations::scenario::{SCENARIOS, Scenario, run_seed};
 
 const NODES: usize = 5;
-const KNOWN_GAP_SEEDS: [u64; 1] = [24];
+const KNOWN_GAP_SEEDS: [u64; 2] = [17, 24];
 
 fn scenario_for(seed: u64) -> Scenario {
     let name = SCENARIOS[(seed % SCENARIOS.len() as u64) as usize];
@@ -34,7 +35,10 @@ fn ci_seeds_keep_every_invariant() {
 }
 
 /// Seeds that violate single activation because of gaps in the directory glue, not in the
-/// simulator: a re-assertion answered `NotOwner` is never retried. Run with `--ignored`.
+/// simulator. Seed 24: a re-assertion answered `NotOwner` is never retried. Seed 17: a
+/// re-assertion sent to an owner that has just died is lost, and the host sends it again only
+/// at its next membership change, after the new owner's readiness window closed on its grace
+/// period. Run with `--ignored`.
 #[test]
 #[ignore = "reproduces a known directory glue gap; see simulations/README.md"]
 fn known_glue_gaps() {

@@ -11,7 +11,8 @@
 //!    returning them as [`DirectoryCommand::HandOff`] batches for the glue to send.
 //! 2. The node opens a readiness window. For grains it owns now but did not own before the
 //!    change, it replies `NotReady` to lookups, new registrations and migrations that find no
-//!    entry, because the entry may still be on its way.
+//!    entry, because the entry may still be on its way. A view in which the node was alone
+//!    counts as no view, because a joining node is alone in its first view.
 //! 3. Every node re-asserts each of its local activations with the owner in the new view
 //!    ([`DirectoryPartition::handle_reassert`]). Re-assertions are accepted during the window;
 //!    the first entry for a grain wins, and a host whose re-assertion conflicts deactivates.
@@ -284,7 +285,14 @@ impl DirectoryPartition {
         });
 
         let handed_off: usize = handoffs.values().map(Vec::len).sum();
-        let previous = std::mem::replace(&mut self.members, members.clone());
+        let mut previous = std::mem::replace(&mut self.members, members.clone());
+        // A view of this node alone says nothing about who owned what: a joining node sees only
+        // itself until gossip brings the others, although the cluster may hold activations of
+        // every grain. So every grain this node owns after leaving such a view is pending, as
+        // for a node that had no view before.
+        if previous.iter().all(|member| *member == self.local) {
+            previous.clear();
+        }
         self.readiness
             .open(previous, members, now, self.config.handoff_grace);
         let commands = self.handoff_commands(handoffs);

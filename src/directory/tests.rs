@@ -348,6 +348,33 @@ fn gained_grains_not_ready_until_sync() {
 }
 
 #[test]
+fn joiner_alone_at_first_still_waits_for_sync() {
+    // A joining node sees only itself until gossip brings the others, and settles that view
+    // on its own. Its solo view must not count as having owned every grain before the join.
+    let alone = vec![node("c")];
+    let after = vec![node("a"), node("b"), node("c")];
+    let mut partition = DirectoryPartition::new(node("c"), DirectoryConfig::default());
+    partition.handle_membership_change(&alone, Millis(0));
+    partition.handle_sync_complete(&node("c"), partition.view(), Millis(0));
+    assert!(partition.is_ready(Millis(0)), "a node alone settles at once");
+
+    partition.handle_membership_change(&after, Millis(1_000));
+    let gained = grain_where(&after, &node("c"), None);
+    assert_eq!(
+        partition.handle_lookup(&gained, Millis(1_000)),
+        LookupOutcome::NotReady
+    );
+    let view = partition.view();
+    for member in &after {
+        partition.handle_sync_complete(member, view, Millis(1_100));
+    }
+    assert_eq!(
+        partition.handle_lookup(&gained, Millis(1_100)),
+        LookupOutcome::NotFound
+    );
+}
+
+#[test]
 fn gained_grains_ready_after_grace() {
     let (mut partition, _, gained) = joined_partition();
     let closes_at = Millis(1_000) + GRACE;
