@@ -3,7 +3,7 @@
 use tokio::sync::mpsc;
 
 use super::node::Node;
-use crate::membership::{MembershipEvent, NodeState};
+use crate::membership::{LeaveReason, MembershipEvent, NodeState};
 
 /// Applies membership events to the node until the membership agent stops.
 pub(crate) async fn run_event_loop(
@@ -19,6 +19,9 @@ pub(crate) async fn run_event_loop(
                 live_set_changed = true;
             }
             MembershipEvent::Updated(member) => {
+                if member.state == NodeState::Leaving {
+                    node.record_departure(member.incarnation());
+                }
                 if member.state == NodeState::Dead {
                     node.transport().handle_peer_down(&member.id).await;
                     live_set_changed = true;
@@ -26,6 +29,9 @@ pub(crate) async fn run_event_loop(
             }
             MembershipEvent::Left { member, reason } => {
                 tracing::info!(node = %node.id().name, member = %member.id, ?reason, "member left");
+                if *reason == LeaveReason::Left {
+                    node.record_departure(member.incarnation());
+                }
                 node.transport().handle_peer_down(&member.id).await;
                 node.inner
                     .cache
