@@ -111,7 +111,18 @@ impl Node {
     /// Keeps serving until the quiet period has passed and no inbound request is in flight,
     /// or until `deadline`.
     async fn wait_quiet(&self, deadline: Instant) {
-        let quiet_until = (Instant::now() + self.quiet_period()).min(deadline);
+        let has_peers = {
+            let members = self.inner.members.read().expect("members lock poisoned");
+            let local = self.inner.id.incarnation();
+            members.live.iter().any(|incarnation| *incarnation != local)
+        };
+        // Without live peers no one forwards here, so only the requests in flight matter.
+        let quiet_period = if has_peers {
+            self.quiet_period()
+        } else {
+            Duration::ZERO
+        };
+        let quiet_until = (Instant::now() + quiet_period).min(deadline);
         let idle = self.inner.inbound.wait_idle(quiet_until).await;
         tokio::time::sleep_until(quiet_until.into()).await;
         if !idle && !self.inner.inbound.wait_idle(deadline).await {
@@ -166,13 +177,54 @@ impl Node {
             return false;
         };
         let incarnation = peer.incarnation();
-        if self.has_departed(&incarnation) {
-            return true;
-        }
+        let departed = self.has_departed(&incarnation);
         let state = {
             let members = self.inner.members.read().expect("members lock poisoned");
             members.by_incarnation.get(&incarnation).map(|m| m.state)
         };
-        *before_send && state != Some(NodeState::Active)
+        forward_failure_is_retryable(*before_send, departed, state)
+    }
+}
+
+/// Returns whether a forward that failed in transport is known not to have run. That holds
+/// when the peer announced Leaving (`departed`). It also holds when nothing was sent
+/// (`before_send`) and the peer is not Active in this node's view (`None`: no longer listed).
+fn forward_failure_is_retryable(
+    before_send: bool,
+    departed: bool,
+    state: Option<NodeState>,
+) -> bool {
+    departed || (before_send && state != Some(NodeState::Active))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_failure_retry_cases() {
+        use NodeState::*;
+        // (before_send, departed, state in the view, retryable)
+        let cases = [
+            (false, true, Some(Leaving), true),
+            (false, true, Some(Dead), true),
+            (false, true, None, true),
+            (true, true, Some(Leaving), true),
+            (true, false, Some(Draining), true),
+            (true, false, Some(Dead), true),
+            (true, false, None, true),
+            (true, false, Some(Active), false),
+            (false, false, Some(Active), false),
+            (false, false, Some(Draining), false),
+            (false, false, Some(Dead), false),
+            (false, false, None, false),
+        ];
+        for (before_send, departed, state, expected) in cases {
+            assert_eq!(
+                forward_failure_is_retryable(before_send, departed, state),
+                expected,
+                "before_send {before_send}, departed {departed}, state {state:?}"
+            );
+        }
     }
 }
