@@ -53,8 +53,10 @@ pub struct NodeConfig {
     /// Interval between two polls for due reminders, in milliseconds. Default: 1000. Range:
     /// 10 to 60,000; a reminder fires at most this late.
     pub reminder_poll_ms: u64,
-    /// Time a drain on SIGTERM may take to move every activation away, in seconds; what is
-    /// left then is deactivated. Default: 60. Range: 1 to 3600; keep it below the
+    /// Time a drain on SIGTERM may take to move every activation away and leave the cluster,
+    /// in seconds. Leaving keeps up to half of it, at most 10 s, for the quiet period in which
+    /// peers learn of the leave and for requests in flight; the drain gets the rest, and what
+    /// it leaves behind is deactivated. Default: 60. Range: 1 to 3600; keep it below the
     /// orchestrator's grace period (Kubernetes `terminationGracePeriodSeconds`).
     pub drain_timeout_secs: u64,
     /// File to which the node appends one line per grain turn: grain, node, boot id,

@@ -19,6 +19,9 @@ pub(crate) async fn run_event_loop(
                 live_set_changed = true;
             }
             MembershipEvent::Updated(member) => {
+                if member.state == NodeState::Leaving {
+                    node.record_departure(member.incarnation());
+                }
                 if member.state == NodeState::Dead {
                     node.transport().handle_peer_down(&member.id).await;
                     live_set_changed = true;
@@ -26,6 +29,9 @@ pub(crate) async fn run_event_loop(
             }
             MembershipEvent::Left { member, reason } => {
                 log_departure(&node, member, *reason);
+                if *reason == LeaveReason::Left {
+                    node.record_departure(member.incarnation());
+                }
                 node.transport().handle_peer_down(&member.id).await;
                 node.inner
                     .cache

@@ -251,6 +251,10 @@ impl Node {
                 Err(CallError::NodeUnavailable {
                     before_send: true, ..
                 }) => avoid.push(peer.name.clone()),
+                // A peer that announced Leaving cannot have run the call.
+                Err(error) if self.may_retry_forward(peer, &error) => {
+                    avoid.push(peer.name.clone());
+                }
                 Err(error) => return Err(error),
             }
         }

@@ -6,6 +6,7 @@ mod directory_glue;
 mod events;
 mod forwarding;
 mod inbound;
+mod leave;
 mod migrate;
 mod node;
 mod reminders;

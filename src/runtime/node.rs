@@ -8,7 +8,8 @@
 //!    node's gateway, the gRPC API (health NOT_SERVING) and the metrics endpoint.
 //! 4. Once the node has joined and connected to its peers, it becomes Active and healthy.
 //!
-//! Shutdown on SIGTERM is the reverse, with the grains deactivated before the node leaves.
+//! Shutdown on SIGTERM is the reverse, with the grains deactivated before the node leaves; the
+//! steps are at the top of the `leave` module.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -111,6 +112,10 @@ pub(crate) struct NodeInner {
     pub activation_gate: tokio::sync::RwLock<()>,
     /// Circuit breakers towards peers and the balancing of spread stateless worker calls.
     pub forwarding: super::forwarding::Forwarding,
+    /// Requests from peers that are being served; leaving waits for them.
+    pub inbound: super::inbound::InboundRequests,
+    /// Members that announced they are leaving, and so host no activations.
+    pub departed: Mutex<std::collections::HashSet<Incarnation>>,
 }
 
 async fn bind_udp(what: &'static str, addr: SocketAddr) -> Result<UdpSocket, StartError> {
@@ -249,6 +254,8 @@ impl Node {
             left_gracefully: AtomicBool::new(false),
             activation_gate: tokio::sync::RwLock::new(()),
             forwarding,
+            inbound: super::inbound::InboundRequests::default(),
+            departed: Mutex::default(),
             config,
         });
         let node = Node { inner };
@@ -430,47 +437,6 @@ impl Node {
         }
     }
 
-    /// Stops serving gracefully (the SIGTERM path): drains the node, moving every activation
-    /// to other Active nodes (see [`Node::drain`]), deactivates what could not move, tells the
-    /// cluster it leaves, and stops.
-    pub async fn drain_and_leave(&self) {
-        if self.inner.stopping.load(Ordering::Acquire) {
-            self.stopped().await;
-            return;
-        }
-        let report = self.drain(self.inner.config.drain_timeout()).await;
-        if report.remaining > 0 {
-            tracing::warn!(node = %self.inner.id.name, remaining = report.remaining, "drain timed out; deactivating the rest");
-        }
-        self.leave().await;
-    }
-
-    /// Leaves the cluster: deactivates whatever is still active here, announces the leave so
-    /// peers see it at once, and stops. [`Node::stopped`] resolves afterwards and
-    /// [`Node::left_gracefully`] returns true.
-    pub async fn leave(&self) {
-        if self.inner.stopping.swap(true, Ordering::AcqRel) {
-            self.stopped().await;
-            return;
-        }
-        self.set_state(NodeState::Draining);
-        super::upkeep::deactivate_all(self, crate::grain::activation::StopReason::Shutdown).await;
-        self.set_state(NodeState::Leaving);
-        if let Err(error) = self.inner.membership.leave().await {
-            tracing::warn!(node = %self.inner.id.name, %error, "leave announcement failed");
-        }
-        self.transport().stop();
-        self.set_state(NodeState::Dead);
-        self.inner.left_gracefully.store(true, Ordering::Release);
-        let _ = self.inner.stopped.send(true);
-        tracing::info!(node = %self.inner.id.name, "node left the cluster");
-    }
-
-    /// Returns whether the node stopped by leaving the cluster, rather than being declared down.
-    pub fn left_gracefully(&self) -> bool {
-        self.inner.left_gracefully.load(Ordering::Acquire)
-    }
-
     /// Stops at once because the cluster declared this node down: its activations are void.
     pub(crate) async fn stop_declared_down(&self) {
         if self.inner.stopping.swap(true, Ordering::AcqRel) {
@@ -507,5 +473,6 @@ impl Node {
             .map(|member| member.id.name.as_str())
             .collect();
         self.inner.forwarding.retain(|name| names.contains(name));
+        self.forget_departures(|incarnation| members.by_incarnation.contains_key(incarnation));
     }
 }

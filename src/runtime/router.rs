@@ -148,6 +148,8 @@ impl Node {
         };
         let mut payload = Some(payload);
         let mut encoded: Option<(PayloadFormat, Vec<u8>)> = None;
+        // The last forward failure that was retried; the caller gets it if no attempt is left.
+        let mut retried: Option<CallError> = None;
         for _ in 0..MAX_ATTEMPTS {
             if Instant::now() >= deadline {
                 return Err(timed_out());
@@ -187,15 +189,20 @@ impl Node {
                     let bytes = encode_once(&mut payload, &mut encoded, grain, method)?;
                     match self
                         .forward(grain, method, bytes, &peer, Route::Deliver, 0, deadline)
-                        .await?
+                        .await
                     {
-                        Some(reply) => return Ok(reply),
-                        None => self.handle_not_here(&entry).await,
+                        Ok(Some(reply)) => return Ok(reply),
+                        Ok(None) => self.handle_not_here(&entry).await,
+                        Err(error) if self.may_retry_forward(&peer, &error) => {
+                            self.handle_unreachable_host(&entry, &peer, &error).await;
+                            retried = Some(error);
+                        }
+                        Err(error) => return Err(error),
                     }
                 }
                 Target::ActivateOn(peer) => {
                     let bytes = encode_once(&mut payload, &mut encoded, grain, method)?;
-                    if let Some(reply) = self
+                    let forwarded = self
                         .forward(
                             grain,
                             method,
@@ -205,17 +212,26 @@ impl Node {
                             0,
                             deadline,
                         )
-                        .await?
-                    {
-                        return Ok(reply);
+                        .await;
+                    match forwarded {
+                        Ok(Some(reply)) => return Ok(reply),
+                        // The peer lost a registration race, or no longer accepts activations
+                        // and this node's view has not caught up yet: let it settle.
+                        Ok(None) => tokio::time::sleep(SETTLE_PAUSE).await,
+                        Err(error) if self.may_retry_forward(&peer, &error) => {
+                            tracing::debug!(grain = %grain, peer = %peer.name, %error, "placement target unreachable; placing again");
+                            tokio::time::sleep(SETTLE_PAUSE).await;
+                            retried = Some(error);
+                        }
+                        Err(error) => return Err(error),
                     }
                 }
             }
         }
-        Err(CallError::TooManyHops {
+        Err(retried.unwrap_or_else(|| CallError::TooManyHops {
             grain: grain.clone(),
             hops: MAX_ATTEMPTS,
-        })
+        }))
     }
 
     pub(super) fn local_reply(&self, payload: Payload, hops: u32) -> InvokeReply {
@@ -710,6 +726,30 @@ impl Node {
         self.inner.catalog.contains(&entry.grain)
     }
 
+    /// Drops the cached entry of a host that a call could not reach and that is known not to
+    /// have run it (see [`Node::may_retry_forward`]), and pauses before the call resolves
+    /// again. A host that announced Leaving hosts nothing, so its directory entry is removed
+    /// as after `NotHere`. Any other host may still run the grain, so only the cached entry is
+    /// dropped.
+    async fn handle_unreachable_host(
+        &self,
+        entry: &DirectoryEntry,
+        peer: &NodeId,
+        error: &CallError,
+    ) {
+        tracing::debug!(grain = %entry.grain, peer = %peer.name, %error, "host unreachable; resolving again");
+        if self.has_departed(&entry.host) {
+            self.handle_not_here(entry).await;
+        } else {
+            self.inner
+                .cache
+                .lock()
+                .expect("cache lock poisoned")
+                .handle_not_here(&entry.grain, &entry.host);
+        }
+        tokio::time::sleep(SETTLE_PAUSE).await;
+    }
+
     /// Drops a stale entry after its host replied `NotHere`.
     async fn handle_not_here(&self, entry: &DirectoryEntry) {
         self.inner
@@ -735,6 +775,10 @@ impl Node {
         let deadline = unix_ms_to_deadline(call.deadline_unix_ms);
         if let Err(error) = self.check_method(&call.grain, &call.method) {
             return CallReply::Failed(error);
+        }
+        if self.is_stopping() && self.worker_limit(&call.grain).is_some() {
+            // A leaving node starts no stateless worker either; the caller picks another node.
+            return CallReply::NotHere;
         }
         let started = Instant::now();
         let mut payload = Payload::Encoded {
@@ -776,6 +820,11 @@ impl Node {
                     return CallReply::NotHere;
                 }
                 continue;
+            }
+            if self.is_stopping() || !self.state().accepts_activations() {
+                // Placement in the caller's view is stale: this node runs no new
+                // activations. `NotHere` makes the caller place the grain again.
+                return CallReply::NotHere;
             }
             match self.activate_local(&call.grain, deadline).await {
                 Ok(Ok(())) => {}
