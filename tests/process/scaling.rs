@@ -672,7 +672,7 @@ async fn drain_of_10000_grains() {
     let _slot = cluster_slot().await;
     // Grains stay active for the whole benchmark, so the drain moves every one of them.
     let policy = fast_policy(1, 3, 600_000).replace("idle_after_secs = 3", "idle_after_secs = 600");
-    let (cluster, _config) = start(3, &policy, Timing::FAST).await;
+    let (cluster, _config) = start(3, &policy, Timing::LOADED).await;
     let mut scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
     scaling
         .pause(pb::PauseRequest {
