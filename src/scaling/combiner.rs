@@ -18,8 +18,10 @@ pub enum CombinerKind {
     /// to the policy listed first in the config.
     HighestPriority,
     /// The largest recommendation wins, as HPA does across metrics. A scale-out therefore wins
-    /// over everything else, and a scale-in happens only when every policy recommends one, and
-    /// then by the smallest step among them.
+    /// over everything else, and a scale-in happens only when every policy that can remove
+    /// nodes recommends one, and then by the smallest step among them. Policies that only add
+    /// nodes take part only when they recommend a scale-out, so their "keep" does not block
+    /// every scale-in.
     MostAggressive,
     /// A direction wins when at least `consensus_min_agree` policies recommend it, and then the
     /// most conservative of those recommendations applies. Scale-out is checked first.
@@ -121,13 +123,25 @@ pub fn combine(
             }
         }
         CombinerKind::MostAggressive => {
-            let desired = recommendations
+            let voting: Vec<&Recommendation> = recommendations
+                .iter()
+                .filter(|recommendation| {
+                    !recommendation.policy.only_adds_nodes()
+                        || recommendation.desired_nodes > current
+                })
+                .collect();
+            let Some(desired) = voting
                 .iter()
                 .map(|recommendation| recommendation.desired_nodes)
                 .max()
-                .unwrap_or(current);
-            let deciding: Vec<&Recommendation> = recommendations
-                .iter()
+            else {
+                return hold(format!(
+                    "only policies that add nodes are enabled, and none recommends it; keep \
+                     {current} nodes"
+                ));
+            };
+            let deciding: Vec<&Recommendation> = voting
+                .into_iter()
                 .filter(|recommendation| recommendation.desired_nodes == desired)
                 .collect();
             decided(

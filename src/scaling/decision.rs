@@ -155,6 +155,17 @@ pub enum ActionOutcome {
     },
 }
 
+/// The check a scale-in makes on a drained node right before it stops it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRemoval {
+    /// The drained node.
+    pub node: String,
+    /// Activations the node itself reported after its drain, independent of the drain reply.
+    pub activations_before_stop: u64,
+    /// Whether the node was stopped; `false` when the count was not 0.
+    pub stopped: bool,
+}
+
 /// One evaluation, everything it used, and what came of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -186,6 +197,9 @@ pub struct Decision {
     pub outcome: Option<ActionOutcome>,
     /// How long the action took; `None` until it ends.
     pub duration: Option<Duration>,
+    /// For a scale-in, the check on each node it drained, in order; empty otherwise.
+    #[serde(default)]
+    pub removals: Vec<NodeRemoval>,
 }
 
 /// The most recent decisions, oldest first, bounded by a capacity.

@@ -25,7 +25,8 @@ use crate::scaling::behavior::{Direction, ScaleEvent, ScaleHistory, Stabilizer};
 use crate::scaling::combiner::combine;
 use crate::scaling::config::{ConfigError, ScalingConfig};
 use crate::scaling::decision::{
-    Action, ActionOutcome, AppliedLimit, Decision, DecisionHistory, DecisionId, Trigger,
+    Action, ActionOutcome, AppliedLimit, Decision, DecisionHistory, DecisionId, NodeRemoval,
+    Trigger,
 };
 use crate::scaling::load::{ClusterLoad, ClusterSnapshot};
 use crate::scaling::policy::recommend;
@@ -293,13 +294,15 @@ impl ScalingCore {
         Ok(self.commit(decision, now))
     }
 
-    /// Records how the action of decision `id` ended, which starts the cooldown.
+    /// Records how the action of decision `id` ended, with the checks a scale-in made on the
+    /// nodes it drained, which starts the cooldown.
     ///
     /// Nodes that changed count against the rate policies from the time the action started.
     pub fn handle_action_outcome(
         &mut self,
         id: DecisionId,
         outcome: ActionOutcome,
+        removals: Vec<NodeRemoval>,
         now: Millis,
     ) -> Result<&Decision, RequestError> {
         let running = match self.running {
@@ -338,6 +341,7 @@ impl ScalingCore {
             .ok_or(RequestError::NotRunning { decision: id })?;
         decision.outcome = Some(outcome);
         decision.duration = Some(duration);
+        decision.removals = removals;
         Ok(decision)
     }
 
@@ -401,6 +405,7 @@ impl ScalingCore {
             summary: String::new(),
             outcome: None,
             duration: None,
+            removals: Vec::new(),
         }
     }
 
@@ -466,6 +471,7 @@ impl ScalingCore {
             summary,
             outcome: None,
             duration: None,
+            removals: Vec::new(),
         }
     }
 

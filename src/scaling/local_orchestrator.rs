@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::membership::NodeState;
 use crate::runtime::Node;
+use crate::scaling::node_calls;
 use crate::scaling::orchestrator::{BoxFuture, Orchestrator, OrchestratorError};
 
 /// Time a started node has to print its ready line and become Active in this node's view.
@@ -336,10 +337,21 @@ impl Orchestrator for LocalOrchestrator {
 
     fn remove_node<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), OrchestratorError>> {
         Box::pin(async move {
-            // DrainNode with leave_after has already asked the node to leave and exit.
+            // The supervisor has drained the node and read 0 activations from it; the node
+            // leaves and exits once asked.
+            let addr = node_calls::grpc_addr_of(&self.node, name)
+                .map_err(|status| OrchestratorError::Invalid(status.message().to_owned()))?;
+            node_calls::request_leave(addr, name)
+                .await
+                .map_err(|status| {
+                    OrchestratorError::Unavailable(format!(
+                        "{name} did not accept the request to leave: {}",
+                        status.message()
+                    ))
+                })?;
             if !self.wait_for_member(name, false, LEAVE_TIMEOUT).await {
                 return Err(OrchestratorError::Unavailable(format!(
-                    "{name} is still a live member {LEAVE_TIMEOUT:?} after its drain"
+                    "{name} is still a live member {LEAVE_TIMEOUT:?} after it was asked to leave"
                 )));
             }
             self.reap(name).await;

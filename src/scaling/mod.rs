@@ -16,6 +16,7 @@ pub mod evaluator;
 pub mod kubernetes;
 pub mod load;
 pub mod local_orchestrator;
+pub mod node_calls;
 pub mod orchestrator;
 pub mod policy;
 pub mod proto_convert;
@@ -31,7 +32,8 @@ pub use self::config::{
     ConfigError, MailboxMeasure, PolicyTarget, ScalingConfig, ScalingPolicyConfig, UnknownName,
 };
 pub use self::decision::{
-    Action, ActionOutcome, AppliedLimit, Decision, DecisionHistory, DecisionId, Trigger,
+    Action, ActionOutcome, AppliedLimit, Decision, DecisionHistory, DecisionId, NodeRemoval,
+    Trigger,
 };
 pub use self::evaluator::{RequestError, ScalingCore, ScalingStatus};
 pub use self::load::{ClusterLoad, ClusterSnapshot, HealthLimits, HealthScore, NodeSnapshot};

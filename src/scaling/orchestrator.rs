@@ -10,7 +10,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// The supervisor decides how many nodes the cluster needs and which node goes; the
 /// orchestrator only carries that out. It never drains: the supervisor calls
-/// [`Orchestrator::remove_node`] only after the node holds no activations.
+/// [`Orchestrator::remove_node`] only after the node's drain and after the node itself
+/// reported 0 activations.
 pub trait Orchestrator: Send + Sync + 'static {
     /// Short name for logs and decision records, such as `local` or `kubernetes`.
     fn kind(&self) -> &'static str;
@@ -21,7 +22,8 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// Starts `count` new nodes and returns their names.
     fn add_nodes(&self, count: u32) -> BoxFuture<'_, Result<Vec<String>, OrchestratorError>>;
 
-    /// Stops the node `name`, which the supervisor has already drained.
+    /// Stops the node `name`, which the supervisor has drained; the node is still a Draining
+    /// member, so stopping it makes it leave the cluster.
     fn remove_node<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), OrchestratorError>>;
 
     /// Returns the node that the orchestrator must remove next, if it cannot remove any other.

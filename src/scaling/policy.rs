@@ -59,6 +59,12 @@ impl PolicyKind {
         Self::NAMES[self as usize]
     }
 
+    /// Returns whether the policy only ever recommends adding nodes: mailbox depth and cluster
+    /// health signal distress, and their absence is no reason to remove a node.
+    pub fn only_adds_nodes(self) -> bool {
+        matches!(self, PolicyKind::MailboxDepth | PolicyKind::ClusterHealth)
+    }
+
     /// Returns the priority used when the config sets none: the policies that signal distress
     /// (health 60, mailbox 50) outrank resource use (memory 40, CPU 30), which outranks demand
     /// (call rate 20, grain density 10).

@@ -356,6 +356,15 @@ pub fn decision_to_proto(decision: &Decision) -> pb::ScalingDecision {
         summary: decision.summary.clone(),
         outcome: Some(outcome_to_proto(decision.outcome.as_ref())),
         duration_ms: decision.duration.map(millis),
+        removals: decision
+            .removals
+            .iter()
+            .map(|removal| pb::NodeRemoval {
+                node: removal.node.clone(),
+                activations_before_stop: removal.activations_before_stop,
+                stopped: removal.stopped,
+            })
+            .collect(),
     }
 }
 

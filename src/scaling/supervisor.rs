@@ -28,10 +28,10 @@ use crate::scaling::decision::{ActionOutcome, Decision, DecisionId};
 use crate::scaling::evaluator::{RequestError, ScalingCore, ScalingStatus};
 use crate::scaling::load::{ClusterSnapshot, NodeSnapshot};
 use crate::scaling::orchestrator::{BoxFuture, Orchestrator, OrchestratorError};
-use crate::scaling::supervisor_action::{self, ActionContext};
+use crate::scaling::supervisor_action::{self, ActionContext, ActionReport};
 use crate::scaling::supervisor_metrics::ScalingMetrics;
 use crate::scaling::supervisor_register::{
-    ActionRecord, Register, RegisterError, SupervisorRecord, takeover_reason,
+    ActionRecord, HolderView, Register, RegisterError, SupervisorRecord, takeover_reason,
 };
 
 /// The component that starts and stops nodes for the scaling supervisor, set by
@@ -116,8 +116,8 @@ pub enum SupervisorMsg {
         decision: DecisionId,
         /// The epoch in which it started.
         epoch: u64,
-        /// The outcome.
-        outcome: ActionOutcome,
+        /// The outcome and the checks made on removed nodes.
+        report: ActionReport,
     },
     /// `GetStatus`.
     Status(ReplyPort<SupervisorStatus>),
@@ -258,8 +258,8 @@ impl Actor for Supervisor {
             SupervisorMsg::ActionEnded {
                 decision,
                 epoch,
-                outcome,
-            } => state.handle_action_ended(decision, epoch, outcome).await,
+                report,
+            } => state.handle_action_ended(decision, epoch, report).await,
             SupervisorMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }
@@ -377,13 +377,18 @@ impl SupervisorState {
     async fn maybe_take_over(&mut self, members: &[MemberInfo]) {
         let me = self.me();
         let now_unix_ms = crate::runtime::unix_now_ms();
-        let is_active = |node: &Incarnation| {
-            members
-                .iter()
-                .any(|member| member.incarnation() == *node && member.state == NodeState::Active)
+        let holder_view = |node: &Incarnation| {
+            let member = members.iter().find(|member| member.incarnation() == *node);
+            match member.map(|member| member.state) {
+                Some(NodeState::Active) => HolderView::Active,
+                Some(NodeState::Draining | NodeState::Leaving | NodeState::Dead) => {
+                    HolderView::NotActive
+                }
+                Some(NodeState::Joining) | None => HolderView::Unknown,
+            }
         };
         let record = &self.register.record;
-        let Some(reason) = takeover_reason(record, &me, is_active, now_unix_ms, self.lease())
+        let Some(reason) = takeover_reason(record, &me, holder_view, now_unix_ms, self.lease())
         else {
             return;
         };
@@ -512,40 +517,41 @@ impl SupervisorState {
                 completed_nodes: 0,
                 error: format!("not started: {error}"),
             };
-            self.finish(decision.id, outcome);
+            self.finish(decision.id, ActionReport::from(outcome));
             return;
         }
         let context = ActionContext {
             orchestrator: self.orchestrator.clone(),
-            drain_via: self.node.grpc_addr(),
+            node: self.node.clone(),
             drain_timeout: Duration::from_secs(self.node.inner.config.drain_timeout_secs),
             metrics: self.metrics.clone(),
         };
         let myself = myself.clone();
         tokio::spawn(async move {
-            let outcome = supervisor_action::carry_out(&context, &decision.action).await;
+            let report = supervisor_action::carry_out(&context, &decision.action).await;
             let _ = myself.send_message(SupervisorMsg::ActionEnded {
                 decision: decision.id,
                 epoch,
-                outcome,
+                report,
             });
         });
     }
 
-    async fn handle_action_ended(&mut self, id: DecisionId, epoch: u64, outcome: ActionOutcome) {
+    async fn handle_action_ended(&mut self, id: DecisionId, epoch: u64, report: ActionReport) {
         let acting_epoch = match self.role {
             Role::Acting { epoch, .. } => Some(epoch),
             Role::Standby => None,
         };
         if acting_epoch != Some(epoch) {
+            let outcome = &report.outcome;
             tracing::warn!(decision = %id, epoch, ?outcome, "an action of an earlier term ended");
             return;
         }
-        let result = match &outcome {
+        let result = match &report.outcome {
             ActionOutcome::Succeeded => "succeeded".to_owned(),
             ActionOutcome::Failed { error, .. } => format!("failed: {error}"),
         };
-        self.finish(id, outcome);
+        self.finish(id, report);
         let mut next = self.register.record.clone();
         if let Some(action) = next
             .last_action
@@ -558,12 +564,12 @@ impl SupervisorState {
     }
 
     /// Reports an outcome to the core, counts it, and publishes the updated decision.
-    fn finish(&mut self, id: DecisionId, outcome: ActionOutcome) {
+    fn finish(&mut self, id: DecisionId, report: ActionReport) {
         let now = self.node.inner.clock.now();
         let Role::Acting { core, .. } = &mut self.role else {
             return;
         };
-        match core.handle_action_outcome(id, outcome, now) {
+        match core.handle_action_outcome(id, report.outcome, report.removals, now) {
             Ok(decision) => {
                 self.metrics.record_outcome(decision);
                 let _ = self.decisions.send(decision.clone());
@@ -731,6 +737,7 @@ pub fn build_snapshot(
 fn make_orchestrator(node: &Node) -> Arc<dyn Orchestrator> {
     match node.inner.config.orchestrator {
         OrchestratorKind::None => Arc::new(NoOrchestrator {
+            node: node.clone(),
             kind: "none",
             reason: "no orchestrator is configured; set orchestrator = \"local\" or \"kubernetes\"",
         }),
@@ -750,14 +757,16 @@ fn make_orchestrator(node: &Node) -> Arc<dyn Orchestrator> {
         }
         #[cfg(not(feature = "kubernetes"))]
         OrchestratorKind::Kubernetes => Arc::new(NoOrchestrator {
+            node: node.clone(),
             kind: "kubernetes",
             reason: "this node was built without the `kubernetes` cargo feature",
         }),
     }
 }
 
-/// An orchestrator that cannot add nodes; a drained node leaves by itself, so removal succeeds.
+/// An orchestrator that cannot add nodes; it removes a drained node by asking it to leave.
 struct NoOrchestrator {
+    node: Node,
     kind: &'static str,
     reason: &'static str,
 }
@@ -775,8 +784,14 @@ impl Orchestrator for NoOrchestrator {
         Box::pin(async { Err(OrchestratorError::Unavailable(self.reason.into())) })
     }
 
-    fn remove_node<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<(), OrchestratorError>> {
-        Box::pin(async { Ok(()) })
+    fn remove_node<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), OrchestratorError>> {
+        Box::pin(async move {
+            let addr = super::node_calls::grpc_addr_of(&self.node, name)
+                .map_err(|status| OrchestratorError::Invalid(status.message().to_owned()))?;
+            super::node_calls::request_leave(addr, name)
+                .await
+                .map_err(|status| OrchestratorError::Unavailable(status.message().to_owned()))
+        })
     }
 
     fn forced_removal_candidate(&self, _nodes: &[String]) -> Option<String> {

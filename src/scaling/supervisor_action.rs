@@ -2,53 +2,80 @@
 //!
 //! Scale-in follows the invariant that a node is removed only after it holds no activations:
 //!
-//! 1. Send `Cluster/DrainNode` with `leave_after` to this node's own gRPC API, which forwards
-//!    it to the named node. That node becomes Draining, migrates every activation to the Active
-//!    nodes, and leaves the cluster once it holds none.
-//! 2. Only a response with `remaining == 0` lets the orchestrator remove the node. A drain that
-//!    times out leaves the node Draining and in place, and the action fails naming it.
+//! 1. Send `Cluster/DrainNode` without `leave_after` to this node's own gRPC API, which
+//!    forwards it to the named node. That node becomes Draining and migrates every activation
+//!    to the Active nodes. A reply with `remaining > 0` fails the action, and the node stays
+//!    Draining and in place.
+//! 2. Ask the drained node itself for its activation count (`Grains/ListActivations`). This
+//!    check does not trust the drain reply, and its result goes into the decision record. A
+//!    count other than 0, or a failed call, fails the action and leaves the node in place.
+//! 3. Only then does the orchestrator stop the node: the local orchestrator asks it to leave
+//!    and waits for its exit, and the Kubernetes orchestrator shrinks the StatefulSet, whose
+//!    SIGTERM makes the node leave.
+//!
+//! A Draining node receives no new activations, so the count cannot rise between steps 2 and
+//! 3. If one appeared anyway, the node would deactivate it when it leaves, and its state would
+//! stay as last stored.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::pb;
-use crate::api::pb::cluster_client::ClusterClient;
-use crate::scaling::decision::{Action, ActionOutcome};
+use crate::runtime::Node;
+use crate::scaling::decision::{Action, ActionOutcome, NodeRemoval};
+use crate::scaling::node_calls;
 use crate::scaling::orchestrator::Orchestrator;
 use crate::scaling::supervisor_metrics::ScalingMetrics;
-
-/// Extra time the gRPC deadline of a drain allows beyond the drain timeout for the reply.
-const DRAIN_REPLY_MARGIN: Duration = Duration::from_secs(10);
 
 /// What carrying out an action needs.
 #[derive(Clone)]
 pub struct ActionContext {
     /// The orchestrator that adds and removes node processes.
     pub orchestrator: Arc<dyn Orchestrator>,
-    /// gRPC address of a node that forwards `DrainNode` to the drained node.
-    pub drain_via: SocketAddr,
+    /// The supervisor's node: its gRPC API forwards drains, and its view gives node addresses.
+    pub node: Node,
     /// Time a node has to migrate its activations away before its drain counts as failed.
     pub drain_timeout: Duration,
     /// Where the outcome is counted.
     pub metrics: Arc<ScalingMetrics>,
 }
 
-/// Carries out `action` to its end and returns its outcome; never panics on remote failures.
-pub async fn carry_out(context: &ActionContext, action: &Action) -> ActionOutcome {
+/// The end of an action: its outcome and the check made on each node a scale-in drained.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionReport {
+    /// The outcome.
+    pub outcome: ActionOutcome,
+    /// For a scale-in, each drained node's own activation count before its stop, in order.
+    pub removals: Vec<NodeRemoval>,
+}
+
+impl From<ActionOutcome> for ActionReport {
+    fn from(outcome: ActionOutcome) -> Self {
+        Self {
+            outcome,
+            removals: Vec::new(),
+        }
+    }
+}
+
+/// Carries out `action` to its end and returns its report; remote failures become a failed
+/// outcome.
+pub async fn carry_out(context: &ActionContext, action: &Action) -> ActionReport {
     match action {
-        Action::None => ActionOutcome::Succeeded,
-        Action::ScaleOut { nodes } => scale_out(context, *nodes).await,
+        Action::None => ActionOutcome::Succeeded.into(),
+        Action::ScaleOut { nodes } => scale_out(context, *nodes).await.into(),
         Action::ScaleIn { nodes } => {
+            let mut removals = Vec::new();
             for (done, node) in nodes.iter().enumerate() {
-                if let Err(error) = drain_and_remove(context, &node.name).await {
-                    return ActionOutcome::Failed {
+                if let Err(error) = drain_and_remove(context, &node.name, &mut removals).await {
+                    let outcome = ActionOutcome::Failed {
                         completed_nodes: done as u32,
                         error,
                     };
+                    return ActionReport { outcome, removals };
                 }
             }
-            ActionOutcome::Succeeded
+            let outcome = ActionOutcome::Succeeded;
+            ActionReport { outcome, removals }
         }
     }
 }
@@ -76,13 +103,21 @@ async fn scale_out(context: &ActionContext, nodes: u32) -> ActionOutcome {
     }
 }
 
-/// Drains `name` and removes it; returns the error sentence for the decision on failure.
-async fn drain_and_remove(context: &ActionContext, name: &str) -> Result<(), String> {
+/// Drains `name`, checks that it reports no activations, and removes it. Appends the check to
+/// `removals`, and on failure returns the error sentence for the decision.
+async fn drain_and_remove(
+    context: &ActionContext,
+    name: &str,
+    removals: &mut Vec<NodeRemoval>,
+) -> Result<(), String> {
     let started = Instant::now();
-    let response = drain(context, name).await.map_err(|status| {
-        context.metrics.failure("drain_failed");
-        format!("draining {name} failed: {}", status.message())
-    })?;
+    let via = context.node.grpc_addr();
+    let response = node_calls::drain(via, name, context.drain_timeout)
+        .await
+        .map_err(|status| {
+            context.metrics.failure("drain_failed");
+            format!("draining {name} failed: {}", status.message())
+        })?;
     context
         .metrics
         .drain_duration
@@ -96,6 +131,23 @@ async fn drain_and_remove(context: &ActionContext, name: &str) -> Result<(), Str
         ));
     }
     tracing::info!(node = %name, migrated = response.migrated, "node drained");
+
+    let activations = own_activation_count(context, name)
+        .await
+        .inspect_err(|_| context.metrics.failure("drain_failed"))?;
+    let stopped = activations == 0;
+    removals.push(NodeRemoval {
+        node: name.to_owned(),
+        activations_before_stop: activations,
+        stopped,
+    });
+    if !stopped {
+        context.metrics.failure("not_empty");
+        tracing::error!(node = %name, activations, "drained node still has activations; not removed");
+        return Err(format!(
+            "{name} reports {activations} activations after a complete drain, so it stays"
+        ));
+    }
     context
         .orchestrator
         .remove_node(name)
@@ -106,24 +158,16 @@ async fn drain_and_remove(context: &ActionContext, name: &str) -> Result<(), Str
         })
 }
 
-async fn drain(
-    context: &ActionContext,
-    name: &str,
-) -> Result<pb::NodeDrainResponse, tonic::Status> {
-    let via = context.drain_via;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{via}"))
-        .map_err(|error| tonic::Status::internal(error.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(context.drain_timeout + DRAIN_REPLY_MARGIN);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-    let request = pb::NodeDrainRequest {
-        node: name.to_owned(),
-        timeout_ms: u32::try_from(context.drain_timeout.as_millis()).unwrap_or(u32::MAX),
-        leave_after: true,
+/// Asks the node `name` itself for its activation count.
+async fn own_activation_count(context: &ActionContext, name: &str) -> Result<u64, String> {
+    let checked = async {
+        let addr = node_calls::grpc_addr_of(&context.node, name)?;
+        node_calls::own_activation_count(addr, name).await
     };
-    let response = ClusterClient::new(channel).drain_node(request).await?;
-    Ok(response.into_inner())
+    checked.await.map_err(|status| {
+        format!(
+            "cannot read the activation count of drained node {name}, so it stays: {}",
+            status.message()
+        )
+    })
 }

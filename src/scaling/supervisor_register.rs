@@ -73,7 +73,7 @@ pub struct ActionRecord {
 pub enum TakeoverReason {
     /// No holder is recorded.
     Vacant,
-    /// The holder is not a live Active member in this node's view.
+    /// The holder is a member in this node's view, but no longer Active.
     HolderGone(Incarnation),
     /// The holder has not renewed within the lease.
     LeaseExpired(Incarnation),
@@ -81,13 +81,27 @@ pub enum TakeoverReason {
     AlreadyHeld,
 }
 
+/// The register holder's state in the view of a node that may take the register over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HolderView {
+    /// A live Active member.
+    Active,
+    /// A member in another state: Draining, Leaving or Dead.
+    NotActive,
+    /// Not a member in this view, as in a node that has just joined and not yet heard of it.
+    Unknown,
+}
+
 /// Decides whether `me` may take the register over.
 ///
-/// `holder_is_active` returns whether an incarnation is a live Active member in `me`'s view.
+/// `holder_view` returns how an incarnation appears in `me`'s view. Only a holder seen as no
+/// longer Active is taken over at once. A holder that `me` does not know is taken over only
+/// once its lease expires, because a node that has just joined may not have heard of it yet.
+/// Taking over then would restart the decision history and the stabilization windows.
 pub fn takeover_reason(
     record: &SupervisorRecord,
     me: &Incarnation,
-    holder_is_active: impl Fn(&Incarnation) -> bool,
+    holder_view: impl Fn(&Incarnation) -> HolderView,
     now_unix_ms: u64,
     lease: Duration,
 ) -> Option<TakeoverReason> {
@@ -97,7 +111,7 @@ pub fn takeover_reason(
     if holder == me {
         return Some(TakeoverReason::AlreadyHeld);
     }
-    if !holder_is_active(holder) {
+    if holder_view(holder) == HolderView::NotActive {
         return Some(TakeoverReason::HolderGone(holder.clone()));
     }
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
@@ -198,36 +212,48 @@ mod tests {
             (
                 "vacant",
                 SupervisorRecord::default(),
-                true,
+                HolderView::Active,
                 Some(TakeoverReason::Vacant),
             ),
             (
                 "held by me",
                 held_by("node-1", 10_000),
-                true,
+                HolderView::Active,
                 Some(TakeoverReason::AlreadyHeld),
             ),
             (
                 "holder gone",
                 held_by("node-0", 10_000),
-                false,
+                HolderView::NotActive,
                 Some(TakeoverReason::HolderGone(node("node-0"))),
+            ),
+            (
+                "holder unknown and renewing",
+                held_by("node-0", 8_000),
+                HolderView::Unknown,
+                None,
+            ),
+            (
+                "holder unknown, lease expired",
+                held_by("node-0", 4_000),
+                HolderView::Unknown,
+                Some(TakeoverReason::LeaseExpired(node("node-0"))),
             ),
             (
                 "holder live and renewing",
                 held_by("node-0", 8_000),
-                true,
+                HolderView::Active,
                 None,
             ),
             (
                 "lease expired",
                 held_by("node-0", 4_000),
-                true,
+                HolderView::Active,
                 Some(TakeoverReason::LeaseExpired(node("node-0"))),
             ),
         ];
-        for (case, record, holder_active, expected) in cases {
-            let reason = takeover_reason(&record, &me, |_| holder_active, 10_000, LEASE);
+        for (case, record, holder_view, expected) in cases {
+            let reason = takeover_reason(&record, &me, |_| holder_view, 10_000, LEASE);
             assert_eq!(reason, expected, "{case}");
         }
     }

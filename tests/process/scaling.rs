@@ -47,10 +47,10 @@ async fn active_names(client: &mut NodeClient) -> Result<BTreeSet<String>, Strin
         .collect())
 }
 
-async fn start(count: usize, policy: &str) -> (Cluster, tempfile::NamedTempFile) {
+async fn start(count: usize, policy: &str, timing: Timing) -> (Cluster, tempfile::NamedTempFile) {
     let file = config_file(policy);
     let path = file.path().to_str().expect("utf-8 path").to_owned();
-    let cluster = Cluster::start_with(count, Timing::FAST, &["--config", &path]).await;
+    let cluster = Cluster::start_with(count, timing, &["--config", &path]).await;
     let scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
     wait_until("a supervisor acts", Duration::from_secs(30), || {
         let mut scaling = scaling.clone();
@@ -66,17 +66,37 @@ async fn start(count: usize, policy: &str) -> (Cluster, tempfile::NamedTempFile)
     (cluster, file)
 }
 
-async fn decisions(client: &mut ScalingClient<Channel>) -> Vec<pb::ScalingDecision> {
+/// Lists the recorded decisions, or describes why the call failed.
+async fn try_decisions(
+    client: &mut ScalingClient<Channel>,
+) -> Result<Vec<pb::ScalingDecision>, String> {
     let request = pb::ListDecisionsRequest {
         limit: 1_000,
         before_id: 0,
     };
-    client
-        .list_decisions(request)
+    match client.list_decisions(request).await {
+        Ok(response) => Ok(response.into_inner().decisions),
+        Err(status) => Err(format!("ListDecisions failed: {status}")),
+    }
+}
+
+async fn decisions(client: &mut ScalingClient<Channel>) -> Vec<pb::ScalingDecision> {
+    try_decisions(client)
         .await
-        .expect("ListDecisions")
-        .into_inner()
-        .decisions
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Returns the first recorded scale-in once its action has ended, or describes what is seen.
+async fn ended_scale_in(mut client: ScalingClient<Channel>) -> Result<pb::ScalingDecision, String> {
+    let scale_in = try_decisions(&mut client)
+        .await?
+        .into_iter()
+        .find(|decision| action_kind(decision) == pb::action::Kind::ScaleIn)
+        .ok_or("no scale-in decision yet")?;
+    match scale_in.duration_ms {
+        Some(_) => Ok(scale_in),
+        None => Err(format!("the action of d{} is running", scale_in.id)),
+    }
 }
 
 fn action_kind(decision: &pb::ScalingDecision) -> pb::action::Kind {
@@ -89,7 +109,7 @@ fn action_kind(decision: &pb::ScalingDecision) -> pb::action::Kind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_step_adds_nodes_that_serve_grains() {
     let _slot = cluster_slot().await;
-    let (cluster, _config) = start(2, &fast_policy(2, 4, 30_000)).await;
+    let (cluster, _config) = start(2, &fast_policy(2, 4, 30_000), Timing::FAST).await;
     let mut clients = cluster.clients().await;
     let original: BTreeSet<String> = ["node-0".to_owned(), "node-1".to_owned()].into();
 
@@ -158,13 +178,15 @@ async fn load_step_adds_nodes_that_serve_grains() {
     );
 }
 
-// Goal: a drop in load drains and removes nodes without failed calls or lost writes.
-// Method: three nodes at a density target of 100, 150 counters written once each; the
-// supervisor scales in to the minimum of 2 while a writer keeps adding to a few counters.
+// Goal: a drop in load drains and removes a node without failed calls or lost writes, and
+// the removed node held no activation when it stopped. Method: three nodes at a density
+// target of 100 and 150 counters written once each. The supervisor scales in to the minimum of
+// 2 while a writer keeps adding to one counter. The removed node's own log line at its stop
+// gives the count it held then, independent of the supervisor's check in the decision record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_drop_drains_and_removes_node_without_losses() {
     let _slot = cluster_slot().await;
-    let (cluster, _config) = start(3, &fast_policy(2, 3, 2_000)).await;
+    let (mut cluster, _config) = start(3, &fast_policy(2, 3, 2_000), Timing::LOADED).await;
     let mut clients = cluster.clients().await;
     let written = spread_counters(&mut clients[..1], 150).await;
     let keys: Vec<String> = written.values().flatten().cloned().collect();
@@ -192,7 +214,7 @@ async fn load_drop_drains_and_removes_node_without_losses() {
         (acknowledged, failed)
     });
 
-    let (_, took) = wait_until(
+    let (active, took) = wait_until(
         "the cluster scales in to 2 Active nodes",
         Duration::from_secs(60),
         || {
@@ -201,7 +223,7 @@ async fn load_drop_drains_and_removes_node_without_losses() {
                 let members = client.members().await?;
                 let active = active_names(&mut client).await?;
                 if active.len() == 2 {
-                    Ok(())
+                    Ok(active)
                 } else {
                     Err(describe(&members))
                 }
@@ -210,9 +232,19 @@ async fn load_drop_drains_and_removes_node_without_losses() {
     )
     .await;
     eprintln!("scale-in took {took:?}");
+    let removed = cluster
+        .nodes
+        .iter()
+        .position(|node| !active.contains(&node.ready.node))
+        .expect("one of the started nodes is no longer Active");
+    let removed_name = cluster.nodes[removed].ready.node.clone();
+    let exit = cluster.nodes[removed]
+        .wait_exit(Duration::from_secs(60))
+        .await;
+    assert!(exit.success(), "{removed_name} exited with {exit}");
+
     let (acknowledged, failed) = writer.await.expect("writer task");
     assert_eq!(failed, 0, "calls failed during scale-in");
-
     let (value, _) = clients[0]
         .invoke("counter", "steady", "get", serde_json::Value::Null, 5_000)
         .await
@@ -230,12 +262,28 @@ async fn load_drop_drains_and_removes_node_without_losses() {
         assert_eq!(value.as_u64(), Some(1), "counter {key} lost its write");
     }
 
-    let mut scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
-    let scale_in = decisions(&mut scaling)
-        .await
-        .into_iter()
-        .find(|decision| action_kind(decision) == pb::action::Kind::ScaleIn)
-        .expect("a scale-in decision is recorded");
+    // The node logs how many activations it deactivated when it left, as it stopped.
+    let log_path = &cluster.nodes[removed].log_path;
+    let log = std::fs::read_to_string(log_path).expect("read the removed node's log");
+    let at_stop = activations_deactivated_at_stop(&log);
+    assert!(
+        !at_stop.is_empty(),
+        "{removed_name} logged no deactivation at its stop; log in {}",
+        log_path.display()
+    );
+    assert!(
+        at_stop.iter().all(|&count| count == 0),
+        "{removed_name} still held activations when it stopped: {at_stop:?}; log in {}",
+        log_path.display()
+    );
+
+    let scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
+    let (scale_in, _) = wait_until(
+        "the scale-in decision has an outcome",
+        Duration::from_secs(30),
+        || ended_scale_in(scaling.clone()),
+    )
+    .await;
     let outcome = scale_in.outcome.clone().unwrap_or_default();
     assert_eq!(
         outcome.kind,
@@ -243,52 +291,226 @@ async fn load_drop_drains_and_removes_node_without_losses() {
         "scale-in outcome: {}",
         outcome.error
     );
+    let checked = scale_in
+        .removals
+        .iter()
+        .find(|removal| removal.node == removed_name)
+        .unwrap_or_else(|| panic!("no check of {removed_name} in {:?}", scale_in.removals));
+    assert_eq!(checked.activations_before_stop, 0);
+    assert!(
+        checked.stopped,
+        "{removed_name} is recorded as left in place"
+    );
 }
 
-// Goal: load that swings faster than the scale-in window causes no scale-out followed by a
-// scale-in within that window. Method: alternate bursts of new counters with idle spells.
+/// Returns the `activations` field of each "deactivated all activations" line in a node log:
+/// the activations the node still held when it left the cluster.
+fn activations_deactivated_at_stop(log: &str) -> Vec<u64> {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|line| line.contains("deactivated all activations"))
+        .map(|line| {
+            let value = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("activations="))
+                .unwrap_or_else(|| panic!("no activations field in {line:?}"));
+            value
+                .parse()
+                .unwrap_or_else(|error| panic!("activations={value} in {line:?}: {error}"))
+        })
+        .collect()
+}
+
+/// Removes the terminal colour sequences (`ESC [ ... m`) that the node's log writer adds.
+fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// Scale-in stabilization window of the oscillation tests: longer than the gap between a
+/// burst's scale-out and the scale-in that its idle spell recommends.
+const FLAP_WINDOW: Duration = Duration::from_secs(15);
+/// New counters per burst of the oscillating load, round by round. The sizes vary so the
+/// load is noisy, and each burst needs 3 nodes at 100 activations per node.
+const BURSTS: [usize; 3] = [260, 230, 290];
+/// Time from one burst's start to the next; the counters go idle 3 s after a burst and are
+/// deactivated, so each period ends with a spell that needs only 2 nodes.
+const BURST_PERIOD: Duration = Duration::from_secs(7);
+
+/// Drives the oscillating load through `gateway`: one burst of new counters per period, and
+/// between bursts a trickle of calls to one counter, the noise. Returns the failed calls; a
+/// call fails when a scale-in stops the node that hosts its grain, so failures are counted,
+/// not fatal.
+async fn oscillate(mut gateway: NodeClient) -> u64 {
+    let mut failed = 0;
+    let started = tokio::time::Instant::now();
+    for (round, size) in BURSTS.into_iter().enumerate() {
+        for index in 0..size {
+            let key = format!("osc-{round}-{index}");
+            let payload = serde_json::json!({ "amount": 1 });
+            if gateway
+                .invoke("counter", &key, "add", payload, 0)
+                .await
+                .is_err()
+            {
+                failed += 1;
+            }
+        }
+        let next = started + BURST_PERIOD * (round as u32 + 1);
+        while tokio::time::Instant::now() < next {
+            let payload = serde_json::json!({ "amount": 1 });
+            if gateway
+                .invoke("counter", "osc-noise", "add", payload, 0)
+                .await
+                .is_err()
+            {
+                failed += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    failed
+}
+
+/// Returns the decisions that acted, as `(at_ms, kind)`, ordered by decision id.
+fn actions(recorded: &[pb::ScalingDecision]) -> Vec<(u64, pb::action::Kind)> {
+    let mut acted: Vec<&pb::ScalingDecision> = recorded
+        .iter()
+        .filter(|decision| action_kind(decision) != pb::action::Kind::None)
+        .collect();
+    acted.sort_by_key(|decision| decision.id);
+    acted
+        .iter()
+        .map(|decision| (decision.at_ms, action_kind(decision)))
+        .collect()
+}
+
+/// Returns the first scale-out and a scale-in decided less than `window` after it, as their
+/// decision times in milliseconds, or `None` when the supervisor did not flap.
+fn first_flap(recorded: &[pb::ScalingDecision], window: Duration) -> Option<(u64, u64)> {
+    let acted = actions(recorded);
+    let window_ms = window.as_millis() as u64;
+    acted
+        .iter()
+        .enumerate()
+        .find_map(|(index, &(out_at, kind))| {
+            if kind != pb::action::Kind::ScaleOut {
+                return None;
+            }
+            acted[index + 1..]
+                .iter()
+                .find(|&&(in_at, kind)| {
+                    kind == pb::action::Kind::ScaleIn && in_at.saturating_sub(out_at) < window_ms
+                })
+                .map(|&(in_at, _)| (out_at, in_at))
+        })
+}
+
+// Goal: show that the oscillating load of `oscillating_load_does_not_flap` does make the
+// supervisor flap when nothing stabilizes scale-in, so that test can fail. Method: the same
+// cluster, policy and load with a 0 ms scale-in window. The supervisor must scale out on a
+// burst and scale in less than one window later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oscillating_load_flaps_without_window() {
+    let _slot = cluster_slot().await;
+    let (cluster, _config) = start(2, &fast_policy(2, 3, 0), Timing::LOADED).await;
+    let gateway = cluster.nodes[0].client().await;
+    let load = tokio::spawn(oscillate(gateway));
+
+    let scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
+    let ((out_at, in_at), took) = wait_until(
+        "a scale-out followed by a scale-in within one window",
+        Duration::from_secs(45),
+        || {
+            let mut scaling = scaling.clone();
+            async move {
+                let recorded = try_decisions(&mut scaling).await?;
+                first_flap(&recorded, FLAP_WINDOW)
+                    .ok_or_else(|| format!("actions: {:?}", actions(&recorded)))
+            }
+        },
+    )
+    .await;
+    load.abort();
+    eprintln!(
+        "without a window: scale-out at {out_at} ms, scale-in at {in_at} ms, seen after {took:?}"
+    );
+}
+
+// Goal: a noisy load that swings faster than the scale-in window causes no scale-out
+// followed by a scale-in within that window. Method: bursts of new counters that need 3
+// nodes, each followed by an idle spell that needs 2; the control test shows that this load
+// flaps without a window. The supervisor must scale out and then keep the third node for at
+// least one window, and its decisions must show the window holding back a scale-in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oscillating_load_does_not_flap() {
     let _slot = cluster_slot().await;
-    let window = Duration::from_secs(15);
-    let (cluster, _config) = start(2, &fast_policy(2, 4, window.as_millis() as u64)).await;
-    let mut clients = cluster.clients().await;
-    for round in 0..3 {
-        for index in 0..150 {
-            let key = format!("osc-{round}-{index}");
-            let gateway = &mut clients[index % 2];
-            let _ = gateway
-                .invoke(
-                    "counter",
-                    &key,
-                    "add",
-                    serde_json::json!({ "amount": 1 }),
-                    0,
-                )
-                .await;
-        }
-        tokio::time::sleep(Duration::from_secs(4)).await;
-    }
+    let window_ms = FLAP_WINDOW.as_millis() as u64;
+    let (cluster, _config) = start(2, &fast_policy(2, 3, window_ms), Timing::LOADED).await;
+    let gateway = cluster.nodes[0].client().await;
+    let failed = oscillate(gateway).await;
+    eprintln!("oscillating load done, {failed} calls failed");
 
-    let mut scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
-    let recorded = decisions(&mut scaling).await;
-    let mut actions: Vec<(u64, pb::action::Kind)> = recorded
-        .iter()
-        .filter(|decision| action_kind(decision) != pb::action::Kind::None)
-        .map(|decision| (decision.at_ms, action_kind(decision)))
-        .collect();
-    actions.sort();
-    for pair in actions.windows(2) {
-        let (out_at, first) = pair[0];
-        let (in_at, second) = pair[1];
-        let flapped = first == pb::action::Kind::ScaleOut
-            && second == pb::action::Kind::ScaleIn
-            && in_at - out_at < window.as_millis() as u64;
-        assert!(
-            !flapped,
-            "scale-out at {out_at} ms then scale-in at {in_at} ms"
-        );
-    }
+    // Watch the supervisor's decisions until it has evaluated one full window past its last
+    // scale-out, so a scale-in inside that window would be recorded.
+    let scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
+    let (recorded, _) = wait_until(
+        "the supervisor evaluated one window past its last scale-out",
+        FLAP_WINDOW + Duration::from_secs(30),
+        || {
+            let mut scaling = scaling.clone();
+            async move {
+                let recorded = try_decisions(&mut scaling).await?;
+                let last_out = actions(&recorded)
+                    .iter()
+                    .rev()
+                    .find(|(_, kind)| *kind == pb::action::Kind::ScaleOut)
+                    .map(|(at, _)| *at)
+                    .ok_or_else(|| format!("no scale-out yet: {:?}", actions(&recorded)))?;
+                let latest = recorded.iter().map(|d| d.at_ms).max().unwrap_or(0);
+                if latest >= last_out + window_ms {
+                    Ok(recorded)
+                } else {
+                    Err(format!(
+                        "last scale-out at {last_out} ms, latest decision at {latest} ms"
+                    ))
+                }
+            }
+        },
+    )
+    .await;
+
+    let flap = first_flap(&recorded, FLAP_WINDOW);
+    assert_eq!(
+        flap,
+        None,
+        "scale-out then scale-in within {FLAP_WINDOW:?}; actions: {:?}",
+        actions(&recorded)
+    );
+    let held_back = recorded.iter().any(|decision| {
+        decision.limits.iter().any(|limit| {
+            limit.kind == pb::applied_limit::Kind::Stabilization as i32
+                && limit.direction == "scale_in"
+                && limit.from_nodes < limit.to_nodes
+        })
+    });
+    assert!(
+        held_back,
+        "the load never asked for a scale-in that the window held back; actions: {:?}",
+        actions(&recorded)
+    );
 }
 
 // Goal: when the acting supervisor's node dies, another node takes over and does not start
@@ -297,7 +519,7 @@ async fn oscillating_load_does_not_flap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_failover_does_not_repeat_action() {
     let _slot = cluster_slot().await;
-    let (mut cluster, _config) = start(3, &fast_policy(1, 5, 30_000)).await;
+    let (mut cluster, _config) = start(3, &fast_policy(1, 5, 30_000), Timing::FAST).await;
     let mut scaling = scaling_client(cluster.nodes[2].ready.grpc_addr).await;
     let paused = scaling
         .pause(pb::PauseRequest {
@@ -377,7 +599,7 @@ async fn supervisor_failover_does_not_repeat_action() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_policy_rejects_invalid_policy() {
     let _slot = cluster_slot().await;
-    let (cluster, _config) = start(2, &fast_policy(2, 4, 30_000)).await;
+    let (cluster, _config) = start(2, &fast_policy(2, 4, 30_000), Timing::FAST).await;
     let mut scaling = scaling_client(cluster.nodes[1].ready.grpc_addr).await;
     let running = scaling
         .get_status(pb::GetScalingStatusRequest {})
@@ -450,7 +672,7 @@ async fn drain_of_10000_grains() {
     let _slot = cluster_slot().await;
     // Grains stay active for the whole benchmark, so the drain moves every one of them.
     let policy = fast_policy(1, 3, 600_000).replace("idle_after_secs = 3", "idle_after_secs = 600");
-    let (cluster, _config) = start(3, &policy).await;
+    let (cluster, _config) = start(3, &policy, Timing::LOADED).await;
     let mut scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
     scaling
         .pause(pb::PauseRequest {
@@ -487,18 +709,7 @@ async fn drain_of_10000_grains() {
         .await
         .expect("DrainNode");
     let (decision, _) = wait_until("the drain ends", Duration::from_secs(300), || {
-        let mut scaling = scaling.clone();
-        async move {
-            let decision = decisions(&mut scaling)
-                .await
-                .into_iter()
-                .find(|decision| action_kind(decision) == pb::action::Kind::ScaleIn)
-                .ok_or("no scale-in yet")?;
-            match decision.duration_ms {
-                Some(_) => Ok(decision),
-                None => Err("running".to_owned()),
-            }
-        }
+        ended_scale_in(scaling.clone())
     })
     .await;
     eprintln!(

@@ -308,7 +308,23 @@ fn render_decision(decision: &pb::ScalingDecision, as_json: bool) -> String {
     for limit in &decision.limits {
         text.push_str(&format!("  limit: {}\n", limit.description));
     }
+    for removal in &decision.removals {
+        text.push_str(&format!("  removal: {}\n", removal_text(removal)));
+    }
     text
+}
+
+/// Returns `node-2 reported 0 activations and was stopped` for a scale-in's check.
+fn removal_text(removal: &pb::NodeRemoval) -> String {
+    let verdict = if removal.stopped {
+        "was stopped"
+    } else {
+        "was left in place"
+    };
+    format!(
+        "{} reported {} activations after its drain and {verdict}",
+        removal.node, removal.activations_before_stop
+    )
 }
 
 /// Returns one line for a decision: the JSON object, or `d7 scale_out 2 -> 3 ...` text.
@@ -395,6 +411,11 @@ pub fn decision_json(decision: &pb::ScalingDecision) -> Value {
             "kind": pb::applied_limit::Kind::try_from(limit.kind)
                 .map_or("UNKNOWN", |kind| kind.as_str_name()),
             "description": limit.description,
+        })).collect::<Vec<_>>(),
+        "removals": decision.removals.iter().map(|removal| json!({
+            "node": removal.node,
+            "activations_before_stop": removal.activations_before_stop,
+            "stopped": removal.stopped,
         })).collect::<Vec<_>>(),
     })
 }

@@ -324,11 +324,14 @@ async fn run_workload(args: &LocalArgs, gateways: &Gateways, addrs: Vec<String>)
     let mut ticker = tokio::time::interval_at(started + Duration::from_secs(1), GATEWAY_REFRESH);
     let mut last_tick = started;
     let mut quiet_announced = spike.is_zero();
+    let mut peak_nodes = initial_nodes;
     loop {
         tokio::select! {
             next = workers.join_next() => if next.is_none() { break },
             tick = ticker.tick() => {
                 refresh_gateways(gateways).await;
+                let active = gateways.read().expect("gateways lock is never poisoned").len();
+                peak_nodes = peak_nodes.max(active);
                 if !quiet_announced && tick >= spec.spike_until {
                     quiet_announced = true;
                     eprintln!("[{:>6.1}s] spike over; quiet period with {} calls in flight over {} counters",
@@ -364,6 +367,7 @@ async fn run_workload(args: &LocalArgs, gateways: &Gateways, addrs: Vec<String>)
         .clone();
     Summary {
         nodes: initial_nodes,
+        peak_nodes: peak_nodes.max(clients.len()),
         final_nodes: clients.len(),
         duration_secs: duration.as_secs_f64(),
         calls: stats.calls,

@@ -5,12 +5,15 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::Value;
 
 /// Result of a `gristmill local` run; printed as text, or as one JSON object with `--json`.
 #[derive(Debug, Serialize)]
 pub struct Summary {
     /// Number of nodes the cluster started with.
     pub nodes: usize,
+    /// Highest number of Active nodes seen during the run, sampled once a second.
+    pub peak_nodes: usize,
     /// Number of Active nodes at the end, after scaling.
     pub final_nodes: usize,
     /// Time the workload ran, in seconds.
@@ -40,7 +43,9 @@ pub struct Summary {
     /// Accounts whose final balance could not be read; the actual total misses them.
     pub balance_read_errors: u64,
     /// Every scaling decision that acted, with its inputs, reasons and outcome, in order.
-    pub scaling_decisions: Vec<serde_json::Value>,
+    /// Each is a `ctl scaling decisions --json` object plus `seen_at_secs`, the time from the
+    /// workload's start to when `gristmill local` first saw the decision.
+    pub scaling_decisions: Vec<Value>,
 }
 
 impl Summary {
@@ -56,18 +61,24 @@ impl Summary {
             "{} calls in {:.1} s on {} nodes: {:.0} calls/s, p50 {}, p99 {}, max {}",
             self.calls,
             self.duration_secs,
-            self.nodes,
+            self.node_range(),
             self.calls_per_sec,
             format_micros(self.p50_us),
             format_micros(self.p99_us),
             format_micros(self.max_us),
         ));
         line(format_args!(
-            "nodes: {} at the start, {} at the end, {} scaling actions",
+            "nodes: {} at the start, {} at the peak, {} at the end; {} scaling actions",
             self.nodes,
+            self.peak_nodes,
             self.final_nodes,
             self.scaling_decisions.len()
         ));
+        for decision in &self.scaling_decisions {
+            for entry in decision_lines(decision) {
+                line(format_args!("  {entry}"));
+            }
+        }
         line(format_args!(
             "errors: {}{}",
             self.errors,
@@ -90,6 +101,74 @@ impl Summary {
         ));
         text
     }
+
+    /// Returns `2` when the node count never changed, and `2 to 5` otherwise.
+    fn node_range(&self) -> String {
+        let low = self.nodes.min(self.final_nodes);
+        let high = self.peak_nodes.max(self.nodes).max(self.final_nodes);
+        if low == high {
+            low.to_string()
+        } else {
+            format!("{low} to {high}")
+        }
+    }
+}
+
+/// Renders one scaling decision of the summary: when it was seen, its direction, node counts,
+/// outcome, duration and reason, then one line per node check of a scale-in.
+fn decision_lines(decision: &Value) -> Vec<String> {
+    let action = &decision["action"];
+    let change = match action["kind"].as_str() {
+        Some("KIND_SCALE_OUT") => format!("scale out +{}", action["add_nodes"]),
+        Some("KIND_SCALE_IN") => {
+            let names: Vec<&str> = action["remove_nodes"]
+                .as_array()
+                .map(|names| names.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            format!("scale in -{}", names.join(","))
+        }
+        _ => "no action".to_owned(),
+    };
+    let outcome = &decision["outcome"];
+    let duration = decision["duration_ms"]
+        .as_u64()
+        .map(|ms| format!(" after {:.1} s", ms as f64 / 1e3))
+        .unwrap_or_default();
+    let result = match outcome["kind"].as_str() {
+        Some("KIND_SUCCEEDED") => format!("succeeded{duration}"),
+        Some("KIND_FAILED") => format!("failed{duration}: {}", as_text(&outcome["error"])),
+        _ => "still running at the end".to_owned(),
+    };
+    let seen_at = decision["seen_at_secs"]
+        .as_f64()
+        .map_or_else(|| "?".to_owned(), |secs| format!("{secs:.1}"));
+    let mut lines = vec![format!(
+        "[{seen_at:>6}s] d{} {change}: {} -> {} nodes, {result}; reason: {}",
+        decision["id"],
+        decision["current_nodes"],
+        decision["target_nodes"],
+        as_text(&decision["summary"]),
+    )];
+    for removal in decision["removals"].as_array().into_iter().flatten() {
+        let verdict = if removal["stopped"].as_bool() == Some(true) {
+            "stopped"
+        } else {
+            "left in place"
+        };
+        lines.push(format!(
+            "           {} held {} activations before its stop ({verdict})",
+            as_text(&removal["node"]),
+            removal["activations_before_stop"],
+        ));
+    }
+    lines
+}
+
+/// Returns a JSON string's text, or the JSON itself for any other value.
+fn as_text(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
 }
 
 /// Formats one progress line: elapsed time, window rate and latencies, errors, activations.
@@ -138,6 +217,8 @@ fn format_counts(counts: &BTreeMap<String, u64>, open: &str, close: &str) -> Str
 
 #[cfg(test)]
 mod tests {
+    use gristmill::api::pb;
+
     use super::*;
 
     #[test]
@@ -152,6 +233,7 @@ mod tests {
     fn summary_json_has_required_fields() {
         let summary = Summary {
             nodes: 3,
+            peak_nodes: 4,
             final_nodes: 4,
             duration_secs: 1.0,
             calls: 10,
@@ -171,6 +253,7 @@ mod tests {
         let json = serde_json::to_value(&summary).unwrap();
         let required = [
             "nodes",
+            "peak_nodes",
             "final_nodes",
             "scaling_decisions",
             "calls",
@@ -187,5 +270,165 @@ mod tests {
         }
         assert_eq!(json["activations_per_node"]["node-0"], 4);
         assert!(summary.to_text().contains("(conserved)"));
+    }
+
+    /// Returns a decision as `gristmill local` stores it: the `ctl` JSON plus `seen_at_secs`.
+    fn stored_decision(decision: pb::ScalingDecision, seen_at_secs: f64) -> Value {
+        let mut json = crate::ctl::scaling::decision_json(&decision);
+        json["seen_at_secs"] = serde_json::json!(seen_at_secs);
+        json
+    }
+
+    fn outcome(kind: pb::action_outcome::Kind, error: &str) -> Option<pb::ActionOutcome> {
+        Some(pb::ActionOutcome {
+            kind: kind as i32,
+            completed_nodes: 0,
+            error: error.into(),
+        })
+    }
+
+    fn add(nodes: u32) -> Option<pb::Action> {
+        Some(pb::Action {
+            kind: pb::action::Kind::ScaleOut as i32,
+            add_nodes: nodes,
+            remove_nodes: Vec::new(),
+        })
+    }
+
+    /// Returns a decision `d{id}` from `nodes.0` to `nodes.1` nodes that took `action`.
+    fn decision(
+        id: u64,
+        nodes: (u32, u32),
+        action: Option<pb::Action>,
+        outcome: Option<pb::ActionOutcome>,
+        duration_ms: Option<u64>,
+    ) -> pb::ScalingDecision {
+        let direction = if nodes.1 > nodes.0 { "out" } else { "in" };
+        pb::ScalingDecision {
+            id,
+            supervisor: "node-0".into(),
+            current_nodes: nodes.0,
+            target_nodes: nodes.1,
+            action,
+            summary: format!("scale {direction} from {} to {} nodes", nodes.0, nodes.1),
+            outcome,
+            duration_ms,
+            ..Default::default()
+        }
+    }
+
+    /// A run that went from 2 to 5 nodes and back to 2, then failed to scale out once and
+    /// had one scale-out still running at the end.
+    fn scaled_summary() -> Summary {
+        use pb::action_outcome::Kind;
+
+        let scale_out = decision(3, (2, 5), add(3), outcome(Kind::Succeeded, ""), Some(4_210));
+        let removed = pb::Action {
+            kind: pb::action::Kind::ScaleIn as i32,
+            add_nodes: 0,
+            remove_nodes: vec!["node-4".into(), "node-3".into(), "node-2".into()],
+        };
+        let mut scale_in = decision(
+            9,
+            (5, 2),
+            Some(removed),
+            outcome(Kind::Succeeded, ""),
+            Some(2_040),
+        );
+        scale_in.removals = vec![pb::NodeRemoval {
+            node: "node-4".into(),
+            activations_before_stop: 0,
+            stopped: true,
+        }];
+        let error = "node-5 printed no ready line";
+        let failed = decision(
+            12,
+            (2, 3),
+            add(1),
+            outcome(Kind::Failed, error),
+            Some(30_000),
+        );
+        let running = decision(13, (2, 3), add(1), outcome(Kind::Pending, ""), None);
+        Summary {
+            nodes: 2,
+            peak_nodes: 5,
+            final_nodes: 2,
+            duration_secs: 120.0,
+            calls: 1_000,
+            errors: 0,
+            errors_by_code: BTreeMap::new(),
+            calls_per_sec: 8.3,
+            p50_us: 800,
+            p99_us: 4_000,
+            max_us: 9_000,
+            activations_per_node: BTreeMap::new(),
+            accounts: 2,
+            total_balance_expected: 2_000,
+            total_balance_actual: 2_000,
+            balance_read_errors: 0,
+            scaling_decisions: vec![
+                stored_decision(scale_out, 12.34),
+                stored_decision(scale_in, 61.0),
+                stored_decision(failed, 80.0),
+                stored_decision(running, 119.5),
+            ],
+        }
+    }
+
+    #[test]
+    fn text_reports_start_peak_and_final_nodes() {
+        let text = scaled_summary().to_text();
+        let first = text.lines().next().unwrap();
+        assert!(first.contains(" on 2 to 5 nodes:"), "{first}");
+        assert!(
+            text.contains("nodes: 2 at the start, 5 at the peak, 2 at the end; 4 scaling actions"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn text_without_scaling_names_one_node_count() {
+        let mut summary = scaled_summary();
+        summary.peak_nodes = 2;
+        summary.scaling_decisions.clear();
+        let text = summary.to_text();
+        assert!(
+            text.lines().next().unwrap().contains(" on 2 nodes:"),
+            "{text}"
+        );
+        assert!(text.contains("; 0 scaling actions\n"), "{text}");
+    }
+
+    #[test]
+    fn text_lists_decision_timeline() {
+        let text = scaled_summary().to_text();
+        let expected = [
+            "  [  12.3s] d3 scale out +3: 2 -> 5 nodes, succeeded after 4.2 s; \
+             reason: scale out from 2 to 5 nodes",
+            "  [  61.0s] d9 scale in -node-4,node-3,node-2: 5 -> 2 nodes, succeeded after 2.0 s; \
+             reason: scale in from 5 to 2 nodes",
+            "             node-4 held 0 activations before its stop (stopped)",
+            "  [  80.0s] d12 scale out +1: 2 -> 3 nodes, failed after 30.0 s: \
+             node-5 printed no ready line; reason: scale out from 2 to 3 nodes",
+            "  [ 119.5s] d13 scale out +1: 2 -> 3 nodes, still running at the end; \
+             reason: scale out from 2 to 3 nodes",
+        ];
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines
+            .iter()
+            .position(|line| line.starts_with("nodes:"))
+            .expect("a nodes line");
+        assert_eq!(&lines[start + 1..start + 1 + expected.len()], expected);
+    }
+
+    #[test]
+    fn json_keeps_decisions_with_removals() {
+        let json = serde_json::to_value(scaled_summary()).unwrap();
+        let decisions = json["scaling_decisions"].as_array().unwrap();
+        assert_eq!(decisions.len(), 4);
+        assert_eq!(decisions[1]["action"]["kind"], "KIND_SCALE_IN");
+        assert_eq!(decisions[1]["removals"][0]["activations_before_stop"], 0);
+        assert_eq!(decisions[1]["seen_at_secs"], 61.0);
+        assert_eq!(json["peak_nodes"], 5);
     }
 }

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::ctl::scaling::{connect, decision_json};
 
-/// Decisions that chose an action, as JSON, in the order they were seen; an outcome replaces
-/// the earlier entry of its decision.
+/// Decisions that chose an action, as JSON with `seen_at_secs` added, in the order they were
+/// seen; an outcome replaces the earlier entry of its decision.
 pub type Decisions = Arc<Mutex<Vec<Value>>>;
 
 /// Interval between two attempts to watch again after the stream ended, as after a failover.
@@ -57,18 +57,21 @@ async fn watch_once(addr: &str, started: Instant, seen: &Decisions) -> Result<()
         if !acts {
             continue;
         }
-        let json = decision_json(&decision);
+        let mut json = decision_json(&decision);
         let key = (json["supervisor"].clone(), json["id"].clone());
         let mut seen = seen.lock().expect("decisions lock is never poisoned");
         let known = seen
             .iter()
             .position(|earlier| (earlier["supervisor"].clone(), earlier["id"].clone()) == key);
         if let Some(index) = known {
+            // An update keeps the time the decision was first seen.
+            json["seen_at_secs"] = seen[index]["seen_at_secs"].clone();
             if seen[index] == json {
                 continue;
             }
             seen[index] = json;
         } else {
+            json["seen_at_secs"] = serde_json::json!(started.elapsed().as_secs_f64());
             seen.push(json);
         }
         eprintln!(

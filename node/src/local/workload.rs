@@ -135,19 +135,28 @@ pub fn start(spec: &WorkloadSpec, gateways: &Gateways) -> (JoinSet<()>, SharedSt
     (workers, stats)
 }
 
-/// Returns a random gateway, or `None` when there is none.
-fn pick_gateway(gateways: &Gateways, rng: &mut StdRng) -> Option<NodeClient> {
+/// Returns a random gateway with its node name, or `None` when there is none.
+fn pick_gateway(gateways: &Gateways, rng: &mut StdRng) -> Option<(String, NodeClient)> {
     let gateways = gateways.read().expect("gateways lock is never poisoned");
     if gateways.is_empty() {
         return None;
     }
-    Some(gateways[rng.random_range(0..gateways.len())].1.clone())
+    Some(gateways[rng.random_range(0..gateways.len())].clone())
+}
+
+/// Stops sending calls to the gateway `name` until the next refresh lists it as Active again,
+/// as after it left the cluster in a scale-in.
+fn drop_gateway(gateways: &Gateways, name: &str) {
+    let mut gateways = gateways.write().expect("gateways lock is never poisoned");
+    if gateways.len() > 1 {
+        gateways.retain(|(gateway, _)| gateway != name);
+    }
 }
 
 async fn run_worker(spec: WorkloadSpec, gateways: Gateways, stats: SharedStats) {
     let mut rng: StdRng = rand::make_rng();
     while Instant::now() < spec.until {
-        let Some(mut gateway) = pick_gateway(&gateways, &mut rng) else {
+        let Some((gateway_name, mut gateway)) = pick_gateway(&gateways, &mut rng) else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -178,6 +187,9 @@ async fn run_worker(spec: WorkloadSpec, gateways: Gateways, stats: SharedStats) 
                 .await
         };
         let outcome = outcome.map(drop).map_err(|status| status.code());
+        if outcome == Err(tonic::Code::Unavailable) {
+            drop_gateway(&gateways, &gateway_name);
+        }
         stats
             .lock()
             .expect("stats lock is never poisoned")

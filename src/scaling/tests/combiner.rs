@@ -42,6 +42,47 @@ fn run(combiner: CombinerKind, min_agree: u32, recommendations: &[Recommendation
 }
 
 #[test]
+fn most_aggressive_ignores_keep_of_add_only_policies() {
+    // (cpu, density, mailbox, health); expected result. Mailbox depth and cluster health only
+    // add nodes, so their recommendation of the current 4 does not block a scale-in.
+    let cases = [
+        ((2, 3, 4, 4), 3),
+        ((2, 3, 6, 4), 6),
+        ((2, 3, 4, 5), 5),
+        ((2, 4, 4, 4), 4),
+    ];
+    for ((cpu, density, mailbox, health), expected) in cases {
+        let recommendations = [
+            recommendation(PolicyKind::Cpu, cpu, 30, 1.0),
+            recommendation(PolicyKind::GrainDensity, density, 10, 1.0),
+            recommendation(PolicyKind::MailboxDepth, mailbox, 50, 1.0),
+            recommendation(PolicyKind::ClusterHealth, health, 60, 1.0),
+        ];
+        let result = run(CombinerKind::MostAggressive, 2, &recommendations);
+        assert_eq!(
+            result, expected,
+            "cpu {cpu}, density {density}, mailbox {mailbox}, health {health}"
+        );
+    }
+}
+
+#[test]
+fn most_aggressive_add_only_policies_keep() {
+    let recommendations = [
+        recommendation(PolicyKind::MailboxDepth, CURRENT, 50, 1.0),
+        recommendation(PolicyKind::ClusterHealth, CURRENT, 60, 1.0),
+    ];
+    let combined = combine(
+        CombinerKind::MostAggressive,
+        NonZeroU32::new(2).unwrap(),
+        &recommendations,
+        CURRENT,
+    );
+    assert_eq!(combined.desired_nodes, CURRENT);
+    assert!(combined.deciding_policies.is_empty());
+}
+
+#[test]
 fn highest_priority_picks_top_changing_policy() {
     // (cpu, density, calls) with priorities 30, 10, 20; expected result
     let cases = [

@@ -24,6 +24,7 @@ fn decision(at: u64) -> Decision {
         summary: String::new(),
         outcome: None,
         duration: None,
+        removals: Vec::new(),
     }
 }
 
