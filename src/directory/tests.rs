@@ -356,7 +356,10 @@ fn joiner_alone_at_first_still_waits_for_sync() {
     let mut partition = DirectoryPartition::new(node("c"), DirectoryConfig::default());
     partition.handle_membership_change(&alone, Millis(0));
     partition.handle_sync_complete(&node("c"), partition.view(), Millis(0));
-    assert!(partition.is_ready(Millis(0)), "a node alone settles at once");
+    assert!(
+        partition.is_ready(Millis(0)),
+        "a node alone settles at once"
+    );
 
     partition.handle_membership_change(&after, Millis(1_000));
     let gained = grain_where(&after, &node("c"), None);
