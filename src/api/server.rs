@@ -33,7 +33,9 @@ pub(crate) fn serve(node: Node, listener: TcpListener) {
         }
     };
     tokio::spawn(async move {
-        set_all(&reporter, ServingStatus::NotServing).await;
+        // The node may have become Active before the reporter existed, so start from its
+        // current state rather than from NOT_SERVING.
+        set_all(&reporter, readiness_status(&node)).await;
         // Liveness stays SERVING while the process runs, so a liveness probe never restarts a
         // node that is joining or draining (both NOT_SERVING for readiness).
         reporter
@@ -74,7 +76,9 @@ fn serve_without_reflection(
     reporter: tonic_health::server::HealthReporter,
 ) {
     tokio::spawn(async move {
-        set_all(&reporter, ServingStatus::NotServing).await;
+        // The node may have become Active before the reporter existed, so start from its
+        // current state rather than from NOT_SERVING.
+        set_all(&reporter, readiness_status(&node)).await;
         // Liveness stays SERVING while the process runs, so a liveness probe never restarts a
         // node that is joining or draining (both NOT_SERVING for readiness).
         reporter
@@ -112,6 +116,14 @@ async fn set_all(reporter: &tonic_health::server::HealthReporter, status: Servin
     reporter
         .set_service_status("gristmill.v1.Scaling", status)
         .await;
+}
+
+fn readiness_status(node: &Node) -> ServingStatus {
+    if node.state() == crate::membership::NodeState::Active {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
 }
 
 /// Reports the node SERVING while it is Active and NOT_SERVING otherwise.

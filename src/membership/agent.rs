@@ -208,7 +208,9 @@ impl MembershipAgent {
                     Err(error) => debug!(node, %error, "gossip socket receive failed"),
                 },
                 () = sleep_until_next(next_timer) => self.handle_due_timers(),
-                _ = announce.tick(), if !self.view.is_connected() => self.announce_to_seeds().await,
+                _ = announce.tick(), if !self.seeds.is_empty() && !self.view.is_connected() => {
+                    self.announce_to_seeds().await;
+                }
                 _ = meta.tick() => {
                     self.publish_local_meta();
                     self.forget_expired();

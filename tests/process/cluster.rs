@@ -295,4 +295,9 @@ async fn unreachable_seed_is_warned_and_not_serving() {
         }
     })
     .await;
+    let warnings = first.log_lines("WARN", &["cannot join the cluster"]);
+    assert!(
+        warnings.is_empty(),
+        "a node without seeds has nothing to join: {warnings:?}"
+    );
 }
