@@ -121,6 +121,8 @@ const COMPARISONS: &[(&str, &str, Basis)] = &[
     ("grain_remote_n", "erlang_call_n", Basis::Rate),
     ("grpc_invoke_1", "grpc_bare_1", Basis::P50),
     ("grpc_invoke_n", "grpc_bare_n", Basis::Rate),
+    ("grpc_client_1", "grpc_invoke_1", Basis::P50),
+    ("grpc_client_n", "grpc_invoke_n", Basis::Rate),
 ];
 
 /// Fills in every comparison whose figure and baseline were both measured, then checks the

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use gristmill::api::pb;
 use gristmill::api::pb::grains_client::GrainsClient;
+use gristmill::routing::{ClientBuilder, ClientConfig, GristmillClient, StrategyKind};
 use ractor::ActorRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -272,6 +274,30 @@ impl Worker for GrpcWorker {
     }
 }
 
+/// The same `counter.get` through the library's cluster-aware client, which learns the host
+/// from membership and routes grain-aware.
+struct ClientWorker {
+    client: GristmillClient,
+    key: String,
+}
+
+impl Worker for ClientWorker {
+    async fn call(&mut self) -> Result<(), String> {
+        self.client
+            .invoke(
+                "counter",
+                &self.key,
+                "get",
+                Vec::new(),
+                pb::PayloadFormat::Postcard,
+                Some(CALL_TIMEOUT),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|error| format!("client invoke failed: {error}"))
+    }
+}
+
 async fn grpc_channel(addr: std::net::SocketAddr) -> Result<Channel, String> {
     Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|error| error.to_string())?
@@ -281,7 +307,9 @@ async fn grpc_channel(addr: std::net::SocketAddr) -> Result<Channel, String> {
 }
 
 /// gRPC `Grains.Invoke` of counters hosted by the node that receives the call, against the
-/// same request to a bare tonic service that returns it at once. One HTTP/2 connection each.
+/// same request to a bare tonic service that returns it at once, one HTTP/2 connection each.
+/// Then the same calls through [`GristmillClient`], whose cost over the plain stub is its
+/// routing: balancer, breaker, retry budget and membership watch.
 pub async fn grpc(
     launcher: &NodeLauncher,
     host: &mut HostNode,
@@ -327,6 +355,39 @@ pub async fn grpc(
             &many,
         ));
     }
+
+    let config = ClientConfig {
+        seeds: vec![host.ready.grpc_addr.to_string()],
+        strategy: StrategyKind::GrainAware,
+        ..ClientConfig::default()
+    };
+    let client = ClientBuilder::new(config)
+        .connect()
+        .await
+        .map_err(|error| format!("cannot connect the cluster client: {error}"))?;
+    let (one, many) = one_and_many(duration, in_flight, |index| {
+        let client = client.clone();
+        async move {
+            Ok(ClientWorker {
+                client,
+                key: counter_key(index),
+            })
+        }
+    })
+    .await?;
+    let figure = "GristmillClient counter.get, grain-aware";
+    rows.push(Row::rate(
+        "grpc_client_1",
+        format!("{figure}, 1 in flight"),
+        "calls/s",
+        &one,
+    ));
+    rows.push(Row::rate(
+        "grpc_client_n",
+        format!("{figure}, {in_flight} in flight"),
+        "calls/s",
+        &many,
+    ));
     Ok(rows)
 }
 
