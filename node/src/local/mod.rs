@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::client::{self, NodeClient};
 use children::{ChildNode, NodeSpec};
+use gristmill::routing::GristmillClient;
 use report::Summary;
 use workload::{Gateways, WorkloadSpec};
 
@@ -219,11 +220,17 @@ async fn run_steps(
         args.grains,
         args.accounts,
     );
-    let addrs = nodes
+    let addrs: Vec<String> = nodes
         .iter()
         .map(|node| node.ready.grpc_addr.to_string())
         .collect();
-    Ok(run_workload(args, &gateways, addrs).await)
+    let client = workload::connect_client(addrs.clone())
+        .await
+        .map_err(|error| {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_FAILED)
+        })?;
+    Ok(run_workload(args, &gateways, &client, addrs).await)
 }
 
 /// Starts node 0, then the others seeded with node 0's gossip address.
@@ -300,7 +307,12 @@ async fn wait_for_convergence(clients: &mut [NodeClient], deadline: Instant) -> 
 
 /// Runs the workload with a progress line per second and the scaling timeline, then checks
 /// the balances.
-async fn run_workload(args: &LocalArgs, gateways: &Gateways, addrs: Vec<String>) -> Summary {
+async fn run_workload(
+    args: &LocalArgs,
+    gateways: &Gateways,
+    client: &GristmillClient,
+    addrs: Vec<String>,
+) -> Summary {
     let started = Instant::now();
     let until = started + *args.duration;
     let spike = args.duration.mul_f64(f64::from(args.spike_percent) / 100.0);
@@ -320,7 +332,7 @@ async fn run_workload(args: &LocalArgs, gateways: &Gateways, addrs: Vec<String>)
         .expect("gateways lock is never poisoned")
         .len();
     let (watcher, decisions) = timeline::watch(addrs, started);
-    let (mut workers, stats) = workload::start(&spec, gateways);
+    let (mut workers, stats) = workload::start(&spec, client);
     let mut ticker = tokio::time::interval_at(started + Duration::from_secs(1), GATEWAY_REFRESH);
     let mut last_tick = started;
     let mut quiet_announced = spike.is_zero();

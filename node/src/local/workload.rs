@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use gristmill::routing::{ClientBuilder, ClientConfig, GristmillClient, StrategyKind};
 use hdrhistogram::Histogram;
 use rand::RngExt;
 use rand::rngs::StdRng;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -113,14 +114,15 @@ impl Stats {
 /// Shared statistics of a running workload.
 pub type SharedStats = Arc<Mutex<Stats>>;
 
-/// The Active nodes that calls enter through, by name; refreshed as the cluster scales.
+/// The Active nodes by name, refreshed as the cluster scales, for the progress lines and the
+/// summary; calls go through the cluster-aware client instead.
 pub type Gateways = Arc<RwLock<Vec<(String, NodeClient)>>>;
 
-/// Starts `spec.concurrency` workers that call grains through random gateways until
-/// `spec.until`; after `spec.spike_until` only `spec.quiet_concurrency` of them go on.
+/// Starts `spec.concurrency` workers that call grains through `client` until `spec.until`;
+/// after `spec.spike_until` only `spec.quiet_concurrency` of them go on.
 ///
 /// Dropping the returned set aborts the workers, which is how an interrupt stops them.
-pub fn start(spec: &WorkloadSpec, gateways: &Gateways) -> (JoinSet<()>, SharedStats) {
+pub fn start(spec: &WorkloadSpec, client: &GristmillClient) -> (JoinSet<()>, SharedStats) {
     let stats = Arc::new(Mutex::new(Stats::new()));
     let mut workers = JoinSet::new();
     for index in 0..spec.concurrency {
@@ -128,39 +130,17 @@ pub fn start(spec: &WorkloadSpec, gateways: &Gateways) -> (JoinSet<()>, SharedSt
         if index >= spec.quiet_concurrency {
             spec.until = spec.until.min(spec.spike_until);
         }
-        let gateways = Arc::clone(gateways);
+        let client = client.clone();
         let stats = Arc::clone(&stats);
-        workers.spawn(async move { run_worker(spec, gateways, stats).await });
+        workers.spawn(async move { run_worker(spec, client, stats).await });
     }
     (workers, stats)
 }
 
-/// Returns a random gateway with its node name, or `None` when there is none.
-fn pick_gateway(gateways: &Gateways, rng: &mut StdRng) -> Option<(String, NodeClient)> {
-    let gateways = gateways.read().expect("gateways lock is never poisoned");
-    if gateways.is_empty() {
-        return None;
-    }
-    Some(gateways[rng.random_range(0..gateways.len())].clone())
-}
-
-/// Stops sending calls to the gateway `name` until the next refresh lists it as Active again,
-/// as after it left the cluster in a scale-in.
-fn drop_gateway(gateways: &Gateways, name: &str) {
-    let mut gateways = gateways.write().expect("gateways lock is never poisoned");
-    if gateways.len() > 1 {
-        gateways.retain(|(gateway, _)| gateway != name);
-    }
-}
-
-async fn run_worker(spec: WorkloadSpec, gateways: Gateways, stats: SharedStats) {
+async fn run_worker(spec: WorkloadSpec, client: GristmillClient, stats: SharedStats) {
     let mut rng: StdRng = rand::make_rng();
+    let timeout = Some(Duration::from_millis(u64::from(spec.call_timeout_ms)));
     while Instant::now() < spec.until {
-        let Some((gateway_name, mut gateway)) = pick_gateway(&gateways, &mut rng) else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let node = &mut gateway;
         let counters = if Instant::now() < spec.spike_until {
             spec.counters
         } else {
@@ -178,23 +158,42 @@ async fn run_worker(spec: WorkloadSpec, gateways: Gateways, stats: SharedStats) 
                 "to": account_key(to),
                 "amount": rng.random_range(1..=MAX_TRANSFER),
             });
-            node.invoke_json("bank", "main", "transfer", &payload, spec.call_timeout_ms)
+            client
+                .invoke_json::<_, Value>("bank", "main", "transfer", &payload, timeout)
                 .await
         } else {
             let key = format!("c-{}", rng.random_range(0..counters));
             let payload = json!({ "amount": 1 });
-            node.invoke_json("counter", &key, "add", &payload, spec.call_timeout_ms)
+            client
+                .invoke_json::<_, Value>("counter", &key, "add", &payload, timeout)
                 .await
         };
-        let outcome = outcome.map(drop).map_err(|status| status.code());
-        if outcome == Err(tonic::Code::Unavailable) {
-            drop_gateway(&gateways, &gateway_name);
-        }
+        let outcome = outcome
+            .map(drop)
+            .map_err(|error| error.code().unwrap_or(tonic::Code::Unknown));
         stats
             .lock()
             .expect("stats lock is never poisoned")
             .record(started.elapsed(), outcome);
     }
+}
+
+/// Builds the cluster-aware client of the workload, watching membership through `seeds`.
+///
+/// Counters go straight to the node that holds them (grain-aware), and the `bank` worker's
+/// calls go round robin, so every node runs transfers. Calls are retried only where they
+/// cannot have run, because increments and transfers are not idempotent.
+pub async fn connect_client(seeds: Vec<String>) -> Result<GristmillClient, String> {
+    let config = ClientConfig {
+        seeds,
+        strategy: StrategyKind::GrainAware,
+        strategy_by_grain_type: BTreeMap::from([("bank".to_owned(), StrategyKind::RoundRobin)]),
+        ..ClientConfig::default()
+    };
+    ClientBuilder::new(config)
+        .connect()
+        .await
+        .map_err(|error| format!("cannot connect the workload client: {error}"))
 }
 
 /// Returns the key of account number `index`.
