@@ -738,3 +738,74 @@ async fn sigstop_bursts_keep_one_activation() {
         early_live.first()
     );
 }
+
+// NOTE: this fails today. Pauses of 0.4 to 0.9 s with 1 to 2 s between them get node-2
+// declared down within about six seconds, with a 3 s suspicion timeout, both with
+// Timing::LOADED and with a 200 ms probe period. foca then renews node-2's identity (Rejoin)
+// and the node exits. Why the suspicion outlives node-2's running gaps is not yet known.
+#[ignore = "a node paused repeatedly for under a second is declared down"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn short_sigstops_declare_no_node_down() {
+    // Goal: pausing a node with SIGSTOP for less than the suspicion timeout, repeatedly,
+    // never gets it declared down: it refutes each suspicion and keeps its incarnation, and
+    // calls through the other nodes end by their deadline. Method: three nodes with a 3 s
+    // suspicion timeout; increments through node-0 and node-1; five pauses of node-2 of
+    // 200 to 900 ms. Each pause follows a gap of 1 to 2 s in which node-2 can refute a
+    // suspicion, and the seed picks the lengths and gaps.
+    const PAUSES: usize = 5;
+    const DEADLINE: Duration = Duration::from_secs(3);
+    let timing = Timing::LOADED;
+    let _slot = cluster_slot().await;
+    let seed = chaos_seed("short-sigstop");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let audit_dir = tempfile::tempdir().expect("audit directory");
+    let mut cluster = start_audited(3, timing, audit_dir.path(), &[]).await;
+    let clients = cluster.clients().await;
+    let ledger = Ledger::new("p", GRAINS);
+    activate_all(&ledger, &clients).await;
+    let gateways = clients[..2].to_vec();
+    let workload = Workload::start(&ledger, &gateways, 4, DEADLINE, seed);
+    let boot_id = cluster.nodes[2].ready.boot_id;
+
+    for pause in 0..PAUSES {
+        let gap_ms = rng.random_range(1_000..2_000);
+        let stopped_ms = rng.random_range(200..900);
+        // The gaps and pauses are the injected fault, so fixed sleeps are their lengths.
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        cluster.nodes[2].signal(Signal::SIGSTOP);
+        tokio::time::sleep(Duration::from_millis(stopped_ms)).await;
+        cluster.nodes[2].signal(Signal::SIGCONT);
+        eprintln!(
+            "injected: pause {} after {gap_ms} ms: SIGSTOP to node-2 (boot {boot_id:x}) for {stopped_ms} ms",
+            pause + 1
+        );
+    }
+    let log = workload.finish().await;
+    assert!(log.hung.is_empty(), "calls hung: {:?}", log.hung);
+    assert_eq!(log.untyped_errors(), 0, "untyped errors: {:?}", log.errors);
+    assert!(log.replies > 0, "the workload got replies");
+
+    assert_eq!(
+        cluster.nodes[2].exited(),
+        None,
+        "node-2 must not exit: it was never down"
+    );
+    // The views agree on the original incarnation of every node, node-2 included.
+    cluster.wait_converged().await;
+    for node in &cluster.nodes {
+        let downs = node.log_lines("WARN", &["declared down by the failure detector"]);
+        assert!(
+            downs.is_empty(),
+            "{} declared a healthy node down: {downs:?}",
+            node.ready.node
+        );
+    }
+    let wrong = counters_out_of_bounds(&ledger, &gateways).await;
+    assert!(
+        wrong.is_empty(),
+        "{} counters wrong: {wrong:?}",
+        wrong.len()
+    );
+    let turns = read_cluster_audit(audit_dir.path(), &["node-0", "node-1", "node-2"]);
+    assert_one_activation_at_a_time(&turns);
+}
