@@ -148,7 +148,8 @@ pub async fn serve(kind: PeerKind, cookie: String) -> Result<(), String> {
         }
         PeerKind::Grpc => {
             print_ready(addr)?;
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             tonic::transport::Server::builder()
                 .add_service(pb::grains_server::GrainsServer::new(BareGrains))
                 .serve_with_incoming(incoming)
