@@ -4,8 +4,10 @@
 pub mod scaling;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use gristmill::api::pb;
+use gristmill::routing::{ClientBuilder, ClientConfig, StrategyKind};
 use serde_json::{Value, json};
 
 use crate::client::{self, ClientError, NodeClient};
@@ -58,7 +60,7 @@ pub enum CtlCommand {
         method: String,
         /// Request payload as JSON, such as '{"amount": 5}'. [default: null]
         payload: Option<String>,
-        /// Deadline of the call in milliseconds. [default: the node's call timeout]
+        /// Deadline of the call in milliseconds. [default: 5000]
         #[arg(long, value_name = "MS")]
         timeout_ms: Option<u32>,
     },
@@ -109,7 +111,7 @@ pub async fn run(args: CtlArgs) -> ExitCode {
             eprintln!("error: invalid JSON payload: {error}");
             ExitCode::from(EXIT_INVALID_INPUT)
         }
-        Err(error @ (CtlError::Client(_) | CtlError::Scaling(_))) => {
+        Err(error @ (CtlError::Client(_) | CtlError::Routing(_) | CtlError::Scaling(_))) => {
             eprintln!("error: {error}");
             ExitCode::from(EXIT_REQUEST_FAILED)
         }
@@ -120,10 +122,25 @@ pub async fn run(args: CtlArgs) -> ExitCode {
 enum CtlError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Routing(gristmill::routing::ClientError),
     #[error("invalid JSON payload: {0}")]
     InvalidPayload(serde_json::Error),
     #[error(transparent)]
     Scaling(#[from] scaling::ScalingCtlError),
+}
+
+impl From<gristmill::routing::ClientError> for CtlError {
+    /// Keeps an error status as a status, so that it prints with its code name as every other
+    /// failed request does.
+    fn from(error: gristmill::routing::ClientError) -> Self {
+        match error {
+            gristmill::routing::ClientError::Status { status, .. } => {
+                CtlError::Client(ClientError::Status(status))
+            }
+            other => CtlError::Routing(other),
+        }
+    }
 }
 
 impl From<tonic::Status> for CtlError {
@@ -173,9 +190,32 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
             timeout_ms,
             ..
         } => {
-            let response = node
-                .invoke_json(grain_type, key, method, &payload, timeout_ms.unwrap_or(0))
+            // The cluster-aware client learns the members from `--addr` and sends the call
+            // straight to the grain's node where it can, saving a forward.
+            let config = ClientConfig {
+                seeds: vec![args.addr.clone()],
+                strategy: StrategyKind::GrainAware,
+                ..ClientConfig::default()
+            };
+            let cluster = ClientBuilder::new(config).connect().await?;
+            let timeout = timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+            let bytes = serde_json::to_vec(&payload).expect("a JSON value always encodes");
+            let reply = cluster
+                .invoke(
+                    grain_type,
+                    key,
+                    method,
+                    bytes,
+                    pb::PayloadFormat::Json,
+                    timeout,
+                )
                 .await?;
+            let response = pb::InvokeResponse {
+                payload: reply.payload,
+                format: reply.format as i32,
+                served_by: reply.served_by,
+                hops: reply.hops,
+            };
             Ok(render_invoke(&response, args.json))
         }
         CtlCommand::Migrate {
