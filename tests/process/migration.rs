@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::audit::{overlapping_activations, read_audits, turns_by_epoch};
-use common::{Cluster, NodeClient, Timing, cluster_slot, counters_on, wait_gone};
+use common::{Cluster, NodeClient, Timing, cluster_slot, counters_on, quantile, wait_gone};
 use gristmill::api::pb;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
@@ -311,7 +311,8 @@ async fn killed_target_mid_migration_keeps_one_activation() {
 async fn drained_node_ends_empty_without_failed_calls() {
     // Goal: draining a node under load moves all its grains, fails no call, and loses no
     // acknowledged increment. Method: increment counters through the other nodes while
-    // node-1 drains, then compare every counter with its acknowledged increments.
+    // node-1 drains, then compare every counter with its acknowledged increments. The test
+    // also prints call latency before the drain against latency during it, from one run.
     let _slot = cluster_slot().await;
     let cluster = Cluster::start(3, Timing::LOADED).await;
     let mut clients = cluster.clients().await;
@@ -322,6 +323,9 @@ async fn drained_node_ends_empty_without_failed_calls() {
     let acknowledged: Arc<Vec<AtomicU64>> = Arc::new((0..900).map(|_| AtomicU64::new(1)).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    // Latencies of the calls that started before the drain (index 0) and during it (index 1).
+    let draining = Arc::new(AtomicBool::new(false));
+    let latencies = Arc::new(Mutex::new([Vec::<Duration>::new(), Vec::new()]));
     let mut workers = Vec::new();
     for worker in 0..4 {
         let (keys, acknowledged, stop, failures) = (
@@ -330,6 +334,7 @@ async fn drained_node_ends_empty_without_failed_calls() {
             stop.clone(),
             failures.clone(),
         );
+        let (draining, latencies) = (draining.clone(), latencies.clone());
         let mut client = if worker % 2 == 0 {
             clients[0].clone()
         } else {
@@ -339,15 +344,34 @@ async fn drained_node_ends_empty_without_failed_calls() {
             let mut rng = rand::rngs::StdRng::seed_from_u64(worker);
             while !stop.load(Ordering::Relaxed) {
                 let index = rng.random_range(0..keys.len());
+                let phase = usize::from(draining.load(Ordering::Relaxed));
+                let started = Instant::now();
                 match add(&mut client, &keys[index]).await {
                     Ok(_) => {
                         acknowledged[index].fetch_add(1, Ordering::Relaxed);
                     }
                     Err(error) => failures.lock().await.push(error),
                 }
+                latencies.lock().await[phase].push(started.elapsed());
             }
         }));
     }
+    // The baseline is the first 2,000 calls, counted rather than timed.
+    common::wait_until(
+        "2,000 calls before the drain",
+        Duration::from_secs(60),
+        || {
+            let latencies = latencies.clone();
+            async move {
+                match latencies.lock().await[0].len() {
+                    done if done >= 2_000 => Ok(()),
+                    done => Err(format!("{done} calls")),
+                }
+            }
+        },
+    )
+    .await;
+    draining.store(true, Ordering::Relaxed);
     let request = pb::NodeDrainRequest {
         node: "node-1".into(),
         timeout_ms: 60_000,
@@ -364,6 +388,17 @@ async fn drained_node_ends_empty_without_failed_calls() {
     for worker in workers {
         worker.await.expect("increment task");
     }
+    let mut latencies = latencies.lock().await;
+    let [before, during] = &mut *latencies;
+    eprintln!(
+        "measured: call latency before the drain p50 {:?} p99 {:?} over {} calls; during the drain p50 {:?} p99 {:?} over {} calls",
+        quantile(before, 0.5),
+        quantile(before, 0.99),
+        before.len(),
+        quantile(during, 0.5),
+        quantile(during, 0.99),
+        during.len()
+    );
     assert_eq!(
         report.remaining, 0,
         "node-1 holds no activation after the drain"

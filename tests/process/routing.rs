@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Cluster, NodeProcess, Timing, cluster_slot, wait_until};
+use common::{Cluster, NodeProcess, Timing, cluster_slot, quantile, wait_until};
 use gristmill::api::pb::PayloadFormat;
 use gristmill::directory::partition_owner;
 use gristmill::membership::Incarnation;
@@ -193,13 +193,6 @@ async fn scale_out_spreads_load_over_new_node() {
         "spread took {:?}",
         added_at.elapsed()
     );
-}
-
-/// Returns the latency at quantile `q` (0 to 1) of `samples`, which must not be empty.
-fn quantile(samples: &mut [Duration], q: f64) -> Duration {
-    samples.sort_unstable();
-    let index = ((samples.len() - 1) as f64 * q).round() as usize;
-    samples[index]
 }
 
 // Goal: grain-aware routing sends calls straight to the grain's node.

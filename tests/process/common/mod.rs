@@ -602,3 +602,13 @@ pub async fn wait_one_activation_each(
     .await;
     took
 }
+
+/// Returns the `q` quantile (0 to 1) of `samples`, sorting them, or zero when there are none.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let index = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[index]
+}
