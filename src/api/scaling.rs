@@ -94,7 +94,9 @@ async fn connect(leader: &LeaderAddress) -> Result<ScalingClient<Channel>, Statu
 fn error_status(error: &SupervisorError) -> Status {
     let message = error.to_string();
     match error {
-        SupervisorError::NotLeader { leader: Some(_) } => Status::failed_precondition(message),
+        SupervisorError::NotLeader { leader: Some(_) } | SupervisorError::NoOrchestrator => {
+            Status::failed_precondition(message)
+        }
         SupervisorError::NotLeader { leader: None }
         | SupervisorError::Register(_)
         | SupervisorError::Stopped => Status::unavailable(message),

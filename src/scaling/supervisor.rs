@@ -78,6 +78,13 @@ pub enum SupervisorError {
     /// The supervisor actor has stopped, as when its node stops.
     #[error("the scaling supervisor of this node has stopped")]
     Stopped,
+    /// `Resume` under `orchestrator = none`, which records decisions but carries out none.
+    /// Nothing changed; configure an orchestrator to let the supervisor act.
+    #[error(
+        "cannot resume: orchestrator = none records decisions but carries out none; \
+         set orchestrator = \"local\" or \"kubernetes\" to let the supervisor act"
+    )]
+    NoOrchestrator,
 }
 
 /// The node that runs the acting supervisor.
@@ -660,6 +667,9 @@ impl SupervisorState {
 
     async fn set_paused(&mut self, reason: Option<String>) -> Result<bool, SupervisorError> {
         let paused = self.core()?.status(self.node.inner.clock.now()).paused;
+        if reason.is_none() && self.node.inner.config.orchestrator == OrchestratorKind::None {
+            return Err(SupervisorError::NoOrchestrator);
+        }
         if paused.is_some() == reason.is_some() {
             return Ok(false);
         }

@@ -719,3 +719,35 @@ async fn drain_of_10000_grains() {
         decision.outcome
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_without_orchestrator_is_rejected() {
+    // Goal: with the default `orchestrator = none`, the supervisor only records decisions, so
+    // Resume, which would let it act, is rejected and it stays paused.
+    let _slot = cluster_slot().await;
+    let cluster = Cluster::start(1, Timing::FAST).await;
+    let scaling = scaling_client(cluster.nodes[0].ready.grpc_addr).await;
+    let (status, _) = wait_until(
+        "the supervisor answers Resume",
+        Duration::from_secs(30),
+        || {
+            let mut scaling = scaling.clone();
+            async move {
+                match scaling.resume(pb::ResumeRequest {}).await {
+                    Ok(reply) => Err(format!("Resume succeeded: {reply:?}")),
+                    Err(status) if status.message().contains("orchestrator = none") => Ok(status),
+                    Err(status) => Err(status.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let mut scaling = scaling.clone();
+    let state = scaling
+        .get_status(pb::GetScalingStatusRequest {})
+        .await
+        .expect("GetStatus")
+        .into_inner();
+    assert!(state.paused, "the supervisor stays paused: {state:?}");
+}
