@@ -54,6 +54,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let node_name = config.node_name.clone();
     let node = match Node::start(config, samples::registry()).await {
         Ok(node) => node,
+        // Settings that name grain types are checked against the registry only here.
+        Err(gristmill::runtime::StartError::Config(error)) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
         Err(error) => {
             tracing::error!(node = %node_name, %error, "node failed to start");
             return ExitCode::from(EXIT_START_FAILED);

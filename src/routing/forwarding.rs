@@ -105,7 +105,7 @@ impl ForwardingConfig {
         {
             Some(name) => Err(ForwardingConfigError {
                 field: "spread_workers",
-                value: format!("{name:?}"),
+                value: name.clone(),
                 fix: format!(
                     "name a registered stateless worker type; registered worker types: [{}]",
                     worker_types.join(", ")
@@ -156,7 +156,10 @@ mod tests {
             .check_spread_workers(&["bank"])
             .expect_err("counter is not a worker type");
         assert_eq!(error.field, "spread_workers");
-        assert!(error.to_string().contains("\"counter\""), "{error}");
+        assert!(
+            error.to_string().contains("spread_workers counter"),
+            "{error}"
+        );
         assert!(error.to_string().contains("[bank]"), "{error}");
         assert_eq!(
             ForwardingConfig {

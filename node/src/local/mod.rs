@@ -160,8 +160,15 @@ fn demo_config(args: &LocalArgs) -> Result<NodeConfig, String> {
     let mut scaling = ScalingConfig::for_local_demo();
     scaling.min_nodes =
         NonZeroU32::new(u32::from(args.nodes)).ok_or("--nodes must be at least 1")?;
-    scaling.max_nodes = NonZeroU32::new(u32::from(args.max_nodes.max(args.nodes)))
-        .ok_or("--max-nodes must be at least 1")?;
+    if args.max_nodes < args.nodes {
+        return Err(format!(
+            "invalid --max-nodes {}: it must be at least --nodes {}; raise --max-nodes or lower \
+             --nodes",
+            args.max_nodes, args.nodes
+        ));
+    }
+    scaling.max_nodes =
+        NonZeroU32::new(u32::from(args.max_nodes)).ok_or("--max-nodes must be at least 1")?;
     Ok(NodeConfig {
         orchestrator: OrchestratorKind::Local,
         idle_after_secs: DEMO_IDLE_AFTER_SECS,
