@@ -131,7 +131,7 @@ pub(crate) async fn drain_node(
             .find(|m| m.id.name == request.node && m.is_live());
         let member = member.ok_or_else(|| {
             Status::not_found(format!(
-                "node {:?} is not a live member; list them with ListMembers",
+                "node {:?} is not a live member; list them with `gristmill ctl members` (Cluster/ListMembers)",
                 request.node
             ))
         })?;
