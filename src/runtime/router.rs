@@ -34,6 +34,9 @@ pub(crate) const MAX_ATTEMPTS: u32 = 16;
 pub(crate) const MAX_KEY_BYTES: usize = 1024;
 /// Upper bound of forwards a call may take between nodes.
 pub(crate) const MAX_HOPS: u32 = 4;
+/// Room left in a cluster frame for the envelope's other fields (grain id, method, deadline)
+/// and ractor_cluster's framing, in bytes; keys are at most [`MAX_KEY_BYTES`].
+const FRAME_OVERHEAD_BYTES: u64 = 4 * 1024;
 /// Pause before resolving again while membership or the directory settles.
 const SETTLE_PAUSE: Duration = Duration::from_millis(20);
 
@@ -660,6 +663,20 @@ impl Node {
         hops: u32,
         deadline: Instant,
     ) -> Result<Option<InvokeReply>, CallError> {
+        // Peers drop a frame above their limit without a reply, which the caller would only
+        // see as a lost request; the limit is the same on every node, so check it here.
+        let limit = self.inner.config.max_frame_bytes;
+        if payload.len() as u64 + FRAME_OVERHEAD_BYTES > limit {
+            return Err(CallError::InvalidPayload {
+                grain_type: grain.grain_type.clone(),
+                method: method.to_string(),
+                detail: format!(
+                    "a request of {} bytes does not fit in one cluster frame of max_frame_bytes \
+                     {limit}; send a smaller payload or raise max_frame_bytes on every node",
+                    payload.len()
+                ),
+            });
+        }
         let envelope = Envelope::V1(CallEnvelope {
             grain: grain.clone(),
             method: method.to_string(),

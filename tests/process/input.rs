@@ -277,3 +277,32 @@ async fn connection_flood_is_counted_and_logged_once() {
         warnings[0]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_forwarded_call_names_frame_limit() {
+    // Goal: a call too large for one cluster frame fails with INVALID_ARGUMENT naming the
+    // limit, instead of a lost request. Method: two nodes with a small frame limit; a counter
+    // hosted on node-1 gets a padded payload through node-0.
+    let _slot = cluster_slot().await;
+    let max_frame = MAX_FRAME_BYTES.to_string();
+    let cluster = Cluster::start_with(2, Timing::FAST, &["--max-frame-bytes", &max_frame]).await;
+    let mut clients = cluster.clients().await;
+    let key = common::counters_on(&mut clients, "node-1", 20).await[0].clone();
+    let padding = "x".repeat(usize::try_from(MAX_FRAME_BYTES).expect("fits usize"));
+    let status = clients[0]
+        .invoke(
+            "counter",
+            &key,
+            "add",
+            json!({ "amount": 1, "pad": padding }),
+            5_000,
+        )
+        .await
+        .expect_err("the payload exceeds the frame limit");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("max_frame_bytes"),
+        "the error names the setting: {}",
+        status.message()
+    );
+}
