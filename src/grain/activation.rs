@@ -61,6 +61,9 @@ pub(crate) struct ActivationShared {
     pub worker: bool,
     /// Turns run since the rebalancer last read this count.
     pub turns: AtomicU64,
+    /// True while the activation hands itself off to another node, whose compare-and-set then
+    /// replaces its directory entry; a conflict with that entry is expected, not a duplicate.
+    pub migrating: AtomicBool,
 }
 
 impl ActivationShared {
@@ -68,6 +71,7 @@ impl ActivationShared {
         Self {
             worker: false,
             turns: AtomicU64::new(0),
+            migrating: AtomicBool::new(false),
             grain,
             activation_id,
             epoch,
@@ -452,13 +456,19 @@ async fn migrate_out(
         }
     };
     let entry = node.local_entry(&state.shared);
+    state.shared.migrating.store(true, Ordering::Relaxed);
+    let outcome = node.hand_off(&entry, &target, dehydrated, deadline).await;
+    if !matches!(outcome, HandOff::Accepted(_)) {
+        // The source keeps (or gives up) the grain itself; the repair may see it again.
+        state.shared.migrating.store(false, Ordering::Relaxed);
+    }
     let failed = |detail: String, kept: bool| MigrationError::Failed {
         grain: grain.clone(),
         target: target.name.clone(),
         detail,
         kept,
     };
-    match node.hand_off(&entry, &target, dehydrated, deadline).await {
+    match outcome {
         HandOff::Accepted(new_entry) => {
             leave_after_migration(state);
             Ok(MigrationReport {

@@ -297,7 +297,18 @@ impl Node {
         if let Some(handle) = self.inner.catalog.get(grain)
             && handle.shared.activation_id == activation_id
         {
-            tracing::warn!(grain = %grain, activation = activation_id, "activation lost a directory conflict; deactivating");
+            if handle
+                .shared
+                .migrating
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                // The hand-off's target replaced the entry by compare-and-set, so this is the
+                // expected end of a migration, not a second activation. The activation runs
+                // no turn while it hands off, and the stop waits until the hand-off ends.
+                tracing::debug!(grain = %grain, activation = activation_id, "migrating activation superseded by its target");
+            } else {
+                tracing::warn!(grain = %grain, activation = activation_id, "activation lost a directory conflict; deactivating");
+            }
             let _ = handle
                 .actor
                 .cast(ActivationMsg::Stop(StopReason::Superseded, None));
