@@ -61,7 +61,7 @@ pub enum CtlCommand {
         /// Request payload as JSON, such as '{"amount": 5}'. [default: null]
         payload: Option<String>,
         /// Deadline of the call in milliseconds. [default: 5000]
-        #[arg(long, value_name = "MS")]
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=3_600_000))]
         timeout_ms: Option<u32>,
     },
     /// Move one grain's activation, with its in-memory state, to another node.
@@ -122,12 +122,21 @@ pub async fn run(args: CtlArgs) -> ExitCode {
 enum CtlError {
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error(transparent)]
+    #[error("{prefix}{error}", prefix = routing_code_prefix(.0), error = .0)]
     Routing(gristmill::routing::ClientError),
     #[error("invalid JSON payload: {0}")]
     InvalidPayload(serde_json::Error),
     #[error(transparent)]
     Scaling(#[from] scaling::ScalingCtlError),
+}
+
+/// Returns `CODE: ` for a client error that maps to a gRPC code, so that it prints like an
+/// error status.
+fn routing_code_prefix(error: &gristmill::routing::ClientError) -> String {
+    error
+        .code()
+        .map(|code| format!("{}: ", client::code_name(code)))
+        .unwrap_or_default()
 }
 
 impl From<gristmill::routing::ClientError> for CtlError {

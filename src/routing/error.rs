@@ -43,7 +43,7 @@ pub enum ClientError {
     },
     /// The last attempt's gateway did not answer in time; the call may have run. Retrying
     /// helps once the gateway recovers or its breaker opens.
-    #[error("no response from {node} within {waited:?} after {attempts} attempt(s)")]
+    #[error("no response from {node} within {} ms after {attempts} attempt(s)", .waited.as_millis())]
     NoResponse {
         /// Gateway of the last attempt.
         node: String,

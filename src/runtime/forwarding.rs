@@ -103,7 +103,8 @@ impl Forwarding {
             }
             Err(open) => {
                 self.metrics.rejected.with_label_values(&[&peer.name]).inc();
-                Err(breaker_open_error(peer, grain, open, now))
+                let threshold = self.lock().config().breaker.failure_threshold;
+                Err(breaker_open_error(peer, grain, open, threshold, now))
             }
         }
     }
@@ -168,10 +169,17 @@ impl Forwarding {
 }
 
 /// Builds the error of a call rejected by `peer`'s open breaker. Nothing was sent.
-fn breaker_open_error(peer: &NodeId, grain: &GrainId, open: BreakerOpen, now: Millis) -> CallError {
+fn breaker_open_error(
+    peer: &NodeId,
+    grain: &GrainId,
+    open: BreakerOpen,
+    threshold: u32,
+    now: Millis,
+) -> CallError {
     let detail = match open.until {
         Some(until) => format!(
-            "circuit breaker open after repeated failures; a probe call may pass in {} ms",
+            "circuit breaker open after {threshold} consecutive failures (no connection or no \
+             reply by the deadline); a probe call may pass in {} ms",
             until.saturating_since(now).as_millis()
         ),
         None => "circuit breaker half-open; a probe call is in flight".to_owned(),
