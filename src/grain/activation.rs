@@ -61,8 +61,8 @@ pub(crate) struct ActivationShared {
     pub worker: bool,
     /// Turns run since the rebalancer last read this count.
     pub turns: AtomicU64,
-    /// True while the activation hands itself off to another node, whose compare-and-set then
-    /// replaces its directory entry; a conflict with that entry is expected, not a duplicate.
+    /// True while the activation hands itself off to another node. The target's
+    /// compare-and-set replaces its directory entry, so a conflict with it is no duplicate.
     pub migrating: AtomicBool,
 }
 

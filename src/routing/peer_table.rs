@@ -21,7 +21,7 @@ const EWMA_INITIAL: Duration = Duration::from_millis(10);
 /// Time constant of the peak EWMA.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// How one forwarded call ended, as far as the peer's health is concerned.
+/// The end of one forwarded call, as it bears on the peer's health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerOutcome {
     /// The peer replied (with a result or an application error) after `rtt`.
@@ -63,7 +63,7 @@ struct PeerLoad {
 /// Routing state of one node towards its peers, keyed by node name.
 ///
 /// A peer that comes back with a new boot id starts over with a closed breaker, because the
-/// failures of its previous incarnation say nothing about the new process.
+/// failures of its previous incarnation do not apply to the new process.
 #[derive(Debug)]
 pub struct PeerTable {
     config: ForwardingConfig,
@@ -438,7 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn worker_pick_uses_avoided_node_when_nothing_else_is_left() {
+    fn worker_pick_falls_back_to_avoided() {
         let mut table = PeerTable::new(config(1, StrategyKind::Random));
         let members = nodes(&["a", "b"]);
         fail(&mut table, "b", Millis(0));
@@ -450,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn worker_pick_returns_none_when_every_breaker_is_open() {
+    fn worker_pick_none_when_all_open() {
         let mut table = PeerTable::new(config(1, StrategyKind::RoundRobin));
         let members = nodes(&["a"]);
         fail(&mut table, "a", Millis(0));
