@@ -8,14 +8,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Cluster, NodeClient, Timing, cluster_slot, wait_gone, wait_until};
 use gristmill::api::ERROR_CODE_METADATA;
 use gristmill::grain::STALE_STATE;
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 const POSTGRES_URL_ENV: &str = "GRISTMILL_TEST_POSTGRES_URL";
@@ -51,24 +49,6 @@ fn postgres_url(test: &str) -> Option<String> {
          to include it"
     );
     None
-}
-
-/// Returns the process id whose stderr is `log_path`: each node's log file is unique.
-fn pid_of(log_path: &Path) -> Pid {
-    let entries = std::fs::read_dir("/proc").expect("read /proc");
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if std::fs::read_link(entry.path().join("fd/2")).is_ok_and(|target| target == log_path) {
-            return Pid::from_raw(pid);
-        }
-    }
-    panic!("no process writes to {}", log_path.display());
 }
 
 /// Returns the bytes that the kernel received on established TCP connections to the local
@@ -204,7 +184,7 @@ async fn stale_activation_write_is_rejected() {
     let (value, served_by) = add(&mut clients[2], &key, STEP).await;
     assert_eq!((value, served_by.as_str()), (2 * STEP, "node-2"));
 
-    let stalled = pid_of(&cluster.nodes[2].log_path);
+    let stalled = cluster.nodes[2].pid();
     kill(stalled, Signal::SIGSTOP).expect("send SIGSTOP");
     wait_gone(&clients[..2], "node-2", DOWN_WITHIN).await;
 

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +17,6 @@ use gristmill::routing::{
     BreakerConfig, BreakerState, ClientConfig, GristmillClient, InvokeReply, StrategyKind,
 };
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -260,24 +258,6 @@ async fn grain_aware_routing_skips_forwards() {
     );
 }
 
-/// Returns the process id whose stderr is `log_path`: each node's log file is unique.
-fn pid_of(log_path: &Path) -> Pid {
-    let entries = std::fs::read_dir("/proc").expect("read /proc");
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if std::fs::read_link(entry.path().join("fd/2")).is_ok_and(|target| target == log_path) {
-            return Pid::from_raw(pid);
-        }
-    }
-    panic!("no process writes to {}", log_path.display());
-}
-
 /// Failure detection slow enough that a node stopped for a few seconds stays a member, so
 /// only the client's breaker reacts to it.
 const PATIENT: Timing = Timing {
@@ -334,7 +314,7 @@ async fn stalled_gateway_opens_breaker_and_recovers() {
         "too few counters away from node-2: {keys:?}"
     );
 
-    let stalled = pid_of(&cluster.nodes[2].log_path);
+    let stalled = cluster.nodes[2].pid();
     kill(stalled, Signal::SIGSTOP).expect("send SIGSTOP");
     let stopped_at = Instant::now();
     let mut opened = false;
