@@ -35,7 +35,7 @@ fn ci_seeds_keep_every_invariant() {
 }
 
 /// Seeds that violate single activation because of gaps in the directory glue, not in the
-/// simulator. Seed 24: a re-assertion answered `NotOwner` is never retried. Seed 17: a
+/// simulator. Seed 24: a re-assertion rejected with `NotOwner` is never retried. Seed 17: a
 /// re-assertion sent to an owner that has just died is lost, and the host sends it again only
 /// at its next membership change, after the new owner's readiness window closed on its grace
 /// period. Run with `--ignored`.

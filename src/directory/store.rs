@@ -286,9 +286,9 @@ impl DirectoryPartition {
 
         let handed_off: usize = handoffs.values().map(Vec::len).sum();
         let mut previous = std::mem::replace(&mut self.members, members.clone());
-        // A view of this node alone says nothing about who owned what: a joining node sees only
-        // itself until gossip brings the others, although the cluster may hold activations of
-        // every grain. So every grain this node owns after leaving such a view is pending, as
+        // A view of this node alone shows nothing about who owned what. A joining node has only
+        // itself in its view until gossip brings the others, although the cluster may host
+        // activations of every grain. So every grain this node owns after leaving such a view is pending, as
         // for a node that had no view before.
         if previous.iter().all(|member| *member == self.local) {
             previous.clear();

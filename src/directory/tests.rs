@@ -349,8 +349,8 @@ fn gained_grains_not_ready_until_sync() {
 
 #[test]
 fn joiner_alone_at_first_still_waits_for_sync() {
-    // A joining node sees only itself until gossip brings the others, and settles that view
-    // on its own. Its solo view must not count as having owned every grain before the join.
+    // A joining node has only itself in its view until gossip brings the others, and it
+    // settles that view on its own. Its solo view must not count as having owned every grain before the join.
     let alone = vec![node("c")];
     let after = vec![node("a"), node("b"), node("c")];
     let mut partition = DirectoryPartition::new(node("c"), DirectoryConfig::default());

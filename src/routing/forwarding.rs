@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::config::BreakerConfig;
 use super::strategy::StrategyKind;
 
-/// How a node forwards calls to its peers, in the `[forwarding]` table of the node settings.
+/// Settings of a node's forwarding to its peers: the `[forwarding]` table of the node settings.
 ///
 /// A call for a grain hosted elsewhere goes to that host, past the host's circuit breaker.
 /// After `breaker.failure_threshold` consecutive node failures (no connection, no reply by the

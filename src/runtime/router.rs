@@ -663,8 +663,8 @@ impl Node {
         hops: u32,
         deadline: Instant,
     ) -> Result<Option<InvokeReply>, CallError> {
-        // Peers drop a frame above their limit without a reply, which the caller would only
-        // see as a lost request; the limit is the same on every node, so check it here.
+        // A peer drops a frame above its limit without a reply, so the caller would see only a
+        // lost request. Every node has the same limit, so the sender checks it.
         let limit = self.inner.config.max_frame_bytes;
         if payload.len() as u64 + FRAME_OVERHEAD_BYTES > limit {
             return Err(CallError::InvalidPayload {

@@ -93,7 +93,7 @@ async fn spread_workers_balance_over_nodes() {
 }
 
 // Goal: a peer that replies to nothing opens the forwarding node's breaker, so calls for its
-// grains fail at once with UNAVAILABLE instead of each waiting for its deadline; after the
+// grains fail at once with UNAVAILABLE instead of each waiting for its deadline. After the
 // peer recovers, a probe closes the breaker and calls succeed again.
 // Method: stop node-2 with SIGSTOP (failure detection is slow enough that it stays a member),
 // call a counter hosted on node-2 through node-0, then SIGCONT node-2.

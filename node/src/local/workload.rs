@@ -180,7 +180,7 @@ async fn run_worker(spec: WorkloadSpec, client: GristmillClient, stats: SharedSt
 
 /// Builds the cluster-aware client of the workload, watching membership through `seeds`.
 ///
-/// Counters go straight to the node that holds them (grain-aware), and the `bank` worker's
+/// Counters go straight to the node that hosts them (grain-aware), and the `bank` worker's
 /// calls go round robin, so every node runs transfers. Calls are retried only where they
 /// cannot have run, because increments and transfers are not idempotent.
 pub async fn connect_client(seeds: Vec<String>) -> Result<GristmillClient, String> {
