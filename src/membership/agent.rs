@@ -12,9 +12,10 @@
 //! From the second round on, the agent warns at most once per 10 s that it has not joined,
 //! naming the seed addresses that never replied.
 //!
-//! Meta: the local state and load are re-broadcast every `meta_period_ms` with a higher
-//! version, because foca forgets a broadcast after a few transmissions and nodes that join
-//! later would otherwise never learn the meta of older members.
+//! Meta: the local state and load are re-broadcast every `meta_period_ms` (longer in large
+//! clusters, see the `dissemination` module) with a higher version, because foca forgets a
+//! broadcast after a few transmissions and nodes that join later would otherwise never learn
+//! the meta of older members. foca's `max_transmissions` follows the cluster size too.
 //!
 //! Leaving: broadcast the state `Dead`, call `leave_cluster`, send what foca produced, stop.
 
@@ -31,9 +32,10 @@ use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until, timeout};
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
+use super::dissemination::{TransmissionTuner, meta_period};
 use super::handle::{AgentStatus, Command};
 use super::wire::{self, Datagram};
 use super::{
@@ -84,6 +86,7 @@ pub fn foca_config(config: &MembershipConfig) -> foca::Config {
 /// [`MembershipHandle`].
 pub struct MembershipAgent {
     foca: MembershipFoca,
+    transmissions: TransmissionTuner,
     runtime: AccumulatingRuntime<NodeId>,
     timers: BinaryHeap<Reverse<(Instant, Timer<NodeId>)>>,
     socket: UdpSocket,
@@ -136,9 +139,10 @@ impl MembershipAgent {
         let (accepted_sender, accepted_meta) = mpsc::unbounded_channel();
         let handler = MetaHandler::new(accepted_sender, status.malformed_broadcasts.clone());
         let rng: StdRng = rand::make_rng();
+        let foca_config = foca_config(&config);
         let foca = Foca::with_custom_broadcast(
             identity.clone(),
-            foca_config(&config),
+            foca_config.clone(),
             rng,
             PostcardCodec,
             handler,
@@ -166,6 +170,7 @@ impl MembershipAgent {
 
         let mut agent = Self {
             foca,
+            transmissions: TransmissionTuner::new(foca_config),
             runtime: AccumulatingRuntime::new(),
             timers: BinaryHeap::new(),
             socket,
@@ -195,8 +200,8 @@ impl MembershipAgent {
         info!(node, seeds = ?self.seeds, "membership agent started");
         let mut announce = interval(Duration::from_millis(self.config.announce_retry_ms));
         announce.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut meta = interval(Duration::from_millis(self.config.meta_period_ms));
-        meta.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let meta = sleep(self.meta_period());
+        tokio::pin!(meta);
         let mut buffer = vec![0; MAX_DATAGRAM_LEN + 1];
         self.publish_local_meta();
 
@@ -211,9 +216,10 @@ impl MembershipAgent {
                 _ = announce.tick(), if !self.seeds.is_empty() && !self.view.is_connected() => {
                     self.announce_to_seeds().await;
                 }
-                _ = meta.tick() => {
+                () = &mut meta => {
                     self.publish_local_meta();
                     self.forget_expired();
+                    meta.as_mut().reset(Instant::now() + self.meta_period());
                 }
                 command = commands.recv() => match command {
                     Some(Command::SetState(state)) => {
@@ -344,6 +350,15 @@ impl MembershipAgent {
         }
     }
 
+    /// Returns the period until the next re-broadcast of the local meta, which grows with the
+    /// cluster (see [`meta_period`]).
+    fn meta_period(&self) -> Duration {
+        meta_period(
+            Duration::from_millis(self.config.meta_period_ms),
+            self.foca.num_members() + 1,
+        )
+    }
+
     /// Raises the meta version, applies the meta to the local entry and broadcasts it now.
     fn publish_local_meta(&mut self) {
         self.meta.version += 1;
@@ -412,6 +427,15 @@ impl MembershipAgent {
         }
         while let Ok(item) = self.accepted_meta.try_recv() {
             events.extend(self.view.handle_meta(&item.incarnation, item.meta, millis));
+        }
+        if let Some(config) = self.transmissions.retune(self.foca.num_members() + 1) {
+            debug!(
+                max_transmissions = config.max_transmissions.get(),
+                "adapting gossip transmissions to the cluster size"
+            );
+            if let Err(error) = self.foca.set_config(config) {
+                warn!(%error, "foca rejected the adapted transmissions");
+            }
         }
         self.status.joined.store(
             self.view.is_connected(),

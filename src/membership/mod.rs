@@ -2,6 +2,7 @@
 
 mod agent;
 mod broadcast;
+mod dissemination;
 mod handle;
 mod identity;
 mod lifecycle;
@@ -10,6 +11,7 @@ mod wire;
 
 pub use agent::{MembershipAgent, foca_config};
 pub use broadcast::{MalformedMeta, MetaBroadcast, MetaHandler, MetaKey};
+pub use dissemination::{META_ITEMS_PER_SECOND, TransmissionTuner, max_transmissions, meta_period};
 pub use handle::{MembershipError, MembershipHandle};
 pub use identity::{Incarnation, NodeId};
 pub use lifecycle::{NodeLoad, NodeMeta, NodeState};

@@ -2,7 +2,7 @@
 
 use gristmill::clock::Millis;
 use gristmill::membership::{
-    Incarnation, LeaveReason, MemberInfo, MembershipEvent, MetaBroadcast, NodeState,
+    Incarnation, LeaveReason, MemberInfo, MembershipEvent, MetaBroadcast, NodeState, meta_period,
 };
 
 use super::{NodeTimer, Output, SimNode};
@@ -39,8 +39,9 @@ impl SimNode {
         if self.view.handle_tick(now) > 0 {
             self.refresh_live(now);
         }
-        let period = self.config.membership.meta_period_ms;
-        self.timer(std::time::Duration::from_millis(period), NodeTimer::Meta);
+        let base = std::time::Duration::from_millis(self.config.membership.meta_period_ms);
+        let period = meta_period(base, self.foca.num_members() + 1);
+        self.timer(period, NodeTimer::Meta);
     }
 
     /// Raises the meta version, applies it locally and hands it to foca's broadcasts.
@@ -67,6 +68,10 @@ impl SimNode {
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.timer(after, NodeTimer::Foca(timer));
         }
+        if let Some(config) = self.transmissions.retune(self.foca.num_members() + 1) {
+            // The tuner only changes `max_transmissions`, which foca always accepts.
+            let _ = self.foca.set_config(config);
+        }
         let mut events = Vec::new();
         while let Some(notification) = self.runtime.to_notify() {
             events.extend(self.view.handle_notification(notification, now));
@@ -79,6 +84,14 @@ impl SimNode {
 
     /// Reacts to membership events as the runtime's event loop does.
     fn react(&mut self, events: Vec<MembershipEvent>, now: Millis) {
+        // The live set changes only through these events, at the first event, or while the
+        // node leaves (its own entry turns dead without an event). Most gossip carries none
+        // of them, and skipping the copy of the live set keeps large clusters cheap.
+        let live_may_change = events.iter().any(|event| match event {
+            MembershipEvent::Joined(_) | MembershipEvent::Left { .. } => true,
+            MembershipEvent::Updated(member) => !member.is_live(),
+            MembershipEvent::SelfDeclaredDown => false,
+        });
         for event in events {
             match event {
                 MembershipEvent::Joined(_) => {}
@@ -99,8 +112,10 @@ impl SimNode {
                 }
             }
         }
-        self.refresh_live(now);
-        self.maybe_join(now);
+        if live_may_change || self.live.is_empty() || self.meta.state == NodeState::Dead {
+            self.refresh_live(now);
+            self.maybe_join(now);
+        }
     }
 
     /// Copies the view's live set; starts a directory sync when it changed.

@@ -21,7 +21,7 @@ use gristmill::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
 use gristmill::grain::GrainId;
 use gristmill::membership::{
     DEFAULT_DEAD_RETENTION, Incarnation, MemberView, MetaBroadcast, MetaHandler, NodeId, NodeMeta,
-    NodeState,
+    NodeState, TransmissionTuner,
 };
 use gristmill::placement::PlacementConfig;
 use gristmill::runtime::MembershipConfig;
@@ -173,6 +173,8 @@ pub struct SimNode {
     id: NodeId,
     config: NodeConfig,
     foca: SimFoca,
+    /// Keeps foca's `max_transmissions` in step with the cluster size, as the agent does.
+    transmissions: TransmissionTuner,
     runtime: AccumulatingRuntime<NodeId>,
     accepted_meta: mpsc::UnboundedReceiver<MetaBroadcast>,
     view: MemberView,
@@ -220,9 +222,11 @@ impl SimNode {
     ) -> Self {
         let (accepted, accepted_meta) = mpsc::unbounded_channel();
         let handler = MetaHandler::new(accepted, Default::default());
+        let foca_config = gristmill::membership::foca_config(&config.membership);
+        let transmissions = TransmissionTuner::new(foca_config.clone());
         let foca = Foca::with_custom_broadcast(
             id.clone(),
-            gristmill::membership::foca_config(&config.membership),
+            foca_config,
             StdRng::seed_from_u64(rng_seed),
             PostcardCodec,
             handler,
@@ -239,6 +243,7 @@ impl SimNode {
         Self {
             live: Vec::new(),
             foca,
+            transmissions,
             runtime: AccumulatingRuntime::new(),
             accepted_meta,
             view,
