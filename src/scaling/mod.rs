@@ -12,6 +12,7 @@ pub mod combiner;
 pub mod config;
 pub mod decision;
 pub mod evaluator;
+pub mod keda;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod load;

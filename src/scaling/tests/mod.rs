@@ -5,6 +5,7 @@ mod combiner;
 mod config;
 mod decision;
 mod evaluator;
+mod keda;
 mod load;
 mod policy;
 mod removal;
