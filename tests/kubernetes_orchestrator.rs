@@ -53,8 +53,10 @@ enum Fault {
 struct FakeState {
     replicas: u32,
     resource_version: u64,
-    /// Pod names; every pod is Running and Ready.
+    /// Pod names; every pod is Running, and Ready unless it is terminating.
     pods: Vec<String>,
+    /// Pods with a deletion timestamp, as after an eviction or a scale-in.
+    terminating: Vec<String>,
     /// RBAC rules missing from the service account, as `(verb, resource)`.
     denied: Vec<(&'static str, &'static str)>,
     get_scale_faults: VecDeque<Fault>,
@@ -97,14 +99,26 @@ impl Fake {
     }
 
     fn delete_pod(&self, name: &str) {
-        self.state().pods.retain(|pod| pod != name);
+        {
+            let mut state = self.state();
+            state.pods.retain(|pod| pod != name);
+            state.terminating.retain(|pod| pod != name);
+        }
         self.send_pod_event("DELETED", name);
+    }
+
+    /// Sets the pod's deletion timestamp, as an eviction, a node drain or a scale-in does.
+    fn terminate_pod(&self, name: &str) {
+        self.state().terminating.push(name.to_owned());
+        self.send_pod_event("MODIFIED", name);
     }
 
     fn send_pod_event(&self, kind: &str, name: &str) {
         let mut state = self.state();
         state.resource_version += 1;
-        let event = json!({ "type": kind, "object": pod_json(name, state.resource_version) });
+        let terminating = state.terminating.iter().any(|pod| pod == name);
+        let object = pod_json(name, state.resource_version, terminating);
+        let event = json!({ "type": kind, "object": object });
         let line = format!("{event}\n");
         let version = state.resource_version;
         state.pod_events.push((version, line.clone()));
@@ -114,8 +128,8 @@ impl Fake {
     }
 }
 
-fn pod_json(name: &str, resource_version: u64) -> Value {
-    json!({
+fn pod_json(name: &str, resource_version: u64, terminating: bool) -> Value {
+    let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -128,7 +142,12 @@ fn pod_json(name: &str, resource_version: u64) -> Value {
             "phase": "Running",
             "conditions": [{ "type": "Ready", "status": "True" }],
         },
-    })
+    });
+    if terminating {
+        pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        pod["status"]["conditions"][0]["status"] = json!("False");
+    }
+    pod
 }
 
 fn scale_json(state: &FakeState) -> Value {
@@ -321,7 +340,10 @@ async fn pods(State(fake): State<Arc<Fake>>, Path(namespace): Path<String>, uri:
     let items: Vec<Value> = state
         .pods
         .iter()
-        .map(|name| pod_json(name, state.resource_version))
+        .map(|name| {
+            let terminating = state.terminating.contains(name);
+            pod_json(name, state.resource_version, terminating)
+        })
         .collect();
     let list = json!({
         "apiVersion": "v1",
@@ -709,4 +731,57 @@ async fn watch_pods_follows_added_and_deleted_pods() {
 
     let names: Vec<String> = watch.pods().into_keys().collect();
     assert_eq!(names, ["gristmill-1", "gristmill-2"]);
+}
+
+/// Polls `disrupted_nodes` until `done` holds for its result, for at most 10 s.
+async fn poll_disrupted(
+    orchestrator: &KubernetesOrchestrator,
+    done: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+) -> std::collections::BTreeSet<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let disrupted = orchestrator.disrupted_nodes().await;
+        if done(&disrupted) {
+            return disrupted;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "disrupted nodes stayed at {disrupted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn eviction_is_reported_not_patched() {
+    // Goal: a pod that Kubernetes deletes on its own (eviction, node drain) is reported as a
+    // disruption, and the orchestrator sends no scale request in reaction; a pod that the
+    // orchestrator removed itself is not reported.
+    // Method: the fake sets deletion timestamps through the pod watch. The requested removal
+    // of gristmill-2 terminates before gristmill-1 is deleted, and the watch delivers events
+    // in order, so once gristmill-1 is gone from the report, gristmill-2 was processed too.
+    let fake = Arc::new(Fake::with_replicas(3));
+    let orchestrator = orchestrator_for(&fake).await;
+    assert!(orchestrator.disrupted_nodes().await.is_empty());
+
+    fake.terminate_pod("gristmill-1");
+    let disrupted = poll_disrupted(&orchestrator, |pods| !pods.is_empty()).await;
+    assert_eq!(disrupted.into_iter().collect::<Vec<_>>(), ["gristmill-1"]);
+    assert_eq!(fake.state().patch_requests, 0, "an eviction is not fought");
+    assert_eq!(
+        fake.state().get_scale_requests,
+        0,
+        "nor even read as a resize"
+    );
+    assert_eq!(fake.state().replicas, 3);
+
+    orchestrator.remove_node("gristmill-2").await.unwrap();
+    fake.terminate_pod("gristmill-2");
+    fake.delete_pod("gristmill-1");
+    let disrupted = poll_disrupted(&orchestrator, |pods| !pods.contains("gristmill-1")).await;
+    assert!(
+        !disrupted.contains("gristmill-2"),
+        "a requested removal is not a disruption: {disrupted:?}"
+    );
+    assert_eq!(fake.state().patch_requests, 1, "only the requested removal");
 }

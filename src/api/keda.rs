@@ -33,7 +33,7 @@ pub struct KedaScalerService {
 /// The source of the dry run for a request.
 enum DryRun {
     /// This node's supervisor acts and ran it.
-    Local(Decision),
+    Local(Box<Decision>),
     /// Another node's supervisor acts, so the request is forwarded there.
     Leader(LeaderAddress),
 }
@@ -49,7 +49,7 @@ impl KedaScalerService {
             Status::unavailable("the scaling supervisor of this node is not running")
         })?;
         match supervisor.ask(SupervisorMsg::Evaluate).await {
-            Ok(decision) => Ok(DryRun::Local(decision)),
+            Ok(decision) => Ok(DryRun::Local(Box::new(decision))),
             Err(SupervisorError::NotLeader {
                 leader: Some(leader),
             }) if !forwarded => Ok(DryRun::Leader(leader)),

@@ -11,6 +11,7 @@ pub mod behavior;
 pub mod combiner;
 pub mod config;
 pub mod decision;
+pub mod disruption;
 pub mod evaluator;
 pub mod keda;
 #[cfg(feature = "kubernetes")]

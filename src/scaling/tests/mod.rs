@@ -4,6 +4,7 @@ mod behavior;
 mod combiner;
 mod config;
 mod decision;
+mod disruption;
 mod evaluator;
 mod keda;
 mod load;
