@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Cluster, NodeClient, Timing, cluster_slot, describe, spread_counters, wait_until};
+use common::{
+    Cluster, NodeClient, Timing, cluster_slot, describe, spread_counters, wait_supervisor,
+    wait_until,
+};
 use gristmill::api::pb;
 use gristmill::api::pb::scaling_client::ScalingClient;
 use tonic::transport::Channel;
@@ -541,22 +544,7 @@ async fn supervisor_failover_does_not_repeat_action() {
 
     let mut survivor = cluster.nodes[1].client().await;
     let mut scaling = scaling_client(cluster.nodes[1].ready.grpc_addr).await;
-    wait_until("node-1 acts as supervisor", Duration::from_secs(30), || {
-        let mut scaling = scaling.clone();
-        async move {
-            let status = scaling
-                .get_status(pb::GetScalingStatusRequest {})
-                .await
-                .map_err(|status| status.to_string())?
-                .into_inner();
-            if status.supervisor == "node-1" {
-                Ok(status)
-            } else {
-                Err(status.supervisor)
-            }
-        }
-    })
-    .await;
+    wait_supervisor(&scaling, "node-1").await;
     let status = scaling
         .get_status(pb::GetScalingStatusRequest {})
         .await
