@@ -55,9 +55,10 @@ async fn start(fake: &Arc<Fake>, min_nodes: u32) -> KubeCluster {
     )];
     let args = ["--config", config.path().to_str().expect("utf-8 path")];
 
-    let first = NodeProcess::start_with_env("gristmill-0", &[], Timing::FAST, &args, &env).await;
+    let first = NodeProcess::start_with_env("gristmill-0", &[], Timing::LOADED, &args, &env).await;
     let seed = [first.ready.gossip_addr];
-    let second = NodeProcess::start_with_env("gristmill-1", &seed, Timing::FAST, &args, &env).await;
+    let second =
+        NodeProcess::start_with_env("gristmill-1", &seed, Timing::LOADED, &args, &env).await;
     let cluster = Cluster {
         nodes: vec![first, second],
     };
@@ -313,7 +314,7 @@ async fn evicted_pod_is_recorded_not_replaced() {
     let args = ["--config", files[1].path().to_str().expect("utf-8 path")];
     let env = [("KUBECONFIG", files[0].path().to_str().expect("utf-8 path"))];
     let recreated =
-        NodeProcess::start_with_env("gristmill-1", &seed, Timing::FAST, &args, &env).await;
+        NodeProcess::start_with_env("gristmill-1", &seed, Timing::LOADED, &args, &env).await;
     cluster.nodes[1] = recreated;
     wait_until("the hold ends", Duration::from_secs(30), || {
         let scaling = scaling.clone();
