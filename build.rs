@@ -1,4 +1,5 @@
-//! Compiles the gRPC API in proto/ with protox, so that no system protoc is needed.
+//! Compiles the gRPC API and KEDA's external scaler interface in proto/ with protox, so that
+//! no system protoc is needed.
 
 use std::{env, path::PathBuf};
 
@@ -7,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/gristmill/v1/cluster.proto",
         "proto/gristmill/v1/grains.proto",
         "proto/gristmill/v1/scaling.proto",
+        "proto/keda/externalscaler.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Validates everything under deploy/ offline: Kubernetes manifests in strict mode against the
-# Kubernetes 1.33 schemas, the rendered kustomize base, the Prometheus alert rules and their
-# unit tests, the Grafana dashboard JSON, and the Dockerfile's required lines.
+# Kubernetes 1.33 schemas, the rendered kustomize base, the KEDA overlay (its ScaledObject with
+# check_scaledobject.py, because kubernetes-validate has no schemas for KEDA's CRDs), the
+# Prometheus alert rules and their unit tests, the Grafana dashboard JSON, and the
+# Dockerfile's required lines.
 # Installs kubernetes-validate (pip) and promtool (apt package "prometheus") when missing.
 # Exits non-zero on the first failure.
 set -euo pipefail
@@ -45,6 +47,37 @@ if kubectl kustomize --help >/dev/null 2>&1; then
   kubernetes-validate -k "$KUBERNETES_VERSION" --strict "$rendered"
 else
   echo "kubectl kustomize is unavailable; the manifests above were validated directly"
+fi
+
+step "keda overlay"
+# kubernetes-validate knows no CRD, so the ScaledObject gets its own check; the rest of the
+# rendered overlay is validated like the base.
+python3 .ci/check_scaledobject.py "$DEPLOY/keda/scaledobject.yaml" "$DEPLOY/base"
+if kubectl kustomize --help >/dev/null 2>&1; then
+  overlay_dir=$(mktemp -d)
+  trap 'rm -f "${rendered:-}"; rm -rf "$overlay_dir"' EXIT
+  kubectl kustomize "$DEPLOY/keda" >"$overlay_dir/all.yaml"
+  python3 - "$overlay_dir" <<'PY'
+import sys, yaml
+directory = sys.argv[1]
+documents = [d for d in yaml.safe_load_all(open(f"{directory}/all.yaml")) if d]
+scaled = [d for d in documents if d["kind"] == "ScaledObject"]
+builtin = [d for d in documents if d["kind"] != "ScaledObject"]
+if len(scaled) != 1:
+    sys.exit(f"deploy/keda renders {len(scaled)} ScaledObjects; expected 1")
+statefulset = next(d for d in builtin if d["kind"] == "StatefulSet")
+container = statefulset["spec"]["template"]["spec"]["containers"][0]
+orchestrator = {e["name"]: e.get("value") for e in container["env"]}.get("GRISTMILL_ORCHESTRATOR")
+if orchestrator != "none":
+    sys.exit(f"deploy/keda sets GRISTMILL_ORCHESTRATOR={orchestrator!r}; KEDA needs none")
+yaml.safe_dump_all(builtin, open(f"{directory}/builtin.yaml", "w"))
+yaml.safe_dump_all(scaled, open(f"{directory}/scaledobject.yaml", "w"))
+print(f"deploy/keda: {len(builtin)} built-in objects and 1 ScaledObject, orchestrator none")
+PY
+  kubernetes-validate -k "$KUBERNETES_VERSION" --strict "$overlay_dir/builtin.yaml"
+  python3 .ci/check_scaledobject.py "$overlay_dir/scaledobject.yaml" "$DEPLOY/base"
+else
+  echo "kubectl kustomize is unavailable; only $DEPLOY/keda/scaledobject.yaml was checked"
 fi
 
 step "prometheus rules"

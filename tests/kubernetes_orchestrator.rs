@@ -7,347 +7,24 @@
 //! client stack. A loopback TCP proxy in between can be unplugged to take the server "down".
 #![cfg(feature = "kubernetes")]
 
-use std::collections::VecDeque;
+#[path = "support/fake_kube_api.rs"]
+mod fake_kube_api;
+
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use fake_kube_api::{Fake, Fault, NAMESPACE, STATEFULSET, serve};
 use gristmill::scaling::kubernetes::{
     KubernetesConfig, KubernetesOrchestrator, KubernetesSetupError, RetryPolicy, ScaleStep,
     install_crypto_provider,
 };
 use gristmill::scaling::orchestrator::{Orchestrator, OrchestratorError};
-use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
 use tokio::task::JoinSet;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::BroadcastStream;
 
-const NAMESPACE: &str = "grains";
-const STATEFULSET: &str = "gristmill";
 const MAX_ATTEMPTS: u32 = 3;
-
-/// A fault the fake injects into the next request of one kind.
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    /// Reply with this status and change nothing.
-    Status(u16),
-    /// Apply the patch, then reply with this status, as a proxy that lost the response would.
-    ApplyThenStatus(u16),
-    /// Another writer updates the StatefulSet (same size, new resourceVersion) just before
-    /// the request, so its resourceVersion precondition fails.
-    ConcurrentUpdate,
-    /// Another writer resizes the StatefulSet to this size just before the request.
-    ConcurrentResize(u32),
-}
-
-#[derive(Debug, Default)]
-struct FakeState {
-    replicas: u32,
-    resource_version: u64,
-    /// Pod names; every pod is Running and Ready.
-    pods: Vec<String>,
-    /// RBAC rules missing from the service account, as `(verb, resource)`.
-    denied: Vec<(&'static str, &'static str)>,
-    get_scale_faults: VecDeque<Fault>,
-    patch_faults: VecDeque<Fault>,
-    get_scale_requests: u32,
-    patch_requests: u32,
-    /// Pod watch events with their resourceVersion, replayed to watches that start later.
-    pod_events: Vec<(u64, String)>,
-}
-
-struct Fake {
-    state: Mutex<FakeState>,
-    /// Watch events, one JSON line each, sent to every open pod watch.
-    pod_watchers: broadcast::Sender<String>,
-}
-
-impl Fake {
-    fn with_replicas(replicas: u32) -> Self {
-        let state = FakeState {
-            replicas,
-            resource_version: 7,
-            pods: (0..replicas)
-                .map(|i| format!("{STATEFULSET}-{i}"))
-                .collect(),
-            ..FakeState::default()
-        };
-        Self {
-            state: Mutex::new(state),
-            pod_watchers: broadcast::channel(16).0,
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap()
-    }
-
-    fn add_pod(&self, name: &str) {
-        self.state().pods.push(name.to_owned());
-        self.send_pod_event("ADDED", name);
-    }
-
-    fn delete_pod(&self, name: &str) {
-        self.state().pods.retain(|pod| pod != name);
-        self.send_pod_event("DELETED", name);
-    }
-
-    fn send_pod_event(&self, kind: &str, name: &str) {
-        let mut state = self.state();
-        state.resource_version += 1;
-        let event = json!({ "type": kind, "object": pod_json(name, state.resource_version) });
-        let line = format!("{event}\n");
-        let version = state.resource_version;
-        state.pod_events.push((version, line.clone()));
-        // Sent under the lock, so a watch that subscribes under it misses nothing. An error
-        // only means that no watch is open.
-        let _ = self.pod_watchers.send(line);
-    }
-}
-
-fn pod_json(name: &str, resource_version: u64) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": NAMESPACE,
-            "resourceVersion": resource_version.to_string(),
-            "labels": { "app.kubernetes.io/name": STATEFULSET },
-        },
-        "status": {
-            "phase": "Running",
-            "conditions": [{ "type": "Ready", "status": "True" }],
-        },
-    })
-}
-
-fn scale_json(state: &FakeState) -> Value {
-    json!({
-        "apiVersion": "autoscaling/v1",
-        "kind": "Scale",
-        "metadata": {
-            "name": STATEFULSET,
-            "namespace": NAMESPACE,
-            "resourceVersion": state.resource_version.to_string(),
-        },
-        "spec": { "replicas": state.replicas },
-        "status": { "replicas": state.replicas, "selector": "app.kubernetes.io/name=gristmill" },
-    })
-}
-
-fn json_response(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-/// Returns a `Status` body as the API server sends it for a failed request.
-fn failure(code: u16, reason: &str, message: String) -> Response {
-    let status = StatusCode::from_u16(code).unwrap();
-    let body = json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    });
-    json_response(status, body)
-}
-
-fn forbidden(verb: &str, resource: &str) -> Response {
-    let message = format!(
-        "{STATEFULSET} is forbidden: User \"system:serviceaccount:{NAMESPACE}:gristmill\" \
-         cannot {verb} resource \"{resource}\" in the namespace \"{NAMESPACE}\""
-    );
-    failure(403, "Forbidden", message)
-}
-
-fn not_found(name: &str) -> Response {
-    failure(
-        404,
-        "NotFound",
-        format!("statefulsets.apps \"{name}\" not found"),
-    )
-}
-
-/// Applies a fault that another writer causes before the request.
-fn apply_concurrent_fault(state: &mut FakeState, fault: Option<Fault>) -> Option<Fault> {
-    match fault {
-        Some(Fault::ConcurrentUpdate) => state.resource_version += 1,
-        Some(Fault::ConcurrentResize(replicas)) => {
-            state.replicas = replicas;
-            state.resource_version += 1;
-        }
-        other => return other,
-    }
-    None
-}
-
-async fn get_statefulset(
-    State(fake): State<Arc<Fake>>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> Response {
-    let state = fake.state();
-    if state.denied.contains(&("get", "statefulsets")) {
-        return forbidden("get", "statefulsets");
-    }
-    if namespace != NAMESPACE || name != STATEFULSET {
-        return not_found(&name);
-    }
-    let statefulset = json!({
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {
-            "name": STATEFULSET,
-            "namespace": NAMESPACE,
-            "resourceVersion": state.resource_version.to_string(),
-        },
-        "spec": {
-            "replicas": state.replicas,
-            "serviceName": "gristmill-headless",
-            "selector": { "matchLabels": { "app.kubernetes.io/name": STATEFULSET } },
-            "template": {},
-        },
-    });
-    json_response(StatusCode::OK, statefulset)
-}
-
-async fn get_scale(
-    State(fake): State<Arc<Fake>>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> Response {
-    let mut state = fake.state();
-    state.get_scale_requests += 1;
-    if state.denied.contains(&("get", "statefulsets/scale")) {
-        return forbidden("get", "statefulsets/scale");
-    }
-    if namespace != NAMESPACE || name != STATEFULSET {
-        return not_found(&name);
-    }
-    let fault = state.get_scale_faults.pop_front();
-    if let Some(Fault::Status(code)) = apply_concurrent_fault(&mut state, fault) {
-        return failure(code, "InternalError", "scripted failure".into());
-    }
-    json_response(StatusCode::OK, scale_json(&state))
-}
-
-async fn patch_scale(
-    State(fake): State<Arc<Fake>>,
-    Path((namespace, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut state = fake.state();
-    state.patch_requests += 1;
-    if state.denied.contains(&("patch", "statefulsets/scale")) {
-        return forbidden("patch", "statefulsets/scale");
-    }
-    if namespace != NAMESPACE || name != STATEFULSET {
-        return not_found(&name);
-    }
-    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
-    if content_type != Some(b"application/merge-patch+json") {
-        return failure(415, "UnsupportedMediaType", format!("{content_type:?}"));
-    }
-    let patch: Value = serde_json::from_slice(&body).unwrap();
-    let Some(replicas) = patch["spec"]["replicas"].as_u64() else {
-        return failure(422, "Invalid", format!("no spec.replicas in {patch}"));
-    };
-
-    let fault = state.patch_faults.pop_front();
-    let fault = apply_concurrent_fault(&mut state, fault);
-    if let Some(Fault::Status(code)) = fault {
-        return failure(code, "InternalError", "scripted failure".into());
-    }
-    let precondition = patch["metadata"]["resourceVersion"].as_str();
-    if precondition.is_some_and(|version| version != state.resource_version.to_string()) {
-        let message = "the object has been modified; please apply your changes to the latest \
-                       version and try again";
-        return failure(409, "Conflict", message.into());
-    }
-    state.replicas = u32::try_from(replicas).unwrap();
-    state.resource_version += 1;
-    if let Some(Fault::ApplyThenStatus(code)) = fault {
-        return failure(code, "InternalError", "response lost after commit".into());
-    }
-    json_response(StatusCode::OK, scale_json(&state))
-}
-
-async fn pods(State(fake): State<Arc<Fake>>, Path(namespace): Path<String>, uri: Uri) -> Response {
-    assert_eq!(namespace, NAMESPACE);
-    let query = uri.query().unwrap_or_default();
-    assert!(
-        query.contains("labelSelector=app.kubernetes.io%2Fname%3Dgristmill"),
-        "pod requests must use the StatefulSet's selector: {query}"
-    );
-    if query.split('&').any(|pair| pair == "watch=true") {
-        let since: u64 = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("resourceVersion="))
-            .and_then(|version| version.parse().ok())
-            .unwrap_or(0);
-        let state = fake.state();
-        let live = BroadcastStream::new(fake.pod_watchers.subscribe()).filter_map(|line| line.ok());
-        let missed: Vec<String> = state
-            .pod_events
-            .iter()
-            .filter(|(version, _)| *version > since)
-            .map(|(_, line)| line.clone())
-            .collect();
-        let events = tokio_stream::iter(missed)
-            .chain(live)
-            .map(|line| Ok::<_, std::io::Error>(Bytes::from(line)));
-        return Response::builder()
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from_stream(events))
-            .unwrap();
-    }
-    let state = fake.state();
-    let items: Vec<Value> = state
-        .pods
-        .iter()
-        .map(|name| pod_json(name, state.resource_version))
-        .collect();
-    let list = json!({
-        "apiVersion": "v1",
-        "kind": "PodList",
-        "metadata": { "resourceVersion": state.resource_version.to_string() },
-        "items": items,
-    });
-    json_response(StatusCode::OK, list)
-}
-
-/// Serves `fake` on a loopback port chosen by the OS.
-async fn serve(fake: Arc<Fake>) -> SocketAddr {
-    let statefulset = "/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}";
-    let app = Router::new()
-        .route(statefulset, get(get_statefulset))
-        .route(
-            &format!("{statefulset}/scale"),
-            get(get_scale).patch(patch_scale),
-        )
-        .route("/api/v1/namespaces/{namespace}/pods", get(pods))
-        .with_state(fake);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    address
-}
 
 /// A loopback TCP proxy that can be unplugged: it then closes every open connection and
 /// closes new ones at once, as an API server that went down would.
@@ -709,4 +386,57 @@ async fn watch_pods_follows_added_and_deleted_pods() {
 
     let names: Vec<String> = watch.pods().into_keys().collect();
     assert_eq!(names, ["gristmill-1", "gristmill-2"]);
+}
+
+/// Polls `disrupted_nodes` until `done` holds for its result, for at most 10 s.
+async fn poll_disrupted(
+    orchestrator: &KubernetesOrchestrator,
+    done: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+) -> std::collections::BTreeSet<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let disrupted = orchestrator.disrupted_nodes().await;
+        if done(&disrupted) {
+            return disrupted;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "disrupted nodes stayed at {disrupted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn eviction_is_reported_not_patched() {
+    // Goal: a pod that Kubernetes deletes on its own (eviction, node drain) is reported as a
+    // disruption, and the orchestrator sends no scale request in reaction; a pod that the
+    // orchestrator removed itself is not reported.
+    // Method: the fake sets deletion timestamps through the pod watch. The requested removal
+    // of gristmill-2 terminates before gristmill-1 is deleted, and the watch delivers events
+    // in order, so once gristmill-1 is gone from the report, gristmill-2 was processed too.
+    let fake = Arc::new(Fake::with_replicas(3));
+    let orchestrator = orchestrator_for(&fake).await;
+    assert!(orchestrator.disrupted_nodes().await.is_empty());
+
+    fake.terminate_pod("gristmill-1");
+    let disrupted = poll_disrupted(&orchestrator, |pods| !pods.is_empty()).await;
+    assert_eq!(disrupted.into_iter().collect::<Vec<_>>(), ["gristmill-1"]);
+    assert_eq!(fake.state().patch_requests, 0, "an eviction is not fought");
+    assert_eq!(
+        fake.state().get_scale_requests,
+        0,
+        "nor even read as a resize"
+    );
+    assert_eq!(fake.state().replicas, 3);
+
+    orchestrator.remove_node("gristmill-2").await.unwrap();
+    fake.terminate_pod("gristmill-2");
+    fake.delete_pod("gristmill-1");
+    let disrupted = poll_disrupted(&orchestrator, |pods| !pods.contains("gristmill-1")).await;
+    assert!(
+        !disrupted.contains("gristmill-2"),
+        "a requested removal is not a disruption: {disrupted:?}"
+    );
+    assert_eq!(fake.state().patch_requests, 1, "only the requested removal");
 }

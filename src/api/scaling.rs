@@ -23,7 +23,7 @@ use crate::scaling::supervisor::{
 
 /// Metadata key set on a request that one node forwarded to the acting supervisor's node, so
 /// it is not forwarded again.
-const FORWARDED_METADATA: &str = "gristmill-forwarded";
+pub(super) const FORWARDED_METADATA: &str = "gristmill-forwarded";
 /// Decisions `ListDecisions` returns when the request sets no limit.
 const DEFAULT_LIST_LIMIT: usize = 100;
 
@@ -78,6 +78,11 @@ impl ScalingService {
 }
 
 async fn connect(leader: &LeaderAddress) -> Result<ScalingClient<Channel>, Status> {
+    Ok(ScalingClient::new(leader_channel(leader).await?))
+}
+
+/// Opens a channel to the node of the acting scaling supervisor.
+pub(super) async fn leader_channel(leader: &LeaderAddress) -> Result<Channel, Status> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", leader.grpc_addr))
         .map_err(|error| Status::internal(error.to_string()))?
         .connect_timeout(Duration::from_secs(5));
@@ -87,11 +92,11 @@ async fn connect(leader: &LeaderAddress) -> Result<ScalingClient<Channel>, Statu
             leader.name, leader.grpc_addr
         ))
     })?;
-    Ok(ScalingClient::new(channel))
+    Ok(channel)
 }
 
 /// Maps a supervisor error to its gRPC status.
-fn error_status(error: &SupervisorError) -> Status {
+pub(super) fn error_status(error: &SupervisorError) -> Status {
     let message = error.to_string();
     match error {
         SupervisorError::NotLeader { leader: Some(_) } | SupervisorError::NoOrchestrator => {

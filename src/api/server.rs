@@ -6,8 +6,9 @@ use tonic_health::ServingStatus;
 
 use super::cluster::ClusterService;
 use super::grains::GrainsService;
-use super::pb;
+use super::keda::KedaScalerService;
 use super::scaling::ScalingService;
+use super::{keda_pb, pb};
 use crate::runtime::Node;
 
 /// Health service name that reports SERVING for as long as the node process runs.
@@ -57,8 +58,11 @@ pub(crate) fn serve(node: Node, listener: TcpListener) {
                 node.clone(),
             )))
             .add_service(pb::grains_server::GrainsServer::new(GrainsService::new(
-                node,
+                node.clone(),
             )))
+            .add_service(keda_pb::external_scaler_server::ExternalScalerServer::new(
+                KedaScalerService::new(node),
+            ))
             .serve_with_incoming_shutdown(incoming, stopped)
             .await;
         if let Err(error) = result {
@@ -95,8 +99,11 @@ fn serve_without_reflection(
                 node.clone(),
             )))
             .add_service(pb::grains_server::GrainsServer::new(GrainsService::new(
-                node,
+                node.clone(),
             )))
+            .add_service(keda_pb::external_scaler_server::ExternalScalerServer::new(
+                KedaScalerService::new(node),
+            ))
             .serve_with_incoming(incoming)
             .await;
         if let Err(error) = result {
@@ -115,6 +122,9 @@ async fn set_all(reporter: &tonic_health::server::HealthReporter, status: Servin
         .await;
     reporter
         .set_service_status("gristmill.v1.Scaling", status)
+        .await;
+    reporter
+        .set_service_status("externalscaler.ExternalScaler", status)
         .await;
 }
 

@@ -78,6 +78,9 @@ pub struct NodeConfig {
     /// whose calls are balanced over every Active node. Default:
     /// [`crate::routing::ForwardingConfig::default`]; see its fields.
     pub forwarding: crate::routing::ForwardingConfig,
+    /// The KEDA external scaler service: how often an open `StreamIsActive` stream checks
+    /// and re-sends. Default: [`crate::scaling::keda::KedaConfig::default`]; see its fields.
+    pub keda: crate::scaling::keda::KedaConfig,
 }
 
 impl Default for NodeConfig {
@@ -104,6 +107,7 @@ impl Default for NodeConfig {
             scaling: crate::scaling::ScalingConfig::default(),
             orchestrator: crate::scaling::supervisor::OrchestratorKind::None,
             forwarding: crate::routing::ForwardingConfig::default(),
+            keda: crate::scaling::keda::KedaConfig::default(),
         }
     }
 }
@@ -282,6 +286,9 @@ impl NodeConfig {
                 error.value,
                 error.fix,
             )
+        })?;
+        self.keda.validate().map_err(|error| {
+            ConfigError::new(format!("keda.{}", error.field), error.value, error.reason)
         })?;
         if self.orchestrator == crate::scaling::supervisor::OrchestratorKind::Local
             && !self.bind_ip.is_loopback()

@@ -43,6 +43,9 @@ pub enum Trigger {
     ScaleTo,
     /// A `DrainNode` request.
     DrainNode,
+    /// The orchestrator reported nodes that the platform stops for reasons of its own, such
+    /// as a Kubernetes eviction or node drain. Recorded with no action.
+    Disruption,
 }
 
 /// The supervisor's next step after a decision.
@@ -138,6 +141,11 @@ pub enum AppliedLimit {
     NoRemovalCandidate {
         /// Why.
         reason: String,
+    },
+    /// Nodes that the platform stops for reasons of its own have not come back yet.
+    Disruption {
+        /// The disrupted nodes, in name order.
+        nodes: Vec<String>,
     },
 }
 

@@ -8,8 +8,10 @@
 //! 4. If `current` lies outside `[min_nodes, max_nodes]`, move it inside and skip step 5, as
 //!    HPA does.
 //! 5. Stabilize over the windows, bound by the rate policies, clamp to `[min_nodes, max_nodes]`.
-//! 6. If the count still changes, act unless paused, an action is running, or the cooldown
-//!    since the last action has not passed. A scale-in chooses its nodes here.
+//! 6. If the count still changes, act unless paused, an action is running, a node that the
+//!    platform stopped for its own reasons has not come back (see
+//!    [`disruption`](crate::scaling::disruption)), or the cooldown since the last action has
+//!    not passed. A scale-in chooses its nodes here.
 //!
 //! The raw combined count of every periodic evaluation enters the stabilization window, even
 //! when paused, so that resuming acts on the recent past. Manual requests (`ScaleTo`,
@@ -28,6 +30,7 @@ use crate::scaling::decision::{
     Action, ActionOutcome, AppliedLimit, Decision, DecisionHistory, DecisionId, NodeRemoval,
     Trigger,
 };
+use crate::scaling::disruption::DisruptionHold;
 use crate::scaling::load::{ClusterLoad, ClusterSnapshot};
 use crate::scaling::policy::recommend;
 use crate::scaling::removal::choose_removal;
@@ -41,6 +44,7 @@ pub struct ScalingCore {
     running: Option<RunningAction>,
     last_action_ended_at: Option<Millis>,
     paused: Option<String>,
+    disruptions: DisruptionHold,
     history: DecisionHistory,
 }
 
@@ -134,6 +138,7 @@ impl ScalingCore {
             running: None,
             last_action_ended_at: None,
             paused: None,
+            disruptions: DisruptionHold::default(),
         })
     }
 
@@ -226,6 +231,41 @@ impl ScalingCore {
             .scale_out
             .stabilization_window
             .max(self.config.scale_in.stabilization_window)
+    }
+
+    /// Takes the nodes that the orchestrator reports as stopped by the platform for reasons
+    /// of its own, and records a decision with no action when one is reported for the first
+    /// time. `reason` names who stopped them, such as `deleted by Kubernetes`.
+    ///
+    /// Automatic actions wait while any such node is held (see
+    /// [`DisruptionHold::handle_report`]); manual requests do not.
+    pub fn handle_disruptions(
+        &mut self,
+        snapshot: ClusterSnapshot,
+        reported: &std::collections::BTreeSet<String>,
+        reason: &str,
+        now: Millis,
+    ) -> Option<Decision> {
+        let first_reports = self.disruptions.handle_report(&snapshot, reported, now);
+        if first_reports.is_empty() {
+            return None;
+        }
+        let current = snapshot.active_nodes().count() as u32;
+        let mut decision = self.manual_decision(snapshot, now, Trigger::Disruption, current);
+        decision.limits.push(AppliedLimit::Disruption {
+            nodes: first_reports.clone(),
+        });
+        decision.summary = format!(
+            "{} terminating without a request from the supervisor ({reason}); it drains on \
+             SIGTERM, is not replaced, and automatic actions wait until it is Active again",
+            first_reports.join(", ")
+        );
+        tracing::info!(
+            nodes = %first_reports.join(","),
+            reason,
+            "nodes stopped by the platform; automatic scaling waits for them"
+        );
+        Some(self.commit(decision, now))
     }
 
     /// Records a request to move to `nodes` Active nodes and returns its decision.
@@ -538,7 +578,10 @@ impl ScalingCore {
             return Ok(Action::None);
         };
         let blocked = self.running.is_some()
-            || (automatic && (self.paused.is_some() || !self.cooldown_remaining(now).is_zero()));
+            || (automatic
+                && (self.paused.is_some()
+                    || self.disruptions.is_holding()
+                    || !self.cooldown_remaining(now).is_zero()));
         if blocked {
             return Ok(Action::None);
         }
@@ -564,6 +607,10 @@ impl ScalingCore {
         } else if let Some(reason) = &self.paused {
             AppliedLimit::Paused {
                 reason: reason.clone(),
+            }
+        } else if self.disruptions.is_holding() {
+            AppliedLimit::Disruption {
+                nodes: self.disruptions.nodes(),
             }
         } else {
             AppliedLimit::Cooldown {
@@ -615,6 +662,10 @@ fn describe_limit(limit: &AppliedLimit) -> String {
             format!("the action of decision {decision} is still running")
         }
         AppliedLimit::Paused { reason } => format!("scaling is paused ({reason})"),
+        AppliedLimit::Disruption { nodes } => format!(
+            "{} stopped by the platform and not Active again yet",
+            nodes.join(", ")
+        ),
         AppliedLimit::Cooldown { remaining } => {
             format!("cooldown has {} ms left", remaining.as_millis())
         }

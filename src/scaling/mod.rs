@@ -11,7 +11,9 @@ pub mod behavior;
 pub mod combiner;
 pub mod config;
 pub mod decision;
+pub mod disruption;
 pub mod evaluator;
+pub mod keda;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod load;

@@ -1,5 +1,6 @@
 //! The interface through which the supervisor adds and removes node processes.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -32,6 +33,16 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// that pod; orchestrators that can remove any node return `None` and the supervisor picks
     /// the node that is cheapest to drain.
     fn forced_removal_candidate(&self, nodes: &[String]) -> Option<String>;
+
+    /// Returns the nodes that the platform is stopping for reasons of its own, such as a
+    /// Kubernetes eviction or node drain, now or since the last call.
+    ///
+    /// The supervisor records each such node and delays automatic actions while any is
+    /// reported, so that it does not add a node in place of one the platform restarts.
+    /// Orchestrators that cannot see such stops keep the default, which reports none.
+    fn disrupted_nodes(&self) -> BoxFuture<'_, BTreeSet<String>> {
+        Box::pin(async { BTreeSet::new() })
+    }
 }
 
 /// Failure of an orchestrator request.

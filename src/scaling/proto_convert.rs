@@ -483,6 +483,13 @@ fn limit_to_proto(limit: &AppliedLimit) -> pb::AppliedLimit {
             Kind::NoRemovalCandidate,
             format!("no node can be removed: {reason}"),
         ),
+        AppliedLimit::Disruption { nodes } => (
+            Kind::Disruption,
+            format!(
+                "waiting for {} that the platform stopped for its own reasons",
+                nodes.join(", ")
+            ),
+        ),
     };
     message.kind = kind.into();
     message.description = description;

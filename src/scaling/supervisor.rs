@@ -486,11 +486,17 @@ impl SupervisorState {
 
     async fn evaluate(&mut self, myself: &ActorRef<SupervisorMsg>, members: &[MemberInfo]) {
         let snapshot = build_snapshot(members, self.me(), self.orchestrator.as_ref());
+        let disrupted = self.orchestrator.disrupted_nodes().await;
+        let reason = disruption_reason(self.orchestrator.kind());
         let now = self.node.inner.clock.now();
         let Role::Acting { core, .. } = &mut self.role else {
             return;
         };
+        let disruption = core.handle_disruptions(snapshot.clone(), &disrupted, reason, now);
         let decision = core.handle_evaluation(snapshot, now);
+        if let Some(disruption) = disruption {
+            self.publish_new(myself, disruption).await;
+        }
         self.publish_new(myself, decision).await;
     }
 
@@ -703,6 +709,14 @@ impl SupervisorState {
         let decision = request(core, snapshot, now)?;
         self.publish_new(myself, decision.clone()).await;
         Ok(decision)
+    }
+}
+
+/// Returns who stops a disrupted node of an orchestrator of `kind`, for the decision record.
+fn disruption_reason(kind: &str) -> &'static str {
+    match kind {
+        "kubernetes" => "deleted by Kubernetes",
+        _ => "stopped by the platform",
     }
 }
 

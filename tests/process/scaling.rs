@@ -1,5 +1,6 @@
 //! The scaling supervisor over real node processes with the local orchestrator: scale-out on a
-//! load step, drain and scale-in on a drop, no flapping, failover, and policy validation.
+//! load step, drain and scale-in on a drop, no flapping, failover, policy validation, and the
+//! KEDA external scaler served through a standby node.
 
 mod common;
 
@@ -7,7 +8,12 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Cluster, NodeClient, Timing, cluster_slot, describe, spread_counters, wait_until};
+use common::{
+    Cluster, NodeClient, Timing, cluster_slot, describe, spread_counters, wait_supervisor,
+    wait_until,
+};
+use gristmill::api::keda_pb::external_scaler_client::ExternalScalerClient;
+use gristmill::api::keda_pb::{GetMetricsRequest, ScaledObjectRef};
 use gristmill::api::pb;
 use gristmill::api::pb::scaling_client::ScalingClient;
 use tonic::transport::Channel;
@@ -541,22 +547,7 @@ async fn supervisor_failover_does_not_repeat_action() {
 
     let mut survivor = cluster.nodes[1].client().await;
     let mut scaling = scaling_client(cluster.nodes[1].ready.grpc_addr).await;
-    wait_until("node-1 acts as supervisor", Duration::from_secs(30), || {
-        let mut scaling = scaling.clone();
-        async move {
-            let status = scaling
-                .get_status(pb::GetScalingStatusRequest {})
-                .await
-                .map_err(|status| status.to_string())?
-                .into_inner();
-            if status.supervisor == "node-1" {
-                Ok(status)
-            } else {
-                Err(status.supervisor)
-            }
-        }
-    })
-    .await;
+    wait_supervisor(&scaling, "node-1").await;
     let status = scaling
         .get_status(pb::GetScalingStatusRequest {})
         .await
@@ -750,4 +741,61 @@ async fn resume_without_orchestrator_is_rejected() {
         .expect("GetStatus")
         .into_inner();
     assert!(state.paused, "the supervisor stays paused: {state:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keda_scaler_forwards_to_supervisor() {
+    // Goal: KEDA may reach any node through the client Service, and every node must report
+    // the acting supervisor's count. Method: two nodes with orchestrator = none and
+    // min_nodes 3, so the count (3) differs from the Active nodes (2); the standby node-1
+    // must forward GetMetrics and IsActive to node-0 and return the same values.
+    let _slot = cluster_slot().await;
+    let policy = "[scaling]\nmin_nodes = 3\nmax_nodes = 5\nevaluation_interval = \"300ms\"\n";
+    let (cluster, _config) = start(2, policy, Timing::FAST).await;
+    let supervisor = wait_supervisor(
+        &scaling_client(cluster.nodes[0].ready.grpc_addr).await,
+        "node-0",
+    )
+    .await;
+    assert_eq!(supervisor.orchestrator, "none");
+
+    let scaled_object = ScaledObjectRef {
+        name: "gristmill".into(),
+        namespace: "gristmill".into(),
+        scaler_metadata: [("scalerAddress".to_owned(), "gristmill:7948".to_owned())].into(),
+    };
+    let mut answers = Vec::new();
+    for node in &cluster.nodes {
+        let address = format!("http://{}", node.ready.grpc_addr);
+        let mut keda = ExternalScalerClient::connect(address)
+            .await
+            .expect("connect");
+        let metrics = keda
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(scaled_object.clone()),
+                metric_name: "gristmill_desired_nodes".into(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("GetMetrics on {}: {status}", node.ready.node))
+            .into_inner();
+        let active = keda
+            .is_active(scaled_object.clone())
+            .await
+            .unwrap_or_else(|status| panic!("IsActive on {}: {status}", node.ready.node))
+            .into_inner()
+            .result;
+        answers.push((
+            node.ready.node.clone(),
+            metrics.metric_values[0].metric_value,
+            active,
+        ));
+    }
+    println!("answers: {answers:?}");
+    for (node, value, active) in &answers {
+        assert_eq!(
+            *value, 3,
+            "{node}: two Active nodes below min_nodes 3 want 3"
+        );
+        assert!(*active, "{node}: the count is above the Active nodes");
+    }
 }

@@ -1,5 +1,9 @@
 //! The Kubernetes orchestrator as the supervisor builds it: connected on first use.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::OnceCell;
 
 use super::{KubernetesConfig, KubernetesOrchestrator, ordinal};
@@ -11,7 +15,9 @@ use crate::scaling::orchestrator::{BoxFuture, Orchestrator, OrchestratorError};
 pub struct LazyKubernetesOrchestrator {
     config: KubernetesConfig,
     statefulset: Option<String>,
-    connected: OnceCell<KubernetesOrchestrator>,
+    connected: Arc<OnceCell<KubernetesOrchestrator>>,
+    /// Whether a background connection attempt runs.
+    connecting: Arc<AtomicBool>,
 }
 
 impl LazyKubernetesOrchestrator {
@@ -21,8 +27,28 @@ impl LazyKubernetesOrchestrator {
         Self {
             config,
             statefulset,
-            connected: OnceCell::new(),
+            connected: Arc::new(OnceCell::new()),
+            connecting: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Starts connecting in a task unless a connection attempt already runs.
+    fn maybe_connect_in_background(&self) {
+        if self.connecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let connected = self.connected.clone();
+        let config = self.config.clone();
+        let connecting = self.connecting.clone();
+        tokio::spawn(async move {
+            let result = connected
+                .get_or_try_init(|| KubernetesOrchestrator::connect(config))
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "cannot connect to the Kubernetes API to watch pods");
+            }
+            connecting.store(false, Ordering::Release);
+        });
     }
 
     async fn connected(&self) -> Result<&KubernetesOrchestrator, OrchestratorError> {
@@ -53,5 +79,18 @@ impl Orchestrator for LazyKubernetesOrchestrator {
     fn forced_removal_candidate(&self, nodes: &[String]) -> Option<String> {
         let statefulset = self.statefulset.as_deref()?;
         ordinal::highest_ordinal(statefulset, nodes).map(str::to_owned)
+    }
+
+    /// Reports nothing until connected. The first call starts connecting in the background,
+    /// because the supervisor calls this on every evaluation and must not wait for retries against
+    /// an API server that is down.
+    fn disrupted_nodes(&self) -> BoxFuture<'_, BTreeSet<String>> {
+        Box::pin(async move {
+            if let Some(orchestrator) = self.connected.get() {
+                return orchestrator.disrupted_nodes().await;
+            }
+            self.maybe_connect_in_background();
+            BTreeSet::new()
+        })
     }
 }

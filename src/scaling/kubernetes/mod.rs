@@ -10,7 +10,10 @@
 //!    It rejects any other pod, so the supervisor drains the pod that
 //!    [`Orchestrator::forced_removal_candidate`](crate::scaling::orchestrator::Orchestrator::forced_removal_candidate)
 //!    names;
-//! 4. retries conflicts, server errors and connection errors with bounded exponential
+//! 4. reports pods that Kubernetes stops for its own reasons (eviction, node drain, a manual
+//!    delete) to the supervisor, which records them and does not replace them (see
+//!    `disruption.rs`);
+//! 5. retries conflicts, server errors and connection errors with bounded exponential
 //!    backoff, re-reading the size before each patch so that a patch whose response was lost
 //!    is not applied twice (see `resize.rs`).
 //!
@@ -19,6 +22,7 @@
 
 mod api_error;
 mod config;
+mod disruption;
 mod lazy;
 mod orchestrator;
 mod ordinal;

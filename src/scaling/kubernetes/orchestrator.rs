@@ -1,5 +1,8 @@
 //! The orchestrator that sizes the node StatefulSet through its scale subresource.
 
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
@@ -9,6 +12,7 @@ use tracing::info;
 
 use super::api_error::{ApiFailure, ApiRequest};
 use super::config::{KubernetesConfig, KubernetesConfigError};
+use super::disruption::{DisruptionMonitor, Disruptions, SharedDisruptions};
 use super::ordinal;
 use super::pods::{self, PodSet, PodWatch};
 use super::resize::{NextStep, Resize, ResizePlan};
@@ -58,6 +62,9 @@ pub struct KubernetesOrchestrator {
     pod_selector: String,
     config: KubernetesConfig,
     steps: StepLog,
+    disruptions: SharedDisruptions,
+    /// Started by the first [`Orchestrator::disrupted_nodes`] call.
+    monitor: OnceLock<DisruptionMonitor>,
 }
 
 impl KubernetesOrchestrator {
@@ -98,6 +105,8 @@ impl KubernetesOrchestrator {
             pod_selector: String::new(),
             config,
             steps: StepLog::new(),
+            disruptions: SharedDisruptions::default(),
+            monitor: OnceLock::new(),
         };
         orchestrator.pod_selector = orchestrator.read_pod_selector().await.map_err(|source| {
             KubernetesSetupError::StatefulSet {
@@ -302,12 +311,28 @@ impl Orchestrator for KubernetesOrchestrator {
     /// `min_replicas`.
     fn remove_node<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), OrchestratorError>> {
         Box::pin(async move {
-            self.resize(Resize::Remove(name.to_owned())).await?;
-            Ok(())
+            Disruptions::lock(&self.disruptions).expect_removal(name);
+            let result = self.resize(Resize::Remove(name.to_owned())).await;
+            if result.is_err() {
+                Disruptions::lock(&self.disruptions).forget_removal(name);
+            }
+            result.map(|_| ())
         })
     }
 
     fn forced_removal_candidate(&self, nodes: &[String]) -> Option<String> {
         ordinal::highest_ordinal(&self.statefulset, nodes).map(str::to_owned)
+    }
+
+    /// Returns the StatefulSet's pods that are terminating although this orchestrator did not
+    /// remove them. The first call starts a pod watch, so it reports nothing until the
+    /// watch has listed the pods.
+    fn disrupted_nodes(&self) -> BoxFuture<'_, BTreeSet<String>> {
+        Box::pin(async move {
+            self.monitor.get_or_init(|| {
+                DisruptionMonitor::start(self.watch_pods(), self.disruptions.clone())
+            });
+            Disruptions::lock(&self.disruptions).take()
+        })
     }
 }

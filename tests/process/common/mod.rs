@@ -16,6 +16,7 @@ use std::time::Duration;
 use gristmill::api::pb;
 use gristmill::api::pb::cluster_client::ClusterClient;
 use gristmill::api::pb::grains_client::GrainsClient;
+use gristmill::api::pb::scaling_client::ScalingClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Deserialize;
@@ -153,6 +154,17 @@ impl NodeProcess {
         timing: Timing,
         extra_args: &[&str],
     ) -> NodeProcess {
+        Self::start_with_env(name, seeds, timing, extra_args, &[]).await
+    }
+
+    /// Like [`NodeProcess::start`], with `env` added to the node's environment.
+    pub async fn start_with_env(
+        name: &str,
+        seeds: &[SocketAddr],
+        timing: Timing,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let log_path = log_path(name);
         let log = std::fs::File::create(&log_path).expect("create the node log file");
         let mut command = Command::new(BIN);
@@ -171,6 +183,7 @@ impl NodeProcess {
             .args(timing.args())
             .args(extra_args)
             .env("GRISTMILL_COOKIE", COOKIE)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -440,6 +453,31 @@ where
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// Waits until the supervisor that `scaling` reaches acts on `node`, and returns its status.
+pub async fn wait_supervisor(
+    scaling: &ScalingClient<Channel>,
+    node: &str,
+) -> pb::GetScalingStatusResponse {
+    let what = format!("{node} acts as supervisor");
+    let (status, _) = wait_until(&what, Duration::from_secs(30), || {
+        let mut scaling = scaling.clone();
+        async move {
+            let status = scaling
+                .get_status(pb::GetScalingStatusRequest {})
+                .await
+                .map_err(|status| status.to_string())?
+                .into_inner();
+            if status.supervisor == node {
+                Ok(status)
+            } else {
+                Err(format!("supervisor is {:?}", status.supervisor))
+            }
+        }
+    })
+    .await;
+    status
 }
 
 /// Describes members as `name#boot_id:STATE` items, for failure messages.
