@@ -473,7 +473,7 @@ impl Runner<'_> {
             Action::ScaleIn { nodes } => self.scale_in(nodes),
         };
         let now = self.world.now();
-        let _ = core.handle_action_outcome(decision.id, outcome, Vec::new(), now);
+        let _ = core.handle_action_outcome(decision.id, outcome, Vec::new(), Vec::new(), now);
     }
 
     /// Returns the supervisor's view: the oldest Active node's members and loads.

@@ -208,6 +208,10 @@ pub struct Decision {
     /// For a scale-in, the check on each node it drained, in order; empty otherwise.
     #[serde(default)]
     pub removals: Vec<NodeRemoval>,
+    /// The orchestrator's backend steps during the action (API reads, patches, retries),
+    /// oldest first; empty for orchestrators without such steps.
+    #[serde(default)]
+    pub orchestrator_steps: Vec<String>,
 }
 
 /// The most recent decisions, oldest first, bounded by a capacity.

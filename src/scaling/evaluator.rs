@@ -335,7 +335,7 @@ impl ScalingCore {
     }
 
     /// Records how the action of decision `id` ended, with the checks a scale-in made on the
-    /// nodes it drained, which starts the cooldown.
+    /// nodes it drained and the orchestrator's steps, which starts the cooldown.
     ///
     /// Nodes that changed count against the rate policies from the time the action started.
     pub fn handle_action_outcome(
@@ -343,6 +343,7 @@ impl ScalingCore {
         id: DecisionId,
         outcome: ActionOutcome,
         removals: Vec<NodeRemoval>,
+        orchestrator_steps: Vec<String>,
         now: Millis,
     ) -> Result<&Decision, RequestError> {
         let running = match self.running {
@@ -382,6 +383,7 @@ impl ScalingCore {
         decision.outcome = Some(outcome);
         decision.duration = Some(duration);
         decision.removals = removals;
+        decision.orchestrator_steps = orchestrator_steps;
         Ok(decision)
     }
 
@@ -446,6 +448,7 @@ impl ScalingCore {
             outcome: None,
             duration: None,
             removals: Vec::new(),
+            orchestrator_steps: Vec::new(),
         }
     }
 
@@ -512,6 +515,7 @@ impl ScalingCore {
             outcome: None,
             duration: None,
             removals: Vec::new(),
+            orchestrator_steps: Vec::new(),
         }
     }
 

@@ -43,6 +43,13 @@ pub trait Orchestrator: Send + Sync + 'static {
     fn disrupted_nodes(&self) -> BoxFuture<'_, BTreeSet<String>> {
         Box::pin(async { BTreeSet::new() })
     }
+
+    /// Removes and returns the backend steps since the last call, oldest first, as sentences
+    /// for the decision record: API reads, patches, retries and failures. Orchestrators
+    /// without such steps keep the default, which returns none.
+    fn take_steps(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Failure of an orchestrator request.

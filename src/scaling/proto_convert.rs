@@ -365,6 +365,7 @@ pub fn decision_to_proto(decision: &Decision) -> pb::ScalingDecision {
                 stopped: removal.stopped,
             })
             .collect(),
+        orchestrator_steps: decision.orchestrator_steps.clone(),
     }
 }
 

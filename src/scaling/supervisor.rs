@@ -582,7 +582,7 @@ impl SupervisorState {
         let Role::Acting { core, .. } = &mut self.role else {
             return;
         };
-        match core.handle_action_outcome(id, report.outcome, report.removals, now) {
+        match core.handle_action_outcome(id, report.outcome, report.removals, report.steps, now) {
             Ok(decision) => {
                 self.metrics.record_outcome(decision);
                 let _ = self.decisions.send(decision.clone());

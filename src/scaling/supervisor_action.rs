@@ -46,6 +46,8 @@ pub struct ActionReport {
     pub outcome: ActionOutcome,
     /// For a scale-in, each drained node's own activation count before its stop, in order.
     pub removals: Vec<NodeRemoval>,
+    /// The orchestrator's backend steps during the action, oldest first.
+    pub steps: Vec<String>,
 }
 
 impl From<ActionOutcome> for ActionReport {
@@ -53,13 +55,22 @@ impl From<ActionOutcome> for ActionReport {
         Self {
             outcome,
             removals: Vec::new(),
+            steps: Vec::new(),
         }
     }
 }
 
-/// Carries out `action` to its end and returns its report; remote failures become a failed
-/// outcome.
+/// Carries out `action` to its end and returns its report, with the orchestrator's steps
+/// during it; remote failures become a failed outcome.
 pub async fn carry_out(context: &ActionContext, action: &Action) -> ActionReport {
+    // Steps from the evaluations before this action (size reads) belong to no action.
+    context.orchestrator.take_steps();
+    let mut report = carry_out_action(context, action).await;
+    report.steps = context.orchestrator.take_steps();
+    report
+}
+
+async fn carry_out_action(context: &ActionContext, action: &Action) -> ActionReport {
     match action {
         Action::None => ActionOutcome::Succeeded.into(),
         Action::ScaleOut { nodes } => scale_out(context, *nodes).await.into(),
@@ -71,11 +82,19 @@ pub async fn carry_out(context: &ActionContext, action: &Action) -> ActionReport
                         completed_nodes: done as u32,
                         error,
                     };
-                    return ActionReport { outcome, removals };
+                    return ActionReport {
+                        outcome,
+                        removals,
+                        steps: Vec::new(),
+                    };
                 }
             }
             let outcome = ActionOutcome::Succeeded;
-            ActionReport { outcome, removals }
+            ActionReport {
+                outcome,
+                removals,
+                steps: Vec::new(),
+            }
         }
     }
 }

@@ -199,6 +199,14 @@ async fn scale_in_drains_before_patching_replicas() {
         "the node reported no activation before the patch"
     );
     assert!(removal.stopped, "the node was removed");
+    assert!(
+        ended
+            .orchestrator_steps
+            .iter()
+            .any(|step| step == "patched scale: 2 -> 1"),
+        "the decision records the patch: {:?}",
+        ended.orchestrator_steps
+    );
 
     {
         let state = fake.state();

@@ -311,6 +311,9 @@ fn render_decision(decision: &pb::ScalingDecision, as_json: bool) -> String {
     for removal in &decision.removals {
         text.push_str(&format!("  removal: {}\n", removal_text(removal)));
     }
+    for step in &decision.orchestrator_steps {
+        text.push_str(&format!("  orchestrator: {step}\n"));
+    }
     text
 }
 
@@ -417,6 +420,7 @@ pub fn decision_json(decision: &pb::ScalingDecision) -> Value {
             "activations_before_stop": removal.activations_before_stop,
             "stopped": removal.stopped,
         })).collect::<Vec<_>>(),
+        "orchestrator_steps": decision.orchestrator_steps,
     })
 }
 

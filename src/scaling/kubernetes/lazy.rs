@@ -64,6 +64,13 @@ impl Orchestrator for LazyKubernetesOrchestrator {
         "kubernetes"
     }
 
+    fn take_steps(&self) -> Vec<String> {
+        self.connected
+            .get()
+            .map(|orchestrator| Orchestrator::take_steps(orchestrator))
+            .unwrap_or_default()
+    }
+
     fn current_nodes(&self) -> BoxFuture<'_, Result<u32, OrchestratorError>> {
         Box::pin(async move { self.connected().await?.current_nodes().await })
     }

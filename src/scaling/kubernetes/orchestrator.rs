@@ -291,6 +291,10 @@ impl Orchestrator for KubernetesOrchestrator {
         "kubernetes"
     }
 
+    fn take_steps(&self) -> Vec<String> {
+        self.steps.take().iter().map(ToString::to_string).collect()
+    }
+
     fn current_nodes(&self) -> BoxFuture<'_, Result<u32, OrchestratorError>> {
         Box::pin(self.read_replicas())
     }

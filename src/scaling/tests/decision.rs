@@ -25,6 +25,7 @@ fn decision(at: u64) -> Decision {
         outcome: None,
         duration: None,
         removals: Vec::new(),
+        orchestrator_steps: Vec::new(),
     }
 }
 

@@ -163,7 +163,13 @@ fn cooldown_follows_action_outcome() {
     });
     let first = core.handle_evaluation(snapshot(nodes_at_cpu(2, 100.0)), secs(0));
     let recorded = core
-        .handle_action_outcome(first.id, ActionOutcome::Succeeded, Vec::new(), secs(20))
+        .handle_action_outcome(
+            first.id,
+            ActionOutcome::Succeeded,
+            Vec::new(),
+            Vec::new(),
+            secs(20),
+        )
         .expect("the action is running");
     assert_eq!(recorded.outcome, Some(ActionOutcome::Succeeded));
     assert_eq!(recorded.duration, Some(Duration::from_secs(20)));
@@ -193,7 +199,7 @@ fn rate_history_counts_completed_nodes_only() {
         completed_nodes: 1,
         error: "quota exceeded".into(),
     };
-    core.handle_action_outcome(first.id, failed, Vec::new(), secs(5))
+    core.handle_action_outcome(first.id, failed, Vec::new(), Vec::new(), secs(5))
         .unwrap();
 
     let next = core.handle_evaluation(snapshot(nodes_at_cpu(3, 200.0)), secs(10));
@@ -209,7 +215,13 @@ fn outcome_for_idle_decision_is_rejected() {
     let mut core = core(eager_config());
     let decision = core.handle_evaluation(snapshot(nodes_at_cpu(2, 50.0)), secs(0));
     let error = core
-        .handle_action_outcome(decision.id, ActionOutcome::Succeeded, Vec::new(), secs(1))
+        .handle_action_outcome(
+            decision.id,
+            ActionOutcome::Succeeded,
+            Vec::new(),
+            Vec::new(),
+            secs(1),
+        )
         .unwrap_err();
     assert_eq!(
         error,
