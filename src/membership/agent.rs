@@ -35,6 +35,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::handle::{AgentStatus, Command};
+use super::suspicion;
 use super::wire::{self, Datagram};
 use super::{
     DEFAULT_DEAD_RETENTION, MemberInfo, MemberView, MembershipError, MembershipEvent,
@@ -52,6 +53,10 @@ const MAX_DATAGRAM_LEN: usize = 1400;
 /// Foca derives from it the number of times each update is re-sent (4 × log10(n + 1)).
 const EXPECTED_CLUSTER_SIZE: NonZeroU32 = NonZeroU32::new(32).expect("32 is not zero");
 
+/// Maximum number of waiting datagrams read before due timers are handled, so that a flood of
+/// datagrams cannot hold the timers back for long.
+const MAX_WAITING_READS: usize = 256;
+
 /// Capacity of the event channel that [`MembershipHandle::subscribe`] hands out.
 const WATCHER_CAPACITY: usize = 1024;
 
@@ -62,7 +67,7 @@ const REJECT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Minimum time between two warnings that the node has seeds but has not joined through them.
 const UNJOINED_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-type MembershipFoca = Foca<NodeId, PostcardCodec, StdRng, MetaHandler>;
+pub(super) type MembershipFoca = Foca<NodeId, PostcardCodec, StdRng, MetaHandler>;
 
 /// Returns foca's settings for `config`: the LAN preset with the failure-detector timings and
 /// the indirect probe count replaced, and the packet size reduced by the framing header.
@@ -207,7 +212,7 @@ impl MembershipAgent {
                     Ok((len, from)) => self.handle_datagram(&buffer[..len], from).await,
                     Err(error) => debug!(node, %error, "gossip socket receive failed"),
                 },
-                () = sleep_until_next(next_timer) => self.handle_due_timers(),
+                () = sleep_until_next(next_timer) => self.handle_due_timers(&mut buffer).await,
                 _ = announce.tick(), if !self.seeds.is_empty() && !self.view.is_connected() => {
                     self.announce_to_seeds().await;
                 }
@@ -332,16 +337,55 @@ impl MembershipAgent {
         );
     }
 
-    fn handle_due_timers(&mut self) {
+    /// Handles the timers that are due, after the datagrams that are already waiting.
+    ///
+    /// Timers fall due late when the process was paused (SIGSTOP, a stalled host). Acks and
+    /// refutations that peers sent meanwhile then wait in the socket. Handled before them, a
+    /// probe timer would suspect a member that answered in time, and a suspicion timer would
+    /// declare down a member that had refuted the suspicion.
+    async fn handle_due_timers(&mut self, buffer: &mut [u8]) {
         let now = Instant::now();
+        let Some(Reverse((first_due, _))) = self.timers.peek() else {
+            return;
+        };
+        let late = now.saturating_duration_since(*first_due);
+        let read = self.read_waiting_datagrams(buffer).await;
+        if late >= Duration::from_millis(self.config.probe_rtt_ms) {
+            debug!(
+                node = %self.foca.identity(),
+                late_ms = late.as_millis(),
+                datagrams_read_first = read,
+                "timers fell due late; the process may have been paused"
+            );
+        }
         while let Some(Reverse((at, _))) = self.timers.peek()
             && *at <= now
         {
             let Reverse((_, timer)) = self.timers.pop().expect("peeked above");
-            if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
+            if let Err(error) = suspicion::handle_timer(&mut self.foca, timer, &mut self.runtime) {
                 warn!(%error, "foca failed to handle a timer");
             }
         }
+    }
+
+    /// Handles the datagrams already waiting in the socket, at most [`MAX_WAITING_READS`],
+    /// without waiting for more; returns how many it read.
+    async fn read_waiting_datagrams(&mut self, buffer: &mut [u8]) -> usize {
+        let mut read = 0;
+        while read < MAX_WAITING_READS {
+            match self.socket.try_recv_from(buffer) {
+                Ok((len, from)) => {
+                    read += 1;
+                    self.handle_datagram(&buffer[..len], from).await;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    debug!(%error, "gossip socket receive failed");
+                    break;
+                }
+            }
+        }
+        read
     }
 
     /// Raises the meta version, applies the meta to the local entry and broadcasts it now.

@@ -5,6 +5,7 @@ mod broadcast;
 mod handle;
 mod identity;
 mod lifecycle;
+mod suspicion;
 mod view;
 mod wire;
 

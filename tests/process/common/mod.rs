@@ -141,6 +141,12 @@ fn sqlite_path_for(seeds: &[SocketAddr]) -> PathBuf {
     known.unwrap_or_else(|| log_path("state").with_extension("sqlite3"))
 }
 
+/// Log filter of the node processes: `GRISTMILL_NODE_LOG` when it is set, to debug a failing
+/// test (for example `info,gristmill::membership=debug,foca=debug`), otherwise `info`.
+fn node_log_filter() -> String {
+    std::env::var("GRISTMILL_NODE_LOG").unwrap_or_else(|_| "info".to_owned())
+}
+
 impl NodeProcess {
     /// Starts a node named `name` with `timing`, joining through `seeds`, plus `extra_args`;
     /// panics with the log path unless it prints a ready line within [`START_WITHIN`].
@@ -167,7 +173,7 @@ impl NodeProcess {
                 "--grpc-port",
                 "0",
             ])
-            .args(["--metrics-port", "0", "--log", "info"])
+            .args(["--metrics-port", "0", "--log", &node_log_filter()])
             .args(timing.args())
             .args(extra_args)
             .env("GRISTMILL_COOKIE", COOKIE)
