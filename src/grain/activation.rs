@@ -296,7 +296,9 @@ async fn run_queued(
     match work {
         ActivationMsg::Turn(turn) => {
             state.shared.pending.fetch_sub(1, Ordering::AcqRel);
-            if state.stopping {
+            // A node declared down may already have its grains running elsewhere, so its
+            // activations run no turn from the moment it learns that, even before they stop.
+            if state.stopping || state.ctx.node().is_declared_down() {
                 let _ = turn.reply.send(Err(TurnError::Gone(turn.payload)));
             } else if state.grain.is_interleaved(&turn.method) {
                 start_interleaved(myself, state, turn);
@@ -305,7 +307,7 @@ async fn run_queued(
             }
         }
         ActivationMsg::Timer(name) => {
-            if !state.stopping {
+            if !state.stopping && !state.ctx.node().is_declared_down() {
                 run_timer(state, &name).await;
             }
         }

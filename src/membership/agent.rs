@@ -471,6 +471,11 @@ impl MembershipAgent {
         if events.is_empty() {
             return;
         }
+        if events.contains(&MembershipEvent::SelfDeclaredDown) {
+            self.status
+                .declared_down
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         for event in events {
             // Receivers that went away are not the agent's concern.
             let _ = self.watchers.send(event.clone());

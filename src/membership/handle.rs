@@ -48,6 +48,9 @@ pub(super) struct AgentStatus {
     pub(super) rejected_datagrams: AtomicU64,
     pub(super) malformed_broadcasts: Arc<AtomicU64>,
     pub(super) joined: AtomicBool,
+    /// Set, before the `SelfDeclaredDown` event goes out, once the agent learns that the
+    /// cluster declared this node down; never cleared.
+    pub(super) declared_down: AtomicBool,
 }
 
 /// Handle to a running membership agent; cheap to clone.
@@ -133,6 +136,13 @@ impl MembershipHandle {
     /// Returns whether foca reports the node as joined: known by at least one active member.
     pub fn is_joined(&self) -> bool {
         self.status.joined.load(Ordering::Relaxed)
+    }
+
+    /// Returns whether the cluster declared this node down. The agent sets it as soon as it
+    /// learns that, before the node reacts to the `SelfDeclaredDown` event. Activations check
+    /// it before each turn, because other nodes may already run the grains of such a node.
+    pub fn is_declared_down(&self) -> bool {
+        self.status.declared_down.load(Ordering::Acquire)
     }
 
     /// Returns how many received datagrams were rejected as malformed or invalid.

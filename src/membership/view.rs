@@ -15,6 +15,10 @@
 //!    is never forgotten.
 //! 5. Broadcasts count per incarnation: only a higher version than the one applied changes an
 //!    entry. Broadcasts that arrive before foca reports the member are kept until it does.
+//! 6. An incarnation that ended never returns: only an identity with a newer boot id makes a
+//!    dead name live again. A renewed identity (same boot id, higher bump) ends its
+//!    incarnation as declared down, because foca renews an identity only after the cluster
+//!    declared it down, and a node that learns this drops its activations and stops.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -112,6 +116,9 @@ struct Entry {
     /// resumes from it, because `info.state` turns `Dead` when the old identity departs.
     last_meta: Option<NodeMeta>,
     dead_since: Option<Millis>,
+    /// Whether the entry is dead only because foca has not reported its identity up yet (it
+    /// came from a `Rename`), so a `MemberUp` for this identity makes it live.
+    awaits_up: bool,
 }
 
 impl Entry {
@@ -154,6 +161,7 @@ impl MemberView {
                 info,
                 last_meta: Some(meta.clone()),
                 dead_since: None,
+                awaits_up: false,
             },
         );
         Self {
@@ -313,17 +321,35 @@ impl MemberView {
         let mut events = Vec::new();
         if let Some(entry) = self.members.get(&id.name) {
             let known = &entry.info.id;
-            let revived = *known == id && entry.dead_since.is_some();
-            if !revived && !id.win_addr_conflict(known) {
-                // The same live identity again, or an older one: nothing changed.
+            let awaited = *known == id && entry.awaits_up;
+            if !awaited && (*known == id || !id.win_addr_conflict(known)) {
+                // The same identity again, or an older one: nothing changed. A dead identity
+                // stays dead (rule 6).
                 return events;
             }
-            if *known != id && entry.dead_since.is_none() {
+            if id.boot_id == known.boot_id && !awaited {
+                return self.handle_renewed(id, now);
+            }
+            if entry.dead_since.is_none() {
                 events.push(self.become_dead(&id.name, now, LeaveReason::Replaced));
             }
         }
         events.extend(self.insert_live(id, now));
         events
+    }
+
+    /// Handles a renewed identity of the known incarnation: foca renews an identity only after
+    /// the cluster declared it down, so the incarnation ends for good (rule 6). Returns the
+    /// `Left` event if the member was live.
+    fn handle_renewed(&mut self, id: NodeId, now: Millis) -> Vec<MembershipEvent> {
+        let name = id.name.clone();
+        let entry = self.entry_mut(&name);
+        entry.info.id = id;
+        entry.awaits_up = false;
+        if entry.dead_since.is_some() {
+            return Vec::new();
+        }
+        vec![self.become_dead(&name, now, LeaveReason::DeclaredDown)]
     }
 
     fn handle_member_down(&mut self, id: &NodeId, now: Millis) -> Vec<MembershipEvent> {
@@ -359,6 +385,9 @@ impl MemberView {
         let known = &entry.info.id;
         if *known == new || (*known != *old && !new.win_addr_conflict(known)) {
             return Vec::new();
+        }
+        if new.boot_id == known.boot_id {
+            return self.handle_renewed(new, now);
         }
         if entry.dead_since.is_some() {
             self.insert_dead(new, now);
@@ -400,6 +429,7 @@ impl MemberView {
         let entry = self.entry_mut(name);
         entry.info.state = NodeState::Dead;
         entry.dead_since = Some(now);
+        entry.awaits_up = false;
         MembershipEvent::Left {
             member: entry.info.clone(),
             reason,
@@ -436,6 +466,7 @@ impl MemberView {
                 info: info.clone(),
                 last_meta,
                 dead_since,
+                awaits_up: false,
             },
         );
         dead_since
@@ -453,6 +484,7 @@ impl MemberView {
                 info,
                 last_meta: None,
                 dead_since: Some(now),
+                awaits_up: true,
             },
         );
     }

@@ -437,6 +437,13 @@ impl Node {
         }
     }
 
+    /// Returns whether the cluster declared this node down, in which case its activations are
+    /// void and must run no further turn. True from the moment the membership agent learns it,
+    /// before [`Self::stop_declared_down`] runs.
+    pub(crate) fn is_declared_down(&self) -> bool {
+        self.inner.membership.is_declared_down()
+    }
+
     /// Stops at once because the cluster declared this node down: its activations are void.
     pub(crate) async fn stop_declared_down(&self) {
         if self.inner.stopping.swap(true, Ordering::AcqRel) {

@@ -498,11 +498,11 @@ impl Node {
         grain: &GrainId,
         deadline: Instant,
     ) -> Result<Result<(), DirectoryEntry>, CallError> {
-        if self
+        let stopping = self
             .inner
             .stopping
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+            .load(std::sync::atomic::Ordering::Acquire);
+        if stopping || self.is_declared_down() {
             return Err(CallError::ShuttingDown {
                 node: self.inner.id.name.clone(),
             });
