@@ -616,12 +616,6 @@ async fn await_burst_outcome(
     }
 }
 
-// NOTE: fails today. After a paused directory owner is declared down, a grain can get a
-// second activation on another live node while the first keeps serving calls through its own
-// node. The first one's writes then fail with `stale_state`, and callers see that error. The
-// audit shows such an activation running turns after the new one started. Run it with
-// `cargo test -p gristmill-node --test chaos -- --ignored`.
-#[ignore = "a grain gets a second live activation after its directory owner is declared down"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigstop_bursts_keep_one_activation() {
     // Goal: pausing a node with SIGSTOP for longer than the suspicion timeout, several
@@ -657,12 +651,18 @@ async fn sigstop_bursts_keep_one_activation() {
         tokio::time::sleep(Duration::from_millis(before_ms)).await;
         let (pid, boot_id) = (cluster.nodes[2].pid(), cluster.nodes[2].ready.boot_id);
         let observers = cluster.clients().await;
-        let stop_ns = now_ns();
+        // The pause runs from `stop_ns` to `cont_ns` as the audit clock sees it. The process
+        // stops some time after `kill` returns, so `stop_ns` is read once it is stopped, and
+        // it cannot run before SIGCONT is sent, so `cont_ns` is read just before. A turn
+        // that was running when the process stopped then starts before `stop_ns` and ends
+        // after `cont_ns`.
         cluster.nodes[2].signal(Signal::SIGSTOP);
+        cluster.nodes[2].wait_stopped().await;
+        let stop_ns = now_ns();
         // The pause itself is the injected fault, so a fixed sleep is its length.
         tokio::time::sleep(Duration::from_millis(stopped_ms)).await;
-        cluster.nodes[2].signal(Signal::SIGCONT);
         let cont_ns = now_ns();
+        cluster.nodes[2].signal(Signal::SIGCONT);
         pauses.push((boot_id, stop_ns, cont_ns));
         let resumed = Instant::now();
         let outcome = match await_burst_outcome(&mut cluster, &observers).await {

@@ -240,6 +240,27 @@ impl NodeProcess {
         kill(pid, signal).unwrap_or_else(|error| panic!("send {signal} to {pid}: {error}"));
     }
 
+    /// Waits until the kernel reports the process as stopped (state `T` in
+    /// `/proc/<pid>/stat`), which happens some time after `kill(SIGSTOP)` returns; panics
+    /// after 10 s.
+    pub async fn wait_stopped(&self) {
+        let pid = self.pid();
+        let stat_path = format!("/proc/{pid}/stat");
+        let what = format!("{} (pid {pid}) is stopped", self.ready.node);
+        wait_until(&what, Duration::from_secs(10), || async {
+            let stat = std::fs::read_to_string(&stat_path).map_err(|error| error.to_string())?;
+            // The state follows the command name, which is in parentheses and may contain spaces.
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            match state {
+                Some('T') => Ok(()),
+                other => Err(format!("state {other:?}")),
+            }
+        })
+        .await;
+    }
+
     /// Returns the exit status if the process has exited, without waiting.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("poll the node process")
