@@ -487,12 +487,6 @@ async fn sigterm_under_increments_loses_nothing() {
     assert_one_activation_at_a_time(&turns);
 }
 
-// NOTE: fails in about one run of six. A grain moved off a stopping node-2 can keep a second,
-// stale activation on another node until a directory hand-off conflict deactivates it. A read
-// served by it returned 9 for a counter whose stored and acknowledged value was 10. A write
-// by it fails with `stale_state`. Run it with
-// `cargo test -p gristmill-node --test chaos -- --ignored`.
-#[ignore = "a restart can leave a grain with a second, stale activation that serves reads"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_restarts_under_one_name_converge() {
     // Goal: a node restarted ten times under the same name, alternately after SIGTERM and
