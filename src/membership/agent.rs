@@ -57,6 +57,10 @@ const EXPECTED_CLUSTER_SIZE: NonZeroU32 = NonZeroU32::new(32).expect("32 is not 
 /// datagrams cannot hold the timers back for long.
 const MAX_WAITING_READS: usize = 256;
 
+/// Period at which the agent wakes at the latest, to read what is waiting in the socket and
+/// refresh the time that [`MembershipHandle::stalled_for`] counts from.
+const CURRENT_PERIOD: Duration = Duration::from_millis(25);
+
 /// Capacity of the event channel that [`MembershipHandle::subscribe`] hands out.
 const WATCHER_CAPACITY: usize = 1024;
 
@@ -202,6 +206,8 @@ impl MembershipAgent {
         announce.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut meta = interval(Duration::from_millis(self.config.meta_period_ms));
         meta.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut current = interval(CURRENT_PERIOD);
+        current.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut buffer = vec![0; MAX_DATAGRAM_LEN + 1];
         self.publish_local_meta();
 
@@ -220,6 +226,8 @@ impl MembershipAgent {
                     self.publish_local_meta();
                     self.forget_expired();
                 }
+                // Wakes the loop so that the end of the iteration refreshes `current_at_ms`.
+                _ = current.tick() => {}
                 command = commands.recv() => match command {
                     Some(Command::SetState(state)) => {
                         self.meta.state = state;
@@ -241,7 +249,16 @@ impl MembershipAgent {
                 },
             }
             self.drain_runtime().await;
+            // Only a drained socket shows that nothing the cluster sent is still unread, for
+            // example a notice that it declared this node down.
+            let drained = self.read_waiting_datagrams(&mut buffer).await < MAX_WAITING_READS;
+            if drained {
+                self.status.mark_current();
+            }
         }
+        self.status
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Hands a received datagram to foca or replies to the identity exchange.
@@ -377,6 +394,9 @@ impl MembershipAgent {
                 Ok((len, from)) => {
                     read += 1;
                     self.handle_datagram(&buffer[..len], from).await;
+                    // Per datagram, as in the main loop: the view applies notifications before
+                    // broadcasts, so a leave notice must not overtake the broadcast before it.
+                    self.drain_runtime().await;
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(error) => {
@@ -432,6 +452,9 @@ impl MembershipAgent {
             warn!(%error, "foca failed to leave the cluster");
         }
         self.drain_runtime().await;
+        self.status
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         // The caller may have stopped waiting; the agent stops either way.
         let _ = done.send(());
     }
