@@ -119,6 +119,10 @@ struct Entry {
     /// Whether the entry is dead only because foca has not reported its identity up yet (it
     /// came from a `Rename`), so a `MemberUp` for this identity makes it live.
     awaits_up: bool,
+    /// Whether foca counts the identity as up, which it may while the entry is dead (a renewed
+    /// identity, or a member that broadcast that it left). A rename to a newer boot id needs
+    /// it, because foca reports no `MemberUp` when it renames an identity that is up.
+    foca_up: bool,
 }
 
 impl Entry {
@@ -162,6 +166,7 @@ impl MemberView {
                 last_meta: Some(meta.clone()),
                 dead_since: None,
                 awaits_up: false,
+                foca_up: true,
             },
         );
         Self {
@@ -322,13 +327,18 @@ impl MemberView {
         if let Some(entry) = self.members.get(&id.name) {
             let known = &entry.info.id;
             let awaited = *known == id && entry.awaits_up;
-            if !awaited && (*known == id || !id.win_addr_conflict(known)) {
-                // The same identity again, or an older one: nothing changed. A dead identity
-                // stays dead (rule 6).
+            if *known == id && !awaited {
+                // The same identity again: nothing changed here, and a dead identity stays
+                // dead (rule 6), but foca counts it as up.
+                self.entry_mut(&id.name).foca_up = true;
+                return events;
+            }
+            if !awaited && !id.win_addr_conflict(known) {
+                // An older identity: nothing changed.
                 return events;
             }
             if id.boot_id == known.boot_id && !awaited {
-                return self.handle_renewed(id, now);
+                return self.handle_renewed(id, Some(true), now);
             }
             if entry.dead_since.is_none() {
                 events.push(self.become_dead(&id.name, now, LeaveReason::Replaced));
@@ -339,13 +349,22 @@ impl MemberView {
     }
 
     /// Handles a renewed identity of the known incarnation: foca renews an identity only after
-    /// the cluster declared it down, so the incarnation ends for good (rule 6). Returns the
-    /// `Left` event if the member was live.
-    fn handle_renewed(&mut self, id: NodeId, now: Millis) -> Vec<MembershipEvent> {
+    /// the cluster declared it down, so the incarnation ends for good (rule 6). `foca_up` is
+    /// foca's liveness of the renewed identity if it changed. Returns the `Left` event if the
+    /// member was live.
+    fn handle_renewed(
+        &mut self,
+        id: NodeId,
+        foca_up: Option<bool>,
+        now: Millis,
+    ) -> Vec<MembershipEvent> {
         let name = id.name.clone();
         let entry = self.entry_mut(&name);
         entry.info.id = id;
         entry.awaits_up = false;
+        if let Some(up) = foca_up {
+            entry.foca_up = up;
+        }
         if entry.dead_since.is_some() {
             return Vec::new();
         }
@@ -357,7 +376,13 @@ impl MemberView {
             return Vec::new();
         };
         let matches = entry.info.id == *id || id.win_addr_conflict(&entry.info.id);
-        if id.name == self.local_name || !matches || entry.dead_since.is_some() {
+        if id.name == self.local_name || !matches {
+            return Vec::new();
+        }
+        if entry.dead_since.is_some() {
+            let entry = self.entry_mut(&id.name);
+            entry.foca_up = false;
+            entry.awaits_up = false;
             return Vec::new();
         }
         let reason = if entry.info.state == NodeState::Leaving {
@@ -366,13 +391,16 @@ impl MemberView {
             LeaveReason::DeclaredDown
         };
         let event = self.become_dead(&id.name, now, reason);
-        self.entry_mut(&id.name).info.id = id.clone();
+        let entry = self.entry_mut(&id.name);
+        entry.info.id = id.clone();
+        entry.foca_up = false;
         vec![event]
     }
 
-    /// Handles foca's `Rename(old, new)`: `old`'s incarnation is gone. `new` is live exactly
-    /// when `old` was, because foca follows a rename that changes liveness with `MemberUp` or
-    /// `MemberDown` for `new`.
+    /// Handles foca's `Rename(old, new)`: `old`'s incarnation is gone. In foca, `new` is up
+    /// exactly when `old` was, because foca follows a rename that changes liveness with
+    /// `MemberUp` or `MemberDown` for `new`. Here `new` is live if it is up in foca and has a
+    /// newer boot id (rule 6).
     fn handle_rename(&mut self, old: &NodeId, new: NodeId, now: Millis) -> Vec<MembershipEvent> {
         if new.name == self.local_name {
             return Vec::new();
@@ -387,9 +415,14 @@ impl MemberView {
             return Vec::new();
         }
         if new.boot_id == known.boot_id {
-            return self.handle_renewed(new, now);
+            return self.handle_renewed(new, None, now);
         }
         if entry.dead_since.is_some() {
+            if entry.foca_up {
+                // A new incarnation whose predecessor foca counted as up: foca reports no
+                // `MemberUp` for it, because the rename did not change its liveness.
+                return self.insert_live(new, now).into_iter().collect();
+            }
             self.insert_dead(new, now);
             return Vec::new();
         }
@@ -467,6 +500,7 @@ impl MemberView {
                 last_meta,
                 dead_since,
                 awaits_up: false,
+                foca_up: true,
             },
         );
         dead_since
@@ -485,6 +519,7 @@ impl MemberView {
                 last_meta: None,
                 dead_since: Some(now),
                 awaits_up: true,
+                foca_up: false,
             },
         );
     }

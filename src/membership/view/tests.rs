@@ -583,3 +583,26 @@ fn queries_filter_by_state() {
     assert!(view.get(&node("b-active", 2, 0).incarnation()).is_none());
     assert!(view.by_name("missing").is_none());
 }
+
+#[test]
+fn restart_after_suppressed_renew_joins_without_member_up() {
+    let mut view = view();
+    let old = node("peer", 7, 0);
+    let renewed = node("peer", 7, 1);
+    let restarted = node("peer", 8, 0);
+    up(&mut view, &old);
+    down(&mut view, &old, T0);
+    rename(&mut view, &old, &renewed);
+    // foca counts the renewed identity as up, although the view keeps it dead.
+    up(&mut view, &renewed);
+
+    // foca renames an identity that is up without a `MemberUp` for the new one.
+    let renamed = rename(&mut view, &renewed, &restarted);
+
+    assert_eq!(joined(&renamed).len(), 1, "the restart is a new member");
+    assert_eq!(
+        view.by_name("peer")
+            .map(|info| (info.id.clone(), info.state)),
+        Some((restarted, NodeState::Joining))
+    );
+}
