@@ -2,14 +2,12 @@
 //!
 //! Goal: catch regressions of the protocol cores on every `cargo test`. Method: seeds 1 to 30
 //! rotate through the built-in scenarios (seed modulo the scenario count picks one), so each
-//! scenario runs four or five seeds. Seeds 17 and 24 are left out: they reproduce known gaps
-//! of the directory glue (see the README), and `known_glue_gaps` keeps them, ignored, until
-//! the fix.
+//! scenario runs four or five seeds. Seeds 17 and 24 reproduced gaps of the directory sync
+//! (a re-assertion lost, and the view confirmed anyway), which are fixed.
 
 use gristmill_simulations::scenario::{SCENARIOS, Scenario, run_seed};
 
 const NODES: usize = 5;
-const KNOWN_GAP_SEEDS: [u64; 2] = [17, 24];
 
 fn scenario_for(seed: u64) -> Scenario {
     let name = SCENARIOS[(seed % SCENARIOS.len() as u64) as usize];
@@ -18,7 +16,7 @@ fn scenario_for(seed: u64) -> Scenario {
 
 #[test]
 fn ci_seeds_keep_every_invariant() {
-    for seed in (1..=30).filter(|seed| !KNOWN_GAP_SEEDS.contains(seed)) {
+    for seed in 1..=30 {
         let scenario = scenario_for(seed);
         let outcome = run_seed(&scenario, seed);
         assert!(
@@ -31,19 +29,5 @@ fn ci_seeds_keep_every_invariant() {
             "seed {seed} ({}) acknowledged no call",
             scenario.name
         );
-    }
-}
-
-/// Seeds that violate single activation because of gaps in the directory glue, not in the
-/// simulator. Seed 24: a re-assertion rejected with `NotOwner` is never retried. Seed 17: a
-/// re-assertion sent to an owner that has just died is lost, and the host sends it again only
-/// at its next membership change, after the new owner's readiness window closed on its grace
-/// period. Run with `--ignored`.
-#[test]
-#[ignore = "reproduces a known directory glue gap; see simulations/README.md"]
-fn known_glue_gaps() {
-    for seed in KNOWN_GAP_SEEDS {
-        let outcome = run_seed(&scenario_for(seed), seed);
-        assert!(outcome.violations.is_empty(), "{}", outcome.violations[0]);
     }
 }

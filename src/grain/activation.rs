@@ -296,7 +296,17 @@ async fn run_queued(
     match work {
         ActivationMsg::Turn(turn) => {
             state.shared.pending.fetch_sub(1, Ordering::AcqRel);
-            if state.stopping {
+            // A node declared down may already have its grains running elsewhere, so its
+            // activations run no turn from the moment it learns that, even before they stop.
+            // After a pause, that news may still wait unread, so the turn waits for it first.
+            if !state.stopping {
+                state
+                    .ctx
+                    .node()
+                    .await_membership_current(turn.deadline)
+                    .await;
+            }
+            if state.stopping || state.ctx.node().is_declared_down() {
                 let _ = turn.reply.send(Err(TurnError::Gone(turn.payload)));
             } else if state.grain.is_interleaved(&turn.method) {
                 start_interleaved(myself, state, turn);
@@ -305,7 +315,9 @@ async fn run_queued(
             }
         }
         ActivationMsg::Timer(name) => {
-            if !state.stopping {
+            let node = state.ctx.node();
+            // A tick that falls due while the membership agent lags is skipped, not delayed.
+            if !state.stopping && !node.membership_lags() && !node.is_declared_down() {
                 run_timer(state, &name).await;
             }
         }

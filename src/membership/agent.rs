@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 
 use super::dissemination::{TransmissionTuner, meta_period};
 use super::handle::{AgentStatus, Command};
+use super::suspicion;
 use super::wire::{self, Datagram};
 use super::{
     DEFAULT_DEAD_RETENTION, MemberInfo, MemberView, MembershipError, MembershipEvent,
@@ -54,6 +55,14 @@ const MAX_DATAGRAM_LEN: usize = 1400;
 /// Foca derives from it the number of times each update is re-sent (4 × log10(n + 1)).
 const EXPECTED_CLUSTER_SIZE: NonZeroU32 = NonZeroU32::new(32).expect("32 is not zero");
 
+/// Maximum number of waiting datagrams read before due timers are handled, so that a flood of
+/// datagrams cannot hold the timers back for long.
+const MAX_WAITING_READS: usize = 256;
+
+/// Period at which the agent wakes at the latest, to read what is waiting in the socket and
+/// refresh the time that [`MembershipHandle::stalled_for`] counts from.
+const CURRENT_PERIOD: Duration = Duration::from_millis(25);
+
 /// Capacity of the event channel that [`MembershipHandle::subscribe`] hands out.
 const WATCHER_CAPACITY: usize = 1024;
 
@@ -64,7 +73,7 @@ const REJECT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Minimum time between two warnings that the node has seeds but has not joined through them.
 const UNJOINED_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-type MembershipFoca = Foca<NodeId, PostcardCodec, StdRng, MetaHandler>;
+pub(super) type MembershipFoca = Foca<NodeId, PostcardCodec, StdRng, MetaHandler>;
 
 /// Returns foca's settings for `config`: the LAN preset with the failure-detector timings and
 /// the indirect probe count replaced, and the packet size reduced by the framing header.
@@ -202,6 +211,8 @@ impl MembershipAgent {
         announce.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let meta = sleep(self.meta_period());
         tokio::pin!(meta);
+        let mut current = interval(CURRENT_PERIOD);
+        current.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut buffer = vec![0; MAX_DATAGRAM_LEN + 1];
         self.publish_local_meta();
 
@@ -212,7 +223,7 @@ impl MembershipAgent {
                     Ok((len, from)) => self.handle_datagram(&buffer[..len], from).await,
                     Err(error) => debug!(node, %error, "gossip socket receive failed"),
                 },
-                () = sleep_until_next(next_timer) => self.handle_due_timers(),
+                () = sleep_until_next(next_timer) => self.handle_due_timers(&mut buffer).await,
                 _ = announce.tick(), if !self.seeds.is_empty() && !self.view.is_connected() => {
                     self.announce_to_seeds().await;
                 }
@@ -221,6 +232,8 @@ impl MembershipAgent {
                     self.forget_expired();
                     meta.as_mut().reset(Instant::now() + self.meta_period());
                 }
+                // Wakes the loop so that the end of the iteration refreshes `current_at_ms`.
+                _ = current.tick() => {}
                 command = commands.recv() => match command {
                     Some(Command::SetState(state)) => {
                         self.meta.state = state;
@@ -242,7 +255,16 @@ impl MembershipAgent {
                 },
             }
             self.drain_runtime().await;
+            // Only a drained socket shows that nothing the cluster sent is still unread, for
+            // example a notice that it declared this node down.
+            let drained = self.read_waiting_datagrams(&mut buffer).await < MAX_WAITING_READS;
+            if drained {
+                self.status.mark_current();
+            }
         }
+        self.status
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Hands a received datagram to foca or replies to the identity exchange.
@@ -338,13 +360,32 @@ impl MembershipAgent {
         );
     }
 
-    fn handle_due_timers(&mut self) {
+    /// Handles the timers that are due, after the datagrams that are already waiting.
+    ///
+    /// Timers fall due late when the process was paused (SIGSTOP, a stalled host). Acks and
+    /// refutations that peers sent meanwhile then wait in the socket. Handled before them, a
+    /// probe timer would suspect a member that answered in time, and a suspicion timer would
+    /// declare down a member that had refuted the suspicion.
+    async fn handle_due_timers(&mut self, buffer: &mut [u8]) {
         let now = Instant::now();
+        let Some(Reverse((first_due, _))) = self.timers.peek() else {
+            return;
+        };
+        let late = now.saturating_duration_since(*first_due);
+        let read = self.read_waiting_datagrams(buffer).await;
+        if late >= Duration::from_millis(self.config.probe_rtt_ms) {
+            debug!(
+                node = %self.foca.identity(),
+                late_ms = late.as_millis(),
+                datagrams_read_first = read,
+                "timers fell due late; the process may have been paused"
+            );
+        }
         while let Some(Reverse((at, _))) = self.timers.peek()
             && *at <= now
         {
             let Reverse((_, timer)) = self.timers.pop().expect("peeked above");
-            if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
+            if let Err(error) = suspicion::handle_timer(&mut self.foca, timer, &mut self.runtime) {
                 warn!(%error, "foca failed to handle a timer");
             }
         }
@@ -357,6 +398,29 @@ impl MembershipAgent {
             Duration::from_millis(self.config.meta_period_ms),
             self.foca.num_members() + 1,
         )
+    }
+
+    /// Handles the datagrams already waiting in the socket, at most [`MAX_WAITING_READS`],
+    /// without waiting for more; returns how many it read.
+    async fn read_waiting_datagrams(&mut self, buffer: &mut [u8]) -> usize {
+        let mut read = 0;
+        while read < MAX_WAITING_READS {
+            match self.socket.try_recv_from(buffer) {
+                Ok((len, from)) => {
+                    read += 1;
+                    self.handle_datagram(&buffer[..len], from).await;
+                    // Per datagram, as in the main loop: the view applies notifications before
+                    // broadcasts, so a leave notice must not overtake the broadcast before it.
+                    self.drain_runtime().await;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    debug!(%error, "gossip socket receive failed");
+                    break;
+                }
+            }
+        }
+        read
     }
 
     /// Raises the meta version, applies the meta to the local entry and broadcasts it now.
@@ -403,6 +467,9 @@ impl MembershipAgent {
             warn!(%error, "foca failed to leave the cluster");
         }
         self.drain_runtime().await;
+        self.status
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         // The caller may have stopped waiting; the agent stops either way.
         let _ = done.send(());
     }
@@ -450,6 +517,11 @@ impl MembershipAgent {
     fn publish(&mut self, events: Vec<MembershipEvent>) {
         if events.is_empty() {
             return;
+        }
+        if events.contains(&MembershipEvent::SelfDeclaredDown) {
+            self.status
+                .declared_down
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         for event in events {
             // Receivers that went away are not the agent's concern.

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::{Incarnation, MemberInfo, MembershipEvent, NodeLoad, NodeState};
+use crate::clock::{Millis, MonotonicClock};
 use crate::runtime::ConfigError;
 
 /// A failure to start or to reach the membership agent.
@@ -48,6 +50,24 @@ pub(super) struct AgentStatus {
     pub(super) rejected_datagrams: AtomicU64,
     pub(super) malformed_broadcasts: Arc<AtomicU64>,
     pub(super) joined: AtomicBool,
+    /// Set, before the `SelfDeclaredDown` event goes out, once the agent learns that the
+    /// cluster declared this node down; never cleared.
+    pub(super) declared_down: AtomicBool,
+    /// Time base of `current_at_ms`.
+    pub(super) clock: MonotonicClock,
+    /// Time on `clock` at which the agent last had no datagram waiting, after applying what
+    /// it read; see [`MembershipHandle::stalled_for`].
+    pub(super) current_at_ms: AtomicU64,
+    /// Set when the agent stops; a stopped agent reports no stall.
+    pub(super) stopped: AtomicBool,
+}
+
+impl AgentStatus {
+    /// Records that the agent has applied every datagram that had arrived by now.
+    pub(super) fn mark_current(&self) {
+        self.current_at_ms
+            .store(self.clock.now().0, Ordering::Release);
+    }
 }
 
 /// Handle to a running membership agent; cheap to clone.
@@ -133,6 +153,30 @@ impl MembershipHandle {
     /// Returns whether foca reports the node as joined: known by at least one active member.
     pub fn is_joined(&self) -> bool {
         self.status.joined.load(Ordering::Relaxed)
+    }
+
+    /// Returns whether the cluster declared this node down. The agent sets it as soon as it
+    /// learns that, before the node reacts to the `SelfDeclaredDown` event. Activations check
+    /// it before each turn, because other nodes may already run the grains of such a node.
+    pub fn is_declared_down(&self) -> bool {
+        self.status.declared_down.load(Ordering::Acquire)
+    }
+
+    /// Returns how long ago the agent last had every received datagram applied, or zero if it
+    /// has no peers or has stopped.
+    ///
+    /// The agent refreshes this at least every few tens of milliseconds while it runs. A long
+    /// value means the process was paused or starved: the cluster may have declared this node
+    /// down meanwhile, and the news may still wait in the socket. Work that must not run on a
+    /// node declared down waits until this is short again, then checks
+    /// [`Self::is_declared_down`].
+    pub fn stalled_for(&self) -> Duration {
+        let idle = !self.status.joined.load(Ordering::Relaxed);
+        if idle || self.status.stopped.load(Ordering::Acquire) {
+            return Duration::ZERO;
+        }
+        let current_at = Millis(self.status.current_at_ms.load(Ordering::Acquire));
+        self.status.clock.now().saturating_since(current_at)
     }
 
     /// Returns how many received datagrams were rejected as malformed or invalid.

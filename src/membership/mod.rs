@@ -6,6 +6,7 @@ mod dissemination;
 mod handle;
 mod identity;
 mod lifecycle;
+mod suspicion;
 mod view;
 mod wire;
 

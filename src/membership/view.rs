@@ -15,6 +15,10 @@
 //!    is never forgotten.
 //! 5. Broadcasts count per incarnation: only a higher version than the one applied changes an
 //!    entry. Broadcasts that arrive before foca reports the member are kept until it does.
+//! 6. An incarnation that ended never returns: only an identity with a newer boot id makes a
+//!    dead name live again. A renewed identity (same boot id, higher bump) ends its
+//!    incarnation as declared down, because foca renews an identity only after the cluster
+//!    declared it down, and a node that learns this drops its activations and stops.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -112,6 +116,13 @@ struct Entry {
     /// resumes from it, because `info.state` turns `Dead` when the old identity departs.
     last_meta: Option<NodeMeta>,
     dead_since: Option<Millis>,
+    /// Whether the entry is dead only because foca has not reported its identity up yet (it
+    /// came from a `Rename`), so a `MemberUp` for this identity makes it live.
+    awaits_up: bool,
+    /// Whether foca counts the identity as up, which it may while the entry is dead (a renewed
+    /// identity, or a member that broadcast that it left). A rename to a newer boot id needs
+    /// it, because foca reports no `MemberUp` when it renames an identity that is up.
+    foca_up: bool,
 }
 
 impl Entry {
@@ -154,6 +165,8 @@ impl MemberView {
                 info,
                 last_meta: Some(meta.clone()),
                 dead_since: None,
+                awaits_up: false,
+                foca_up: true,
             },
         );
         Self {
@@ -313,12 +326,21 @@ impl MemberView {
         let mut events = Vec::new();
         if let Some(entry) = self.members.get(&id.name) {
             let known = &entry.info.id;
-            let revived = *known == id && entry.dead_since.is_some();
-            if !revived && !id.win_addr_conflict(known) {
-                // The same live identity again, or an older one: nothing changed.
+            let awaited = *known == id && entry.awaits_up;
+            if *known == id && !awaited {
+                // The same identity again: nothing changed here, and a dead identity stays
+                // dead (rule 6), but foca counts it as up.
+                self.entry_mut(&id.name).foca_up = true;
                 return events;
             }
-            if *known != id && entry.dead_since.is_none() {
+            if !awaited && !id.win_addr_conflict(known) {
+                // An older identity: nothing changed.
+                return events;
+            }
+            if id.boot_id == known.boot_id && !awaited {
+                return self.handle_renewed(id, Some(true), now);
+            }
+            if entry.dead_since.is_none() {
                 events.push(self.become_dead(&id.name, now, LeaveReason::Replaced));
             }
         }
@@ -326,12 +348,41 @@ impl MemberView {
         events
     }
 
+    /// Handles a renewed identity of the known incarnation: foca renews an identity only after
+    /// the cluster declared it down, so the incarnation ends for good (rule 6). `foca_up` is
+    /// foca's liveness of the renewed identity if it changed. Returns the `Left` event if the
+    /// member was live.
+    fn handle_renewed(
+        &mut self,
+        id: NodeId,
+        foca_up: Option<bool>,
+        now: Millis,
+    ) -> Vec<MembershipEvent> {
+        let name = id.name.clone();
+        let entry = self.entry_mut(&name);
+        entry.info.id = id;
+        entry.awaits_up = false;
+        if let Some(up) = foca_up {
+            entry.foca_up = up;
+        }
+        if entry.dead_since.is_some() {
+            return Vec::new();
+        }
+        vec![self.become_dead(&name, now, LeaveReason::DeclaredDown)]
+    }
+
     fn handle_member_down(&mut self, id: &NodeId, now: Millis) -> Vec<MembershipEvent> {
         let Some(entry) = self.members.get(&id.name) else {
             return Vec::new();
         };
         let matches = entry.info.id == *id || id.win_addr_conflict(&entry.info.id);
-        if id.name == self.local_name || !matches || entry.dead_since.is_some() {
+        if id.name == self.local_name || !matches {
+            return Vec::new();
+        }
+        if entry.dead_since.is_some() {
+            let entry = self.entry_mut(&id.name);
+            entry.foca_up = false;
+            entry.awaits_up = false;
             return Vec::new();
         }
         let reason = if entry.info.state == NodeState::Leaving {
@@ -340,13 +391,16 @@ impl MemberView {
             LeaveReason::DeclaredDown
         };
         let event = self.become_dead(&id.name, now, reason);
-        self.entry_mut(&id.name).info.id = id.clone();
+        let entry = self.entry_mut(&id.name);
+        entry.info.id = id.clone();
+        entry.foca_up = false;
         vec![event]
     }
 
-    /// Handles foca's `Rename(old, new)`: `old`'s incarnation is gone. `new` is live exactly
-    /// when `old` was, because foca follows a rename that changes liveness with `MemberUp` or
-    /// `MemberDown` for `new`.
+    /// Handles foca's `Rename(old, new)`: `old`'s incarnation is gone. In foca, `new` is up
+    /// exactly when `old` was, because foca follows a rename that changes liveness with
+    /// `MemberUp` or `MemberDown` for `new`. Here `new` is live if it is up in foca and has a
+    /// newer boot id (rule 6).
     fn handle_rename(&mut self, old: &NodeId, new: NodeId, now: Millis) -> Vec<MembershipEvent> {
         if new.name == self.local_name {
             return Vec::new();
@@ -360,7 +414,15 @@ impl MemberView {
         if *known == new || (*known != *old && !new.win_addr_conflict(known)) {
             return Vec::new();
         }
+        if new.boot_id == known.boot_id {
+            return self.handle_renewed(new, None, now);
+        }
         if entry.dead_since.is_some() {
+            if entry.foca_up {
+                // A new incarnation whose predecessor foca counted as up: foca reports no
+                // `MemberUp` for it, because the rename did not change its liveness.
+                return self.insert_live(new, now).into_iter().collect();
+            }
             self.insert_dead(new, now);
             return Vec::new();
         }
@@ -400,6 +462,7 @@ impl MemberView {
         let entry = self.entry_mut(name);
         entry.info.state = NodeState::Dead;
         entry.dead_since = Some(now);
+        entry.awaits_up = false;
         MembershipEvent::Left {
             member: entry.info.clone(),
             reason,
@@ -436,6 +499,8 @@ impl MemberView {
                 info: info.clone(),
                 last_meta,
                 dead_since,
+                awaits_up: false,
+                foca_up: true,
             },
         );
         dead_since
@@ -453,6 +518,8 @@ impl MemberView {
                 info,
                 last_meta: None,
                 dead_since: Some(now),
+                awaits_up: true,
+                foca_up: false,
             },
         );
     }

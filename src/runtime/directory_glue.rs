@@ -151,12 +151,27 @@ impl Node {
             .handle_membership_change(&live, now);
         let view = ViewId::of(&live);
         let deadline = Instant::now() + BACKGROUND_DEADLINE;
-        self.carry_out(commands, deadline).await;
+        let handed_off = self.carry_out(commands, deadline).await;
 
         // Wait for registrations in progress, which may have gone to an owner of the previous
-        // view: once they are in the catalog, the snapshot below re-asserts them.
+        // view: once they are in the catalog, the snapshot below re-asserts them. The wait can
+        // last as long as a call's deadline, so the re-assertions get a deadline of their own.
         let _gate = self.inner.activation_gate.write().await;
-        self.reassert_local_activations(&live, deadline).await;
+        let deadline = Instant::now() + BACKGROUND_DEADLINE;
+        let reasserted = self.reassert_local_activations(&live, deadline).await;
+        if !(handed_off && reasserted) {
+            // A confirmation would let a new owner reply `NotFound` for a grain whose entry
+            // never reached it, and a caller would then start a second activation. Without
+            // it, the owner waits for its grace period, and the periodic repair re-asserts.
+            tracing::info!(
+                node = %self.inner.id.name,
+                %view,
+                handed_off,
+                reasserted,
+                "directory sync incomplete; not confirming the view"
+            );
+            return;
+        }
         let local = self.inner.id.incarnation();
         let confirmations = live.iter().map(|member| {
             let request = DirectoryRequest::SyncComplete {
@@ -173,13 +188,18 @@ impl Node {
     }
 
     /// Re-asserts every local activation at its partition owner in the view `live`, and
-    /// deactivates the activations whose re-assertion met another activation's entry.
+    /// deactivates the activations whose re-assertion met another activation's entry. Returns
+    /// whether every entry got an outcome from an owner in `live` (registered or conflict).
     ///
     /// Besides each membership change, the node runs this periodically (see
     /// `run_directory_repair`): an activation whose entry was lost, for example because its
     /// owner died while the activation was being registered, gets its entry back, and an
     /// activation that lost its entry to a second activation of the grain is deactivated.
-    pub(crate) async fn reassert_local_activations(&self, live: &[Incarnation], deadline: Instant) {
+    pub(crate) async fn reassert_local_activations(
+        &self,
+        live: &[Incarnation],
+        deadline: Instant,
+    ) -> bool {
         let local = self.inner.id.incarnation();
         let mut by_owner: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
         for handle in self.inner.catalog.handles() {
@@ -194,9 +214,12 @@ impl Node {
                 by_owner.entry(owner.clone()).or_default().push(entry);
             }
         }
-        // An owner whose view lags replies `NotOwner`, so re-assert those entries at the owner
-        // it names, a bounded number of rounds, so no activation is left without an entry.
-        for _ in 0..REASSERT_ROUNDS {
+        let mut complete = true;
+        // An owner whose view differs from `live` replies `NotOwner`. If it names an owner in
+        // `live`, this node's view lags, so the entries go there. Otherwise the replier lags,
+        // perhaps still naming a member that died, so the entries go to it again once it has
+        // caught up. Rounds are bounded, and what is left counts as incomplete.
+        for round in 1..=REASSERT_ROUNDS {
             if by_owner.is_empty() {
                 break;
             }
@@ -212,41 +235,59 @@ impl Node {
             });
             let mut retry: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
             for (sent_to, entries, reply) in join_all(rounds).await {
-                match reply {
-                    Ok(DirectoryResponse::Reassert(outcomes)) => {
-                        for (entry, outcome) in entries.into_iter().zip(outcomes) {
-                            match outcome {
-                                RegisterOutcome::Conflict(winner)
-                                    if !winner.is_same_activation(&entry) =>
-                                {
-                                    self.stop_superseded(&entry.grain, entry.activation_id);
-                                }
-                                RegisterOutcome::NotOwner { owner: Some(owner) } => {
-                                    retry.entry(owner).or_default().push(entry);
-                                }
-                                RegisterOutcome::NotReady => {
-                                    retry.entry(sent_to.clone()).or_default().push(entry)
-                                }
-                                _ => {}
-                            }
-                        }
+                let outcomes = match reply {
+                    Ok(DirectoryResponse::Reassert(outcomes)) => outcomes,
+                    Ok(other) => {
+                        tracing::warn!(owner = %sent_to, reply = ?other, "unexpected reply to a re-assertion");
+                        complete = false;
+                        continue;
                     }
-                    Ok(_) => {}
                     Err(detail) => {
-                        tracing::debug!(owner = %sent_to, %detail, "re-assertion failed")
+                        tracing::debug!(owner = %sent_to, %detail, entries = entries.len(), "re-assertion failed");
+                        complete = false;
+                        continue;
+                    }
+                };
+                for (entry, outcome) in entries.into_iter().zip(outcomes) {
+                    match outcome {
+                        RegisterOutcome::Conflict(winner) if !winner.is_same_activation(&entry) => {
+                            self.stop_superseded(&entry.grain, entry.activation_id);
+                        }
+                        RegisterOutcome::NotOwner { owner } => {
+                            let target = match owner {
+                                Some(owner) if live.contains(&owner) => owner,
+                                _ => sent_to.clone(),
+                            };
+                            tracing::debug!(grain = %entry.grain, replier = %sent_to, retry_at = %target, round, "re-assertion reached a node that does not own the grain");
+                            retry.entry(target).or_default().push(entry);
+                        }
+                        RegisterOutcome::NotReady => {
+                            retry.entry(sent_to.clone()).or_default().push(entry)
+                        }
+                        _ => {}
                     }
                 }
             }
             by_owner = retry;
-            if !by_owner.is_empty() {
+            if !by_owner.is_empty() && round < REASSERT_ROUNDS {
                 tokio::time::sleep(REASSERT_PAUSE).await;
             }
         }
+        if !by_owner.is_empty() {
+            let left: usize = by_owner.values().map(Vec::len).sum();
+            tracing::debug!(
+                entries = left,
+                "re-assertion rounds ended with entries left"
+            );
+            complete = false;
+        }
+        complete
     }
 
     /// Carries out the partition's commands; hand-offs go to their new owners concurrently, so
-    /// one unreachable member does not hold up the others.
-    async fn carry_out(&self, commands: Vec<DirectoryCommand>, deadline: Instant) {
+    /// one unreachable member does not hold up the others. Returns whether every hand-off was
+    /// acknowledged.
+    async fn carry_out(&self, commands: Vec<DirectoryCommand>, deadline: Instant) -> bool {
         let local = self.inner.id.incarnation();
         let mut hand_offs = Vec::new();
         for command in commands {
@@ -270,6 +311,7 @@ impl Node {
                 DirectoryCommand::Deactivate { entry } => self.deactivate_loser(entry),
             }
         }
+        let mut acknowledged = true;
         for (to, reply) in join_all(hand_offs).await {
             match reply {
                 Ok(DirectoryResponse::Commands(more)) => {
@@ -280,9 +322,13 @@ impl Node {
                     }
                 }
                 Ok(_) => {}
-                Err(detail) => tracing::debug!(to = %to, %detail, "hand-off failed"),
+                Err(detail) => {
+                    tracing::debug!(to = %to, %detail, "hand-off failed");
+                    acknowledged = false;
+                }
             }
         }
+        acknowledged
     }
 
     fn deactivate_loser(&self, entry: DirectoryEntry) {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -34,6 +34,9 @@ use crate::membership::{
 use crate::metrics::NodeMetrics;
 use crate::placement::PlacementConfig;
 use crate::transport::{Transport, TransportError};
+
+/// Interval at which a turn that waits for the membership agent to catch up checks again.
+const MEMBERSHIP_POLL: Duration = Duration::from_millis(5);
 
 /// Failure to start a node. Nothing keeps running after it.
 #[derive(Debug, thiserror::Error)]
@@ -434,6 +437,39 @@ impl Node {
                 }
             }
             crate::api::set_health(self, state == NodeState::Active);
+        }
+    }
+
+    /// Returns whether the cluster declared this node down, in which case its activations are
+    /// void and must run no further turn. True from the moment the membership agent learns it,
+    /// before [`Self::stop_declared_down`] runs.
+    pub(crate) fn is_declared_down(&self) -> bool {
+        self.inner.membership.is_declared_down()
+    }
+
+    /// Returns whether the membership agent lags behind what the cluster sent by more than
+    /// half the suspicion timeout (see [`Self::await_membership_current`]).
+    pub(crate) fn membership_lags(&self) -> bool {
+        let limit = Duration::from_millis(self.inner.config.membership.suspect_to_down_ms / 2);
+        self.inner.membership.stalled_for() > limit
+    }
+
+    /// Waits, at most until `deadline`, while the membership agent lags behind what the
+    /// cluster sent by more than half the suspicion timeout, so that the caller checks
+    /// [`Self::is_declared_down`] only once the agent has read what was waiting.
+    ///
+    /// A node can be declared down only if it failed to refute a suspicion for a whole
+    /// suspicion timeout, so a lag below half of it means no notice of that can be waiting
+    /// unread, unless datagrams were lost. After a pause (SIGSTOP, a stalled host) the lag is
+    /// long, and turns wait here until the agent has caught up.
+    pub(crate) async fn await_membership_current(&self, deadline: Instant) {
+        let mut waited = false;
+        while self.membership_lags() && Instant::now() < deadline {
+            waited = true;
+            tokio::time::sleep(MEMBERSHIP_POLL).await;
+        }
+        if waited {
+            tracing::debug!(node = %self.inner.id.name, "waited for the membership agent to catch up after a stall");
         }
     }
 

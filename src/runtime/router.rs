@@ -173,6 +173,12 @@ impl Node {
                 Ok(reply) => return reply.map(|payload| self.local_reply(payload, 0)),
                 Err(returned) => payload = Some(returned),
             }
+            if self.is_declared_down() {
+                // This node's view of the cluster is void, so it routes nothing further.
+                return Err(CallError::ShuttingDown {
+                    node: self.inner.id.name.clone(),
+                });
+            }
             match self.resolve(grain, deadline).await? {
                 Target::Here(entry) => {
                     if !self.wait_for_local_activation(&entry).await {
@@ -498,11 +504,11 @@ impl Node {
         grain: &GrainId,
         deadline: Instant,
     ) -> Result<Result<(), DirectoryEntry>, CallError> {
-        if self
+        let stopping = self
             .inner
             .stopping
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+            .load(std::sync::atomic::Ordering::Acquire);
+        if stopping || self.is_declared_down() {
             return Err(CallError::ShuttingDown {
                 node: self.inner.id.name.clone(),
             });
@@ -838,7 +844,8 @@ impl Node {
                 }
                 continue;
             }
-            if self.is_stopping() || !self.state().accepts_activations() {
+            if self.is_stopping() || self.is_declared_down() || !self.state().accepts_activations()
+            {
                 // Placement in the caller's view is stale: this node runs no new
                 // activations. `NotHere` makes the caller place the grain again.
                 return CallReply::NotHere;

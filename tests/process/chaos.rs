@@ -487,12 +487,6 @@ async fn sigterm_under_increments_loses_nothing() {
     assert_one_activation_at_a_time(&turns);
 }
 
-// NOTE: fails in about one run of six. A grain moved off a stopping node-2 can keep a second,
-// stale activation on another node until a directory hand-off conflict deactivates it. A read
-// served by it returned 9 for a counter whose stored and acknowledged value was 10. A write
-// by it fails with `stale_state`. Run it with
-// `cargo test -p gristmill-node --test chaos -- --ignored`.
-#[ignore = "a restart can leave a grain with a second, stale activation that serves reads"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_restarts_under_one_name_converge() {
     // Goal: a node restarted ten times under the same name, alternately after SIGTERM and
@@ -616,12 +610,6 @@ async fn await_burst_outcome(
     }
 }
 
-// NOTE: fails today. After a paused directory owner is declared down, a grain can get a
-// second activation on another live node while the first keeps serving calls through its own
-// node. The first one's writes then fail with `stale_state`, and callers see that error. The
-// audit shows such an activation running turns after the new one started. Run it with
-// `cargo test -p gristmill-node --test chaos -- --ignored`.
-#[ignore = "a grain gets a second live activation after its directory owner is declared down"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigstop_bursts_keep_one_activation() {
     // Goal: pausing a node with SIGSTOP for longer than the suspicion timeout, several
@@ -657,12 +645,18 @@ async fn sigstop_bursts_keep_one_activation() {
         tokio::time::sleep(Duration::from_millis(before_ms)).await;
         let (pid, boot_id) = (cluster.nodes[2].pid(), cluster.nodes[2].ready.boot_id);
         let observers = cluster.clients().await;
-        let stop_ns = now_ns();
+        // The pause runs from `stop_ns` to `cont_ns` as the audit clock sees it. The process
+        // stops some time after `kill` returns, so `stop_ns` is read once it is stopped, and
+        // it cannot run before SIGCONT is sent, so `cont_ns` is read just before. A turn
+        // that was running when the process stopped then starts before `stop_ns` and ends
+        // after `cont_ns`.
         cluster.nodes[2].signal(Signal::SIGSTOP);
+        cluster.nodes[2].wait_stopped().await;
+        let stop_ns = now_ns();
         // The pause itself is the injected fault, so a fixed sleep is its length.
         tokio::time::sleep(Duration::from_millis(stopped_ms)).await;
-        cluster.nodes[2].signal(Signal::SIGCONT);
         let cont_ns = now_ns();
+        cluster.nodes[2].signal(Signal::SIGCONT);
         pauses.push((boot_id, stop_ns, cont_ns));
         let resumed = Instant::now();
         let outcome = match await_burst_outcome(&mut cluster, &observers).await {
@@ -739,11 +733,6 @@ async fn sigstop_bursts_keep_one_activation() {
     );
 }
 
-// NOTE: this fails today. Pauses of 0.4 to 0.9 s with 1 to 2 s between them get node-2
-// declared down within about six seconds, with a 3 s suspicion timeout, both with
-// Timing::LOADED and with a 200 ms probe period. foca then renews node-2's identity (Rejoin)
-// and the node exits. Why the suspicion outlives node-2's running gaps is not yet known.
-#[ignore = "a node paused repeatedly for under a second is declared down"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn short_sigstops_declare_no_node_down() {
     // Goal: pausing a node with SIGSTOP for less than the suspicion timeout, repeatedly,

@@ -33,6 +33,9 @@ pub(super) struct SyncTask {
     queue: VecDeque<(Incarnation, DirectoryRequest)>,
     /// The request sent and not yet answered or timed out.
     waiting: Option<(u64, DirectoryRequest)>,
+    /// Whether every hand-off and re-assertion so far got an outcome from an owner in `live`.
+    /// A sync that is not complete sends no confirmations, as in the real glue.
+    complete: bool,
 }
 
 impl SyncTask {
@@ -75,6 +78,7 @@ impl SimNode {
             phase: Phase::HandOff,
             queue,
             waiting: None,
+            complete: true,
         });
         self.next_sync_request(now);
     }
@@ -100,6 +104,10 @@ impl SimNode {
                     let batches = self.reassert_batches(&live);
                     let sync = self.sync.as_mut().expect("checked above");
                     sync.queue.extend(batches);
+                }
+                Phase::Reassert if !sync.complete => {
+                    // No confirmation: the new owners wait for their grace period instead.
+                    sync.phase = Phase::Confirm;
                 }
                 Phase::Reassert => {
                     sync.phase = Phase::Confirm;
@@ -179,14 +187,21 @@ impl SimNode {
                 Reply::Directory(DirectoryResponse::Reassert(outcomes)),
             ) => {
                 for (entry, outcome) in entries.iter().zip(outcomes) {
-                    if let RegisterOutcome::Conflict(winner) = outcome
-                        && !winner.is_same_activation(entry)
-                    {
-                        self.stop_superseded(&entry.grain, entry.activation_id, now);
+                    match outcome {
+                        RegisterOutcome::Conflict(winner) if !winner.is_same_activation(entry) => {
+                            self.stop_superseded(&entry.grain, entry.activation_id, now);
+                        }
+                        // The real glue retries these a few times; the simulated sync does
+                        // not, so it only gives up its confirmation.
+                        RegisterOutcome::NotOwner { .. } | RegisterOutcome::NotReady => {
+                            self.mark_sync_incomplete();
+                        }
+                        _ => {}
                     }
                 }
             }
-            _ => {}
+            (DirectoryRequest::SyncComplete { .. }, _) => {}
+            _ => self.mark_sync_incomplete(),
         }
         let _ = id;
         self.next_sync_request(now);
@@ -200,8 +215,15 @@ impl SimNode {
         if timed_out {
             if let Some(sync) = self.sync.as_mut() {
                 sync.waiting = None;
+                sync.complete = false;
             }
             self.next_sync_request(now);
+        }
+    }
+
+    fn mark_sync_incomplete(&mut self) {
+        if let Some(sync) = self.sync.as_mut() {
+            sync.complete = false;
         }
     }
 

@@ -398,3 +398,34 @@ fn start_rejects_port_mismatch_and_invalid_config() {
         assert!(matches!(rejected, Err(MembershipError::InvalidConfig(_))));
     });
 }
+
+#[tokio::test]
+async fn running_agent_reports_no_stall() {
+    let lone = TestNode::start("lone", 9, &[]).await;
+    let (a, b, c) = three_node_cluster().await;
+
+    // Several refresh periods, so a refresh that stopped after joining would show.
+    let mut longest = Duration::ZERO;
+    let started = Instant::now();
+    while started.elapsed() < 10 * CURRENT_PERIOD {
+        for node in [&a, &b, &c] {
+            longest = longest.max(node.handle.stalled_for());
+        }
+        tokio::time::sleep(CURRENT_PERIOD / 5).await;
+    }
+
+    eprintln!("longest stall reported by a running agent: {longest:?}");
+    assert!(a.handle.is_joined(), "a joined");
+    // Far above the refresh period, because two cores may run several tests.
+    assert!(
+        longest < Duration::from_millis(500),
+        "stalled for {longest:?}"
+    );
+    assert_eq!(
+        lone.handle.stalled_for(),
+        Duration::ZERO,
+        "no peers, no stall"
+    );
+    b.handle.leave().await.expect("leave completes");
+    assert_eq!(b.handle.stalled_for(), Duration::ZERO, "stopped agent");
+}

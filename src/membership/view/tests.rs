@@ -289,22 +289,71 @@ fn rename_of_live_member_replaces_it() {
 }
 
 #[test]
-fn rename_after_renew_keeps_meta_of_same_process() {
+fn renewed_identity_ends_incarnation() {
     let mut view = view();
     let old = node("peer", 7, 0);
     let renewed = node("peer", 7, 1);
     up(&mut view, &old);
     broadcast(&mut view, &old, meta(5, NodeState::Active, 3));
 
-    let events = rename(&mut view, &old, &renewed);
+    let renamed = rename(&mut view, &old, &renewed);
+    let upped = up(&mut view, &renewed);
+    let later = broadcast(&mut view, &renewed, meta(6, NodeState::Active, 0));
 
-    assert_eq!(left(&events), [(old.to_string(), LeaveReason::Replaced)]);
-    let joined = joined(&events);
-    assert_eq!(joined.len(), 1);
-    assert_eq!(joined[0].state, NodeState::Active);
-    assert_eq!(joined[0].meta_version, 5);
-    let stale = broadcast(&mut view, &renewed, meta(5, NodeState::Draining, 0));
-    assert_eq!(stale, [], "the version sequence continues across a renew");
+    assert_eq!(
+        left(&renamed),
+        [(renewed.to_string(), LeaveReason::DeclaredDown)]
+    );
+    assert_eq!(joined(&renamed), []);
+    assert_eq!(upped, [], "the renewed identity does not come back");
+    assert_eq!(later, []);
+    let entry = view.by_name("peer").expect("peer is listed");
+    assert_eq!(entry.state, NodeState::Dead);
+    assert_eq!(entry.id, renewed);
+}
+
+#[test]
+fn declared_down_member_stays_dead_after_renew() {
+    let mut view = view();
+    let old = node("peer", 7, 0);
+    let renewed = node("peer", 7, 1);
+    up(&mut view, &old);
+
+    let downed = down(&mut view, &old, T0);
+    let renamed = rename(&mut view, &old, &renewed);
+    let upped = up(&mut view, &renewed);
+
+    assert_eq!(
+        left(&downed),
+        [(old.to_string(), LeaveReason::DeclaredDown)]
+    );
+    assert_eq!(renamed, []);
+    assert_eq!(upped, [], "the renewed identity does not come back");
+    assert_eq!(
+        view.by_name("peer").map(|info| info.state),
+        Some(NodeState::Dead)
+    );
+}
+
+#[test]
+fn restart_after_declared_down_joins() {
+    let mut view = view();
+    let old = node("peer", 7, 0);
+    let renewed = node("peer", 7, 1);
+    let restarted = node("peer", 8, 0);
+    up(&mut view, &old);
+    down(&mut view, &old, T0);
+    rename(&mut view, &old, &renewed);
+
+    let renamed = rename(&mut view, &renewed, &restarted);
+    let upped = up(&mut view, &restarted);
+
+    assert_eq!(renamed, []);
+    assert_eq!(joined(&upped).len(), 1, "a new boot id is a new member");
+    assert_eq!(
+        view.by_name("peer").map(|info| info.id.clone()),
+        Some(restarted)
+    );
 }
 
 #[test]
@@ -533,4 +582,27 @@ fn queries_filter_by_state() {
     );
     assert!(view.get(&node("b-active", 2, 0).incarnation()).is_none());
     assert!(view.by_name("missing").is_none());
+}
+
+#[test]
+fn restart_after_suppressed_renew_joins_without_member_up() {
+    let mut view = view();
+    let old = node("peer", 7, 0);
+    let renewed = node("peer", 7, 1);
+    let restarted = node("peer", 8, 0);
+    up(&mut view, &old);
+    down(&mut view, &old, T0);
+    rename(&mut view, &old, &renewed);
+    // foca counts the renewed identity as up, although the view keeps it dead.
+    up(&mut view, &renewed);
+
+    // foca renames an identity that is up without a `MemberUp` for the new one.
+    let renamed = rename(&mut view, &renewed, &restarted);
+
+    assert_eq!(joined(&renamed).len(), 1, "the restart is a new member");
+    assert_eq!(
+        view.by_name("peer")
+            .map(|info| (info.id.clone(), info.state)),
+        Some((restarted, NodeState::Joining))
+    );
 }

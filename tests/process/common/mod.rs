@@ -142,6 +142,12 @@ fn sqlite_path_for(seeds: &[SocketAddr]) -> PathBuf {
     known.unwrap_or_else(|| log_path("state").with_extension("sqlite3"))
 }
 
+/// Log filter of the node processes: `GRISTMILL_NODE_LOG` when it is set, to debug a failing
+/// test (for example `info,gristmill::membership=debug,foca=debug`), otherwise `info`.
+fn node_log_filter() -> String {
+    std::env::var("GRISTMILL_NODE_LOG").unwrap_or_else(|_| "info".to_owned())
+}
+
 impl NodeProcess {
     /// Starts a node named `name` with `timing`, joining through `seeds`, plus `extra_args`;
     /// panics with the log path unless it prints a ready line within [`START_WITHIN`].
@@ -179,7 +185,7 @@ impl NodeProcess {
                 "--grpc-port",
                 "0",
             ])
-            .args(["--metrics-port", "0", "--log", "info"])
+            .args(["--metrics-port", "0", "--log", &node_log_filter()])
             .args(timing.args())
             .args(extra_args)
             .env("GRISTMILL_COOKIE", COOKIE)
@@ -245,6 +251,27 @@ impl NodeProcess {
     pub fn signal(&self, signal: Signal) {
         let pid = self.pid();
         kill(pid, signal).unwrap_or_else(|error| panic!("send {signal} to {pid}: {error}"));
+    }
+
+    /// Waits until the kernel reports the process as stopped (state `T` in
+    /// `/proc/<pid>/stat`), which happens some time after `kill(SIGSTOP)` returns; panics
+    /// after 10 s.
+    pub async fn wait_stopped(&self) {
+        let pid = self.pid();
+        let stat_path = format!("/proc/{pid}/stat");
+        let what = format!("{} (pid {pid}) is stopped", self.ready.node);
+        wait_until(&what, Duration::from_secs(10), || async {
+            let stat = std::fs::read_to_string(&stat_path).map_err(|error| error.to_string())?;
+            // The state follows the command name, which is in parentheses and may contain spaces.
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            match state {
+                Some('T') => Ok(()),
+                other => Err(format!("state {other:?}")),
+            }
+        })
+        .await;
     }
 
     /// Returns the exit status if the process has exited, without waiting.
