@@ -8,8 +8,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::audit::{
@@ -17,17 +20,20 @@ use common::audit::{
     overlapping_activations, read_cluster_audit,
 };
 use common::workload::{
-    Ledger, Workload, activate_all, active_sets, chaos_seed, counters_out_of_bounds, now_ns,
-    wait_acknowledged,
+    CallLog, Ledger, Workload, activate_all, active_sets, chaos_seed, counters_out_of_bounds,
+    increment, now_ns, wait_acknowledged,
 };
 use common::{
-    Cluster, NodeClient, NodeProcess, Timing, cluster_slot, describe, wait_one_activation_each,
+    Cluster, NodeClient, NodeProcess, Timing, activations_deactivated_at_stop, cluster_slot,
+    describe, wait_one_activation_each, wait_until,
 };
 use gristmill::api::pb;
+use gristmill::api::pb::scaling_client::ScalingClient;
 use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
+use tonic::transport::Channel;
 
 /// Counter grains each scenario increments.
 const GRAINS: usize = 200;
@@ -465,4 +471,335 @@ async fn short_sigstops_declare_no_node_down() {
     );
     let turns = read_cluster_audit(audit_dir.path(), &["node-0", "node-1", "node-2"]);
     assert_one_activation_at_a_time(&turns);
+}
+
+/// Node settings of the scale-in scenario: the local orchestrator, grains that stay active,
+/// a paused rebalancer so the skew stays, and a call-rate policy of 10 calls/s per node. The
+/// scale-in window starts at 10 minutes, so no scale-in happens before the load phase.
+const SCALE_IN_CONFIG: &str = "orchestrator = \"local\"\nidle_after_secs = 600\n\
+     [rebalancer]\nstart_paused = true\n\
+     [scaling]\nmin_nodes = 2\nmax_nodes = 3\nevaluation_interval = \"300ms\"\ncooldown = \"1s\"\n\
+     [[scaling.policies]]\npolicy = \"call_rate\"\ncalls_per_sec_per_node = 10.0\n\
+     [scaling.scale_out]\nstabilization_window = \"600ms\"\n\
+     [scaling.scale_in]\nstabilization_window = \"600s\"\n\
+     policies = [{ type = \"nodes\", value = 1, period = \"1s\" }]\n";
+
+/// Activates every grain of `ledger` through `gateway` and migrates each one that did not land
+/// on its node in `targets` (indexed like the ledger's keys) there.
+async fn place_grains(ledger: &Ledger, targets: &[&str], gateway: &NodeClient) {
+    for (index, target) in targets.iter().enumerate() {
+        let mut client = gateway.clone();
+        let key = &ledger.keys[index];
+        let (_, served_by) = client
+            .invoke("counter", key, "get", serde_json::Value::Null, 10_000)
+            .await
+            .unwrap_or_else(|status| panic!("activate {key}: {status}"));
+        if served_by == *target {
+            continue;
+        }
+        let request = pb::MigrateRequest {
+            grain_type: "counter".into(),
+            key: key.clone(),
+            target_node: (*target).to_owned(),
+            timeout_ms: 10_000,
+        };
+        client
+            .grains
+            .migrate(request)
+            .await
+            .unwrap_or_else(|status| panic!("migrate {key} to {target}: {status}"));
+    }
+}
+
+/// Returns the activation count of each node in a decision's snapshot, by name.
+fn snapshot_activations(decision: &pb::ScalingDecision) -> BTreeMap<String, u64> {
+    decision
+        .snapshot
+        .iter()
+        .filter(|node| node.state == pb::NodeState::Active as i32)
+        .map(|node| {
+            let activations = node.load.as_ref().map_or(0, |load| load.activations);
+            (node.name.clone(), activations)
+        })
+        .collect()
+}
+
+/// Lists the supervisor's recorded decisions, newest first.
+async fn list_decisions(
+    scaling: &ScalingClient<Channel>,
+) -> Result<Vec<pb::ScalingDecision>, String> {
+    let request = pb::ListDecisionsRequest {
+        limit: 1_000,
+        before_id: 0,
+    };
+    match scaling.clone().list_decisions(request).await {
+        Ok(response) => Ok(response.into_inner().decisions),
+        Err(status) => Err(format!("ListDecisions failed: {status}")),
+    }
+}
+
+fn is_scale_in(decision: &pb::ScalingDecision) -> bool {
+    decision
+        .action
+        .as_ref()
+        .is_some_and(|action| action.kind == pb::action::Kind::ScaleIn as i32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_in_spares_the_busy_node() {
+    // Goal: when load drops while most activations sit on one node, scale-in drains and
+    // removes a node with fewer activations, the removed node holds none when it stops, and
+    // no call of a steady stream fails meanwhile. Method: three nodes with the local
+    // orchestrator and a call-rate policy; a heavy set of counters migrated onto node-1 and
+    // small sets onto node-0 (the supervisor's node) and node-2. node-1 sorts before node-2,
+    // so a choice that ignored activations would remove node-1. A load phase on the heavy
+    // counters asks for three nodes; then the scale-in window is shortened to 2 s and the
+    // load drops to a stream of five calls per second over the light counters, some of
+    // which the drain moves.
+    const HEAVY_NODE: &str = "node-1";
+    const DEADLINE: Duration = Duration::from_secs(5);
+    const STREAM_PERIOD: Duration = Duration::from_millis(200);
+    let _slot = cluster_slot().await;
+    let seed = chaos_seed("scale-in");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let heavy_count = rng.random_range(30..50);
+    let light_per_node = rng.random_range(2..6);
+
+    let mut config = tempfile::NamedTempFile::new().expect("config file");
+    config
+        .write_all(SCALE_IN_CONFIG.as_bytes())
+        .expect("write the config");
+    let config_path = config.path().to_str().expect("utf-8 path").to_owned();
+    let mut cluster = Cluster::start_with(3, Timing::LOADED, &["--config", &config_path]).await;
+    let clients = cluster.clients().await;
+    let scaling_channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        cluster.nodes[0].ready.grpc_addr
+    ))
+    .expect("valid endpoint")
+    .connect()
+    .await
+    .expect("connect to node-0");
+    let scaling = ScalingClient::new(scaling_channel);
+    wait_until("node-0's supervisor acts", Duration::from_secs(30), || {
+        let mut scaling = scaling.clone();
+        async move {
+            let status = scaling
+                .get_status(pb::GetScalingStatusRequest {})
+                .await
+                .map_err(|status| status.to_string())?;
+            Ok(status.into_inner())
+        }
+    })
+    .await;
+
+    let heavy = Ledger::new("heavy", heavy_count);
+    let light = Ledger::new("light", 2 * light_per_node);
+    let heavy_targets = vec![HEAVY_NODE; heavy_count];
+    let light_targets: Vec<&str> = (0..2 * light_per_node)
+        .map(|index| if index % 2 == 0 { "node-0" } else { "node-2" })
+        .collect();
+    place_grains(&heavy, &heavy_targets, &clients[0]).await;
+    place_grains(&light, &light_targets, &clients[0]).await;
+    let mut placed = BTreeMap::new();
+    for (node, client) in cluster.nodes.iter().zip(&clients) {
+        let count = client.clone().activations("counter").await.len();
+        placed.insert(node.ready.node.clone(), count);
+    }
+    eprintln!(
+        "injected: {heavy_count} counters on {HEAVY_NODE}, {light_per_node} each on node-0 and node-2; activations {placed:?}"
+    );
+    assert_eq!(
+        placed[HEAVY_NODE], heavy_count,
+        "activations on {HEAVY_NODE}"
+    );
+
+    let load_started = Instant::now();
+    let load = Workload::start(&heavy, &clients[..1], 4, DEADLINE, seed);
+    let (asked, _) = wait_until(
+        "the call rate asks for three nodes",
+        Duration::from_secs(30),
+        || async {
+            let decisions = list_decisions(&scaling).await?;
+            let latest = decisions.first().ok_or("no decision yet")?;
+            let desired = latest.recommendations.first().map(|r| r.desired_nodes);
+            match desired {
+                Some(desired) if desired >= 3 => Ok(latest.clone()),
+                _ => Err(format!("latest decision recommends {desired:?} nodes")),
+            }
+        },
+    )
+    .await;
+    let scale_ins_under_load = list_decisions(&scaling)
+        .await
+        .expect("decisions")
+        .iter()
+        .filter(|decision| is_scale_in(decision))
+        .count();
+    assert_eq!(scale_ins_under_load, 0, "a scale-in under load");
+    let mut policy = scaling
+        .clone()
+        .get_status(pb::GetScalingStatusRequest {})
+        .await
+        .expect("GetStatus")
+        .into_inner()
+        .policy
+        .expect("a policy");
+    policy
+        .scale_in
+        .as_mut()
+        .expect("scale-in rules")
+        .stabilization_window_ms = 2_000;
+    scaling
+        .clone()
+        .set_policy(pb::SetPolicyRequest {
+            policy: Some(policy),
+        })
+        .await
+        .expect("SetPolicy");
+    let load_log = load.finish().await;
+    eprintln!(
+        "injected: load phase of {:?}, {:.0} calls/s seen by decision d{}; scale-in window set to 2 s",
+        load_started.elapsed(),
+        asked
+            .load
+            .as_ref()
+            .map_or(0.0, |load| load.total_calls_per_sec),
+        asked.id
+    );
+    assert_eq!(load_log.error_total(), 0, "calls failed under load");
+
+    // The drop: five calls per second over the light counters through node-0.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = {
+        let (ledger, stop, mut client) = (light.clone(), stop.clone(), clients[0].clone());
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5ca1e);
+        tokio::spawn(async move {
+            let mut log = CallLog::default();
+            let mut tick = tokio::time::interval(STREAM_PERIOD);
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let index = rng.random_range(0..ledger.keys.len());
+                increment(&mut client, &ledger, index, DEADLINE, &mut log).await;
+            }
+            log
+        })
+    };
+    let dropped = Instant::now();
+    let (decision, _) = wait_until(
+        "a scale-in decision has ended",
+        Duration::from_secs(45),
+        || async {
+            let decisions = list_decisions(&scaling).await?;
+            let scale_in = decisions
+                .into_iter()
+                .find(is_scale_in)
+                .ok_or("no scale-in decision yet")?;
+            match scale_in.duration_ms {
+                Some(_) => Ok(scale_in),
+                None => Err(format!("the action of d{} is running", scale_in.id)),
+            }
+        },
+    )
+    .await;
+    let removed = decision.action.clone().expect("an action").remove_nodes;
+    let before = snapshot_activations(&decision);
+    eprintln!(
+        "measured: d{} {:?} after the drop removes {removed:?}; activations in its snapshot {before:?}; {}",
+        decision.id,
+        dropped.elapsed(),
+        decision.summary
+    );
+    assert_eq!(removed.len(), 1, "one node removed: {removed:?}");
+    let removed = removed[0].clone();
+    assert_ne!(removed, HEAVY_NODE, "scale-in removed the busiest node");
+    assert_ne!(
+        removed, decision.supervisor,
+        "scale-in removed the supervisor"
+    );
+    assert!(
+        before[&removed] < before[HEAVY_NODE],
+        "{removed} had {} activations, {HEAVY_NODE} {}",
+        before[&removed],
+        before[HEAVY_NODE]
+    );
+
+    let outcome = decision.outcome.clone().unwrap_or_default();
+    assert_eq!(
+        outcome.kind,
+        pb::action_outcome::Kind::Succeeded as i32,
+        "scale-in outcome: {}",
+        outcome.error
+    );
+    let check = decision
+        .removals
+        .iter()
+        .find(|removal| removal.node == removed)
+        .unwrap_or_else(|| panic!("no check of {removed} in {:?}", decision.removals));
+    assert_eq!(
+        check.activations_before_stop, 0,
+        "{removed} before its stop"
+    );
+    assert!(check.stopped, "{removed} is recorded as left in place");
+
+    let index = cluster
+        .nodes
+        .iter()
+        .position(|node| node.ready.node == removed)
+        .expect("the removed node is one the test started");
+    let exit = cluster.nodes[index]
+        .wait_exit(Duration::from_secs(30))
+        .await;
+    assert!(exit.success(), "{removed} exited with {exit}");
+    let log_path = &cluster.nodes[index].log_path;
+    let node_log = std::fs::read_to_string(log_path).expect("read the removed node's log");
+    let at_stop = activations_deactivated_at_stop(&node_log);
+    eprintln!(
+        "measured: {removed} exited {exit}; activations it deactivated at its stop: {at_stop:?}"
+    );
+    assert!(
+        !at_stop.is_empty() && at_stop.iter().all(|&count| count == 0),
+        "{removed} held activations at its stop: {at_stop:?}; log in {}",
+        log_path.display()
+    );
+
+    // Let the stream run on for a moment past the removal, then stop it.
+    let acknowledged = light.acknowledged_total();
+    wait_acknowledged(&light, acknowledged, 5).await;
+    stop.store(true, Ordering::Relaxed);
+    let stream_log = stream.await.expect("stream task");
+    eprintln!(
+        "measured: steady stream {} replies, errors {:?} (first of each: {:?}), {} hung, slowest {:?}",
+        stream_log.replies,
+        stream_log.errors,
+        stream_log.first_messages,
+        stream_log.hung.len(),
+        stream_log.max_latency
+    );
+    assert!(
+        stream_log.hung.is_empty(),
+        "calls hung: {:?}",
+        stream_log.hung
+    );
+    assert_eq!(
+        stream_log.error_total(),
+        0,
+        "calls of the steady stream failed: {:?}",
+        stream_log.first_messages
+    );
+    let survivors: Vec<NodeClient> = cluster
+        .nodes
+        .iter()
+        .zip(&clients)
+        .filter(|(node, _)| node.ready.node != removed)
+        .map(|(_, client)| client.clone())
+        .collect();
+    for ledger in [&heavy, &light] {
+        let wrong = counters_out_of_bounds(ledger, &survivors).await;
+        assert!(
+            wrong.is_empty(),
+            "{} counters wrong: {wrong:?}",
+            wrong.len()
+        );
+    }
 }

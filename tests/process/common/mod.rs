@@ -613,3 +613,39 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     let index = ((samples.len() - 1) as f64 * q).round() as usize;
     samples[index]
 }
+
+/// Returns the `activations` field of each "deactivated all activations" line in a node log:
+/// the activations the node still held when it left the cluster.
+pub fn activations_deactivated_at_stop(log: &str) -> Vec<u64> {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|line| line.contains("deactivated all activations"))
+        .map(|line| {
+            let value = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("activations="))
+                .unwrap_or_else(|| panic!("no activations field in {line:?}"));
+            value
+                .parse()
+                .unwrap_or_else(|error| panic!("activations={value} in {line:?}: {error}"))
+        })
+        .collect()
+}
+
+/// Removes the terminal colour sequences (`ESC [ ... m`) that the node's log writer adds.
+pub fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
