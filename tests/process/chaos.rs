@@ -25,7 +25,7 @@ use common::workload::{
 };
 use common::{
     Cluster, NodeClient, NodeProcess, Timing, activations_deactivated_at_stop, cluster_slot,
-    describe, wait_one_activation_each, wait_until,
+    describe, try_decisions, wait_one_activation_each, wait_until,
 };
 use gristmill::api::pb;
 use gristmill::api::pb::scaling_client::ScalingClient;
@@ -33,7 +33,6 @@ use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 /// Counter grains each scenario increments.
 const GRAINS: usize = 200;
@@ -524,20 +523,6 @@ fn snapshot_activations(decision: &pb::ScalingDecision) -> BTreeMap<String, u64>
         .collect()
 }
 
-/// Lists the supervisor's recorded decisions, newest first.
-async fn list_decisions(
-    scaling: &ScalingClient<Channel>,
-) -> Result<Vec<pb::ScalingDecision>, String> {
-    let request = pb::ListDecisionsRequest {
-        limit: 1_000,
-        before_id: 0,
-    };
-    match scaling.clone().list_decisions(request).await {
-        Ok(response) => Ok(response.into_inner().decisions),
-        Err(status) => Err(format!("ListDecisions failed: {status}")),
-    }
-}
-
 fn is_scale_in(decision: &pb::ScalingDecision) -> bool {
     decision
         .action
@@ -620,7 +605,7 @@ async fn scale_in_spares_the_busy_node() {
         "the call rate asks for three nodes",
         Duration::from_secs(30),
         || async {
-            let decisions = list_decisions(&scaling).await?;
+            let decisions = try_decisions(&mut scaling.clone()).await?;
             let latest = decisions.first().ok_or("no decision yet")?;
             let desired = latest.recommendations.first().map(|r| r.desired_nodes);
             match desired {
@@ -630,7 +615,7 @@ async fn scale_in_spares_the_busy_node() {
         },
     )
     .await;
-    let scale_ins_under_load = list_decisions(&scaling)
+    let scale_ins_under_load = try_decisions(&mut scaling.clone())
         .await
         .expect("decisions")
         .iter()
@@ -690,7 +675,7 @@ async fn scale_in_spares_the_busy_node() {
         "a scale-in decision has ended",
         Duration::from_secs(45),
         || async {
-            let decisions = list_decisions(&scaling).await?;
+            let decisions = try_decisions(&mut scaling.clone()).await?;
             let scale_in = decisions
                 .into_iter()
                 .find(is_scale_in)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     Cluster, NodeClient, Timing, activations_deactivated_at_stop, cluster_slot, describe,
-    spread_counters, wait_until,
+    spread_counters, try_decisions, wait_until,
 };
 use gristmill::api::pb;
 use gristmill::api::pb::scaling_client::ScalingClient;
@@ -67,20 +67,6 @@ async fn start(count: usize, policy: &str, timing: Timing) -> (Cluster, tempfile
     })
     .await;
     (cluster, file)
-}
-
-/// Lists the recorded decisions, or describes why the call failed.
-async fn try_decisions(
-    client: &mut ScalingClient<Channel>,
-) -> Result<Vec<pb::ScalingDecision>, String> {
-    let request = pb::ListDecisionsRequest {
-        limit: 1_000,
-        before_id: 0,
-    };
-    match client.list_decisions(request).await {
-        Ok(response) => Ok(response.into_inner().decisions),
-        Err(status) => Err(format!("ListDecisions failed: {status}")),
-    }
 }
 
 async fn decisions(client: &mut ScalingClient<Channel>) -> Vec<pb::ScalingDecision> {

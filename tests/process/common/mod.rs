@@ -17,6 +17,7 @@ use std::time::Duration;
 use gristmill::api::pb;
 use gristmill::api::pb::cluster_client::ClusterClient;
 use gristmill::api::pb::grains_client::GrainsClient;
+use gristmill::api::pb::scaling_client::ScalingClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Deserialize;
@@ -648,4 +649,18 @@ pub fn strip_ansi(line: &str) -> String {
         }
     }
     plain
+}
+
+/// Lists the recorded decisions, or describes why the call failed.
+pub async fn try_decisions(
+    client: &mut ScalingClient<Channel>,
+) -> Result<Vec<pb::ScalingDecision>, String> {
+    let request = pb::ListDecisionsRequest {
+        limit: 1_000,
+        before_id: 0,
+    };
+    match client.list_decisions(request).await {
+        Ok(response) => Ok(response.into_inner().decisions),
+        Err(status) => Err(format!("ListDecisions failed: {status}")),
+    }
 }
