@@ -4,11 +4,12 @@
 #![allow(dead_code)]
 
 pub mod audit;
+pub mod netns;
 pub mod workload;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +79,14 @@ impl Timing {
         suspect_to_down_ms: 3_000,
     };
 
+    /// The node's own defaults: a node that stops answering is declared down after about
+    /// five seconds.
+    pub const DEFAULT: Timing = Timing {
+        probe_period_ms: 1_000,
+        probe_rtt_ms: 300,
+        suspect_to_down_ms: 3_000,
+    };
+
     fn args(self) -> Vec<String> {
         vec![
             "--probe-period-ms".into(),
@@ -109,13 +118,44 @@ pub struct Ready {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+/// The network namespace and address a node process runs with.
+#[derive(Clone, Debug)]
+pub struct NodeHost {
+    /// Network namespace the node runs in, through `ip netns exec`; `None` for the test's own.
+    pub netns: Option<String>,
+    /// Address every socket of the node binds to.
+    pub bind_ip: IpAddr,
+    /// Network namespace from which the test's clients connect to the node; `None` for the
+    /// test's own.
+    pub client_netns: Option<String>,
+}
+
+impl NodeHost {
+    /// A node on 127.0.0.1 in the test's own namespace.
+    pub fn loopback() -> NodeHost {
+        NodeHost {
+            netns: None,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_netns: None,
+        }
+    }
+}
+
 /// One running `gristmill run` process; killed with SIGKILL when dropped.
 pub struct NodeProcess {
     /// The node's ready line.
     pub ready: Ready,
     /// File that receives the node's stderr (its logs).
     pub log_path: PathBuf,
+    /// Where the node runs.
+    pub host: NodeHost,
     child: Child,
+}
+
+/// Returns the log filter of test nodes: `GRISTMILL_TEST_LOG` if set (such as
+/// `info,gristmill::membership=debug`), otherwise `info`.
+fn log_filter() -> String {
+    std::env::var("GRISTMILL_TEST_LOG").unwrap_or_else(|_| "info".to_owned())
 }
 
 /// Returns a fresh path for a node's log file under the target directory.
@@ -155,12 +195,33 @@ impl NodeProcess {
         timing: Timing,
         extra_args: &[&str],
     ) -> NodeProcess {
+        Self::start_on(&NodeHost::loopback(), name, seeds, timing, extra_args).await
+    }
+
+    /// Like [`NodeProcess::start`], in the namespace and on the address of `host`.
+    pub async fn start_on(
+        host: &NodeHost,
+        name: &str,
+        seeds: &[SocketAddr],
+        timing: Timing,
+        extra_args: &[&str],
+    ) -> NodeProcess {
         let log_path = log_path(name);
         let log = std::fs::File::create(&log_path).expect("create the node log file");
-        let mut command = Command::new(BIN);
+        let mut command = match &host.netns {
+            Some(netns) => {
+                // `ip netns exec` replaces itself with the node, so the child is the node.
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, BIN]);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command
             .arg("run")
-            .args(["--node-name", name, "--bind-ip", "127.0.0.1"])
+            .args(["--node-name", name])
+            .arg("--bind-ip")
+            .arg(host.bind_ip.to_string())
             .args([
                 "--gossip-port",
                 "0",
@@ -169,7 +230,7 @@ impl NodeProcess {
                 "--grpc-port",
                 "0",
             ])
-            .args(["--metrics-port", "0", "--log", "info"])
+            .args(["--metrics-port", "0", "--log", &log_filter()])
             .args(timing.args())
             .args(extra_args)
             .env("GRISTMILL_COOKIE", COOKIE)
@@ -209,6 +270,7 @@ impl NodeProcess {
         NodeProcess {
             ready,
             log_path,
+            host: host.clone(),
             child,
         }
     }
@@ -277,7 +339,7 @@ impl NodeProcess {
 
     /// Connects gRPC clients to the node.
     pub async fn client(&self) -> NodeClient {
-        NodeClient::connect(self.ready.grpc_addr).await
+        NodeClient::connect_from(self.host.client_netns.as_deref(), self.ready.grpc_addr).await
     }
 }
 
@@ -293,12 +355,24 @@ pub struct NodeClient {
 impl NodeClient {
     /// Connects to the gRPC API at `addr`.
     pub async fn connect(addr: SocketAddr) -> NodeClient {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("valid endpoint")
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap_or_else(|error| panic!("connect to gRPC at {addr}: {error}"));
+        Self::connect_from(None, addr).await
+    }
+
+    /// Connects to the gRPC API at `addr` from inside network namespace `netns`, or from the
+    /// test's own namespace when it is `None`.
+    pub async fn connect_from(netns: Option<&str>, addr: SocketAddr) -> NodeClient {
+        let connected = match netns {
+            Some(netns) => netns::channel_in(netns, addr).await,
+            None => {
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("valid endpoint")
+                    .connect_timeout(Duration::from_secs(5))
+                    .connect()
+                    .await
+            }
+        };
+        let channel =
+            connected.unwrap_or_else(|error| panic!("connect to gRPC at {addr}: {error}"));
         NodeClient {
             cluster: ClusterClient::new(channel.clone()),
             grains: GrainsClient::new(channel),
