@@ -361,6 +361,16 @@ impl NodeClient {
     /// Connects to the gRPC API at `addr` from inside network namespace `netns`, or from the
     /// test's own namespace when it is `None`.
     pub async fn connect_from(netns: Option<&str>, addr: SocketAddr) -> NodeClient {
+        Self::try_connect_from(netns, addr)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Like [`NodeClient::connect_from`], but returns a failed connection as an error message.
+    pub async fn try_connect_from(
+        netns: Option<&str>,
+        addr: SocketAddr,
+    ) -> Result<NodeClient, String> {
         let connected = match netns {
             Some(netns) => netns::channel_in(netns, addr).await,
             None => {
@@ -371,12 +381,11 @@ impl NodeClient {
                     .await
             }
         };
-        let channel =
-            connected.unwrap_or_else(|error| panic!("connect to gRPC at {addr}: {error}"));
-        NodeClient {
+        let channel = connected.map_err(|error| format!("connect to gRPC at {addr}: {error}"))?;
+        Ok(NodeClient {
             cluster: ClusterClient::new(channel.clone()),
             grains: GrainsClient::new(channel),
-        }
+        })
     }
 
     /// Lists the members in the node's view, or describes why the call failed.
@@ -454,35 +463,36 @@ impl Cluster {
     /// Waits until every node's view is exactly the cluster's nodes, each ACTIVE with the
     /// boot id of its ready line.
     pub async fn wait_converged(&self) {
+        let clients = self.clients().await;
+        wait_until(
+            "every node lists all nodes as ACTIVE",
+            CONVERGE_WITHIN,
+            || self.check_converged(&clients),
+        )
+        .await;
+    }
+
+    /// Returns `Ok` when every view, read through `clients`, is exactly the cluster's nodes,
+    /// each ACTIVE with the boot id of its ready line, and otherwise the first view that
+    /// differs.
+    pub async fn check_converged(&self, clients: &[NodeClient]) -> Result<(), String> {
         let expected: BTreeMap<String, u64> = self
             .nodes
             .iter()
             .map(|node| (node.ready.node.clone(), node.ready.boot_id))
             .collect();
-        let clients = self.clients().await;
-        wait_until(
-            "every node lists all nodes as ACTIVE",
-            CONVERGE_WITHIN,
-            || {
-                let expected = expected.clone();
-                let mut clients = clients.clone();
-                async move {
-                    for client in &mut clients {
-                        let members = client.members().await?;
-                        let active: BTreeMap<String, u64> = members
-                            .iter()
-                            .filter(|member| member.state == pb::NodeState::Active as i32)
-                            .map(|member| (member.name.clone(), member.boot_id))
-                            .collect();
-                        if members.len() != expected.len() || active != expected {
-                            return Err(format!("view: {}", describe(&members)));
-                        }
-                    }
-                    Ok(())
-                }
-            },
-        )
-        .await;
+        for client in clients {
+            let members = client.clone().members().await?;
+            let active: BTreeMap<String, u64> = members
+                .iter()
+                .filter(|member| member.state == pb::NodeState::Active as i32)
+                .map(|member| (member.name.clone(), member.boot_id))
+                .collect();
+            if members.len() != expected.len() || active != expected {
+                return Err(format!("view: {}", describe(&members)));
+            }
+        }
+        Ok(())
     }
 
     /// Connects to every node, in start order.
