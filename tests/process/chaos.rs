@@ -533,7 +533,7 @@ fn is_scale_in(decision: &pb::ScalingDecision) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_in_spares_the_busy_node() {
     // Goal: when load drops while most activations sit on one node, scale-in drains and
-    // removes a node with fewer activations, the removed node holds none when it stops, and
+    // removes a node with fewer activations, the removed node has none when it stops, and
     // no call of a steady stream fails meanwhile. Method: three nodes with the local
     // orchestrator and a call-rate policy; a heavy set of counters migrated onto node-1 and
     // small sets onto node-0 (the supervisor's node) and node-2. node-1 sorts before node-2,

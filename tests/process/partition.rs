@@ -43,7 +43,7 @@ const DECLARED_DOWN: &str = "declared down";
 
 /// Returns the time within which the failure detector with `timing` declares an unreachable
 /// node down. foca probes the members in a shuffled round-robin order, so with two peers a
-/// prober reaches a given member within three probe periods; the failed probe and its indirect
+/// prober reaches a given member within three probe periods. The failed probe and its indirect
 /// probes take one more period, and then the suspicion runs out. One second of margin covers
 /// the gossip that spreads the verdict and the polling.
 fn detection_bound(timing: Timing) -> Duration {
@@ -143,16 +143,16 @@ async fn serving_node(client: &NodeClient, key: &str, within: Duration) -> Strin
 }
 
 // NOTE: fails today at the heal. The isolated node-2 declares node-0 and node-1 down during
-// the partition; after the heal that verdict reaches them, foca renews their identities, and
-// each stops with exit code 3 ("cluster declared this node down"), so the majority side exits
-// and only the restarted node-2 is left. The majority's detection of node-2 and the
+// the partition. After the heal that verdict reaches them and foca renews their identities.
+// Each then stops with exit code 3 ("cluster declared this node down"), so the majority side
+// exits and only the restarted node-2 is left. The majority's detection of node-2 and the
 // reactivation of its grains pass. Run it with
 // `cargo test -p gristmill-node --test partition -- --ignored`.
 #[ignore = "after the heal the majority nodes exit, because the isolated node declared them down"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_partition_moves_grains_and_heals() {
     // Goal: when one node is cut off from the other two, the majority declares it down
-    // within the failure-detector bound and its grains reactivate on the majority side; after
+    // within the failure-detector bound and its grains reactivate on the majority side. After
     // the heal the views converge, with the node back either as the same incarnation or as a
     // new one, and no grain ever has two activations running turns. Method: three audited
     // nodes with the default failure-detector timing; increments through node-0 and node-1;

@@ -30,7 +30,7 @@ use super::NodeHost;
 
 /// Start of the names of every namespace a lab creates; the test process id follows it.
 const NAME_PREFIX: &str = "gmnet-";
-/// nftables table that holds a node's injected faults.
+/// nftables table that contains a node's injected faults.
 const FAULT_TABLE: &str = "gristmill_chaos";
 /// Time a connection from the hub has to be established.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
