@@ -35,6 +35,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::handle::{AgentStatus, Command};
+use super::refuted_suspicion::is_refuted_suspicion;
 use super::wire::{self, Datagram};
 use super::{
     DEFAULT_DEAD_RETENTION, MemberInfo, MemberView, MembershipError, MembershipEvent,
@@ -338,6 +339,10 @@ impl MembershipAgent {
             && *at <= now
         {
             let Reverse((_, timer)) = self.timers.pop().expect("peeked above");
+            if is_refuted_suspicion(&timer, self.foca.iter_membership_state()) {
+                debug!(?timer, "dropped the down timer of a refuted suspicion");
+                continue;
+            }
             if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
                 warn!(%error, "foca failed to handle a timer");
             }

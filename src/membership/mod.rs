@@ -5,6 +5,7 @@ mod broadcast;
 mod handle;
 mod identity;
 mod lifecycle;
+mod refuted_suspicion;
 mod view;
 mod wire;
 
