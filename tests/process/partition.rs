@@ -142,14 +142,6 @@ async fn serving_node(client: &NodeClient, key: &str, within: Duration) -> Strin
     served_by
 }
 
-// NOTE: fails today at the heal. The isolated node-2 declares node-0 and node-1 down during
-// the partition. After the heal node-2 learns that it was declared down and renews its
-// identity, and its first messages still carry its verdicts on node-0 and node-1. Both renew
-// their identities in turn and stop with exit code 3 ("cluster declared this node down"), so
-// the majority side exits and only the restarted node-2 is left. The majority's detection of
-// node-2 and the reactivation of its grains pass. Run it with
-// `cargo test -p gristmill-node --test partition -- --ignored`.
-#[ignore = "after the heal the majority nodes exit, because the isolated node declared them down"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_partition_moves_grains_and_heals() {
     // Goal: when one node is cut off from the other two, the majority declares it down
