@@ -17,6 +17,7 @@
 //! later would otherwise never learn the meta of older members.
 //!
 //! Leaving: broadcast the state `Dead`, call `leave_cluster`, send what foca produced, stop.
+//! A node that the cluster declared down sends nothing from then on, not even when it leaves.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -106,9 +107,9 @@ pub struct MembershipAgent {
     /// Seed addresses that replied to an identity request.
     seed_replies: HashSet<SocketAddr>,
     unjoined_warnings: RepeatLimit,
-    /// Set once the cluster declared this node down. The node stops then, so it sends no more
-    /// datagrams: its member list may still hold down verdicts that it reached while cut off
-    /// from the others, and gossiping them after a partition heals would stop those nodes too.
+    /// Set once the cluster declared this node down. The node stops then and sends no more
+    /// datagrams, because its member list may still contain down verdicts that it reached while
+    /// cut off from the others. Gossiping them after a partition heals would stop those nodes.
     declared_down: bool,
 }
 
@@ -402,8 +403,9 @@ impl MembershipAgent {
         let _ = done.send(());
     }
 
-    /// Sends what foca produced, queues its timers and applies its notifications and the
-    /// accepted broadcasts to the view. Runs after every call into foca.
+    /// Applies foca's notifications to the view, sends what foca produced unless this node was
+    /// declared down, queues its timers and applies the accepted broadcasts. Runs after every
+    /// call into foca.
     async fn drain_runtime(&mut self) {
         let now = Instant::now();
         let millis = self.clock.at(now.into_std());
