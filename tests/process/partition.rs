@@ -143,10 +143,9 @@ async fn serving_node(client: &NodeClient, key: &str, within: Duration) -> Strin
 }
 
 // NOTE: fails in about two runs of eight. The majority detects node-2 within the bound, its
-// grains move, and after the heal node-2 exits and rejoins when restarted. But one run had a
-// call to a grain hang past its deadline plus the 1 s margin, and another an early hand-off:
-// a grain on node-0 got a new activation that started a turn before the old one's last turn
-// had ended. Run it with `cargo test -p gristmill-node --test partition -- --ignored`.
+// grains move, and after the heal node-2 exits and rejoins when restarted. But in one run a
+// call to a grain hung past its deadline plus the 1 s margin. In another, a grain on node-0
+// got a new activation that started a turn before the old one's last turn had ended. Run it with `cargo test -p gristmill-node --test partition -- --ignored`.
 #[ignore = "a call can hang or a grain can get an early second activation around the partition"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_partition_moves_grains_and_heals() {
@@ -328,7 +327,7 @@ async fn wait_for_rejoin(cluster: &mut Cluster, clients: &[NodeClient], boot_id:
 }
 
 /// Runs a workload through all three nodes while `faults` hold for a time from the seed, then
-/// heals and asserts that no node was declared down: every node still runs with its first
+/// heals and asserts that no node was declared down. So every node still runs with its first
 /// boot id, no log declares a peer down, and the views converge.
 async fn assert_no_false_down(scenario: &str, faults: &[(usize, Vec<Fault>)]) {
     let timing = Timing::DEFAULT;
