@@ -18,6 +18,7 @@
 //! the meta of older members. foca's `max_transmissions` follows the cluster size too.
 //!
 //! Leaving: broadcast the state `Dead`, call `leave_cluster`, send what foca produced, stop.
+//! A node that the cluster declared down sends nothing from then on, not even when it leaves.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -117,6 +118,10 @@ pub struct MembershipAgent {
     /// Seed addresses that replied to an identity request.
     seed_replies: HashSet<SocketAddr>,
     unjoined_warnings: RepeatLimit,
+    /// Set once the cluster declared this node down. The node stops then and sends no more
+    /// datagrams, because its member list may still contain down verdicts that it reached while
+    /// cut off from the others. Gossiping them after a partition heals would stop those nodes.
+    declared_down: bool,
 }
 
 impl MembershipAgent {
@@ -198,6 +203,7 @@ impl MembershipAgent {
             announce_rounds: 0,
             seed_replies: HashSet::new(),
             unjoined_warnings: RepeatLimit::new(UNJOINED_WARN_INTERVAL),
+            declared_down: false,
         };
         agent.publish(vec![MembershipEvent::Joined(agent.view.local().clone())]);
         tokio::spawn(agent.run(command_receiver));
@@ -474,24 +480,37 @@ impl MembershipAgent {
         let _ = done.send(());
     }
 
-    /// Sends what foca produced, queues its timers and applies its notifications and the
-    /// accepted broadcasts to the view. Runs after every call into foca.
+    /// Applies foca's notifications to the view, sends what foca produced unless this node was
+    /// declared down, queues its timers and applies the accepted broadcasts. Runs after every
+    /// call into foca.
     async fn drain_runtime(&mut self) {
-        while let Some((destination, packet)) = self.runtime.to_send() {
-            self.send(&wire::encode_foca(&packet), destination.gossip_addr())
-                .await;
-        }
         let now = Instant::now();
-        while let Some((after, timer)) = self.runtime.to_schedule() {
-            self.timers.push(Reverse((now + after, timer)));
-        }
-
         let millis = self.clock.at(now.into_std());
         let mut events = Vec::new();
         while let Some(notification) = self.runtime.to_notify() {
             log_notification(self.foca.identity(), self.meta.state, &notification);
             events.extend(self.view.handle_notification(notification, millis));
         }
+        if events.contains(&MembershipEvent::SelfDeclaredDown) {
+            self.declared_down = true;
+        }
+
+        let mut muted = 0;
+        while let Some((destination, packet)) = self.runtime.to_send() {
+            if self.declared_down {
+                muted += 1;
+                continue;
+            }
+            self.send(&wire::encode_foca(&packet), destination.gossip_addr())
+                .await;
+        }
+        if muted > 0 {
+            debug!(datagrams = muted, "declared down: dropped outgoing gossip");
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timers.push(Reverse((now + after, timer)));
+        }
+
         while let Ok(item) = self.accepted_meta.try_recv() {
             events.extend(self.view.handle_meta(&item.incarnation, item.meta, millis));
         }

@@ -8,309 +8,37 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use common::audit::{
-    Handoff, Turn, handoffs, overlapping_activations, read_audits, turns_by_epoch,
+    Turn, assert_one_activation_at_a_time, audit_path, early_handoffs, handoffs,
+    overlapping_activations, read_cluster_audit,
+};
+use common::workload::{
+    CallLog, Ledger, Workload, activate_all, active_sets, chaos_seed, counters_out_of_bounds,
+    increment, now_ns, wait_acknowledged,
 };
 use common::{
-    Cluster, NodeClient, NodeProcess, Timing, cluster_slot, describe, wait_one_activation_each,
-    wait_until,
+    Cluster, NodeClient, NodeProcess, Timing, activations_deactivated_at_stop, cluster_slot,
+    describe, try_decisions, wait_one_activation_each, wait_until,
 };
-use gristmill::api::{ERROR_CODE_METADATA, pb};
+use gristmill::api::pb;
+use gristmill::api::pb::scaling_client::ScalingClient;
 use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use serde_json::json;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Counter grains each scenario increments.
 const GRAINS: usize = 200;
-/// Time beyond a call's deadline after which the test counts the call as hung.
-const HANG_MARGIN: Duration = Duration::from_secs(1);
 /// Time the cluster has to settle after the faults stop: views agree and every grain has one
 /// activation.
 const SETTLE_WITHIN: Duration = Duration::from_secs(30);
-
-/// Returns the seed of this run: `GRISTMILL_CHAOS_SEED` if set, otherwise a fresh one.
-fn chaos_seed(scenario: &str) -> u64 {
-    let seed = match std::env::var("GRISTMILL_CHAOS_SEED") {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|error| panic!("GRISTMILL_CHAOS_SEED={text:?} is invalid: {error}")),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos() as u64,
-    };
-    eprintln!("{scenario}: seed {seed} (replay with GRISTMILL_CHAOS_SEED={seed})");
-    seed
-}
-
-/// Returns the current wall-clock time in nanoseconds since the Unix epoch, the clock of the
-/// turn audit.
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos()
-}
-
-/// Counter grains with the increments sent to and acknowledged by each.
-struct Ledger {
-    keys: Vec<String>,
-    sent: Vec<AtomicU64>,
-    acknowledged: Vec<AtomicU64>,
-}
-
-impl Ledger {
-    fn new(prefix: &str, count: usize) -> Arc<Ledger> {
-        Arc::new(Ledger {
-            keys: (0..count).map(|i| format!("{prefix}-{i}")).collect(),
-            sent: (0..count).map(|_| AtomicU64::new(0)).collect(),
-            acknowledged: (0..count).map(|_| AtomicU64::new(0)).collect(),
-        })
-    }
-
-    fn acknowledged_total(&self) -> u64 {
-        self.acknowledged
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    fn sent_total(&self) -> u64 {
-        self.sent.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
-}
-
-/// Outcomes of the calls of a workload.
-#[derive(Default, Debug)]
-struct CallLog {
-    replies: u64,
-    /// Failed calls by gRPC code and the node's error code (`untyped` when it set none).
-    errors: BTreeMap<String, u64>,
-    /// First message of each kind of failure, for diagnosis.
-    first_messages: BTreeMap<String, String>,
-    /// Calls that had no outcome by their deadline plus [`HANG_MARGIN`].
-    hung: Vec<String>,
-    /// Slowest call, whatever its outcome.
-    max_latency: Duration,
-}
-
-impl CallLog {
-    fn merge(&mut self, other: CallLog) {
-        self.replies += other.replies;
-        for (kind, count) in other.errors {
-            *self.errors.entry(kind).or_default() += count;
-        }
-        for (kind, message) in other.first_messages {
-            self.first_messages.entry(kind).or_insert(message);
-        }
-        self.hung.extend(other.hung);
-        self.max_latency = self.max_latency.max(other.max_latency);
-    }
-
-    fn error_total(&self) -> u64 {
-        self.errors.values().sum()
-    }
-
-    fn untyped_errors(&self) -> u64 {
-        self.errors
-            .iter()
-            .filter(|(kind, _)| kind.ends_with("/untyped"))
-            .map(|(_, count)| count)
-            .sum()
-    }
-}
-
-/// Names a failed call by its gRPC code and the node's error code.
-fn error_kind(status: &tonic::Status) -> String {
-    let code = status
-        .metadata()
-        .get(ERROR_CODE_METADATA)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("untyped");
-    format!("{:?}/{code}", status.code())
-}
-
-/// Increments a grain once through `client` and records the outcome in `ledger` and `log`.
-async fn increment(
-    client: &mut NodeClient,
-    ledger: &Ledger,
-    index: usize,
-    deadline: Duration,
-    log: &mut CallLog,
-) {
-    let key = &ledger.keys[index];
-    ledger.sent[index].fetch_add(1, Ordering::Relaxed);
-    let started = Instant::now();
-    let call = client.invoke(
-        "counter",
-        key,
-        "add",
-        json!({ "amount": 1 }),
-        deadline.as_millis() as u32,
-    );
-    let outcome = tokio::time::timeout(deadline + HANG_MARGIN, call).await;
-    log.max_latency = log.max_latency.max(started.elapsed());
-    match outcome {
-        Ok(Ok(_)) => {
-            ledger.acknowledged[index].fetch_add(1, Ordering::Relaxed);
-            log.replies += 1;
-        }
-        Ok(Err(status)) => {
-            let kind = error_kind(&status);
-            *log.errors.entry(kind.clone()).or_default() += 1;
-            log.first_messages
-                .entry(kind)
-                .or_insert_with(|| format!("{key}: {}", status.message()));
-        }
-        Err(_) => log
-            .hung
-            .push(format!("add {key} after {:?}", started.elapsed())),
-    }
-}
-
-/// Increment streams over a ledger's grains, each through one gateway node.
-struct Workload {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<JoinHandle<CallLog>>,
-}
-
-impl Workload {
-    /// Starts `workers` streams of increments to random grains, each call with `deadline`.
-    fn start(
-        ledger: &Arc<Ledger>,
-        gateways: &[NodeClient],
-        workers: usize,
-        deadline: Duration,
-        seed: u64,
-    ) -> Workload {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for worker in 0..workers {
-            let (ledger, stop) = (ledger.clone(), stop.clone());
-            let mut client = gateways[worker % gateways.len()].clone();
-            let mut rng = StdRng::seed_from_u64(seed ^ (worker as u64 + 1));
-            tasks.push(tokio::spawn(async move {
-                let mut log = CallLog::default();
-                while !stop.load(Ordering::Relaxed) {
-                    let index = rng.random_range(0..ledger.keys.len());
-                    increment(&mut client, &ledger, index, deadline, &mut log).await;
-                }
-                log
-            }));
-        }
-        Workload { stop, tasks }
-    }
-
-    /// Stops the streams, prints their merged call log, and returns it.
-    async fn finish(self) -> CallLog {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut log = CallLog::default();
-        for task in self.tasks {
-            log.merge(task.await.expect("workload task"));
-        }
-        eprintln!(
-            "calls: {} replies, errors {:?} (first of each: {:?}), {} hung, slowest {:?}",
-            log.replies,
-            log.errors,
-            log.first_messages,
-            log.hung.len(),
-            log.max_latency
-        );
-        log
-    }
-}
-
-/// Increments every grain of `ledger` once, through the gateways in turn, so the grains
-/// spread over the nodes; panics on a failed call.
-async fn activate_all(ledger: &Ledger, gateways: &[NodeClient]) {
-    let mut log = CallLog::default();
-    for index in 0..ledger.keys.len() {
-        let mut client = gateways[index % gateways.len()].clone();
-        increment(
-            &mut client,
-            ledger,
-            index,
-            Duration::from_secs(10),
-            &mut log,
-        )
-        .await;
-    }
-    assert_eq!(
-        log.replies as usize,
-        ledger.keys.len(),
-        "first increments: {log:?}"
-    );
-}
-
-/// Waits until the workload has `count` more acknowledged increments than `from`.
-async fn wait_acknowledged(ledger: &Ledger, from: u64, count: u64) {
-    let what = format!("{count} more increments are acknowledged");
-    wait_until(&what, Duration::from_secs(60), || async move {
-        let done = ledger.acknowledged_total() - from;
-        if done >= count {
-            Ok(())
-        } else {
-            Err(format!("{done} acknowledged"))
-        }
-    })
-    .await;
-}
-
-/// Reads one counter, retrying failed reads for a few seconds after a fault.
-async fn read_counter(client: &NodeClient, key: &str) -> i64 {
-    let (value, _) = wait_until(
-        &format!("counter {key} can be read"),
-        Duration::from_secs(15),
-        || {
-            let mut client = client.clone();
-            async move {
-                match client
-                    .invoke("counter", key, "get", json!(null), 5_000)
-                    .await
-                {
-                    Ok((value, _)) => value.as_i64().ok_or(format!("get replied {value}")),
-                    Err(status) => Err(status.to_string()),
-                }
-            }
-        },
-    )
-    .await;
-    value
-}
-
-/// Reads every counter and returns those whose value is not between the increments
-/// acknowledged and the increments sent.
-async fn counters_out_of_bounds(ledger: &Ledger, readers: &[NodeClient]) -> Vec<String> {
-    let mut wrong = Vec::new();
-    let mut extra = 0;
-    for (index, key) in ledger.keys.iter().enumerate() {
-        let value = read_counter(&readers[index % readers.len()], key).await as u64;
-        let acknowledged = ledger.acknowledged[index].load(Ordering::Relaxed);
-        let sent = ledger.sent[index].load(Ordering::Relaxed);
-        if value < acknowledged || value > sent {
-            wrong.push(format!(
-                "{key}: value {value}, acknowledged {acknowledged}, sent {sent}"
-            ));
-        }
-        extra += value - acknowledged.min(value);
-    }
-    eprintln!(
-        "counters: {} grains, {} increments acknowledged of {} sent, {extra} unacknowledged ones applied",
-        ledger.keys.len(),
-        ledger.acknowledged_total(),
-        ledger.sent_total()
-    );
-    wrong
-}
 
 /// Starts `count` nodes with a turn audit each, in `audit_dir`, plus `extra_args`.
 async fn start_audited(
@@ -346,72 +74,6 @@ async fn start_node(
     let mut args = vec!["--turn-audit", audit.as_str()];
     args.extend_from_slice(extra_args);
     NodeProcess::start(name, seeds, timing, &args).await
-}
-
-fn audit_path(audit_dir: &Path, name: &str) -> PathBuf {
-    audit_dir.join(format!("{name}.audit"))
-}
-
-/// Reads the audits of `nodes` in `audit_dir`, prints a summary, and returns the turns.
-fn read_cluster_audit(audit_dir: &Path, nodes: &[&str]) -> HashMap<String, Vec<Turn>> {
-    let paths: Vec<PathBuf> = nodes.iter().map(|n| audit_path(audit_dir, n)).collect();
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let turns = read_audits(&refs);
-    let total: usize = turns.values().map(Vec::len).sum();
-    eprintln!(
-        "audit: {total} turns of {} grains, turns by epoch {:?}",
-        turns.len(),
-        turns_by_epoch(&turns)
-    );
-    turns
-}
-
-/// Prints the hand-offs between activations that the audit shows, and returns those in which
-/// the new activation started a turn before the old one had ended its last.
-fn early_handoffs(turns: &HashMap<String, Vec<Turn>>) -> Vec<Handoff> {
-    let all = handoffs(turns);
-    let min_gap = all.iter().map(Handoff::gap_ns).min();
-    eprintln!(
-        "measured: {} hand-offs between activations, smallest gap {:?} µs",
-        all.len(),
-        min_gap.map(|gap| gap / 1_000)
-    );
-    all.into_iter().filter(|h| h.gap_ns() <= 0).collect()
-}
-
-/// Asserts that no activation of a grain started a turn before the previous activation had
-/// ended its last one, and that no two activations ran turns at the same time.
-fn assert_one_activation_at_a_time(turns: &HashMap<String, Vec<Turn>>) {
-    let early = early_handoffs(turns);
-    assert!(
-        early.is_empty(),
-        "{} new activations started before the old one's last turn ended, first: {:?}",
-        early.len(),
-        early.first()
-    );
-    let overlaps = overlapping_activations(turns);
-    assert!(
-        overlaps.is_empty(),
-        "{} overlapping turns of different activations, first: {:?}",
-        overlaps.len(),
-        overlaps.first()
-    );
-}
-
-/// Lists the names in the Active set of each node's view, for the agreement check.
-async fn active_sets(clients: &[NodeClient]) -> Result<Vec<BTreeSet<String>>, String> {
-    let mut sets = Vec::new();
-    for client in clients {
-        let members = client.clone().members().await?;
-        sets.push(
-            members
-                .iter()
-                .filter(|member| member.state == pb::NodeState::Active as i32)
-                .map(|member| format!("{}#{:x}", member.name, member.boot_id))
-                .collect(),
-        );
-    }
-    Ok(sets)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -797,4 +459,321 @@ async fn short_sigstops_declare_no_node_down() {
     );
     let turns = read_cluster_audit(audit_dir.path(), &["node-0", "node-1", "node-2"]);
     assert_one_activation_at_a_time(&turns);
+}
+
+/// Node settings of the scale-in scenario: the local orchestrator, grains that stay active,
+/// a paused rebalancer so the skew stays, and a call-rate policy of 10 calls/s per node. The
+/// scale-in window starts at 10 minutes, so no scale-in happens before the load phase.
+const SCALE_IN_CONFIG: &str = "orchestrator = \"local\"\nidle_after_secs = 600\n\
+     [rebalancer]\nstart_paused = true\n\
+     [scaling]\nmin_nodes = 2\nmax_nodes = 3\nevaluation_interval = \"300ms\"\ncooldown = \"1s\"\n\
+     [[scaling.policies]]\npolicy = \"call_rate\"\ncalls_per_sec_per_node = 10.0\n\
+     [scaling.scale_out]\nstabilization_window = \"600ms\"\n\
+     [scaling.scale_in]\nstabilization_window = \"600s\"\n\
+     policies = [{ type = \"nodes\", value = 1, period = \"1s\" }]\n";
+
+/// Activates every grain of `ledger` through `gateway` and migrates each one that did not land
+/// on its node in `targets` (indexed like the ledger's keys) there.
+async fn place_grains(ledger: &Ledger, targets: &[&str], gateway: &NodeClient) {
+    for (index, target) in targets.iter().enumerate() {
+        let mut client = gateway.clone();
+        let key = &ledger.keys[index];
+        let (_, served_by) = client
+            .invoke("counter", key, "get", serde_json::Value::Null, 10_000)
+            .await
+            .unwrap_or_else(|status| panic!("activate {key}: {status}"));
+        if served_by == *target {
+            continue;
+        }
+        let request = pb::MigrateRequest {
+            grain_type: "counter".into(),
+            key: key.clone(),
+            target_node: (*target).to_owned(),
+            timeout_ms: 10_000,
+        };
+        client
+            .grains
+            .migrate(request)
+            .await
+            .unwrap_or_else(|status| panic!("migrate {key} to {target}: {status}"));
+    }
+}
+
+/// Returns the activation count of each node in a decision's snapshot, by name.
+fn snapshot_activations(decision: &pb::ScalingDecision) -> BTreeMap<String, u64> {
+    decision
+        .snapshot
+        .iter()
+        .filter(|node| node.state == pb::NodeState::Active as i32)
+        .map(|node| {
+            let activations = node.load.as_ref().map_or(0, |load| load.activations);
+            (node.name.clone(), activations)
+        })
+        .collect()
+}
+
+fn is_scale_in(decision: &pb::ScalingDecision) -> bool {
+    decision
+        .action
+        .as_ref()
+        .is_some_and(|action| action.kind == pb::action::Kind::ScaleIn as i32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_in_spares_the_busy_node() {
+    // Goal: when load drops while most activations sit on one node, scale-in drains and
+    // removes a node with fewer activations, the removed node has none when it stops, and
+    // no call of a steady stream fails meanwhile. Method: three nodes with the local
+    // orchestrator and a call-rate policy; a heavy set of counters migrated onto node-1 and
+    // small sets onto node-0 (the supervisor's node) and node-2. node-1 sorts before node-2,
+    // so a choice that ignored activations would remove node-1. A load phase on the heavy
+    // counters asks for three nodes; then the scale-in window is shortened to 2 s and the
+    // load drops to a stream of five calls per second over the light counters, some of
+    // which the drain moves.
+    const HEAVY_NODE: &str = "node-1";
+    const DEADLINE: Duration = Duration::from_secs(5);
+    const STREAM_PERIOD: Duration = Duration::from_millis(200);
+    let _slot = cluster_slot().await;
+    let seed = chaos_seed("scale-in");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let heavy_count = rng.random_range(30..50);
+    let light_per_node = rng.random_range(2..6);
+
+    let mut config = tempfile::NamedTempFile::new().expect("config file");
+    config
+        .write_all(SCALE_IN_CONFIG.as_bytes())
+        .expect("write the config");
+    let config_path = config.path().to_str().expect("utf-8 path").to_owned();
+    let mut cluster = Cluster::start_with(3, Timing::LOADED, &["--config", &config_path]).await;
+    let clients = cluster.clients().await;
+    let scaling_channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        cluster.nodes[0].ready.grpc_addr
+    ))
+    .expect("valid endpoint")
+    .connect()
+    .await
+    .expect("connect to node-0");
+    let scaling = ScalingClient::new(scaling_channel);
+    wait_until("node-0's supervisor acts", Duration::from_secs(30), || {
+        let mut scaling = scaling.clone();
+        async move {
+            let status = scaling
+                .get_status(pb::GetScalingStatusRequest {})
+                .await
+                .map_err(|status| status.to_string())?;
+            Ok(status.into_inner())
+        }
+    })
+    .await;
+
+    let heavy = Ledger::new("heavy", heavy_count);
+    let light = Ledger::new("light", 2 * light_per_node);
+    let heavy_targets = vec![HEAVY_NODE; heavy_count];
+    let light_targets: Vec<&str> = (0..2 * light_per_node)
+        .map(|index| if index % 2 == 0 { "node-0" } else { "node-2" })
+        .collect();
+    place_grains(&heavy, &heavy_targets, &clients[0]).await;
+    place_grains(&light, &light_targets, &clients[0]).await;
+    let mut placed = BTreeMap::new();
+    for (node, client) in cluster.nodes.iter().zip(&clients) {
+        let count = client.clone().activations("counter").await.len();
+        placed.insert(node.ready.node.clone(), count);
+    }
+    eprintln!(
+        "injected: {heavy_count} counters on {HEAVY_NODE}, {light_per_node} each on node-0 and node-2; activations {placed:?}"
+    );
+    assert_eq!(
+        placed[HEAVY_NODE], heavy_count,
+        "activations on {HEAVY_NODE}"
+    );
+
+    let load_started = Instant::now();
+    let load = Workload::start(&heavy, &clients[..1], 4, DEADLINE, seed);
+    let (asked, _) = wait_until(
+        "the call rate asks for three nodes",
+        Duration::from_secs(30),
+        || async {
+            let decisions = try_decisions(&mut scaling.clone()).await?;
+            let latest = decisions.first().ok_or("no decision yet")?;
+            let desired = latest.recommendations.first().map(|r| r.desired_nodes);
+            match desired {
+                Some(desired) if desired >= 3 => Ok(latest.clone()),
+                _ => Err(format!("latest decision recommends {desired:?} nodes")),
+            }
+        },
+    )
+    .await;
+    let scale_ins_under_load = try_decisions(&mut scaling.clone())
+        .await
+        .expect("decisions")
+        .iter()
+        .filter(|decision| is_scale_in(decision))
+        .count();
+    assert_eq!(scale_ins_under_load, 0, "a scale-in under load");
+    let mut policy = scaling
+        .clone()
+        .get_status(pb::GetScalingStatusRequest {})
+        .await
+        .expect("GetStatus")
+        .into_inner()
+        .policy
+        .expect("a policy");
+    policy
+        .scale_in
+        .as_mut()
+        .expect("scale-in rules")
+        .stabilization_window_ms = 2_000;
+    scaling
+        .clone()
+        .set_policy(pb::SetPolicyRequest {
+            policy: Some(policy),
+        })
+        .await
+        .expect("SetPolicy");
+    let load_log = load.finish().await;
+    eprintln!(
+        "injected: load phase of {:?}, {:.0} calls/s seen by decision d{}; scale-in window set to 2 s",
+        load_started.elapsed(),
+        asked
+            .load
+            .as_ref()
+            .map_or(0.0, |load| load.total_calls_per_sec),
+        asked.id
+    );
+    assert_eq!(load_log.error_total(), 0, "calls failed under load");
+
+    // The drop: five calls per second over the light counters through node-0.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = {
+        let (ledger, stop, mut client) = (light.clone(), stop.clone(), clients[0].clone());
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5ca1e);
+        tokio::spawn(async move {
+            let mut log = CallLog::default();
+            let mut tick = tokio::time::interval(STREAM_PERIOD);
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let index = rng.random_range(0..ledger.keys.len());
+                increment(&mut client, &ledger, index, DEADLINE, &mut log).await;
+            }
+            log
+        })
+    };
+    let dropped = Instant::now();
+    let (decision, _) = wait_until(
+        "a scale-in decision has ended",
+        Duration::from_secs(45),
+        || async {
+            let decisions = try_decisions(&mut scaling.clone()).await?;
+            let scale_in = decisions
+                .into_iter()
+                .find(is_scale_in)
+                .ok_or("no scale-in decision yet")?;
+            match scale_in.duration_ms {
+                Some(_) => Ok(scale_in),
+                None => Err(format!("the action of d{} is running", scale_in.id)),
+            }
+        },
+    )
+    .await;
+    let removed = decision.action.clone().expect("an action").remove_nodes;
+    let before = snapshot_activations(&decision);
+    eprintln!(
+        "measured: d{} {:?} after the drop removes {removed:?}; activations in its snapshot {before:?}; {}",
+        decision.id,
+        dropped.elapsed(),
+        decision.summary
+    );
+    assert_eq!(removed.len(), 1, "one node removed: {removed:?}");
+    let removed = removed[0].clone();
+    assert_ne!(removed, HEAVY_NODE, "scale-in removed the busiest node");
+    assert_ne!(
+        removed, decision.supervisor,
+        "scale-in removed the supervisor"
+    );
+    assert!(
+        before[&removed] < before[HEAVY_NODE],
+        "{removed} had {} activations, {HEAVY_NODE} {}",
+        before[&removed],
+        before[HEAVY_NODE]
+    );
+
+    let outcome = decision.outcome.clone().unwrap_or_default();
+    assert_eq!(
+        outcome.kind,
+        pb::action_outcome::Kind::Succeeded as i32,
+        "scale-in outcome: {}",
+        outcome.error
+    );
+    let check = decision
+        .removals
+        .iter()
+        .find(|removal| removal.node == removed)
+        .unwrap_or_else(|| panic!("no check of {removed} in {:?}", decision.removals));
+    assert_eq!(
+        check.activations_before_stop, 0,
+        "{removed} before its stop"
+    );
+    assert!(check.stopped, "{removed} is recorded as left in place");
+
+    let index = cluster
+        .nodes
+        .iter()
+        .position(|node| node.ready.node == removed)
+        .expect("the removed node is one the test started");
+    let exit = cluster.nodes[index]
+        .wait_exit(Duration::from_secs(30))
+        .await;
+    assert!(exit.success(), "{removed} exited with {exit}");
+    let log_path = &cluster.nodes[index].log_path;
+    let node_log = std::fs::read_to_string(log_path).expect("read the removed node's log");
+    let at_stop = activations_deactivated_at_stop(&node_log);
+    eprintln!(
+        "measured: {removed} exited {exit}; activations it deactivated at its stop: {at_stop:?}"
+    );
+    assert!(
+        !at_stop.is_empty() && at_stop.iter().all(|&count| count == 0),
+        "{removed} held activations at its stop: {at_stop:?}; log in {}",
+        log_path.display()
+    );
+
+    // Let the stream run on for a moment past the removal, then stop it.
+    let acknowledged = light.acknowledged_total();
+    wait_acknowledged(&light, acknowledged, 5).await;
+    stop.store(true, Ordering::Relaxed);
+    let stream_log = stream.await.expect("stream task");
+    eprintln!(
+        "measured: steady stream {} replies, errors {:?} (first of each: {:?}), {} hung, slowest {:?}",
+        stream_log.replies,
+        stream_log.errors,
+        stream_log.first_messages,
+        stream_log.hung.len(),
+        stream_log.max_latency
+    );
+    assert!(
+        stream_log.hung.is_empty(),
+        "calls hung: {:?}",
+        stream_log.hung
+    );
+    assert_eq!(
+        stream_log.error_total(),
+        0,
+        "calls of the steady stream failed: {:?}",
+        stream_log.first_messages
+    );
+    let survivors: Vec<NodeClient> = cluster
+        .nodes
+        .iter()
+        .zip(&clients)
+        .filter(|(node, _)| node.ready.node != removed)
+        .map(|(_, client)| client.clone())
+        .collect();
+    for ledger in [&heavy, &light] {
+        let wrong = counters_out_of_bounds(ledger, &survivors).await;
+        assert!(
+            wrong.is_empty(),
+            "{} counters wrong: {wrong:?}",
+            wrong.len()
+        );
+    }
 }

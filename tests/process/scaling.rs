@@ -9,8 +9,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::{
-    Cluster, NodeClient, Timing, cluster_slot, describe, spread_counters, wait_supervisor,
-    wait_until,
+    Cluster, NodeClient, Timing, activations_deactivated_at_stop, cluster_slot, describe,
+    spread_counters, try_decisions, wait_supervisor, wait_until,
 };
 use gristmill::api::keda_pb::external_scaler_client::ExternalScalerClient;
 use gristmill::api::keda_pb::{GetMetricsRequest, ScaledObjectRef};
@@ -70,20 +70,6 @@ async fn start(count: usize, policy: &str, timing: Timing) -> (Cluster, tempfile
     })
     .await;
     (cluster, file)
-}
-
-/// Lists the recorded decisions, or describes why the call failed.
-async fn try_decisions(
-    client: &mut ScalingClient<Channel>,
-) -> Result<Vec<pb::ScalingDecision>, String> {
-    let request = pb::ListDecisionsRequest {
-        limit: 1_000,
-        before_id: 0,
-    };
-    match client.list_decisions(request).await {
-        Ok(response) => Ok(response.into_inner().decisions),
-        Err(status) => Err(format!("ListDecisions failed: {status}")),
-    }
 }
 
 async fn decisions(client: &mut ScalingClient<Channel>) -> Vec<pb::ScalingDecision> {
@@ -307,42 +293,6 @@ async fn load_drop_drains_and_removes_node_without_losses() {
         checked.stopped,
         "{removed_name} is recorded as left in place"
     );
-}
-
-/// Returns the `activations` field of each "deactivated all activations" line in a node log:
-/// the activations the node still held when it left the cluster.
-fn activations_deactivated_at_stop(log: &str) -> Vec<u64> {
-    log.lines()
-        .map(strip_ansi)
-        .filter(|line| line.contains("deactivated all activations"))
-        .map(|line| {
-            let value = line
-                .split_whitespace()
-                .find_map(|field| field.strip_prefix("activations="))
-                .unwrap_or_else(|| panic!("no activations field in {line:?}"));
-            value
-                .parse()
-                .unwrap_or_else(|error| panic!("activations={value} in {line:?}: {error}"))
-        })
-        .collect()
-}
-
-/// Removes the terminal colour sequences (`ESC [ ... m`) that the node's log writer adds.
-fn strip_ansi(line: &str) -> String {
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
 }
 
 /// Scale-in stabilization window of the oscillation tests: longer than the gap between a

@@ -2,7 +2,7 @@
 //! activations of one grain that ran turns at the same time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One turn from a node's turn audit.
 #[derive(Debug, Clone)]
@@ -142,4 +142,55 @@ pub fn turns_by_epoch(turns: &HashMap<String, Vec<Turn>>) -> BTreeMap<u64, usize
         *by_epoch.entry(turn.epoch).or_default() += 1;
     }
     by_epoch
+}
+
+/// Returns the turn audit file of node `name` in `audit_dir`.
+pub fn audit_path(audit_dir: &Path, name: &str) -> PathBuf {
+    audit_dir.join(format!("{name}.audit"))
+}
+
+/// Reads the audits of `nodes` in `audit_dir`, prints a summary, and returns the turns.
+pub fn read_cluster_audit(audit_dir: &Path, nodes: &[&str]) -> HashMap<String, Vec<Turn>> {
+    let paths: Vec<PathBuf> = nodes.iter().map(|n| audit_path(audit_dir, n)).collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let turns = read_audits(&refs);
+    let total: usize = turns.values().map(Vec::len).sum();
+    eprintln!(
+        "audit: {total} turns of {} grains, turns by epoch {:?}",
+        turns.len(),
+        turns_by_epoch(&turns)
+    );
+    turns
+}
+
+/// Prints the hand-offs between activations that the audit shows, and returns those in which
+/// the new activation started a turn before the old one had ended its last.
+pub fn early_handoffs(turns: &HashMap<String, Vec<Turn>>) -> Vec<Handoff> {
+    let all = handoffs(turns);
+    let min_gap = all.iter().map(Handoff::gap_ns).min();
+    eprintln!(
+        "measured: {} hand-offs between activations, smallest gap {:?} µs",
+        all.len(),
+        min_gap.map(|gap| gap / 1_000)
+    );
+    all.into_iter().filter(|h| h.gap_ns() <= 0).collect()
+}
+
+/// Asserts that no activation of a grain started a turn before the previous activation had
+/// ended its last one, and that no two activations ran turns at the same time.
+pub fn assert_one_activation_at_a_time(turns: &HashMap<String, Vec<Turn>>) {
+    let early = early_handoffs(turns);
+    assert!(
+        early.is_empty(),
+        "{} new activations started before the old one's last turn ended, first: {:?}",
+        early.len(),
+        early.first()
+    );
+    let overlaps = overlapping_activations(turns);
+    assert!(
+        overlaps.is_empty(),
+        "{} overlapping turns of different activations, first: {:?}",
+        overlaps.len(),
+        overlaps.first()
+    );
 }

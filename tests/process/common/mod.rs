@@ -4,10 +4,12 @@
 #![allow(dead_code)]
 
 pub mod audit;
+pub mod netns;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +79,14 @@ impl Timing {
         suspect_to_down_ms: 3_000,
     };
 
+    /// The node's own defaults: the partition tests measured 4 to 7 s from the cut until a node
+    /// that stops replying to probes was declared down.
+    pub const DEFAULT: Timing = Timing {
+        probe_period_ms: 1_000,
+        probe_rtt_ms: 300,
+        suspect_to_down_ms: 3_000,
+    };
+
     fn args(self) -> Vec<String> {
         vec![
             "--probe-period-ms".into(),
@@ -108,12 +118,37 @@ pub struct Ready {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+/// The network namespace and address a node process runs with.
+#[derive(Clone, Debug)]
+pub struct NodeHost {
+    /// Network namespace the node runs in, through `ip netns exec`; `None` for the test's own.
+    pub netns: Option<String>,
+    /// Address every socket of the node binds to.
+    pub bind_ip: IpAddr,
+    /// Network namespace from which the test's clients connect to the node; `None` for the
+    /// test's own.
+    pub client_netns: Option<String>,
+}
+
+impl NodeHost {
+    /// Returns the host of a node on 127.0.0.1 in the test's own namespace.
+    pub fn loopback() -> NodeHost {
+        NodeHost {
+            netns: None,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_netns: None,
+        }
+    }
+}
+
 /// One running `gristmill run` process; killed with SIGKILL when dropped.
 pub struct NodeProcess {
     /// The node's ready line.
     pub ready: Ready,
     /// File that receives the node's stderr (its logs).
     pub log_path: PathBuf,
+    /// Where the node runs.
+    pub host: NodeHost,
     child: Child,
 }
 
@@ -171,12 +206,35 @@ impl NodeProcess {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> NodeProcess {
+        let host = NodeHost::loopback();
+        Self::start_on(&host, name, seeds, timing, extra_args, env).await
+    }
+
+    /// Like [`NodeProcess::start_with_env`], in the namespace and on the address of `host`.
+    pub async fn start_on(
+        host: &NodeHost,
+        name: &str,
+        seeds: &[SocketAddr],
+        timing: Timing,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let log_path = log_path(name);
         let log = std::fs::File::create(&log_path).expect("create the node log file");
-        let mut command = Command::new(BIN);
+        let mut command = match &host.netns {
+            Some(netns) => {
+                // `ip netns exec` replaces itself with the node, so the child is the node.
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, BIN]);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command
             .arg("run")
-            .args(["--node-name", name, "--bind-ip", "127.0.0.1"])
+            .args(["--node-name", name])
+            .arg("--bind-ip")
+            .arg(host.bind_ip.to_string())
             .args([
                 "--gossip-port",
                 "0",
@@ -226,6 +284,7 @@ impl NodeProcess {
         NodeProcess {
             ready,
             log_path,
+            host: host.clone(),
             child,
         }
     }
@@ -315,7 +374,7 @@ impl NodeProcess {
 
     /// Connects gRPC clients to the node.
     pub async fn client(&self) -> NodeClient {
-        NodeClient::connect(self.ready.grpc_addr).await
+        NodeClient::connect_from(self.host.client_netns.as_deref(), self.ready.grpc_addr).await
     }
 }
 
@@ -331,16 +390,37 @@ pub struct NodeClient {
 impl NodeClient {
     /// Connects to the gRPC API at `addr`.
     pub async fn connect(addr: SocketAddr) -> NodeClient {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("valid endpoint")
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
+        Self::connect_from(None, addr).await
+    }
+
+    /// Connects to the gRPC API at `addr` from inside network namespace `netns`, or from the
+    /// test's own namespace when it is `None`.
+    pub async fn connect_from(netns: Option<&str>, addr: SocketAddr) -> NodeClient {
+        Self::try_connect_from(netns, addr)
             .await
-            .unwrap_or_else(|error| panic!("connect to gRPC at {addr}: {error}"));
-        NodeClient {
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Like [`NodeClient::connect_from`], but returns a failed connection as an error message.
+    pub async fn try_connect_from(
+        netns: Option<&str>,
+        addr: SocketAddr,
+    ) -> Result<NodeClient, String> {
+        let connected = match netns {
+            Some(netns) => netns::channel_in(netns, addr).await,
+            None => {
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("valid endpoint")
+                    .connect_timeout(Duration::from_secs(5))
+                    .connect()
+                    .await
+            }
+        };
+        let channel = connected.map_err(|error| format!("connect to gRPC at {addr}: {error}"))?;
+        Ok(NodeClient {
             cluster: ClusterClient::new(channel.clone()),
             grains: GrainsClient::new(channel),
-        }
+        })
     }
 
     /// Lists the members in the node's view, or describes why the call failed.
@@ -418,35 +498,36 @@ impl Cluster {
     /// Waits until every node's view is exactly the cluster's nodes, each ACTIVE with the
     /// boot id of its ready line.
     pub async fn wait_converged(&self) {
+        let clients = self.clients().await;
+        wait_until(
+            "every node lists all nodes as ACTIVE",
+            CONVERGE_WITHIN,
+            || self.check_converged(&clients),
+        )
+        .await;
+    }
+
+    /// Returns `Ok` when every view, read through `clients`, is exactly the cluster's nodes,
+    /// each ACTIVE with the boot id of its ready line, and otherwise the first view that
+    /// differs.
+    pub async fn check_converged(&self, clients: &[NodeClient]) -> Result<(), String> {
         let expected: BTreeMap<String, u64> = self
             .nodes
             .iter()
             .map(|node| (node.ready.node.clone(), node.ready.boot_id))
             .collect();
-        let clients = self.clients().await;
-        wait_until(
-            "every node lists all nodes as ACTIVE",
-            CONVERGE_WITHIN,
-            || {
-                let expected = expected.clone();
-                let mut clients = clients.clone();
-                async move {
-                    for client in &mut clients {
-                        let members = client.members().await?;
-                        let active: BTreeMap<String, u64> = members
-                            .iter()
-                            .filter(|member| member.state == pb::NodeState::Active as i32)
-                            .map(|member| (member.name.clone(), member.boot_id))
-                            .collect();
-                        if members.len() != expected.len() || active != expected {
-                            return Err(format!("view: {}", describe(&members)));
-                        }
-                    }
-                    Ok(())
-                }
-            },
-        )
-        .await;
+        for client in clients {
+            let members = client.clone().members().await?;
+            let active: BTreeMap<String, u64> = members
+                .iter()
+                .filter(|member| member.state == pb::NodeState::Active as i32)
+                .map(|member| (member.name.clone(), member.boot_id))
+                .collect();
+            if members.len() != expected.len() || active != expected {
+                return Err(format!("view: {}", describe(&members)));
+            }
+        }
+        Ok(())
     }
 
     /// Connects to every node, in start order.
@@ -676,4 +757,54 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples.sort_unstable();
     let index = ((samples.len() - 1) as f64 * q).round() as usize;
     samples[index]
+}
+
+/// Returns the `activations` field of each "deactivated all activations" line in a node log:
+/// the activations the node still held when it left the cluster.
+pub fn activations_deactivated_at_stop(log: &str) -> Vec<u64> {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|line| line.contains("deactivated all activations"))
+        .map(|line| {
+            let value = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("activations="))
+                .unwrap_or_else(|| panic!("no activations field in {line:?}"));
+            value
+                .parse()
+                .unwrap_or_else(|error| panic!("activations={value} in {line:?}: {error}"))
+        })
+        .collect()
+}
+
+/// Removes the terminal colour sequences (`ESC [ ... m`) that the node's log writer adds.
+pub fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// Lists the recorded decisions, or describes why the call failed.
+pub async fn try_decisions(
+    client: &mut ScalingClient<Channel>,
+) -> Result<Vec<pb::ScalingDecision>, String> {
+    let request = pb::ListDecisionsRequest {
+        limit: 1_000,
+        before_id: 0,
+    };
+    match client.list_decisions(request).await {
+        Ok(response) => Ok(response.into_inner().decisions),
+        Err(status) => Err(format!("ListDecisions failed: {status}")),
+    }
 }
