@@ -9,15 +9,13 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use ractor::ActorRef;
-
 use crate::grain::GrainId;
-use crate::grain::activation::{ActivationMsg, ActivationShared, Turn};
+use crate::grain::activation::{ActivationMsg, ActivationRef, ActivationShared, Turn};
 
 /// A live activation on this node.
 #[derive(Clone)]
 pub(crate) struct ActivationHandle {
-    pub actor: ActorRef<ActivationMsg>,
+    pub actor: ActivationRef,
     pub shared: Arc<ActivationShared>,
 }
 
@@ -41,7 +39,7 @@ impl Catalog {
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         match handle.actor.cast(ActivationMsg::Turn(turn)) {
             Ok(()) => Ok(()),
-            Err(ractor::MessagingErr::SendErr(ActivationMsg::Turn(turn))) => {
+            Err(ActivationMsg::Turn(turn)) => {
                 handle.shared.pending.fetch_sub(1, Ordering::AcqRel);
                 Err(turn)
             }
@@ -67,7 +65,7 @@ impl Catalog {
         least.shared.pending.fetch_add(1, Ordering::AcqRel);
         match least.actor.cast(ActivationMsg::Turn(turn)) {
             Ok(()) => Ok(()),
-            Err(ractor::MessagingErr::SendErr(ActivationMsg::Turn(turn))) => {
+            Err(ActivationMsg::Turn(turn)) => {
                 least.shared.pending.fetch_sub(1, Ordering::AcqRel);
                 Err(turn)
             }
