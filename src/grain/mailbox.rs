@@ -12,7 +12,7 @@
 //!    and spawns the runner; every other sender only queues.
 //! 2. The runner clears `running` under the same lock, and only once it found the queue empty,
 //!    so a message queued before that is drained by it, and one queued after it starts a new
-//!    runner. No message is left behind, and at most one runner holds the state.
+//!    runner. No message is left behind, and at most one runner has the state.
 //! 3. Handling a message may spawn interleaved turns (see `super::activation`); they report
 //!    back through this mailbox like any other message.
 //!
@@ -47,7 +47,7 @@ struct Mailbox {
 struct Inner {
     /// Messages not yet taken by a runner.
     queue: VecDeque<ActivationMsg>,
-    /// The activation's state while no runner holds it; `None` before activation ends, while
+    /// The activation's state while no runner has it; `None` before activation ends, while
     /// a runner drains the queue, and after the mailbox stopped.
     state: Option<ActivationState>,
     /// True while a runner task exists, or while the activation is still starting.
@@ -101,7 +101,7 @@ impl ActivationRef {
         let state = inner
             .state
             .take()
-            .expect("an idle mailbox holds its activation's state");
+            .expect("an idle mailbox contains its activation's state");
         drop(inner);
         self.spawn_runner(state);
         Ok(())
@@ -123,6 +123,13 @@ impl ActivationRef {
     /// Returns whether the mailbox has stopped.
     pub fn is_stopped(&self) -> bool {
         self.lock().stopped
+    }
+
+    /// Returns whether the activation is idle: its mailbox contains its state and no runner exists.
+    #[cfg(test)]
+    pub fn is_idle(&self) -> bool {
+        let inner = self.lock();
+        !inner.running && inner.state.is_some()
     }
 
     /// Marks the activation as poisoned by a panicking interleaved turn.
@@ -191,3 +198,6 @@ impl WeakActivationRef {
         self.0.upgrade().map(ActivationRef)
     }
 }
+
+#[cfg(test)]
+mod tests;
