@@ -65,9 +65,9 @@ struct Exclusive<G> {
 
 /// A grain that interleaved turns read while exclusive work writes.
 ///
-/// The activation already keeps the two apart (it starts exclusive work only once no interleaved
-/// turn runs), so the lock is never contended. It is what lets the borrow checker accept the
-/// sharing, and it would make a scheduling mistake wait instead of race.
+/// The activation already keeps the two apart (it starts exclusive work only once no
+/// interleaved turn runs), so the lock is never contended. It is what lets the borrow checker
+/// accept the sharing, and it would make a scheduling mistake wait instead of race.
 struct Shared<G> {
     grain: Arc<RwLock<G>>,
     methods: Arc<Methods<G>>,
