@@ -135,8 +135,8 @@ pub(crate) enum ActivationMsg {
     InterleavedEnded,
 }
 
-/// The state of one activation, which its mailbox holds while it is idle and its runner
-/// while it handles messages.
+/// The state of one activation, kept in its mailbox while it is idle and owned by the runner
+/// task while it handles messages.
 pub(crate) struct ActivationState {
     grain: Box<dyn LiveGrain>,
     ctx: GrainContext,
@@ -164,7 +164,7 @@ enum Access {
 
 /// Activates a grain: runs its `activate` with a context whose timers send to the returned
 /// mailbox, and hands the mailbox the activation's state. Nothing of the activation remains if
-/// it fails; the error says why.
+/// it fails, and the error describes the failure.
 pub(crate) async fn start(
     factory: &dyn GrainFactory,
     mut ctx: GrainContext,
@@ -205,8 +205,11 @@ impl ActivationState {
     }
 
     /// Drops the activation from the catalog after its runner panicked outside a turn. The
-    /// directory entry stays: a caller that reaches this node gets `NotHere` and removes it,
-    /// by then no interleaved turn of this activation is likely to run.
+    /// directory entry stays until a caller that reaches this node gets `NotHere` and removes
+    /// it.
+    // NOTE: an interleaved turn of this activation may still run when that happens, so a
+    // second activation could overlap it. Grain code panics inside turns are caught earlier;
+    // only a bug in the runtime's own handling gets here.
     pub(super) fn abandon_after_panic(&mut self) {
         self.stopping = true;
         self.ctx.stop_all_timers();
