@@ -29,8 +29,8 @@ pub struct GrainContext {
     /// touched storage yet.
     etag: Option<Option<ETag>>,
     timers: HashMap<String, tokio::task::AbortHandle>,
-    /// The activation's own mailbox, which timer ticks go to; weak, because the mailbox holds
-    /// this context.
+    /// The activation's own mailbox, which timer ticks go to. Weak, because the mailbox
+    /// contains this context.
     actor: WeakActivationRef,
     migration_state: Option<Vec<u8>>,
 }

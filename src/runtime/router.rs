@@ -345,7 +345,8 @@ impl Node {
         if self.inner.catalog.insert_worker(handle, max) {
             self.inner.metrics.activations_started.inc();
         } else {
-            // The pool filled meanwhile: this one never ran a turn, so it just goes.
+            // The pool filled meanwhile. This activation never ran a turn, so it stops without
+            // `on_deactivate`.
             actor.stop();
         }
         Ok(())
