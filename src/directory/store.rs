@@ -38,7 +38,9 @@
 //! writes fenced by ETag and epoch are the second fence, and hand-off conflicts deactivate one
 //! of the two once the views agree again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use tracing::{debug, info, warn};
 
@@ -61,7 +63,7 @@ pub struct DirectoryPartition {
     config: DirectoryConfig,
     /// Live members of the current view, sorted and without duplicates.
     members: Vec<Incarnation>,
-    entries: HashMap<GrainId, DirectoryEntry>,
+    entries: HashSet<Slot>,
     readiness: Readiness,
     /// Activations unregistered while their grain was pending, so that a late hand-off of
     /// their entry does not bring them back. Cleared when no readiness window is open.
@@ -72,7 +74,37 @@ pub struct DirectoryPartition {
     fault: Option<super::DirectoryFault>,
 }
 
+/// A directory entry as the partition stores it: it equals and hashes as its grain id, so the
+/// table needs no second copy of the id per entry.
+#[derive(Debug)]
+struct Slot(DirectoryEntry);
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.grain == other.0.grain
+    }
+}
+
+impl Eq for Slot {}
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.grain.hash(state);
+    }
+}
+
+impl Borrow<GrainId> for Slot {
+    fn borrow(&self) -> &GrainId {
+        &self.0.grain
+    }
+}
+
 impl DirectoryPartition {
+    /// Returns the stored entry of `grain`.
+    fn entry(&self, grain: &GrainId) -> Option<&DirectoryEntry> {
+        self.entries.get(grain).map(|slot| &slot.0)
+    }
+
     /// Creates the empty partition of node `local`, which owns nothing until the first
     /// membership change.
     pub fn new(local: Incarnation, config: DirectoryConfig) -> Self {
@@ -80,7 +112,7 @@ impl DirectoryPartition {
             local,
             config,
             members: Vec::new(),
-            entries: HashMap::new(),
+            entries: HashSet::new(),
             readiness: Readiness::default(),
             tombstones: HashSet::new(),
             counters: PartitionCounters::default(),
@@ -124,7 +156,7 @@ impl DirectoryPartition {
     /// Looks up the activation of `grain`.
     pub fn handle_lookup(&mut self, grain: &GrainId, now: Millis) -> LookupOutcome {
         self.maybe_settle(now);
-        if let Some(entry) = self.entries.get(grain) {
+        if let Some(entry) = self.entry(grain) {
             return LookupOutcome::Found(entry.clone());
         }
         if let Some(owner) = self.other_owner(grain) {
@@ -155,7 +187,7 @@ impl DirectoryPartition {
             return RegisterOutcome::NotOwner { owner };
         }
         let pending = self.readiness.is_pending(&entry.grain, &self.local);
-        match (expect, self.entries.get(&entry.grain)) {
+        match (expect, self.entry(&entry.grain)) {
             (Expect::Absent, Some(existing)) => {
                 if *existing == entry {
                     RegisterOutcome::Registered(entry)
@@ -204,7 +236,7 @@ impl DirectoryPartition {
             self.counters.not_owner_replies += 1;
             return RegisterOutcome::NotOwner { owner };
         }
-        match self.entries.get(&entry.grain) {
+        match self.entry(&entry.grain) {
             Some(existing) if existing.is_same_activation(&entry) => {
                 RegisterOutcome::Registered(existing.clone())
             }
@@ -224,11 +256,11 @@ impl DirectoryPartition {
         now: Millis,
     ) -> UnregisterOutcome {
         self.maybe_settle(now);
-        match self.entries.get(grain) {
+        match self.entry(grain) {
             Some(existing) if existing.host == *host && existing.activation_id == activation_id => {
                 self.counters.unregistrations += 1;
-                let removed = self.entries.remove(grain).expect("entry was just found");
-                UnregisterOutcome::Removed(removed)
+                let removed = self.entries.take(grain).expect("entry was just found");
+                UnregisterOutcome::Removed(removed.0)
             }
             Some(existing) => UnregisterOutcome::Superseded(existing.clone()),
             None => {
@@ -265,13 +297,13 @@ impl DirectoryPartition {
 
         let before = self.entries.len();
         self.entries
-            .retain(|_, entry| members.binary_search(&entry.host).is_ok());
+            .retain(|slot| members.binary_search(&slot.0.host).is_ok());
         let dropped = before - self.entries.len();
         self.counters.dead_host_entries_dropped += dropped as u64;
 
         let mut handoffs: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
-        self.entries.retain(|grain, entry| {
-            match partition_owner(grain, &members) {
+        self.entries.retain(|Slot(entry)| {
+            match partition_owner(&entry.grain, &members) {
                 Some(owner) if *owner != self.local => {
                     handoffs
                         .entry(owner.clone())
@@ -359,18 +391,22 @@ impl DirectoryPartition {
 
     /// Stores a hand-off entry; returns the losing entry if it met another activation.
     fn merge_handoff_entry(&mut self, entry: DirectoryEntry) -> Option<DirectoryEntry> {
-        let Some(existing) = self.entries.get_mut(&entry.grain) else {
+        let Some(existing) = self.entry(&entry.grain) else {
             self.counters.handoff_entries_accepted += 1;
-            self.entries.insert(entry.grain.clone(), entry);
+            self.entries.insert(Slot(entry));
             return None;
         };
         if existing.is_same_activation(&entry) {
-            existing.epoch = existing.epoch.max(entry.epoch);
+            let merged = DirectoryEntry {
+                epoch: existing.epoch.max(entry.epoch),
+                ..entry
+            };
+            self.entries.replace(Slot(merged));
             return None;
         }
         if entry.epoch > existing.epoch {
             self.counters.handoff_entries_accepted += 1;
-            Some(std::mem::replace(existing, entry))
+            self.entries.replace(Slot(entry)).map(|slot| slot.0)
         } else {
             Some(entry)
         }
@@ -392,7 +428,7 @@ impl DirectoryPartition {
 
     fn insert(&mut self, entry: DirectoryEntry) -> RegisterOutcome {
         self.counters.registrations += 1;
-        self.entries.insert(entry.grain.clone(), entry.clone());
+        self.entries.replace(Slot(entry.clone()));
         RegisterOutcome::Registered(entry)
     }
 

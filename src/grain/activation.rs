@@ -1,28 +1,29 @@
-//! The local actor that runs one activation: exclusive and interleaved turns, deadlines,
-//! panics, idleness.
+//! How one activation handles its messages: exclusive and interleaved turns, deadlines,
+//! panics, idleness. Its mailbox (`super::mailbox`) runs the handler one message at a time.
 //!
 //! # Turns
 //!
 //! An exclusive turn ([`Handler`](super::Handler)), a timer tick, migration and deactivation
-//! each have the grain to themselves: the actor runs them inline, so it takes no other message
-//! until they end. An interleaved turn ([`InterleavedHandler`](super::InterleavedHandler)) is
-//! spawned as a task that holds a read guard on the grain, and the actor goes on taking
-//! messages, so interleaved turns run beside each other. The task reports its end with
-//! [`ActivationMsg::InterleavedEnded`].
+//! each have the grain to themselves: the handler runs them inline, so the activation takes no
+//! other message until they end. An interleaved turn
+//! ([`InterleavedHandler`](super::InterleavedHandler)) is spawned as a task that holds a read
+//! guard on the grain, and the activation goes on taking messages, so interleaved turns run
+//! beside each other. The task reports its end with [`ActivationMsg::InterleavedEnded`].
 //!
-//! Work that needs the grain to itself while interleaved turns run waits in the actor's own
-//! queue, in arrival order, until the count of running interleaved turns drops to zero.
+//! Work that needs the grain to itself while interleaved turns run waits in the activation's
+//! own queue, in arrival order, until the count of running interleaved turns drops to zero.
 //! Interleaved turns that arrive behind it wait too, unless the type is
 //! [reentrant](super::Grain::REENTRANT) and the waiting work is a turn or timer tick. The
-//! read-write lock around the grain is never contended, because the actor never runs exclusive
-//! work while an interleaved turn runs. The lock is how the borrow checker accepts the sharing.
+//! read-write lock around the grain is never contended, because the activation never runs
+//! exclusive work while an interleaved turn runs. The lock is how the borrow checker accepts
+//! the sharing.
 //!
 //! # Why migration and removal stay fenced
 //!
 //! 1. Migration and deactivation are barriers in the queue: they start only once no
 //!    interleaved turn runs, and nothing queued after them starts before them.
-//! 2. While they run, the actor is busy, so no turn of any kind starts.
-//! 3. The actor stops, and an activation dropped after a panic leaves the directory, only
+//! 2. While they run, the activation is busy, so no turn of any kind starts.
+//! 3. The mailbox stops, and an activation dropped after a panic leaves the directory, only
 //!    when no interleaved turn runs. So no turn of this activation runs once a migration
 //!    hands the grain off or a new activation may be registered.
 
@@ -33,11 +34,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use ractor_cluster::RactorMessage;
 use tokio::sync::oneshot;
 
 use super::live::LiveGrain;
+pub(crate) use super::mailbox::ActivationRef;
 use super::registry::GrainFactory;
 pub(crate) use super::turn::{Turn, TurnError};
 use super::turn::{panic_message, reject_late, run_dispatch};
@@ -118,8 +118,7 @@ pub(crate) enum StopReason {
     Requested,
 }
 
-/// Messages of an activation actor. Local only: activations are never advertised to peers.
-#[derive(RactorMessage)]
+/// Messages of an activation's mailbox. Local only: activations are never advertised to peers.
 pub(crate) enum ActivationMsg {
     /// Run one call.
     Turn(Turn),
@@ -136,13 +135,8 @@ pub(crate) enum ActivationMsg {
     InterleavedEnded,
 }
 
-/// Arguments of [`ActivationActor`].
-pub(crate) struct ActivationArgs {
-    pub factory: Arc<dyn GrainFactory>,
-    pub ctx: GrainContext,
-    pub shared: Arc<ActivationShared>,
-}
-
+/// The state of one activation, kept in its mailbox while it is idle and owned by the runner
+/// task while it handles messages.
 pub(crate) struct ActivationState {
     grain: Box<dyn LiveGrain>,
     ctx: GrainContext,
@@ -153,8 +147,6 @@ pub(crate) struct ActivationState {
     /// Work taken from the mailbox that waits for running interleaved turns to end. Turns in
     /// it still count in `shared.pending`, so the mailbox depth includes them.
     queued: VecDeque<ActivationMsg>,
-    /// Set by an interleaved turn that panicked, so that no turn starts after it.
-    poisoned: Arc<AtomicBool>,
     /// Remove the directory entry once the last running interleaved turn has ended.
     unregister_when_idle: bool,
 }
@@ -170,90 +162,115 @@ enum Access {
     Barrier,
 }
 
-/// The actor behind one activation.
-pub(crate) struct ActivationActor;
+/// Activates a grain: runs its `activate` with a context whose timers send to the returned
+/// mailbox, and hands the mailbox the activation's state. Nothing of the activation remains if
+/// it fails, and the error describes the failure.
+pub(crate) async fn start(
+    factory: &dyn GrainFactory,
+    mut ctx: GrainContext,
+    shared: Arc<ActivationShared>,
+) -> Result<ActivationRef, String> {
+    let mailbox = ActivationRef::starting();
+    ctx.set_actor(mailbox.downgrade());
+    let activated = AssertUnwindSafe(factory.activate(&mut ctx))
+        .catch_unwind()
+        .await;
+    let grain = match activated {
+        Ok(Ok(grain)) => grain,
+        Ok(Err(error)) => {
+            mailbox.stop();
+            return Err(error.to_string());
+        }
+        Err(panic) => {
+            mailbox.stop();
+            return Err(format!("activate panicked: {}", panic_message(&panic)));
+        }
+    };
+    shared.touch();
+    mailbox.start(ActivationState {
+        grain,
+        ctx,
+        shared,
+        stopping: false,
+        running_interleaved: 0,
+        queued: VecDeque::new(),
+        unregister_when_idle: false,
+    });
+    Ok(mailbox)
+}
 
-impl Actor for ActivationActor {
-    type Msg = ActivationMsg;
-    type State = ActivationState;
-    type Arguments = ActivationArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        args: ActivationArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let ActivationArgs {
-            factory,
-            mut ctx,
-            shared,
-        } = args;
-        ctx.set_actor(myself);
-        let activated = AssertUnwindSafe(factory.activate(&mut ctx))
-            .catch_unwind()
-            .await;
-        let grain = match activated {
-            Ok(Ok(grain)) => grain,
-            Ok(Err(error)) => return Err(Box::new(error)),
-            Err(panic) => return Err(panic_message(&panic).into()),
-        };
-        shared.touch();
-        Ok(ActivationState {
-            grain,
-            ctx,
-            shared,
-            stopping: false,
-            running_interleaved: 0,
-            queued: VecDeque::new(),
-            poisoned: Arc::new(AtomicBool::new(false)),
-            unregister_when_idle: false,
-        })
+impl ActivationState {
+    pub(super) fn grain_id(&self) -> &GrainId {
+        &self.shared.grain
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            ActivationMsg::InterleavedEnded => {
-                debug_assert!(
-                    state.running_interleaved > 0,
-                    "an interleaved turn ended that never started"
-                );
-                state.running_interleaved = state.running_interleaved.saturating_sub(1);
-                if !state.stopping && state.ctx.take_deactivate_request() {
-                    // Deactivate before anything queued, once the other running turns end.
-                    state.ctx.node().remove_activation(&state.shared);
-                    let stop = ActivationMsg::Stop(StopReason::Requested, None);
-                    state.queued.push_front(stop);
-                }
+    /// Drops the activation from the catalog after its runner panicked outside a turn. The
+    /// directory entry stays until a caller that reaches this node gets `NotHere` and removes
+    /// it.
+    // NOTE: an interleaved turn of this activation may still run when that happens, so a
+    // second activation could overlap it. Grain code panics inside turns are caught earlier;
+    // only a bug in the runtime's own handling gets here.
+    pub(super) fn abandon_after_panic(&mut self) {
+        self.stopping = true;
+        self.ctx.stop_all_timers();
+        self.ctx.node().remove_activation(&self.shared);
+    }
+}
+
+/// Handles one message of the activation's mailbox; the mailbox's runner calls it, one message
+/// at a time.
+pub(super) async fn handle_message(
+    myself: &ActivationRef,
+    message: ActivationMsg,
+    state: &mut ActivationState,
+) {
+    let arrived = match message {
+        ActivationMsg::InterleavedEnded => {
+            debug_assert!(
+                state.running_interleaved > 0,
+                "an interleaved turn ended that never started"
+            );
+            state.running_interleaved = state.running_interleaved.saturating_sub(1);
+            if !state.stopping && state.ctx.take_deactivate_request() {
+                // Deactivate before anything queued, once the other running turns end.
+                state.ctx.node().remove_activation(&state.shared);
+                let stop = ActivationMsg::Stop(StopReason::Requested, None);
+                state.queued.push_front(stop);
             }
-            ActivationMsg::CheckIdle => {
-                let idle = state.shared.idle_for(Instant::now()) >= state.shared.idle_after;
-                let quiet = state.running_interleaved == 0 && state.queued.is_empty();
-                if idle
-                    && quiet
-                    && !state.stopping
-                    && state.ctx.node().maybe_remove_idle(&state.shared)
-                {
-                    deactivate(state, StopReason::Idle).await;
-                }
+            None
+        }
+        ActivationMsg::CheckIdle => {
+            let idle = state.shared.idle_for(Instant::now()) >= state.shared.idle_after;
+            let quiet = state.running_interleaved == 0 && state.queued.is_empty();
+            if idle && quiet && !state.stopping && state.ctx.node().maybe_remove_idle(&state.shared)
+            {
+                Box::pin(deactivate(state, StopReason::Idle)).await;
             }
-            other => state.queued.push_back(other),
+            None
         }
-        if state.poisoned.load(Ordering::Acquire) {
-            become_abandoned(state);
+        other => Some(other),
+    };
+    if myself.is_poisoned() {
+        become_abandoned(state);
+    }
+    if let Some(work) = arrived {
+        // Most messages find nothing queued and start at once, without a queue buffer.
+        if state.queued.is_empty() && may_start_alone(state, &work) {
+            run_queued(myself, state, work).await;
+        } else {
+            state.queued.push_back(work);
         }
-        while let Some(index) = next_runnable(state) {
-            let work = state.queued.remove(index).expect("index within the queue");
-            run_queued(&myself, state, work).await;
-        }
-        if state.stopping {
-            maybe_stop(&myself, state);
-        }
-        Ok(())
+    }
+    while let Some(index) = next_runnable(state) {
+        let work = state.queued.remove(index).expect("index within the queue");
+        run_queued(myself, state, work).await;
+    }
+    if state.queued.is_empty() && state.queued.capacity() > 0 {
+        // An idle activation keeps no buffer.
+        state.queued = VecDeque::new();
+    }
+    if state.stopping {
+        maybe_stop(myself, state);
     }
 }
 
@@ -277,6 +294,14 @@ fn next_runnable(state: &ActivationState) -> Option<usize> {
     None
 }
 
+/// Returns whether `work` may start now when nothing else is queued: the case of
+/// [`next_runnable`] with a queue of one.
+fn may_start_alone(state: &ActivationState, work: &ActivationMsg) -> bool {
+    state.stopping
+        || state.running_interleaved == 0
+        || access_of(state, work) == Access::Interleaved
+}
+
 fn access_of(state: &ActivationState, work: &ActivationMsg) -> Access {
     match work {
         ActivationMsg::Turn(turn) if state.grain.is_interleaved(&turn.method) => {
@@ -288,11 +313,7 @@ fn access_of(state: &ActivationState, work: &ActivationMsg) -> Access {
 }
 
 /// Runs one piece of queued work, or rejects it if the activation is stopping.
-async fn run_queued(
-    myself: &ActorRef<ActivationMsg>,
-    state: &mut ActivationState,
-    work: ActivationMsg,
-) {
+async fn run_queued(myself: &ActivationRef, state: &mut ActivationState, work: ActivationMsg) {
     match work {
         ActivationMsg::Turn(turn) => {
             state.shared.pending.fetch_sub(1, Ordering::AcqRel);
@@ -339,14 +360,15 @@ async fn run_queued(
                     kept: true,
                 })
             } else {
-                migrate_out(state, target, deadline, started).await
+                // Boxed: a rare path whose future would otherwise enlarge every runner task.
+                Box::pin(migrate_out(state, target, deadline, started)).await
             };
             let _ = reply.send(outcome);
         }
         ActivationMsg::Stop(reason, done) => {
             if !state.stopping {
                 state.ctx.node().remove_activation(&state.shared);
-                deactivate(state, reason).await;
+                Box::pin(deactivate(state, reason)).await;
             }
             if let Some(done) = done {
                 let _ = done.send(());
@@ -373,7 +395,7 @@ async fn run_timer(state: &mut ActivationState, name: &str) {
     }
     if state.ctx.take_deactivate_request() {
         state.ctx.node().remove_activation(&state.shared);
-        deactivate(state, StopReason::Requested).await;
+        Box::pin(deactivate(state, StopReason::Requested)).await;
     }
 }
 
@@ -390,14 +412,14 @@ async fn run_turn(state: &mut ActivationState, turn: Turn) {
             become_abandoned(state);
         } else if state.ctx.take_deactivate_request() {
             node.remove_activation(&state.shared);
-            deactivate(state, StopReason::Requested).await;
+            Box::pin(deactivate(state, StopReason::Requested)).await;
         }
     }
 }
 
-/// Spawns an interleaved turn, which reports its end to the actor with
+/// Spawns an interleaved turn, which reports its end to the activation with
 /// [`ActivationMsg::InterleavedEnded`].
-fn start_interleaved(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState, turn: Turn) {
+fn start_interleaved(myself: &ActivationRef, state: &mut ActivationState, turn: Turn) {
     let Some(turn) = reject_late(&state.shared.grain, turn) else {
         return;
     };
@@ -413,18 +435,17 @@ fn start_interleaved(myself: &ActorRef<ActivationMsg>, state: &mut ActivationSta
     state.running_interleaved += 1;
     let node = state.ctx.node().clone();
     let shared = Arc::clone(&state.shared);
-    let poisoned = Arc::clone(&state.poisoned);
     let actor = myself.clone();
     tokio::spawn(async move {
         let outcome = run_dispatch(&node, &shared, &method, dispatch).await;
         if matches!(outcome, Err(CallError::GrainPanicked { .. })) {
             // Leave the catalog before replying, so that a caller who retries at once does
             // not reach this activation again.
-            poisoned.store(true, Ordering::Release);
+            actor.poison();
             node.remove_activation(&shared);
         }
         let _ = reply.send(outcome.map_err(TurnError::Failed));
-        // The actor waits for this message before it stops, so the cast reaches it.
+        // The mailbox waits for this message before it stops, so the cast reaches it.
         let _ = actor.cast(ActivationMsg::InterleavedEnded);
     });
 }
@@ -535,13 +556,13 @@ async fn deactivate(state: &mut ActivationState, reason: StopReason) {
     }
 }
 
-/// Stops the actor once no interleaved turn runs and no sent turn waits in its mailbox.
+/// Stops the mailbox once no interleaved turn runs and no sent turn waits in it.
 ///
 /// The activation has already left the catalog, so no new turn can arrive. Each queued turn
-/// goes back to its caller as [`TurnError::Gone`] before the actor stops, so that no caller
+/// goes back to its caller as [`TurnError::Gone`] before the mailbox stops, so that no caller
 /// waits for its deadline. An abandoned activation leaves the directory here, after its last
 /// running turn.
-fn maybe_stop(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState) {
+fn maybe_stop(myself: &ActivationRef, state: &mut ActivationState) {
     if state.running_interleaved > 0 {
         return;
     }
@@ -549,6 +570,6 @@ fn maybe_stop(myself: &ActorRef<ActivationMsg>, state: &mut ActivationState) {
         state.ctx.node().unregister_activation(&state.shared);
     }
     if state.shared.pending.load(Ordering::Acquire) == 0 {
-        myself.stop(None);
+        myself.stop();
     }
 }

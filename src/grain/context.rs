@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ractor::ActorRef;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::activation::ActivationMsg;
+use super::mailbox::WeakActivationRef;
 use super::{Grain, GrainError, GrainId, GrainRef};
 use crate::runtime::Node;
 use crate::storage::{ETag, Reminder, StorageError};
@@ -29,7 +29,9 @@ pub struct GrainContext {
     /// touched storage yet.
     etag: Option<Option<ETag>>,
     timers: HashMap<String, tokio::task::AbortHandle>,
-    actor: Option<ActorRef<ActivationMsg>>,
+    /// The activation's own mailbox, which timer ticks go to. Weak, because the mailbox
+    /// contains this context.
+    actor: WeakActivationRef,
     migration_state: Option<Vec<u8>>,
 }
 
@@ -65,7 +67,7 @@ impl GrainContext {
             shared: Arc::new(shared),
             etag: None,
             timers: HashMap::new(),
-            actor: None,
+            actor: WeakActivationRef::default(),
             migration_state: None,
         }
     }
@@ -195,17 +197,25 @@ impl GrainContext {
         period: Option<Duration>,
     ) {
         let name = name.into();
-        let Some(actor) = self.actor.clone() else {
-            tracing::warn!(grain = %self.id, timer = %name, "timers cannot start before activation ends");
+        if self.actor.upgrade().is_none() {
+            tracing::warn!(grain = %self.id, timer = %name, "timers cannot start outside an activation");
             return;
-        };
+        }
+        let actor = self.actor.clone();
         let tick_name = name.clone();
         let task = tokio::spawn(async move {
             tokio::time::sleep(due).await;
             loop {
-                if actor.cast(ActivationMsg::Timer(tick_name.clone())).is_err() {
+                let Some(mailbox) = actor.upgrade() else {
+                    return;
+                };
+                if mailbox
+                    .cast(ActivationMsg::Timer(tick_name.clone()))
+                    .is_err()
+                {
                     return;
                 }
+                drop(mailbox);
                 match period {
                     Some(period) => tokio::time::sleep(period).await,
                     None => return,
@@ -231,8 +241,8 @@ impl GrainContext {
         }
     }
 
-    pub(crate) fn set_actor(&mut self, actor: ActorRef<ActivationMsg>) {
-        self.actor = Some(actor);
+    pub(crate) fn set_actor(&mut self, actor: WeakActivationRef) {
+        self.actor = actor;
     }
 }
 

@@ -14,11 +14,11 @@ use super::traits::Grain;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// One activated grain, as the activation actor drives it.
+/// One activated grain, as its activation drives it.
 ///
-/// Every method taking `&mut self` is exclusive: the actor calls it only when no interleaved
-/// turn runs. [`LiveGrain::dispatch_interleaved`] returns a future that owns what it needs, so
-/// that the actor can spawn it and go on taking messages.
+/// Every method taking `&mut self` is exclusive: the activation calls it only when no
+/// interleaved turn runs. [`LiveGrain::dispatch_interleaved`] returns a future that owns what
+/// it needs, so that the activation can spawn it and go on taking messages.
 pub(crate) trait LiveGrain: Send {
     /// Returns whether `method` runs in interleaved turns.
     fn is_interleaved(&self, method: &str) -> bool;
@@ -65,9 +65,9 @@ struct Exclusive<G> {
 
 /// A grain that interleaved turns read while exclusive work writes.
 ///
-/// The actor already keeps the two apart (it starts exclusive work only once no interleaved
-/// turn runs), so the lock is never contended. It is what lets the borrow checker accept the
-/// sharing, and it would make a scheduling mistake wait instead of race.
+/// The activation already keeps the two apart (it starts exclusive work only once no
+/// interleaved turn runs), so the lock is never contended. It is what lets the borrow checker
+/// accept the sharing, and it would make a scheduling mistake wait instead of race.
 struct Shared<G> {
     grain: Arc<RwLock<G>>,
     methods: Arc<Methods<G>>,

@@ -52,7 +52,7 @@ impl<G> Clone for Entry<G> {
 
 impl<G> Copy for Entry<G> {}
 
-/// Wraps an activated grain for the activation actor: exclusively owned, or behind a lock that
+/// Wraps an activated grain for its activation: exclusively owned, or behind a lock that
 /// interleaved turns share.
 type IntoLiveFn<G> = fn(G, Arc<Methods<G>>) -> Box<dyn LiveGrain>;
 
@@ -136,7 +136,7 @@ impl<G: Grain> Methods<G> {
         matches!(self.entries.get(method), Some(Entry::Interleaved(_)))
     }
 
-    /// Wraps a freshly activated grain for the activation actor.
+    /// Wraps a freshly activated grain for its activation.
     pub(crate) fn into_live(self: &Arc<Self>, grain: G) -> Box<dyn LiveGrain> {
         (self.into_live)(grain, Arc::clone(self))
     }

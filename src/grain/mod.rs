@@ -5,6 +5,7 @@ mod context;
 mod error;
 mod id;
 mod live;
+mod mailbox;
 pub(crate) mod methods;
 mod payload;
 mod reference;

@@ -5,26 +5,48 @@
 //! `pending == 0` under the lock knows no message is on its way, and can leave the table
 //! without stranding a call: a later sender no longer finds it and re-resolves the grain.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use ractor::ActorRef;
-
 use crate::grain::GrainId;
-use crate::grain::activation::{ActivationMsg, ActivationShared, Turn};
+use crate::grain::activation::{ActivationMsg, ActivationRef, ActivationShared, Turn};
 
 /// A live activation on this node.
 #[derive(Clone)]
 pub(crate) struct ActivationHandle {
-    pub actor: ActorRef<ActivationMsg>,
+    pub actor: ActivationRef,
     pub shared: Arc<ActivationShared>,
+}
+
+// A handle is its own key in the catalog: it equals and hashes as its grain id, so the table
+// needs no second copy of the id per activation.
+impl PartialEq for ActivationHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.shared.grain == other.shared.grain
+    }
+}
+
+impl Eq for ActivationHandle {}
+
+impl Hash for ActivationHandle {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.shared.grain.hash(state);
+    }
+}
+
+impl Borrow<GrainId> for ActivationHandle {
+    fn borrow(&self) -> &GrainId {
+        &self.shared.grain
+    }
 }
 
 /// Activations on this node, by grain.
 #[derive(Default)]
 pub(crate) struct Catalog {
-    active: Mutex<HashMap<GrainId, ActivationHandle>>,
+    active: Mutex<HashSet<ActivationHandle>>,
     /// Activations of stateless worker grains: several per grain, none in the directory.
     workers: Mutex<HashMap<GrainId, Vec<ActivationHandle>>>,
     /// Per-grain locks that serialise activation of one grain on this node.
@@ -41,7 +63,7 @@ impl Catalog {
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         match handle.actor.cast(ActivationMsg::Turn(turn)) {
             Ok(()) => Ok(()),
-            Err(ractor::MessagingErr::SendErr(ActivationMsg::Turn(turn))) => {
+            Err(ActivationMsg::Turn(turn)) => {
                 handle.shared.pending.fetch_sub(1, Ordering::AcqRel);
                 Err(turn)
             }
@@ -67,7 +89,7 @@ impl Catalog {
         least.shared.pending.fetch_add(1, Ordering::AcqRel);
         match least.actor.cast(ActivationMsg::Turn(turn)) {
             Ok(()) => Ok(()),
-            Err(ractor::MessagingErr::SendErr(ActivationMsg::Turn(turn))) => {
+            Err(ActivationMsg::Turn(turn)) => {
                 least.shared.pending.fetch_sub(1, Ordering::AcqRel);
                 Err(turn)
             }
@@ -100,7 +122,7 @@ impl Catalog {
         self.active
             .lock()
             .expect("catalog lock poisoned")
-            .contains_key(grain)
+            .contains(grain)
     }
 
     /// Returns the handle of the grain's activation, if it is active here.
@@ -114,12 +136,11 @@ impl Catalog {
 
     /// Adds a started activation.
     pub fn insert(&self, handle: ActivationHandle) {
-        let grain = handle.shared.grain.clone();
         let previous = self
             .active
             .lock()
             .expect("catalog lock poisoned")
-            .insert(grain, handle);
+            .replace(handle);
         debug_assert!(
             previous.is_none(),
             "a grain was activated twice on one node"
@@ -182,7 +203,7 @@ impl Catalog {
         self.active
             .lock()
             .expect("catalog lock poisoned")
-            .values()
+            .iter()
             .cloned()
             .collect()
     }

@@ -17,9 +17,7 @@ use tokio::sync::oneshot;
 
 use super::node::Node;
 use crate::directory::{DirectoryEntry, Expect, LookupOutcome, RegisterOutcome};
-use crate::grain::activation::{
-    ActivationActor, ActivationArgs, ActivationShared, Turn, TurnError,
-};
+use crate::grain::activation::{self, ActivationShared, Turn, TurnError};
 use crate::grain::{CallError, GrainContext, GrainError, GrainId, Payload, PayloadFormat};
 use crate::membership::NodeId;
 use crate::placement::PlacementCandidate;
@@ -340,16 +338,11 @@ impl Node {
         shared.worker = true;
         let shared = std::sync::Arc::new(shared);
         let ctx = GrainContext::new(grain.clone(), activation_id, 0, self.clone());
-        let args = ActivationArgs {
-            factory,
-            ctx,
-            shared: std::sync::Arc::clone(&shared),
-        };
-        let (actor, _) = ractor::Actor::spawn(None, ActivationActor, args)
+        let actor = activation::start(factory.as_ref(), ctx, std::sync::Arc::clone(&shared))
             .await
-            .map_err(|error| CallError::Grain {
+            .map_err(|message| CallError::Grain {
                 grain: grain.clone(),
-                error: GrainError::new("activation_failed", error.to_string()),
+                error: GrainError::new("activation_failed", message),
             })?;
         let handle = super::catalog::ActivationHandle {
             actor: actor.clone(),
@@ -358,7 +351,9 @@ impl Node {
         if self.inner.catalog.insert_worker(handle, max) {
             self.inner.metrics.activations_started.inc();
         } else {
-            actor.stop(None);
+            // The pool filled meanwhile. This activation never ran a turn, so it stops without
+            // `on_deactivate`.
+            actor.stop();
         }
         Ok(())
     }
@@ -599,13 +594,8 @@ impl Node {
             self.clone(),
         );
         ctx.set_migration_state(migration_state);
-        let args = ActivationArgs {
-            factory,
-            ctx,
-            shared: std::sync::Arc::clone(&shared),
-        };
-        match ractor::Actor::spawn(None, ActivationActor, args).await {
-            Ok((actor, _)) => {
+        match activation::start(factory.as_ref(), ctx, std::sync::Arc::clone(&shared)).await {
+            Ok(actor) => {
                 self.inner
                     .catalog
                     .insert(super::catalog::ActivationHandle { actor, shared });
@@ -613,9 +603,8 @@ impl Node {
                 tracing::debug!(grain = %grain, activation = entry.activation_id, epoch = entry.epoch, "activated");
                 Ok(())
             }
-            Err(error) => {
+            Err(message) => {
                 self.unregister_activation(&shared);
-                let message = error.to_string();
                 tracing::warn!(grain = %grain, %message, "activation failed");
                 Err(CallError::Grain {
                     grain: grain.clone(),

@@ -52,8 +52,9 @@ pub struct BenchArgs {
 
     /// Idle activations whose resident memory is measured, which are also the cold
     /// activations timed.
-    // NOTE: the default is the target scale; at the 16 KiB per idle activation measured in
-    // BENCHMARKS.md it needs about 16 GiB of free memory, so smaller machines pass less.
+    // NOTE: the default is the target scale; at the 1 KiB per idle activation measured in
+    // BENCHMARKS.md it needs about 1 GiB. Runs this large have failed on a 2-core machine with
+    // one activating call past its 5 s deadline, so such machines pass less.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_grains: u64,
 

@@ -1,0 +1,203 @@
+//! The mailbox of one activation, and the task that drains it only while messages wait.
+//!
+//! An activation is not a long-lived task. Its state (the grain, its context and the turn
+//! bookkeeping) sits in the mailbox while nothing is queued, so an idle activation costs a few
+//! hundred bytes and no task, timer or channel. The first message that finds the mailbox idle
+//! spawns a runner task, which takes the state out, handles messages in arrival order until the
+//! queue is empty, puts the state back and ends.
+//!
+//! # Why one message runs at a time
+//!
+//! 1. `running` and the queue sit under one lock. A sender that finds `running` false sets it
+//!    and spawns the runner; every other sender only queues.
+//! 2. The runner clears `running` under the same lock, and only once it found the queue empty,
+//!    so a message queued before that is drained by it, and one queued after it starts a new
+//!    runner. No message is left behind, and at most one runner has the state.
+//! 3. Handling a message may spawn interleaved turns (see `super::activation`); they report
+//!    back through this mailbox like any other message.
+//!
+//! A stopped mailbox refuses messages and gives them back to the sender, which resolves the
+//! grain again.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::FutureExt;
+
+use super::activation::{ActivationMsg, ActivationState, handle_message};
+use super::turn::panic_message;
+
+/// A handle on one activation's mailbox. Cheap to clone; every clone sends to the same one.
+#[derive(Clone)]
+pub(crate) struct ActivationRef(Arc<Mailbox>);
+
+/// A handle that does not keep the activation alive, for its own context to hold.
+#[derive(Clone, Default)]
+pub(crate) struct WeakActivationRef(Weak<Mailbox>);
+
+struct Mailbox {
+    inner: Mutex<Inner>,
+    /// Set by an interleaved turn that panicked, so that no turn starts after it.
+    poisoned: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Messages not yet taken by a runner.
+    queue: VecDeque<ActivationMsg>,
+    /// The activation's state while no runner has it; `None` before activation ends, while
+    /// a runner drains the queue, and after the mailbox stopped.
+    state: Option<ActivationState>,
+    /// True while a runner task exists, or while the activation is still starting.
+    running: bool,
+    /// True once the activation stopped: messages are refused.
+    stopped: bool,
+}
+
+impl ActivationRef {
+    /// Creates the mailbox of an activation that is starting: it queues messages (such as timer
+    /// ticks started by `on_activate`) until [`ActivationRef::start`] hands it the state.
+    pub fn starting() -> Self {
+        let inner = Inner {
+            running: true,
+            ..Inner::default()
+        };
+        Self(Arc::new(Mailbox {
+            inner: Mutex::new(inner),
+            poisoned: AtomicBool::new(false),
+        }))
+    }
+
+    /// Gives the started activation's state to the mailbox, and drains what queued meanwhile.
+    pub fn start(&self, state: ActivationState) {
+        let mut inner = self.lock();
+        debug_assert!(inner.running && inner.state.is_none(), "started twice");
+        if inner.stopped {
+            return;
+        }
+        if inner.queue.is_empty() {
+            inner.state = Some(state);
+            inner.running = false;
+        } else {
+            drop(inner);
+            self.spawn_runner(state);
+        }
+    }
+
+    /// Queues `message`, starting a runner if none exists; gives the message back if the
+    /// activation stopped.
+    pub fn cast(&self, message: ActivationMsg) -> Result<(), ActivationMsg> {
+        let mut inner = self.lock();
+        if inner.stopped {
+            return Err(message);
+        }
+        inner.queue.push_back(message);
+        if inner.running {
+            return Ok(());
+        }
+        inner.running = true;
+        let state = inner
+            .state
+            .take()
+            .expect("an idle mailbox contains its activation's state");
+        drop(inner);
+        self.spawn_runner(state);
+        Ok(())
+    }
+
+    /// Stops the mailbox: later messages are refused, and queued ones are dropped once the
+    /// running message ends. Called by the runner, or for an activation that failed to start.
+    pub fn stop(&self) {
+        let mut inner = self.lock();
+        inner.stopped = true;
+        let queue = std::mem::take(&mut inner.queue);
+        let state = inner.state.take();
+        drop(inner);
+        // Dropped outside the lock: a grain's or a reply's drop may send to this mailbox.
+        drop(queue);
+        drop(state);
+    }
+
+    /// Returns whether the mailbox has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.lock().stopped
+    }
+
+    /// Returns whether the activation is idle: its mailbox contains its state and no runner exists.
+    #[cfg(test)]
+    pub fn is_idle(&self) -> bool {
+        let inner = self.lock();
+        !inner.running && inner.state.is_some()
+    }
+
+    /// Marks the activation as poisoned by a panicking interleaved turn.
+    pub fn poison(&self) {
+        self.0.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Returns whether an interleaved turn panicked.
+    pub fn is_poisoned(&self) -> bool {
+        self.0.poisoned.load(Ordering::Acquire)
+    }
+
+    pub fn downgrade(&self) -> WeakActivationRef {
+        WeakActivationRef(Arc::downgrade(&self.0))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.inner.lock().expect("mailbox lock poisoned")
+    }
+
+    fn spawn_runner(&self, state: ActivationState) {
+        tokio::spawn(self.clone().run(state));
+    }
+
+    /// Handles queued messages until the queue is empty or the activation stops.
+    async fn run(self, mut state: ActivationState) {
+        loop {
+            let batch = {
+                let mut inner = self.lock();
+                if inner.stopped {
+                    inner.queue.clear();
+                    return;
+                }
+                if inner.queue.is_empty() {
+                    inner.state = Some(state);
+                    inner.running = false;
+                    return;
+                }
+                std::mem::take(&mut inner.queue)
+            };
+            for message in batch {
+                if self.is_stopped() {
+                    // Messages after the stop are dropped, as queued ones are.
+                    break;
+                }
+                let handled = AssertUnwindSafe(handle_message(&self, message, &mut state))
+                    .catch_unwind()
+                    .await;
+                if let Err(panic) = handled {
+                    let message = panic_message(&panic);
+                    tracing::error!(grain = %state.grain_id(), %message, "activation runner panicked; dropping the activation");
+                    state.abandon_after_panic();
+                    self.stop();
+                    return;
+                }
+                // A busy activation must not hold its worker thread forever.
+                tokio::task::consume_budget().await;
+            }
+        }
+    }
+}
+
+impl WeakActivationRef {
+    /// Returns the mailbox if the activation still exists.
+    pub fn upgrade(&self) -> Option<ActivationRef> {
+        self.0.upgrade().map(ActivationRef)
+    }
+}
+
+#[cfg(test)]
+mod tests;
