@@ -67,7 +67,7 @@ impl Orchestrator for LazyKubernetesOrchestrator {
     fn take_steps(&self) -> Vec<String> {
         self.connected
             .get()
-            .map(|orchestrator| Orchestrator::take_steps(orchestrator))
+            .map(Orchestrator::take_steps)
             .unwrap_or_default()
     }
 
