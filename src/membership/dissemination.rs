@@ -3,9 +3,8 @@
 //! Every node re-broadcasts its meta (state and load) so that late joiners learn it, and foca
 //! transmits each broadcast item `max_transmissions` times from every node that accepted it.
 //! With `n` members re-broadcasting every `P`, each node forwards about `n × tx / P` meta
-//! items per second, so a fixed period makes the traffic per node grow with `n` and, beyond
-//! a few hundred members, fills every datagram with meta and delays member updates such as
-//! a `Down`. This module keeps the forwarded meta items per node near
+//! items per second, so with a fixed period the traffic per node grows with `n`. Beyond a few
+//! hundred members, meta fills every datagram and delays member updates such as a `Down`. This module keeps the forwarded meta items per node near
 //! [`META_ITEMS_PER_SECOND`] by stretching the period, and raises `max_transmissions` with
 //! the cluster size as memberlist and foca's own `Config::new_lan` do (4 × log10(n + 1)).
 //! State changes (Joining, Active, Draining, Leaving, Dead) are broadcast at once and do not
@@ -19,14 +18,14 @@ use std::time::Duration;
 /// 1,400 bytes per second carries.
 pub const META_ITEMS_PER_SECOND: u64 = 200;
 
-/// Fewest transmissions of each broadcast, the value foca's `Config::new_lan(32)` gives.
+/// Minimum transmissions of each broadcast, the value foca's `Config::new_lan(32)` gives.
 const MIN_TRANSMISSIONS: u8 = 6;
 
 /// Returns how many times foca transmits each update or broadcast in a cluster of `members`:
 /// 4 × log10(members + 1), at least 6 and at most 255.
 pub fn max_transmissions(members: usize) -> NonZeroU8 {
-    let wanted = 4.0 * ((members as f64) + 1.0).log10();
-    let clamped = wanted.clamp(f64::from(MIN_TRANSMISSIONS), f64::from(u8::MAX));
+    let target = 4.0 * ((members as f64) + 1.0).log10();
+    let clamped = target.clamp(f64::from(MIN_TRANSMISSIONS), f64::from(u8::MAX));
     NonZeroU8::new(clamped as u8).unwrap_or(NonZeroU8::MIN)
 }
 
@@ -59,11 +58,11 @@ impl TransmissionTuner {
     /// Returns the configuration to hand to `Foca::set_config` when a cluster of `members`
     /// calls for a different `max_transmissions`, or `None` when it does not.
     pub fn retune(&mut self, members: usize) -> Option<foca::Config> {
-        let wanted = max_transmissions(members);
-        if wanted == self.config.max_transmissions {
+        let target = max_transmissions(members);
+        if target == self.config.max_transmissions {
             return None;
         }
-        self.config.max_transmissions = wanted;
+        self.config.max_transmissions = target;
         Some(self.config.clone())
     }
 }

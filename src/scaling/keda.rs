@@ -1,4 +1,4 @@
-//! What Gristmill reports to KEDA as an external scaler: the trigger options, the metric and
+//! Gristmill's report to KEDA as an external scaler: the trigger options, the metric and
 //! the activity rule, computed from a supervisor decision without I/O.
 //!
 //! KEDA's HPA reads one external metric per trigger. Gristmill reports a node count with a
@@ -162,7 +162,7 @@ fn parse_metric(value: &str) -> Result<ScalerMetric, ScalerOptionsError> {
         })
 }
 
-/// What a decision tells KEDA: the metric value and whether the cluster is active.
+/// The report for KEDA derived from a decision: the metric value and whether the cluster is active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScalerReading {
     /// The selected node count.
@@ -195,7 +195,7 @@ pub struct KedaConfig {
     /// Interval at which an open `StreamIsActive` stream re-evaluates the activity, in
     /// milliseconds. A change is sent at the next check. Default: 5000. Range: 100 to 600,000.
     pub active_check_interval_ms: u64,
-    /// Longest time an open `StreamIsActive` stream goes without a message, in milliseconds;
+    /// Maximum time an open `StreamIsActive` stream goes without a message, in milliseconds;
     /// the unchanged activity is sent again after it. Default: 60,000. Range:
     /// `active_check_interval_ms` to 3,600,000.
     pub active_resend_interval_ms: u64,
