@@ -168,7 +168,7 @@ pub struct ScalerReading {
     /// The selected node count.
     pub nodes: u32,
     /// Whether the cluster has work: an Active node hosts an activation or serves calls, or
-    /// the metric asks for more nodes than are Active.
+    /// the metric requests more nodes than are Active.
     ///
     /// KEDA scales a target whose triggers are all inactive to `minReplicaCount` (or
     /// `idleReplicaCount`) after its cooldown period, bypassing the HPA.
