@@ -38,6 +38,8 @@ impl InboundHandler for NoGrains {
         Box::pin(async { CallReply::NotHere })
     }
 
+    fn handle_cast(&self, _envelope: Envelope) {}
+
     fn handle_directory(
         &self,
         _request: DirectoryEnvelope,
