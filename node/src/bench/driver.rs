@@ -76,7 +76,7 @@ pub struct RemoteResult {
     pub local_activations: i64,
 }
 
-/// Result of the `oneway` driver.
+/// Result of the `oneway` and `send` drivers.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct OnewayResult {
     /// Turns the receiver ran for the messages, over the time until the last one ran.
