@@ -55,11 +55,12 @@ impl Node {
             }
             Some(payload) => payload,
         };
-        let delivered = self.invoke(grain, method, payload, deadline).await;
-        self.inner.metrics.oneway_sent.inc();
-        match delivered {
+        match self.invoke(grain, method, payload, deadline).await {
             // The turn ran; its outcome is not the sender's business.
-            Ok(_) | Err(CallError::Grain { .. } | CallError::GrainPanicked { .. }) => Ok(()),
+            Ok(_) | Err(CallError::Grain { .. } | CallError::GrainPanicked { .. }) => {
+                self.inner.metrics.oneway_sent.inc();
+                Ok(())
+            }
             Err(error) => Err(error),
         }
     }
