@@ -54,6 +54,39 @@ impl<G: Grain> GrainRef<G> {
             .into_value::<M::Response>()
             .map_err(|e| CallError::Internal(format!("reply of {}.{}: {e}", self.id, M::NAME)))
     }
+
+    /// Sends the method `M` one way: the grain runs it, and its reply is dropped.
+    ///
+    /// Returns once the message is queued in the grain's local activation or handed to the
+    /// transport toward the grain's node, without waiting for the turn. The first message to
+    /// a grain whose node this node does not know yet travels as a call, so that the grain is
+    /// placed and activated as for [`GrainRef::call`]; that send returns after the turn.
+    ///
+    /// Delivery is at most once, and messages from one sender to one grain run in the order
+    /// sent while the activation stays on its node; one that is queued when the activation
+    /// stops or migrates may be lost. Use [`GrainRef::call`] when the sender must know that
+    /// the grain ran the message.
+    ///
+    /// The timeout of [`GrainRef::with_timeout`] bounds the wait of a message that travels as
+    /// a call, and a message that has not started running by then is dropped.
+    ///
+    /// Errors only for failures the sender can see: an unknown grain type or method, a
+    /// message that cannot be encoded or does not fit in a cluster frame, a node that is
+    /// shutting down, or, for a message that travels as a call, that call's routing errors.
+    /// The grain's own error or panic is never returned.
+    pub async fn send<M: Method>(&self, message: M) -> Result<(), CallError>
+    where
+        G: Handler<M>,
+    {
+        let timeout = self.timeout.unwrap_or_else(|| self.node.call_timeout());
+        let payload = Payload::Local {
+            value: Box::new(message),
+            encode: encoder_of::<M>(),
+        };
+        self.node
+            .send_oneway(self.id.clone(), M::NAME, payload, Instant::now() + timeout)
+            .await
+    }
 }
 
 impl<G> Clone for GrainRef<G> {

@@ -48,6 +48,12 @@ pub struct NodeMetrics {
     pub rejected_messages: IntCounter,
     /// Calls forwarded to another node.
     pub forwards: IntCounter,
+    /// Calls from peers that this node answered with a reply envelope.
+    pub inbound_call_replies: IntCounter,
+    /// One-way grain messages sent with `GrainRef::send`, from this node.
+    pub oneway_sent: IntCounter,
+    /// One-way grain messages received from peers.
+    pub oneway_received: IntCounter,
     /// Directory entries handed off to new partition owners.
     pub directory_handoffs: IntCounter,
     /// Migrations started on this node, by outcome.
@@ -173,6 +179,21 @@ impl NodeMetrics {
                 &registry,
                 "gristmill_forwarded_calls_total",
                 "Calls forwarded to another node",
+            ),
+            inbound_call_replies: counter(
+                &registry,
+                "gristmill_inbound_call_replies_total",
+                "Calls from peers that this node answered with a reply",
+            ),
+            oneway_sent: counter(
+                &registry,
+                "gristmill_oneway_sent_total",
+                "One-way grain messages sent from this node",
+            ),
+            oneway_received: counter(
+                &registry,
+                "gristmill_oneway_received_total",
+                "One-way grain messages received from peers",
             ),
             directory_handoffs: counter(
                 &registry,

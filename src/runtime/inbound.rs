@@ -60,8 +60,15 @@ impl InboundHandler for Node {
         Box::pin(async move {
             let _serving = self.inner.inbound.begin();
             let Envelope::V1(call) = envelope;
-            self.handle_forwarded(call).await
+            let reply = self.handle_forwarded(call).await;
+            self.inner.metrics.inbound_call_replies.inc();
+            reply
         })
+    }
+
+    fn handle_cast(&self, envelope: Envelope) {
+        let Envelope::V1(call) = envelope;
+        self.receive_oneway(call);
     }
 
     fn handle_directory(

@@ -9,6 +9,7 @@ mod inbound;
 mod leave;
 mod migrate;
 mod node;
+mod oneway;
 mod reminders;
 mod router;
 mod upkeep;

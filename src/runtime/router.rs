@@ -46,7 +46,7 @@ pub(crate) struct InvokeReply {
 }
 
 /// The next destination of a call.
-enum Target {
+pub(super) enum Target {
     /// The grain's activation is (per the directory) on this peer.
     Host(DirectoryEntry, NodeId),
     /// Placement chose this node.
@@ -92,6 +92,31 @@ impl Node {
                 grain_type: grain.grain_type.clone(),
                 method: method.to_string(),
                 known: factory.method_names().join(", "),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that a request of `len` bytes fits in one cluster frame.
+    ///
+    /// A peer drops a frame above its limit without a reply, so the caller would see only a
+    /// lost request. Every node has the same limit, so the sender checks it.
+    pub(super) fn check_frame(
+        &self,
+        grain: &GrainId,
+        method: &str,
+        len: usize,
+    ) -> Result<(), CallError> {
+        let limit = self.inner.config.max_frame_bytes;
+        if len as u64 + FRAME_OVERHEAD_BYTES > limit {
+            return Err(CallError::InvalidPayload {
+                grain_type: grain.grain_type.clone(),
+                method: method.to_string(),
+                detail: format!(
+                    "a request of {len} bytes does not fit in one cluster frame of \
+                     max_frame_bytes {limit}; send a smaller payload or raise max_frame_bytes on \
+                     every node"
+                ),
             });
         }
         Ok(())
@@ -277,7 +302,7 @@ impl Node {
     }
 
     /// Returns the per-node activation limit if `grain`'s type is a stateless worker.
-    fn worker_limit(&self, grain: &GrainId) -> Option<usize> {
+    pub(super) fn worker_limit(&self, grain: &GrainId) -> Option<usize> {
         let factory = self.inner.registry.get(&grain.grain_type)?;
         factory
             .options()
@@ -360,16 +385,7 @@ impl Node {
 
     /// Finds where the call goes: the registered activation, or a node chosen by placement.
     async fn resolve(&self, grain: &GrainId, deadline: Instant) -> Result<Target, CallError> {
-        let cached = self
-            .inner
-            .cache
-            .lock()
-            .expect("cache lock poisoned")
-            .get(grain)
-            .cloned();
-        if let Some(entry) = cached
-            && let Some(target) = self.target_of(entry)
-        {
+        if let Some(target) = self.cached_target(grain) {
             return Ok(target);
         }
         loop {
@@ -405,6 +421,19 @@ impl Node {
             // The owner is not ready, not reachable, or the views disagree: wait for them.
             tokio::time::sleep(SETTLE_PAUSE).await;
         }
+    }
+
+    /// Returns where the route cache's entry of `grain` points, if it has one and its host is
+    /// a live member.
+    pub(super) fn cached_target(&self, grain: &GrainId) -> Option<Target> {
+        let cached = self
+            .inner
+            .cache
+            .lock()
+            .expect("cache lock poisoned")
+            .get(grain)
+            .cloned();
+        self.target_of(cached?)
     }
 
     /// Returns where an entry points, or `None` if its host is no longer a live member.
@@ -658,20 +687,7 @@ impl Node {
         hops: u32,
         deadline: Instant,
     ) -> Result<Option<InvokeReply>, CallError> {
-        // A peer drops a frame above its limit without a reply, so the caller would see only a
-        // lost request. Every node has the same limit, so the sender checks it.
-        let limit = self.inner.config.max_frame_bytes;
-        if payload.len() as u64 + FRAME_OVERHEAD_BYTES > limit {
-            return Err(CallError::InvalidPayload {
-                grain_type: grain.grain_type.clone(),
-                method: method.to_string(),
-                detail: format!(
-                    "a request of {} bytes does not fit in one cluster frame of max_frame_bytes \
-                     {limit}; send a smaller payload or raise max_frame_bytes on every node",
-                    payload.len()
-                ),
-            });
-        }
+        self.check_frame(grain, method, payload.len())?;
         let envelope = Envelope::V1(CallEnvelope {
             grain: grain.clone(),
             method: method.to_string(),

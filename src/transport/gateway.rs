@@ -46,6 +46,9 @@ pub enum GatewayMsg {
 pub trait InboundHandler: Send + Sync + 'static {
     /// Serves a grain call from a peer.
     fn handle_call(&self, envelope: Envelope) -> super::BoxFuture<'_, CallReply>;
+    /// Takes a one-way grain message from a peer. It runs on the gateway's own task, so it
+    /// must not wait: it queues the message, or hands it to a task of its own.
+    fn handle_cast(&self, envelope: Envelope);
     /// Serves a directory request from a peer.
     fn handle_directory(
         &self,
@@ -57,8 +60,8 @@ pub trait InboundHandler: Send + Sync + 'static {
     fn reject_inbound(&self, detail: &str);
 }
 
-/// The gateway actor. Each inbound request runs in its own task, so a slow grain never blocks
-/// the gateway's mailbox.
+/// The gateway actor. Each inbound request that expects a reply runs in its own task, so a
+/// slow grain never blocks the gateway's mailbox; a one-way message is queued in place.
 pub struct Gateway {
     /// Where requests go.
     pub handler: Arc<dyn InboundHandler>,
@@ -104,11 +107,7 @@ impl Actor for Gateway {
                 let failure = CallError::Internal(format!("rejected undecodable call: {detail}"));
                 let _ = reply.send(Wire::new(CallReply::Failed(failure)));
             }
-            GatewayMsg::Cast(Wire(Ok(envelope))) => {
-                tokio::spawn(async move {
-                    let _ = handler.handle_call(envelope).await;
-                });
-            }
+            GatewayMsg::Cast(Wire(Ok(envelope))) => handler.handle_cast(envelope),
             GatewayMsg::Cast(Wire(Err(detail))) => handler.reject_inbound(&detail),
             GatewayMsg::Directory(Wire(Ok(request)), reply) => {
                 tokio::spawn(async move {

@@ -24,8 +24,8 @@ pub struct DriverArgs {
     /// What to drive.
     #[arg(value_enum)]
     pub kind: DriverKind,
-    /// Gossip address of the node to join (`remote`), or cluster address of the node to send
-    /// to (`oneway`).
+    /// Gossip address of the node to join (`remote`, `send`), or cluster address of the node
+    /// to send to (`oneway`).
     #[arg(long)]
     pub peer: Option<SocketAddr>,
     /// Name of the peer node (`oneway`).
@@ -34,7 +34,7 @@ pub struct DriverArgs {
     /// Boot id of the peer node (`oneway`).
     #[arg(long)]
     pub peer_boot_id: Option<u64>,
-    /// Address of the peer's `/metrics` endpoint (`oneway`).
+    /// Address of the peer's `/metrics` endpoint (`oneway`, `send`).
     #[arg(long)]
     pub peer_metrics: Option<SocketAddr>,
     /// Recorded time of each measurement.
@@ -58,6 +58,9 @@ pub enum DriverKind {
     Remote,
     /// One-way grain messages from a bare transport in this process to the peer node.
     Oneway,
+    /// One-way `GrainRef::send` from a node in this process to counter grains on the peer
+    /// node.
+    Send,
     /// Cold activations and the memory of idle activations on a node in this process.
     Activation,
 }
@@ -73,7 +76,7 @@ pub struct RemoteResult {
     pub local_activations: i64,
 }
 
-/// Result of the `oneway` driver.
+/// Result of the `oneway` and `send` drivers.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct OnewayResult {
     /// Turns the receiver ran for the messages, over the time until the last one ran.
@@ -111,13 +114,14 @@ pub async fn run(args: DriverArgs, cookie: String) -> Result<(), String> {
     match args.kind {
         DriverKind::Remote => print_result(&drive_remote(&args, cookie).await?),
         DriverKind::Oneway => print_result(&super::oneway::drive(&args, cookie).await?),
+        DriverKind::Send => print_result(&super::oneway::drive_send(&args, cookie).await?),
         DriverKind::Activation => print_result(&drive_activation(&args, cookie).await?),
     }
 }
 
 /// Starts a node of the bench grain types, joining through `seed`, and waits until it is
 /// Active.
-async fn start_node(
+pub(super) async fn start_node(
     name: &str,
     seed: Option<SocketAddr>,
     cookie: String,
@@ -159,15 +163,17 @@ impl Worker for CounterWorker {
     }
 }
 
-async fn drive_remote(args: &DriverArgs, cookie: String) -> Result<RemoteResult, String> {
-    let seed = args.peer.ok_or("--peer names the node to join")?;
-    let node = start_node("bench-driver", Some(seed), cookie, &args.data_dir).await?;
-    let in_flight = usize::from(args.in_flight.max(1));
-    let grains: Vec<GrainRef<Counter>> = (0..in_flight)
+/// Returns references to the first `count` bench counters, each called once.
+///
+/// The first call of each grain resolves it through the directory and fills the cache. It
+/// retries while the session to the peer forms.
+pub(super) async fn warm_counters(
+    node: &Node,
+    count: usize,
+) -> Result<Vec<GrainRef<Counter>>, String> {
+    let grains: Vec<GrainRef<Counter>> = (0..count)
         .map(|index| node.grain::<Counter>(counter_key(index)))
         .collect();
-    // The first call of each grain resolves it through the directory and fills the cache. It
-    // retries while the session to the peer forms.
     for grain in &grains {
         let started = Instant::now();
         while let Err(error) = grain.call(Get).await {
@@ -177,6 +183,14 @@ async fn drive_remote(args: &DriverArgs, cookie: String) -> Result<RemoteResult,
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    Ok(grains)
+}
+
+async fn drive_remote(args: &DriverArgs, cookie: String) -> Result<RemoteResult, String> {
+    let seed = args.peer.ok_or("--peer names the node to join")?;
+    let node = start_node("bench-driver", Some(seed), cookie, &args.data_dir).await?;
+    let in_flight = usize::from(args.in_flight.max(1));
+    let grains = warm_counters(&node, in_flight).await?;
     let duration = Duration::from(args.duration);
     let warmup = stats::warmup_for(duration);
     let one = stats::closed_loop(vec![CounterWorker(grains[0].clone())], warmup, duration).await?;

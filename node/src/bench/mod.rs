@@ -175,7 +175,7 @@ async fn measure(args: &BenchArgs, launcher: &NodeLauncher) -> Result<Vec<Row>, 
     if args.runs(Scenario::Oneway) {
         progress("oneway: one-way grain messages");
         let host = host::HostNode::get_or_start(&mut host, launcher, in_flight).await?;
-        rows.push(scenarios::oneway(launcher, host, args.duration, in_flight).await?);
+        rows.extend(scenarios::oneway(launcher, host, args.duration, in_flight).await?);
     }
     if args.runs(Scenario::Grpc) {
         progress("grpc: Invoke and the bare tonic echo");

@@ -1,11 +1,11 @@
-//! One-way grain messages: a bare `Transport` in the driver process casts envelopes to a node's
-//! gateway, and the receiver's turn counter tells how many ran and when.
+//! One-way grain messages, through `GrainRef::send` from a node in the driver process, and
+//! through a bare `Transport` that casts envelopes to a node's gateway. The receiver's turn
+//! counter shows how many ran and when.
 //!
-//! The runtime has no public one-way grain send, so this measures `Transport::cast`: the
-//! sender casts `counter.get` envelopes (round-robin over the driver's counter grains, already
-//! active on the receiver) and after every window of casts makes one `Transport::call` to the
-//! same gateway, which bounds the backlog in the session. The receiver runs each message as a
-//! turn and drops its reply. The rate is the receiver's turns (casts and window calls) divided
+//! Both senders send `counter.get` round-robin over the driver's counter grains, which are
+//! already active on the receiver. After every window of messages, each sender makes one call
+//! to the receiver, which bounds the backlog in the session. The receiver runs each message as
+//! a turn. The rate is the receiver's turns (casts and window calls) divided
 //! by the time from the first send until its turn counter reached the total.
 
 use std::net::SocketAddr;
@@ -22,7 +22,9 @@ use gristmill::transport::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::driver::{DriverArgs, OnewayResult, counter_key};
+use gristmill::grain::samples::Get;
+
+use super::driver::{DriverArgs, OnewayResult, counter_key, start_node, warm_counters};
 use super::stats::Measurement;
 
 /// Casts between two window calls.
@@ -37,6 +39,8 @@ impl InboundHandler for NoGrains {
     fn handle_call(&self, _envelope: Envelope) -> BoxFuture<'_, CallReply> {
         Box::pin(async { CallReply::NotHere })
     }
+
+    fn handle_cast(&self, _envelope: Envelope) {}
 
     fn handle_directory(
         &self,
@@ -178,7 +182,57 @@ pub async fn drive(args: &DriverArgs, cookie: String) -> Result<OnewayResult, St
         sent += WINDOW + 1;
     }
 
-    // Poll until the receiver has run every message, or made no progress for 5 s.
+    let result = wait_delivered(metrics, before, sent, started).await;
+    transport.stop();
+    result
+}
+
+/// Sends `counter.get` one way through `GrainRef::send` from a node in this process, which
+/// joins the receiver's cluster, and returns what the receiver ran.
+pub async fn drive_send(args: &DriverArgs, cookie: String) -> Result<OnewayResult, String> {
+    let seed = args.peer.ok_or("--peer names the node to join")?;
+    let metrics = args
+        .peer_metrics
+        .ok_or("--peer-metrics names the receiver's /metrics")?;
+    let node = start_node("bench-sender", Some(seed), cookie, &args.data_dir).await?;
+    let grains = warm_counters(&node, usize::from(args.in_flight.max(1))).await?;
+
+    let before = turns_served(metrics).await?;
+    let started = Instant::now();
+    let send_until = started + Duration::from(args.duration);
+    let mut sent = 0u64;
+    while Instant::now() < send_until {
+        for index in 0..WINDOW {
+            let grain = &grains[usize::try_from(index).unwrap_or(0) % grains.len()];
+            grain
+                .send(Get)
+                .await
+                .map_err(|error| format!("send failed: {error}"))?;
+        }
+        // One call per window bounds the backlog, as in the raw cast measurement.
+        grains[0]
+            .call(Get)
+            .await
+            .map_err(|error| format!("window call failed: {error}"))?;
+        sent += WINDOW + 1;
+    }
+    let local = node.metrics().activations.get();
+    if local != 0 {
+        return Err(format!(
+            "the sender node hosts {local} counters, so some sends were local; expected 0"
+        ));
+    }
+    wait_delivered(metrics, before, sent, started).await
+}
+
+/// Polls the receiver's turn count until it has run `sent` more turns than `before`, or made
+/// no progress for 5 s, and returns the rate since `started`.
+async fn wait_delivered(
+    metrics: SocketAddr,
+    before: u64,
+    sent: u64,
+    started: Instant,
+) -> Result<OnewayResult, String> {
     let expected = before + sent;
     let mut last = before;
     let mut last_progress = Instant::now();
@@ -196,7 +250,6 @@ pub async fn drive(args: &DriverArgs, cookie: String) -> Result<OnewayResult, St
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let delivered = last.max(turns_served(metrics).await?).min(expected) - before;
-    transport.stop();
     Ok(OnewayResult {
         delivered: Measurement {
             ops: delivered,

@@ -221,27 +221,20 @@ pub async fn grain_calls(
     ])
 }
 
-/// One-way grain messages from a driver's bare transport to the host node.
+/// One-way grain messages to the host node: through `GrainRef::send` from a driver node, and
+/// from a driver's bare transport.
 pub async fn oneway(
     launcher: &NodeLauncher,
     host: &mut HostNode,
     duration: humantime::Duration,
     in_flight: usize,
-) -> Result<Row, String> {
+) -> Result<Vec<Row>, String> {
     let metrics = host
         .ready
         .metrics_addr
         .ok_or("the host node has no /metrics endpoint")?;
-    let args = [
-        "driver".to_string(),
-        "oneway".into(),
-        "--peer".into(),
-        host.ready.cluster_addr.to_string(),
-        "--peer-name".into(),
-        host.ready.node.clone(),
-        "--peer-boot-id".into(),
-        host.ready.boot_id.to_string(),
-        "--peer-metrics".into(),
+    let common = [
+        "--peer-metrics".to_string(),
         metrics.to_string(),
         "--duration".into(),
         duration.to_string(),
@@ -250,13 +243,40 @@ pub async fn oneway(
         "--data-dir".into(),
         launcher.data_dir.display().to_string(),
     ];
-    let mut driver = launcher.helper("one-way driver", &args)?;
-    let result: OnewayResult = driver.next_json(result_timeout(duration.into(), 3)).await?;
-    Ok(Row::rate("oneway", "one-way grain messages (Transport::cast)", "msgs/s", &result.delivered).with_note(format!(
-        "Transport::cast of counter.get envelopes to the host's gateway, one Transport::call per 4096 casts; \
-         rate = turns the receiver ran ({} of {} sent) / time from first send to last turn",
-        result.delivered.ops, result.sent
-    )))
+    let mut args = vec![
+        "driver".to_string(),
+        "send".into(),
+        "--peer".into(),
+        host.ready.gossip_addr.to_string(),
+    ];
+    args.extend_from_slice(&common);
+    let mut driver = launcher.helper("one-way send driver", &args)?;
+    let send: OnewayResult = driver.next_json(result_timeout(duration.into(), 3)).await?;
+    let mut args = vec![
+        "driver".to_string(),
+        "oneway".into(),
+        "--peer".into(),
+        host.ready.cluster_addr.to_string(),
+        "--peer-name".into(),
+        host.ready.node.clone(),
+        "--peer-boot-id".into(),
+        host.ready.boot_id.to_string(),
+    ];
+    args.extend_from_slice(&common);
+    let mut driver = launcher.helper("one-way cast driver", &args)?;
+    let cast: OnewayResult = driver.next_json(result_timeout(duration.into(), 3)).await?;
+    Ok(vec![
+        Row::rate("oneway", "one-way grain messages (GrainRef::send)", "msgs/s", &send.delivered).with_note(format!(
+            "GrainRef::send of counter.get from a driver node to counters on the host, one GrainRef::call per 4096 sends; \
+             rate = turns the receiver ran ({} of {} sent) / time from first send to last turn",
+            send.delivered.ops, send.sent
+        )),
+        Row::rate("oneway_cast", "one-way envelopes (raw Transport::cast)", "msgs/s", &cast.delivered).with_note(format!(
+            "Transport::cast of counter.get envelopes to the host's gateway, one Transport::call per 4096 casts; \
+             rate = turns the receiver ran ({} of {} sent) / time from first send to last turn",
+            cast.delivered.ops, cast.sent
+        )),
+    ])
 }
 
 struct GrpcWorker {
