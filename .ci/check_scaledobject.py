@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks KEDA ScaledObjects against what KEDA 2 and Gristmill's external scaler accept.
 
-kubernetes-validate knows only built-in kinds, so it cannot check KEDA's CRDs. This check
+kubernetes-validate has schemas only for built-in kinds, so it cannot check KEDA's CRDs. This check
 covers the fields the deploy/keda overlay uses, the trigger metadata keys and values that the
 scaler accepts, and the names shared with deploy/base.
 

@@ -50,7 +50,7 @@ else
 fi
 
 step "keda overlay"
-# kubernetes-validate knows no CRD, so the ScaledObject gets its own check; the rest of the
+# kubernetes-validate has no schema for any CRD, so the ScaledObject gets its own check; the rest of the
 # rendered overlay is validated like the base.
 python3 .ci/check_scaledobject.py "$DEPLOY/keda/scaledobject.yaml" "$DEPLOY/base"
 if kubectl kustomize --help >/dev/null 2>&1; then

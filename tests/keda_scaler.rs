@@ -130,7 +130,7 @@ async fn keda_scaler_serves_supervisor_counts() {
         "gristmill_recommended_nodes"
     );
 
-    // IsActive answers once the node's supervisor has taken over.
+    // IsActive returns a result once the node's supervisor has taken over.
     let started = Instant::now();
     let idle_active = loop {
         match keda.is_active(scaled_object(&[])).await {

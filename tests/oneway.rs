@@ -203,7 +203,7 @@ async fn oneway_sends_reach_grains_in_order() {
     let received_before = b.metrics().oneway_received.get();
     send_burst(&a, &remote, 1).await;
     let cast = b.metrics().oneway_received.get() - received_before;
-    // The burst's report call is the only call that b answered.
+    // The burst's report call is the only call that b replied to.
     let replies = b.metrics().inbound_call_replies.get() - replies_before;
     eprintln!("remote burst: {cast} messages cast, {replies} reply envelopes at the receiver");
     assert_eq!(cast, BURST - 1, "every message after the first is cast");

@@ -370,7 +370,7 @@ impl MembershipAgent {
     ///
     /// Timers fall due late when the process was paused (SIGSTOP, a stalled host). Acks and
     /// refutations that peers sent meanwhile then wait in the socket. Handled before them, a
-    /// probe timer would suspect a member that answered in time, and a suspicion timer would
+    /// probe timer would suspect a member that replied in time, and a suspicion timer would
     /// declare down a member that had refuted the suspicion.
     async fn handle_due_timers(&mut self, buffer: &mut [u8]) {
         let now = Instant::now();

@@ -48,7 +48,7 @@ pub struct NodeMetrics {
     pub rejected_messages: IntCounter,
     /// Calls forwarded to another node.
     pub forwards: IntCounter,
-    /// Calls from peers that this node answered with a reply envelope.
+    /// Calls from peers for which this node sent a reply envelope.
     pub inbound_call_replies: IntCounter,
     /// One-way grain messages sent with `GrainRef::send`, from this node.
     pub oneway_sent: IntCounter,

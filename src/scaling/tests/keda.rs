@@ -1,4 +1,4 @@
-//! What KEDA is told: the metric and the activity rule read from dry runs of the core.
+//! Tests of the KEDA report: the metric and the activity rule read from dry runs of the core.
 
 use crate::clock::Millis;
 use crate::membership::NodeLoad;
