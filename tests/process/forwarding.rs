@@ -4,10 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Duration;
 
-use common::{Cluster, NodeClient, Timing, cluster_slot, metric_value_with, wait_until};
+use common::{
+    Cluster, NodeClient, Timing, cluster_slot, config_file, metric_value_with, wait_until,
+};
 use nix::sys::signal::{Signal, kill};
 use serde_json::json;
 use tokio::time::Instant;
@@ -19,12 +20,6 @@ const PATIENT: Timing = Timing {
     probe_rtt_ms: 80,
     suspect_to_down_ms: 30_000,
 };
-
-fn config_file(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(text.as_bytes()).expect("write config");
-    file
-}
 
 async fn start(count: usize, timing: Timing, settings: &str) -> (Cluster, tempfile::NamedTempFile) {
     let file = config_file(settings);

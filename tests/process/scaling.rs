@@ -5,12 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::time::Duration;
 
 use common::{
-    Cluster, NodeClient, Timing, activations_deactivated_at_stop, cluster_slot, describe,
-    spread_counters, try_decisions, wait_supervisor, wait_until,
+    Cluster, NodeClient, Timing, activations_deactivated_at_stop, cluster_slot, config_file,
+    describe, scaling_client, spread_counters, try_decisions, wait_supervisor, wait_until,
 };
 use gristmill::api::keda_pb::external_scaler_client::ExternalScalerClient;
 use gristmill::api::keda_pb::{GetMetricsRequest, ScaledObjectRef};
@@ -30,18 +29,6 @@ fn fast_policy(min: u32, max: u32, scale_in_window_ms: u64) -> String {
          [scaling.scale_in]\nstabilization_window = \"{scale_in_window_ms}ms\"\n\
          policies = [{{ type = \"nodes\", value = 1, period = \"1s\" }}]\n"
     )
-}
-
-fn config_file(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(text.as_bytes()).expect("write config");
-    file
-}
-
-async fn scaling_client(addr: std::net::SocketAddr) -> ScalingClient<Channel> {
-    ScalingClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to the Scaling service")
 }
 
 async fn active_names(client: &mut NodeClient) -> Result<BTreeSet<String>, String> {

@@ -563,6 +563,21 @@ where
     }
 }
 
+/// Writes `text` to a new temporary file, for a node's `--config`; the file is deleted when
+/// the returned handle is dropped.
+pub fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    std::io::Write::write_all(&mut file, text.as_bytes()).expect("write config");
+    file
+}
+
+/// Connects to the `Scaling` service at `addr`.
+pub async fn scaling_client(addr: SocketAddr) -> ScalingClient<Channel> {
+    ScalingClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to the Scaling service")
+}
+
 /// Waits until the supervisor that `scaling` reaches acts on `node`, and returns its status.
 pub async fn wait_supervisor(
     scaling: &ScalingClient<Channel>,
