@@ -38,6 +38,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
     if let Some(parent_pid) = args.parent_pid {
         exit_with_parent(parent_pid);
     }
+    if let Some(session_pid) = args.session_pid {
+        exit_with_session(session_pid);
+    }
 
     // Installed before the start, so a signal during start is handled after it, not fatal.
     let (mut sigterm, mut sigint) = match (
@@ -150,6 +153,38 @@ fn init_logging(filter: EnvFilter) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// Interval between two checks that the session process still runs.
+const SESSION_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Exits once the session process `session_pid` is gone. Unlike `exit_with_parent`, this
+/// watches a process that need not be the parent, so a node started by another node's local
+/// orchestrator survives the drain of that node and still ends with the session.
+fn exit_with_session(session_pid: u32) {
+    use nix::errno::Errno;
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+
+    // Pid 0 would name this process group, which always exists.
+    let Some(raw) = i32::try_from(session_pid).ok().filter(|raw| *raw > 0) else {
+        tracing::error!(
+            session_pid,
+            "the session pid is not a valid process id, exiting"
+        );
+        std::process::exit(i32::from(EXIT_INVALID_CONFIG));
+    };
+    let pid = Pid::from_raw(raw);
+    tokio::spawn(async move {
+        loop {
+            // Signal 0 checks that the process exists; EPERM means it exists as another user.
+            if kill(pid, None) == Err(Errno::ESRCH) {
+                tracing::error!(session_pid, "the session process has exited, exiting");
+                std::process::exit(i32::from(EXIT_STOPPED));
+            }
+            tokio::time::sleep(SESSION_POLL).await;
+        }
+    });
 }
 
 /// Asks Linux to kill this process when its parent exits, so a node started by

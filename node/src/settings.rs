@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use gristmill::runtime::{ConfigError, NodeConfig};
+use gristmill::scaling::supervisor::OrchestratorKind;
 
 /// Settings of `gristmill run`. Each one overrides the config file; unset ones keep the file's
 /// value, or the default shown in brackets.
@@ -116,6 +117,11 @@ pub struct RunArgs {
     #[arg(long, env = "GRISTMILL_POSTGRES_URL", value_name = "URL")]
     pub postgres_url: Option<String>,
 
+    /// What starts and stops nodes for the scaling supervisor: `none`, `local` (processes on
+    /// loopback) or `kubernetes` (the StatefulSet's scale subresource). [default: none]
+    #[arg(long, env = "GRISTMILL_ORCHESTRATOR", value_name = "KIND")]
+    pub orchestrator: Option<String>,
+
     /// Time a drain on SIGTERM may take to move every activation away, in seconds (1 to 3600).
     /// [default: 60]
     #[arg(long, env = "GRISTMILL_DRAIN_TIMEOUT_SECS", value_name = "SECONDS")]
@@ -136,6 +142,13 @@ pub struct RunArgs {
     /// process exits, so `gristmill local` never leaves nodes behind.
     #[arg(long, env = "GRISTMILL_PARENT_PID", hide = true, value_name = "PID")]
     pub parent_pid: Option<u32>,
+
+    /// Pid of the session that owns this node and every node started from it, such as a
+    /// `gristmill local` run. The node exits within half a second once that process is gone.
+    /// Read from the environment, so the nodes that the local orchestrator starts inherit it
+    /// and outlive the node that started them, but not the session.
+    #[arg(long, env = "GRISTMILL_SESSION_PID", hide = true, value_name = "PID")]
+    pub session_pid: Option<u32>,
 }
 
 /// Value of `--metrics-port`: a port number (0 lets the OS choose) or `off`.
@@ -201,8 +214,25 @@ pub fn load_node_config(args: &RunArgs) -> Result<NodeConfig, SettingsError> {
                     reason: error.to_string(),
                 })?;
     }
+    if let Some(kind) = &args.orchestrator {
+        config.orchestrator = parse_orchestrator(kind)?;
+    }
     config.validate()?;
     Ok(config)
+}
+
+/// Reads `--orchestrator` / `GRISTMILL_ORCHESTRATOR`, with the names the config file uses.
+fn parse_orchestrator(kind: &str) -> Result<OrchestratorKind, ConfigError> {
+    match kind.to_ascii_lowercase().as_str() {
+        "none" => Ok(OrchestratorKind::None),
+        "local" => Ok(OrchestratorKind::Local),
+        "kubernetes" => Ok(OrchestratorKind::Kubernetes),
+        _ => Err(ConfigError {
+            setting: "orchestrator".into(),
+            value: kind.to_owned(),
+            reason: "use none, local or kubernetes".into(),
+        }),
+    }
 }
 
 fn read_config_file(path: &Path) -> Result<NodeConfig, SettingsError> {
@@ -272,6 +302,29 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
         file.write_all(toml.as_bytes()).expect("write temp file");
         file
+    }
+
+    #[test]
+    fn orchestrator_flag_overrides_file_and_names_a_bad_value() {
+        let file = config_file(&format!("cookie = \"{COOKIE}\"\norchestrator = \"none\"\n"));
+        let args = RunArgs {
+            config: Some(file.path().to_owned()),
+            orchestrator: Some("Local".into()),
+            ..RunArgs::default()
+        };
+        let config = load_node_config(&args).expect("valid config");
+        assert_eq!(config.orchestrator, OrchestratorKind::Local);
+
+        let args = RunArgs {
+            config: Some(file.path().to_owned()),
+            orchestrator: Some("k8s".into()),
+            ..RunArgs::default()
+        };
+        let error = load_node_config(&args).expect_err("k8s is not an orchestrator");
+        let message = error.to_string();
+        assert!(message.contains("orchestrator"), "{message}");
+        assert!(message.contains("k8s"), "{message}");
+        assert!(message.contains("none, local or kubernetes"), "{message}");
     }
 
     #[test]

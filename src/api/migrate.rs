@@ -9,6 +9,7 @@ use super::pb;
 use super::status::call_error_status;
 use crate::directory::LookupOutcome;
 use crate::grain::GrainId;
+use crate::membership::NodeState;
 use crate::migration::MigrationError;
 use crate::runtime::Node;
 use crate::transport::{DirectoryRequest, DirectoryResponse};
@@ -124,19 +125,29 @@ pub(crate) async fn drain_node(
         0 => DEFAULT_DRAIN_TIMEOUT,
         ms => Duration::from_millis(u64::from(ms)),
     };
+    let members = node.members();
+    let target = members
+        .iter()
+        .find(|m| m.id.name == request.node && m.is_live());
+    let Some(target) = target else {
+        return Err(Status::not_found(format!(
+            "node {:?} is not a live member; list them with `gristmill ctl members` (Cluster/ListMembers)",
+            request.node
+        )));
+    };
+    let others_active = members
+        .iter()
+        .filter(|m| m.id.name != request.node && m.state == NodeState::Active)
+        .count();
+    if others_active == 0 {
+        return Err(Status::failed_precondition(format!(
+            "draining node {:?} would leave no other Active node to take its grains; start another node first, or stop this one with SIGTERM",
+            request.node
+        )));
+    }
     if request.node != node.id().name {
-        let member = node
-            .members()
-            .into_iter()
-            .find(|m| m.id.name == request.node && m.is_live());
-        let member = member.ok_or_else(|| {
-            Status::not_found(format!(
-                "node {:?} is not a live member; list them with `gristmill ctl members` (Cluster/ListMembers)",
-                request.node
-            ))
-        })?;
         let mut client = pb::cluster_client::ClusterClient::new(
-            peer_channel(&member.id.grpc_addr().to_string()).await?,
+            peer_channel(&target.id.grpc_addr().to_string()).await?,
         );
         return Ok(client.drain_node(request).await?.into_inner());
     }

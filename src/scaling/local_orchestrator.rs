@@ -5,24 +5,21 @@
 //! timings, scaling policy) in a config file readable only by this user. The cluster cookie
 //! goes in the environment, never on the command line.
 //!
-//! A started node must not outlive the `gristmill local` session. Each node is started with
-//! `--parent-pid`, so on Linux it is killed when the node that started it exits, and that node
-//! is in turn killed when its own parent exits.
-//!
-//! NOTE: for the same reason the nodes started by a node die with it, also when that node is
-//! killed or stops; Linux ties the signal to the thread that spawned the process, so a
-//! dedicated thread spawns them and lives as long as this orchestrator.
+//! A started node belongs to the cluster, not to the node that started it: draining that node
+//! removes it alone. The started node inherits this process's environment, so a
+//! `GRISTMILL_SESSION_PID` set by `gristmill local` (or a test) makes it exit with that
+//! session. Without one, the started nodes run until they are stopped, like nodes an operator
+//! starts by hand.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::oneshot;
 
 use crate::membership::NodeState;
 use crate::runtime::Node;
@@ -40,13 +37,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub struct LocalOrchestrator {
     node: Node,
     children: Arc<Mutex<HashMap<String, Child>>>,
-    spawner: Mutex<Option<mpsc::Sender<SpawnJob>>>,
     config_path: PathBuf,
-}
-
-struct SpawnJob {
-    command: Command,
-    reply: oneshot::Sender<std::io::Result<Child>>,
 }
 
 impl LocalOrchestrator {
@@ -60,7 +51,6 @@ impl LocalOrchestrator {
         Self {
             node,
             children: Arc::default(),
-            spawner: Mutex::new(None),
             config_path,
         }
     }
@@ -91,25 +81,6 @@ impl LocalOrchestrator {
             .open(&self.config_path)
             .map_err(unavailable)?;
         file.write_all(text.as_bytes()).map_err(unavailable)
-    }
-
-    /// Returns the sender of the spawning thread, starting the thread on first use.
-    fn spawner(&self) -> mpsc::Sender<SpawnJob> {
-        let mut spawner = self.spawner.lock().expect("spawner lock poisoned");
-        spawner
-            .get_or_insert_with(|| {
-                let (sender, receiver) = mpsc::channel::<SpawnJob>();
-                std::thread::Builder::new()
-                    .name("gristmill-spawner".into())
-                    .spawn(move || {
-                        for mut job in receiver {
-                            let _ = job.reply.send(job.command.spawn());
-                        }
-                    })
-                    .expect("the OS starts a thread");
-                sender
-            })
-            .clone()
     }
 
     /// Returns `node-N` with the smallest N that no member or child uses.
@@ -161,21 +132,16 @@ impl LocalOrchestrator {
             .args(["--seed", &self.node.id().gossip_addr().to_string()])
             .arg("--config")
             .arg(&self.config_path)
-            .args(["--parent-pid", &std::process::id().to_string()])
             .env("GRISTMILL_COOKIE", &config.cookie)
+            // This node's parent is not the started node's parent.
+            .env_remove("GRISTMILL_PARENT_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
 
-        let (reply, spawned) = oneshot::channel();
-        let job = SpawnJob { command, reply };
         let unavailable = |detail: String| OrchestratorError::Unavailable(detail);
-        self.spawner()
-            .send(job)
-            .map_err(|_| unavailable("the spawning thread has stopped".into()))?;
-        let mut child = spawned
-            .await
-            .map_err(|_| unavailable("the spawning thread has stopped".into()))?
+        let mut child = command
+            .spawn()
             .map_err(|error| unavailable(format!("cannot start {name}: {error}")))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         self.children

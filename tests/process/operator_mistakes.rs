@@ -1,7 +1,5 @@
 //! Operator mistakes with `gristmill run` and `gristmill ctl`, over real node processes on
 //! 127.0.0.1. The cluster must reject each mistake or survive it, and must keep serving calls.
-//!
-//! These tests fail on the current code; each one's comment names the defect it shows.
 
 mod common;
 
@@ -25,9 +23,9 @@ fn state_of(members: &[pb::Member], name: &str) -> Option<pb::NodeState> {
 }
 
 // Goal: `gristmill ctl drain` of the only Active node is rejected, as `ctl scaling drain` of
-// it is ("would leave 0 Active nodes, below min_nodes 1"). Today Cluster/DrainNode accepts
-// it: the node turns Draining, every call then fails with "no gateway known", the supervisor
-// goes to standby, and no RPC makes the node Active again, so only a restart recovers.
+// it is ("would leave 0 Active nodes, below min_nodes 1"). Were Cluster/DrainNode to accept
+// it, the node would turn Draining, every call would fail with "no gateway known", and no
+// RPC would make the node Active again, so only a restart would recover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_of_last_node_is_rejected() {
     let _slot = cluster_slot().await;
@@ -100,10 +98,9 @@ async fn orchestrator_env_variable_is_read() {
 }
 
 // Goal: `ctl scaling drain` of one node removes that node only. Nodes that the local
-// orchestrator added are children of the node that started them and die with it. So today a
-// drain of that parent also kills its children without draining them. The decision records
-// "3 -> 2 nodes", but the cluster ends with 1 Active node and the child's activations are
-// dropped.
+// orchestrator added must not die with the node that started them. Otherwise a drain of
+// that node kills them without draining them: the decision records "3 -> 2 nodes", but the
+// cluster ends with 1 Active node and the child's activations are dropped.
 // Method: two nodes, paused scaling, ScaleTo 3 (node-0 acts and starts node-2), DrainNode
 // node-0; node-2 must stay Active for DOWN_WITHIN after node-0 has left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,11 +108,13 @@ impl ChildNode {
                 command.env_remove(key);
             }
         }
-        // The log filter also goes in the environment, so the nodes that the local
-        // orchestrator starts log like the rest.
+        // The log filter and the session also go in the environment, which the nodes that the
+        // local orchestrator starts inherit. So they log like the rest and end with this
+        // process, even after the node that started them has left.
         command
             .env("GRISTMILL_COOKIE", spec.cookie)
             .env("GRISTMILL_LOG", spec.log)
+            .env("GRISTMILL_SESSION_PID", std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

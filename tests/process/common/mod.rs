@@ -150,6 +150,18 @@ pub struct NodeProcess {
     /// Where the node runs.
     pub host: NodeHost,
     child: Child,
+    /// The process group the node leads; the nodes its local orchestrator starts join it.
+    group: Option<Pid>,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        // Stops the nodes this node started, which outlive it by design. The group is gone
+        // (ESRCH) when none of them runs.
+        if let Some(group) = self.group {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 /// Returns a fresh path for a node's log file under the target directory.
@@ -247,10 +259,16 @@ impl NodeProcess {
             .args(timing.args())
             .args(extra_args)
             .env("GRISTMILL_COOKIE", COOKIE)
+            // Nodes that this node's local orchestrator starts inherit the session and end
+            // with the test process at the latest.
+            .env("GRISTMILL_SESSION_PID", std::process::id().to_string())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
+            // Its own process group, which the nodes it starts join, so dropping the handle
+            // stops them too (see `Drop`).
+            .process_group(0)
             .kill_on_drop(true);
         for seed in seeds {
             command.args(["--seed", &seed.to_string()]);
@@ -281,11 +299,16 @@ impl NodeProcess {
             let mut files = BY_FIRST_SEED_TABLE.lock().expect("sqlite path table lock");
             files.insert(ready.gossip_addr, sqlite_path);
         }
+        let group = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw);
         NodeProcess {
             ready,
             log_path,
             host: host.clone(),
             child,
+            group,
         }
     }
 
