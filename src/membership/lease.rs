@@ -48,7 +48,8 @@
 //! this node (a probe lost to packet loss just before a full partition). Then a peer may
 //! declare the node down up to a suspicion timeout after that probe, while the lease still
 //! runs. Turns longer than the margin are not fenced either: a turn is checked when it
-//! starts, not while it runs.
+//! starts, not while it runs. Only turns and timer ticks are fenced, so a grain's `activate`
+//! hook, which reads its state, still runs on a fenced node.
 
 use std::collections::HashMap;
 use std::hash::Hash;

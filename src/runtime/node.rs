@@ -470,7 +470,7 @@ impl Node {
     ///   so a shorter lag means no notice of that can be waiting unread, unless datagrams were
     ///   lost. After a pause (SIGSTOP, a stalled host) the lag is long, and turns wait until
     ///   the agent has read what was waiting.
-    /// - The membership lease has ended: no peer answered this node for a suspicion timeout,
+    /// - The membership lease has ended: no peer replied to this node's requests for a suspicion timeout,
     ///   or a peer suspects it. The others may be about to declare it down and reactivate its
     ///   grains, so turns wait until a peer confirms it again or it learns that it was
     ///   declared down.
