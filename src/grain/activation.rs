@@ -319,16 +319,18 @@ async fn run_queued(myself: &ActivationRef, state: &mut ActivationState, work: A
             state.shared.pending.fetch_sub(1, Ordering::AcqRel);
             // A node declared down may already have its grains running elsewhere, so its
             // activations run no turn from the moment it learns that, even before they stop.
-            // After a pause, that news may still wait unread, so the turn waits for it first.
-            if !state.stopping {
-                state
-                    .ctx
-                    .node()
-                    .await_membership_current(turn.deadline)
-                    .await;
-            }
+            // A node that may be declared down soon (its lease ended) or that may not have
+            // read the news yet (its membership agent lags) holds the turn until it knows.
+            let may_start =
+                !state.stopping && state.ctx.node().await_turn_fence(turn.deadline).await;
             if state.stopping || state.ctx.node().is_declared_down() {
                 let _ = turn.reply.send(Err(TurnError::Gone(turn.payload)));
+            } else if !may_start {
+                let error = CallError::DeadlineExceeded {
+                    grain: state.shared.grain.clone(),
+                    after_ms: 0,
+                };
+                let _ = turn.reply.send(Err(TurnError::Failed(error)));
             } else if state.grain.is_interleaved(&turn.method) {
                 start_interleaved(myself, state, turn);
             } else {
@@ -337,8 +339,8 @@ async fn run_queued(myself: &ActivationRef, state: &mut ActivationState, work: A
         }
         ActivationMsg::Timer(name) => {
             let node = state.ctx.node();
-            // A tick that falls due while the membership agent lags is skipped, not delayed.
-            if !state.stopping && !node.membership_lags() && !node.is_declared_down() {
+            // A tick that falls due behind the membership fence is skipped, not delayed.
+            if !state.stopping && node.may_start_turns() && !node.is_declared_down() {
                 run_timer(state, &name).await;
             }
         }

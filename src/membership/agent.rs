@@ -21,7 +21,7 @@
 //! A node that the cluster declared down sends nothing from then on, not even when it leaves.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::future::pending;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -38,13 +38,15 @@ use tracing::{debug, info, warn};
 
 use super::dissemination::{TransmissionTuner, meta_period};
 use super::handle::{AgentStatus, Command};
+use super::lease::{MembershipLease, is_minority, lease_duration};
+use super::lease_input::{self, RequestKey};
 use super::suspicion;
 use super::wire::{self, Datagram};
 use super::{
-    DEFAULT_DEAD_RETENTION, MemberInfo, MemberView, MembershipError, MembershipEvent,
+    DEFAULT_DEAD_RETENTION, LeaveReason, MemberInfo, MemberView, MembershipError, MembershipEvent,
     MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState,
 };
-use crate::clock::MonotonicClock;
+use crate::clock::{Millis, MonotonicClock};
 use crate::repeat_limit::RepeatLimit;
 use crate::runtime::MembershipConfig;
 
@@ -122,6 +124,14 @@ pub struct MembershipAgent {
     /// datagrams, because its member list may still contain down verdicts that it reached while
     /// cut off from the others. Gossiping them after a partition heals would stop those nodes.
     declared_down: bool,
+    /// Whether peers replied to this node's requests recently; see the `lease` module.
+    lease: MembershipLease<RequestKey>,
+    /// Incarnation that the last packet this node sent carried. A suspicion of a lower
+    /// incarnation is one that the node already refuted.
+    sent_incarnation: foca::Incarnation,
+    /// Members that the failure detector declared down, by name, with the time; they count
+    /// against the minority check until they rejoin or their dead retention ends.
+    declared_down_peers: HashMap<String, Millis>,
 }
 
 impl MembershipAgent {
@@ -182,6 +192,7 @@ impl MembershipAgent {
             identity.incarnation(),
         );
 
+        let lease = MembershipLease::new(lease_duration(&config));
         let mut agent = Self {
             foca,
             transmissions: TransmissionTuner::new(foca_config),
@@ -204,6 +215,9 @@ impl MembershipAgent {
             seed_replies: HashSet::new(),
             unjoined_warnings: RepeatLimit::new(UNJOINED_WARN_INTERVAL),
             declared_down: false,
+            lease,
+            sent_incarnation: 0,
+            declared_down_peers: HashMap::new(),
         };
         agent.publish(vec![MembershipEvent::Joined(agent.view.local().clone())]);
         tokio::spawn(agent.run(command_receiver));
@@ -277,8 +291,11 @@ impl MembershipAgent {
     async fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
         match wire::decode(datagram) {
             Ok(Datagram::Foca(packet)) => {
-                if let Err(error) = self.foca.handle_data(packet, &mut self.runtime) {
-                    self.reject(from, &error);
+                let received =
+                    lease_input::read_received(packet, self.foca.identity(), self.sent_incarnation);
+                match self.foca.handle_data(packet, &mut self.runtime) {
+                    Ok(()) => self.handle_lease_input(received),
+                    Err(error) => self.reject(from, &error),
                 }
             }
             Ok(Datagram::IdentityRequest { len }) => self.answer_identity_request(len, from).await,
@@ -460,8 +477,69 @@ impl MembershipAgent {
     }
 
     fn forget_expired(&mut self) {
-        if self.view.handle_tick(self.clock.now()) > 0 {
+        let now = self.clock.now();
+        if self.view.handle_tick(now) > 0 {
             self.refresh_members();
+        }
+        let oldest_kept = now - DEFAULT_DEAD_RETENTION;
+        let before = self.declared_down_peers.len();
+        self.declared_down_peers
+            .retain(|_, declared_at| *declared_at > oldest_kept);
+        if self.declared_down_peers.len() != before {
+            self.update_minority();
+        }
+    }
+
+    /// Tracks the members that the failure detector declares down, for the minority check.
+    fn track_declared_down(&mut self, events: &[MembershipEvent]) {
+        let mut changed = false;
+        for event in events {
+            match event {
+                MembershipEvent::Left {
+                    member,
+                    reason: LeaveReason::DeclaredDown,
+                } => {
+                    let name = member.id.name.clone();
+                    changed |= self
+                        .declared_down_peers
+                        .insert(name, self.clock.now())
+                        .is_none();
+                }
+                MembershipEvent::Joined(member) => {
+                    changed |= self.declared_down_peers.remove(&member.id.name).is_some();
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            self.update_minority();
+        }
+    }
+
+    /// Publishes whether the view is on the minority side (see `lease::is_minority`).
+    fn update_minority(&mut self) {
+        let live_members = self.view.members().filter(|m| m.is_live()).count();
+        let minority = is_minority(live_members, self.declared_down_peers.len());
+        let was = self
+            .status
+            .minority
+            .swap(minority, std::sync::atomic::Ordering::AcqRel);
+        let declared_down = self.declared_down_peers.len();
+        let node = self.foca.identity();
+        match (was, minority) {
+            (false, true) => warn!(
+                %node,
+                live_members,
+                declared_down,
+                "fewer live members than members declared down; turns wait"
+            ),
+            (true, false) => info!(
+                %node,
+                live_members,
+                declared_down,
+                "no longer fewer live members than members declared down; turns resume"
+            ),
+            _ => {}
         }
     }
 
@@ -501,6 +579,7 @@ impl MembershipAgent {
                 muted += 1;
                 continue;
             }
+            self.handle_packet_sent(&packet);
             self.send(&wire::encode_foca(&packet), destination.gossip_addr())
                 .await;
         }
@@ -533,10 +612,44 @@ impl MembershipAgent {
         self.publish(events);
     }
 
+    /// Records a request in an outgoing foca packet for the lease, and the incarnation the
+    /// packet carries.
+    fn handle_packet_sent(&mut self, packet: &[u8]) {
+        if let Some(incarnation) = lease_input::sender_incarnation(packet) {
+            self.sent_incarnation = incarnation;
+        }
+        if let Some(request) = lease_input::request_sent(packet) {
+            self.lease
+                .handle_request_sent(request, self.status.clock.now());
+        }
+    }
+
+    /// Applies what a received packet, which foca accepted, means for the lease, and
+    /// publishes the lease's end to the handles.
+    fn handle_lease_input(&mut self, received: lease_input::Received) {
+        if received.suspects_local {
+            let was_fresh = self.lease.is_fresh(self.status.clock.now());
+            self.lease.handle_self_suspected();
+            if was_fresh {
+                info!(node = %self.foca.identity(), "a peer suspects this node; turns wait until a peer confirms it again");
+            }
+        }
+        let renewed = received
+            .reply_to
+            .is_some_and(|request| self.lease.handle_reply(&request));
+        if renewed || received.suspects_local {
+            let expires_at = self.lease.expires_at().map_or(0, |at| at.0);
+            self.status
+                .lease_expires_at_ms
+                .store(expires_at, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     fn publish(&mut self, events: Vec<MembershipEvent>) {
         if events.is_empty() {
             return;
         }
+        self.track_declared_down(&events);
         if events.contains(&MembershipEvent::SelfDeclaredDown) {
             self.status
                 .declared_down

@@ -60,6 +60,12 @@ pub(super) struct AgentStatus {
     pub(super) current_at_ms: AtomicU64,
     /// Set when the agent stops; a stopped agent reports no stall.
     pub(super) stopped: AtomicBool,
+    /// Time on `clock` at which the membership lease ends; zero while no peer has confirmed
+    /// this node (see the `lease` module).
+    pub(super) lease_expires_at_ms: AtomicU64,
+    /// Set while the view lists fewer live members than members declared down (see
+    /// `lease::is_minority`).
+    pub(super) minority: AtomicBool,
 }
 
 impl AgentStatus {
@@ -177,6 +183,27 @@ impl MembershipHandle {
         }
         let current_at = Millis(self.status.current_at_ms.load(Ordering::Acquire));
         self.status.clock.now().saturating_since(current_at)
+    }
+
+    /// Returns whether this node's membership lease is fresh: a peer replied to a request of
+    /// this node recently enough that no member can have declared it down yet (see the
+    /// `lease` module). Activations start turns only while it is.
+    ///
+    /// It is never fresh while the view is on the minority side of a partition. Otherwise a
+    /// node with no live peer in its view (alone, or before it joined) and a stopped agent
+    /// hold no lease, and this returns true for them.
+    pub fn lease_is_fresh(&self) -> bool {
+        if self.status.stopped.load(Ordering::Acquire) {
+            return true;
+        }
+        if self.status.minority.load(Ordering::Acquire) {
+            return false;
+        }
+        if !self.status.joined.load(Ordering::Relaxed) {
+            return true;
+        }
+        let expires_at = self.status.lease_expires_at_ms.load(Ordering::Acquire);
+        self.status.clock.now().0 < expires_at
     }
 
     /// Returns how many received datagrams were rejected as malformed or invalid.

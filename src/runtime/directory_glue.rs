@@ -153,12 +153,9 @@ impl Node {
         let deadline = Instant::now() + BACKGROUND_DEADLINE;
         let handed_off = self.carry_out(commands, deadline).await;
 
-        // Wait for registrations in progress, which may have gone to an owner of the previous
-        // view: once they are in the catalog, the snapshot below re-asserts them. The wait can
-        // last as long as a call's deadline, so the re-assertions get a deadline of their own.
-        let _gate = self.inner.activation_gate.write().await;
-        let deadline = Instant::now() + BACKGROUND_DEADLINE;
-        let reasserted = self.reassert_local_activations(&live, deadline).await;
+        let reasserted = self
+            .reassert_local_activations(&live, BACKGROUND_DEADLINE)
+            .await;
         if !(handed_off && reasserted) {
             // A confirmation would let a new owner reply `NotFound` for a grain whose entry
             // never reached it, and a caller would then start a second activation. Without
@@ -173,6 +170,7 @@ impl Node {
             return;
         }
         let local = self.inner.id.incarnation();
+        let deadline = Instant::now() + BACKGROUND_DEADLINE;
         let confirmations = live.iter().map(|member| {
             let request = DirectoryRequest::SyncComplete {
                 from: local.clone(),
@@ -188,8 +186,9 @@ impl Node {
     }
 
     /// Re-asserts every local activation at its partition owner in the view `live`, and
-    /// deactivates the activations whose re-assertion met another activation's entry. Returns
-    /// whether every entry got an outcome from an owner in `live` (registered or conflict).
+    /// deactivates the activations whose re-assertion met another activation's entry; the
+    /// requests end `timeout` after the catalog snapshot. Returns whether every entry got an
+    /// outcome from an owner in `live` (registered or conflict).
     ///
     /// Besides each membership change, the node runs this periodically (see
     /// `run_directory_repair`): an activation whose entry was lost, for example because its
@@ -198,8 +197,25 @@ impl Node {
     pub(crate) async fn reassert_local_activations(
         &self,
         live: &[Incarnation],
-        deadline: Instant,
+        timeout: Duration,
     ) -> bool {
+        let by_owner = self.snapshot_entries_by_owner(live).await;
+        let deadline = Instant::now() + timeout;
+        self.reassert_entries(by_owner, live, deadline).await
+    }
+
+    /// Returns the directory entries of the local activations, by their partition owner in
+    /// `live`.
+    ///
+    /// The snapshot waits for registrations in progress, which may have gone to an owner of an
+    /// earlier view: once they are in the catalog, the snapshot includes them. The gate is
+    /// held only for the snapshot, not while the entries travel. Registrations wait for it
+    /// with their call's deadline, so a re-assertion to an unreachable owner must not hold it.
+    async fn snapshot_entries_by_owner(
+        &self,
+        live: &[Incarnation],
+    ) -> BTreeMap<Incarnation, Vec<DirectoryEntry>> {
+        let _gate = self.inner.activation_gate.write().await;
         let local = self.inner.id.incarnation();
         let mut by_owner: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
         for handle in self.inner.catalog.handles() {
@@ -214,6 +230,17 @@ impl Node {
                 by_owner.entry(owner.clone()).or_default().push(entry);
             }
         }
+        by_owner
+    }
+
+    /// Sends `by_owner`'s entries to their owners in rounds until `deadline`; see
+    /// [`Self::reassert_local_activations`].
+    async fn reassert_entries(
+        &self,
+        mut by_owner: BTreeMap<Incarnation, Vec<DirectoryEntry>>,
+        live: &[Incarnation],
+        deadline: Instant,
+    ) -> bool {
         let mut complete = true;
         // An owner whose view differs from `live` replies `NotOwner`. If it names an owner in
         // `live`, this node's view lags, so the entries go there. Otherwise the replier lags,

@@ -260,9 +260,11 @@ impl Node {
             ));
         }
         let lock = self.inner.catalog.activation_lock(&grain);
-        let reply = {
-            let _guard = lock.lock().await;
-            self.take_over(request, deadline).await
+        let reply = match tokio::time::timeout_at(deadline.into(), lock.lock()).await {
+            Ok(_guard) => self.take_over(request, deadline).await,
+            Err(_) => MigrationReply::Rejected(format!(
+                "deadline passed while another activation of {grain} was starting here"
+            )),
         };
         self.inner.catalog.release_activation_lock(&grain, lock);
         reply
@@ -293,7 +295,13 @@ impl Node {
             }
             // Registration and start under the shared activation gate, as in
             // `register_and_start`, so a directory sync re-asserts this activation.
-            let gate = self.inner.activation_gate.read().await;
+            let Ok(gate) =
+                tokio::time::timeout_at(deadline.into(), self.inner.activation_gate.read()).await
+            else {
+                return MigrationReply::Rejected(
+                    "deadline passed while a directory sync held the activation gate".into(),
+                );
+            };
             let register = DirectoryRequest::Register {
                 entry: entry.clone(),
                 expect: Expect::Epoch(source.epoch),

@@ -454,22 +454,43 @@ impl Node {
         self.inner.membership.stalled_for() > limit
     }
 
-    /// Waits, at most until `deadline`, while the membership agent lags behind what the
-    /// cluster sent by more than half the suspicion timeout, so that the caller checks
-    /// [`Self::is_declared_down`] only once the agent has read what was waiting.
+    /// Returns whether activations may start turns now: the membership agent has caught up
+    /// with what the cluster sent (see [`Self::membership_lags`]) and the membership lease is
+    /// fresh (see `MembershipHandle::lease_is_fresh`).
+    pub(crate) fn may_start_turns(&self) -> bool {
+        !self.membership_lags() && self.inner.membership.lease_is_fresh()
+    }
+
+    /// Waits, at most until `deadline`, until activations may start turns, and returns
+    /// whether they may. It returns false at once when the cluster declared this node down.
     ///
-    /// A node can be declared down only if it failed to refute a suspicion for a whole
-    /// suspicion timeout, so a lag below half of it means no notice of that can be waiting
-    /// unread, unless datagrams were lost. After a pause (SIGSTOP, a stalled host) the lag is
-    /// long, and turns wait here until the agent has caught up.
-    pub(crate) async fn await_membership_current(&self, deadline: Instant) {
-        let mut waited = false;
-        while self.membership_lags() && Instant::now() < deadline {
-            waited = true;
+    /// Two fences hold turns back:
+    /// - The membership agent lags by more than half the suspicion timeout. A node can be
+    ///   declared down only if it failed to refute a suspicion for a whole suspicion timeout,
+    ///   so a shorter lag means no notice of that can be waiting unread, unless datagrams were
+    ///   lost. After a pause (SIGSTOP, a stalled host) the lag is long, and turns wait until
+    ///   the agent has read what was waiting.
+    /// - The membership lease has ended: no peer replied to this node's requests for a suspicion timeout,
+    ///   or a peer suspects it. The others may be about to declare it down and reactivate its
+    ///   grains, so turns wait until a peer confirms it again or it learns that it was
+    ///   declared down.
+    pub(crate) async fn await_turn_fence(&self, deadline: Instant) -> bool {
+        let started = Instant::now();
+        loop {
+            if self.is_declared_down() {
+                return false;
+            }
+            if self.may_start_turns() {
+                if started.elapsed() >= MEMBERSHIP_POLL {
+                    tracing::debug!(node = %self.inner.id.name, waited_ms = started.elapsed().as_millis() as u64, "turn waited for the membership fence");
+                }
+                return true;
+            }
+            if Instant::now() >= deadline {
+                tracing::debug!(node = %self.inner.id.name, lags = self.membership_lags(), "turn deadline passed behind the membership fence");
+                return false;
+            }
             tokio::time::sleep(MEMBERSHIP_POLL).await;
-        }
-        if waited {
-            tracing::debug!(node = %self.inner.id.name, "waited for the membership agent to catch up after a stall");
         }
     }
 

@@ -204,8 +204,8 @@ impl Node {
             }
             match self.resolve(grain, deadline).await? {
                 Target::Here(entry) => {
-                    if !self.wait_for_local_activation(&entry).await {
-                        self.handle_not_here(&entry).await;
+                    if self.wait_for_local_activation(&entry, deadline).await == Some(false) {
+                        self.handle_not_here(&entry, deadline).await;
                     }
                 }
                 Target::ActivateHere => {
@@ -224,9 +224,10 @@ impl Node {
                         .await
                     {
                         Ok(Some(reply)) => return Ok(reply),
-                        Ok(None) => self.handle_not_here(&entry).await,
+                        Ok(None) => self.handle_not_here(&entry, deadline).await,
                         Err(error) if self.may_retry_forward(&peer, &error) => {
-                            self.handle_unreachable_host(&entry, &peer, &error).await;
+                            self.handle_unreachable_host(&entry, &peer, &error, deadline)
+                                .await;
                             retried = Some(error);
                         }
                         Err(error) => return Err(error),
@@ -538,13 +539,10 @@ impl Node {
             });
         }
         let lock = self.inner.catalog.activation_lock(grain);
-        let result = {
-            let _guard = lock.lock().await;
-            if self.inner.catalog.contains(grain) {
-                Ok(Ok(()))
-            } else {
-                self.register_and_start(grain, deadline).await
-            }
+        let result = match self.wait_until_deadline(grain, deadline, lock.lock()).await {
+            Err(timed_out) => Err(timed_out),
+            Ok(_guard) if self.inner.catalog.contains(grain) => Ok(Ok(())),
+            Ok(_guard) => self.register_and_start(grain, deadline).await,
         };
         self.inner.catalog.release_activation_lock(grain, lock);
         result
@@ -574,7 +572,9 @@ impl Node {
             }
             // Registration and start happen under the shared activation gate, so a directory
             // sync never snapshots the catalog between them (see `activation_gate`).
-            let gate = self.inner.activation_gate.read().await;
+            let gate = self
+                .wait_until_deadline(grain, deadline, self.inner.activation_gate.read())
+                .await?;
             let request = DirectoryRequest::Register {
                 entry: entry.clone(),
                 expect: Expect::Absent,
@@ -739,19 +739,43 @@ impl Node {
     }
 
     /// Waits until no activation of `entry`'s grain is starting on this node, and returns
-    /// whether the grain is active here afterwards.
+    /// whether the grain is active here afterwards, or `None` if `deadline` passed first.
     ///
     /// An activation registers in the directory before it starts (first activation and
     /// migration alike), under the grain's activation lock. A call that finds the entry but no
     /// activation must wait for that lock before it calls the entry stale; otherwise it would
     /// unregister a valid entry, and a second activation could start elsewhere.
-    async fn wait_for_local_activation(&self, entry: &DirectoryEntry) -> bool {
+    async fn wait_for_local_activation(
+        &self,
+        entry: &DirectoryEntry,
+        deadline: Instant,
+    ) -> Option<bool> {
         let lock = self.inner.catalog.activation_lock(&entry.grain);
-        drop(lock.lock().await);
+        let waited = tokio::time::timeout_at(deadline.into(), lock.lock())
+            .await
+            .map(drop);
         self.inner
             .catalog
             .release_activation_lock(&entry.grain, lock);
-        self.inner.catalog.contains(&entry.grain)
+        waited.ok()?;
+        Some(self.inner.catalog.contains(&entry.grain))
+    }
+
+    /// Waits for `acquire` (a lock or gate on the activation path) until `deadline`, and
+    /// returns a deadline error for `grain` if it passes first. Those locks can be held for
+    /// as long as another call's deadline, so a call must not wait for them unbounded.
+    pub(super) async fn wait_until_deadline<T>(
+        &self,
+        grain: &GrainId,
+        deadline: Instant,
+        acquire: impl std::future::Future<Output = T>,
+    ) -> Result<T, CallError> {
+        tokio::time::timeout_at(deadline.into(), acquire)
+            .await
+            .map_err(|_| CallError::DeadlineExceeded {
+                grain: grain.clone(),
+                after_ms: 0,
+            })
     }
 
     /// Drops the cached entry of a host that a call could not reach and that is known not to
@@ -764,10 +788,11 @@ impl Node {
         entry: &DirectoryEntry,
         peer: &NodeId,
         error: &CallError,
+        deadline: Instant,
     ) {
         tracing::debug!(grain = %entry.grain, peer = %peer.name, %error, "host unreachable; resolving again");
         if self.has_departed(&entry.host) {
-            self.handle_not_here(entry).await;
+            self.handle_not_here(entry, deadline).await;
         } else {
             self.inner
                 .cache
@@ -778,8 +803,9 @@ impl Node {
         tokio::time::sleep(SETTLE_PAUSE).await;
     }
 
-    /// Drops a stale entry after its host replied `NotHere`.
-    async fn handle_not_here(&self, entry: &DirectoryEntry) {
+    /// Drops a stale entry after its host replied `NotHere`, waiting for the directory at
+    /// most until the call's `deadline` (and at most 1 s).
+    async fn handle_not_here(&self, entry: &DirectoryEntry, deadline: Instant) {
         self.inner
             .cache
             .lock()
@@ -792,7 +818,7 @@ impl Node {
             host: entry.host.clone(),
             activation_id: entry.activation_id,
         };
-        let deadline = Instant::now() + Duration::from_secs(1);
+        let deadline = deadline.min(Instant::now() + Duration::from_secs(1));
         let _ = self
             .directory_request(&entry.grain, request, deadline)
             .await;
@@ -840,10 +866,16 @@ impl Node {
                 // An activation of the grain may be starting here (see
                 // `wait_for_local_activation`); reply `NotHere` only once none is.
                 let lock = self.inner.catalog.activation_lock(&call.grain);
-                drop(lock.lock().await);
+                let waited = self
+                    .wait_until_deadline(&call.grain, deadline, lock.lock())
+                    .await
+                    .map(drop);
                 self.inner
                     .catalog
                     .release_activation_lock(&call.grain, lock);
+                if let Err(timed_out) = waited {
+                    return CallReply::Failed(timed_out);
+                }
                 if !self.inner.catalog.contains(&call.grain) {
                     return CallReply::NotHere;
                 }

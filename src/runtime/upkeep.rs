@@ -103,8 +103,7 @@ pub(crate) async fn run_directory_repair(node: Node) {
             .expect("members lock poisoned")
             .live
             .clone();
-        let _gate = node.inner.activation_gate.write().await;
-        node.reassert_local_activations(&live, Instant::now() + DIRECTORY_REPAIR_PERIOD)
+        node.reassert_local_activations(&live, DIRECTORY_REPAIR_PERIOD)
             .await;
     }
 }

@@ -142,20 +142,17 @@ async fn serving_node(client: &NodeClient, key: &str, within: Duration) -> Strin
     served_by
 }
 
-// NOTE: fails in about two runs of eight. The majority detects node-2 within the bound, its
-// grains move, and after the heal node-2 exits and rejoins when restarted. But in one run a
-// call to a grain hung past its deadline plus the 1 s margin. In another, a grain on node-0
-// got a new activation that started a turn before the old one's last turn had ended. Run it with `cargo test -p gristmill-node --test partition -- --ignored`.
-#[ignore = "a call can hang or a grain can get an early second activation around the partition"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_partition_moves_grains_and_heals() {
     // Goal: when one node is cut off from the other two, the majority declares it down
-    // within the failure-detector bound and its grains reactivate on the majority side. After
+    // within the failure-detector bound and its grains reactivate on the majority side, and
+    // the cut-off node stops taking turns before that (its membership lease ends). After
     // the heal the views converge, with the node back either as the same incarnation or as a
-    // new one, and no grain ever has two activations running turns. Method: three audited
-    // nodes with the default failure-detector timing; increments through node-0 and node-1;
-    // node-2's namespace drops every packet from and to the other two for a time from the
-    // seed. A node-2 that exits after the heal is started again under the same name.
+    // new one, no grain ever has two activations running turns, and no call hangs. Method:
+    // three audited nodes with the default failure-detector timing and increments through
+    // all three nodes. node-2's namespace drops every packet from and to the other two for
+    // a time from the seed. A node-2 that exits after the heal is started again under the
+    // same name.
     let timing = Timing::DEFAULT;
     let _slot = cluster_slot().await;
     let Some(lab) = lab_or_skip("full partition") else {
@@ -179,6 +176,9 @@ async fn full_partition_moves_grains_and_heals() {
 
     let majority = clients[..2].to_vec();
     let workload = Workload::start(&ledger, &majority, 4, DEADLINE, seed);
+    // Increments through node-2 itself go on during the partition. Its grains must stop
+    // taking turns before the majority reactivates them, which the turn audit checks.
+    let isolated_workload = Workload::start(&ledger, &clients[2..], 4, DEADLINE, !seed);
     wait_acknowledged(&ledger, ledger.acknowledged_total(), 100).await;
 
     let held_ms = rng.random_range(8_000..12_000);
@@ -230,6 +230,13 @@ async fn full_partition_moves_grains_and_heals() {
     );
     wait_acknowledged(&ledger, ledger.acknowledged_total(), 100).await;
     let log = workload.finish().await;
+    // node-2's own calls fail untyped once its process is gone, so only hangs count there.
+    let isolated_log = isolated_workload.finish().await;
+    assert!(
+        isolated_log.hung.is_empty(),
+        "calls through node-2 hung: {:?}",
+        isolated_log.hung
+    );
     assert!(log.hung.is_empty(), "calls hung: {:?}", log.hung);
     assert_eq!(log.untyped_errors(), 0, "untyped errors: {:?}", log.errors);
 

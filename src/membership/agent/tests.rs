@@ -429,3 +429,73 @@ async fn running_agent_reports_no_stall() {
     b.handle.leave().await.expect("leave completes");
     assert_eq!(b.handle.stalled_for(), Duration::ZERO, "stopped agent");
 }
+
+/// Polls `condition` every few milliseconds and returns how long it took to hold; panics
+/// after [`WAIT`].
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < WAIT, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn cut_off_agent_loses_lease_before_verdict() {
+    // Goal: an agent whose peers stop replying loses its lease before its failure detector
+    // (with the same timing as the peers' detectors) declares them down, and stays fenced
+    // once it lists fewer live members than members declared down. Method: three agents;
+    // the two peers of `a` stop without leaving, which `a` cannot tell from a cut.
+    let (mut a, b, c) = three_node_cluster().await;
+    wait_for("a's lease is fresh", || a.handle.lease_is_fresh()).await;
+
+    let cut = Instant::now();
+    drop(b);
+    drop(c);
+    let lapsed_after = wait_for("a's lease ends", || !a.handle.lease_is_fresh()).await;
+    // Either verdict may come first, and waiting for one skips the events before it.
+    let mut declared = std::collections::BTreeSet::new();
+    while declared.len() < 2 {
+        let name = a
+            .wait_event("b and c to leave", |event| match event {
+                MembershipEvent::Left { member, .. } => Some(member.id.name),
+                _ => None,
+            })
+            .await;
+        declared.insert(name);
+    }
+    let declared_after = cut.elapsed();
+
+    eprintln!(
+        "lease ended {lapsed_after:?} and peers were declared down {declared_after:?} after the cut"
+    );
+    assert!(
+        lapsed_after < declared_after,
+        "lease ended {lapsed_after:?} after the cut, verdicts {declared_after:?}"
+    );
+    assert!(
+        lapsed_after <= lease_duration(&fast_config()) + Duration::from_millis(200),
+        "lease ended {lapsed_after:?} after the cut"
+    );
+    assert!(
+        !a.handle.lease_is_fresh(),
+        "one live member against two declared down is the minority"
+    );
+}
+
+#[tokio::test]
+async fn two_node_survivor_keeps_lease() {
+    // Goal: the survivor of a two-node cluster serves again once it has declared its peer
+    // down, because one live member against one declared down is no minority.
+    let mut a = TestNode::start("a", 1, &[]).await;
+    let b = TestNode::start("b", 2, &[&a]).await;
+    a.wait_live(2).await;
+    b.wait_live(2).await;
+    wait_for("a's lease is fresh", || a.handle.lease_is_fresh()).await;
+
+    drop(b);
+    a.wait_left("b").await;
+    let fresh_after = wait_for("a's lease is fresh again", || a.handle.lease_is_fresh()).await;
+    eprintln!("lease fresh {fresh_after:?} after the peer was declared down");
+}

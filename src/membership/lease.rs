@@ -1,0 +1,287 @@
+//! The membership lease: whether this node may still run turns, given when its peers last
+//! confirmed that they hear it.
+//!
+//! # Why a lease
+//!
+//! Other members declare this node down, and reactivate its grains, once their failure
+//! detector has failed to reach it for a suspicion timeout. A node cut off from the others
+//! learns nothing of that until the cut heals, so without a fence its activations would go on
+//! running turns beside the new ones. As in Orleans, where a node that the others declared
+//! dead stops itself, the node fences itself first: it runs turns only while its lease is
+//! fresh, and the lease ends before the others can declare it down.
+//!
+//! # Protocol
+//!
+//! 1. Every request this node sends that a live peer replies to (a probe `Ping`, an indirect
+//!    `PingReq` or `IndirectPing`, an `Announce`) is recorded with the time it was sent.
+//! 2. A reply from that peer to that request (`Ack`, `ForwardedAck`, `IndirectAck`, `Feed`)
+//!    confirms the node: the peer received the request after it was sent, and a peer that had
+//!    declared this node down would not have replied. The lease then runs from the request's
+//!    send time, not from the reply's arrival, so a reply that waited in a socket (during a
+//!    pause, say) extends nothing.
+//! 3. The lease is fresh while `now < send time of the latest confirmed request + duration`.
+//! 4. A message that shows a peer suspecting this node drops the lease and the requests sent
+//!    so far: only a request sent after the suspicion was seen, and so after foca refuted it,
+//!    can confirm the node again.
+//!
+//! # Why the duration is safe
+//!
+//! Let `s` be the send time of the last confirmed request, and let the cut start at `c >= s`.
+//! A peer declares the node down only after a probe of it fails, which it notices one probe
+//! period after the probe started, and then a whole suspicion timeout later. A probe that
+//! started before `c - probe_rtt` succeeds, so the earliest verdict comes at
+//! `c - probe_rtt + probe_period + suspect_to_down`. [`lease_duration`] is `suspect_to_down`,
+//! so the lease ends at least `probe_period - probe_rtt` before that verdict (700 ms with the
+//! default settings). That margin is what a turn that started just before the lease ended
+//! has to finish in.
+//!
+//! # A node on the minority side
+//!
+//! Once the failure detector of a node cut off from the others has declared them down, the
+//! node has no peer left to confirm it, and a node with no live peer holds no lease (a lone
+//! node must run turns). So a node whose view lists fewer live members, itself included,
+//! than members that the failure detector declared down is fenced as well
+//! ([`is_minority`]): it is more likely the side that was cut off. The survivor of a
+//! two-node cluster (one live, one down) is not, so it goes on serving.
+//!
+//! NOTE: the margin does not cover a suspicion that started before the cut and never reached
+//! this node (a probe lost to packet loss just before a full partition). Then a peer may
+//! declare the node down up to a suspicion timeout after that probe, while the lease still
+//! runs. Turns longer than the margin are not fenced either: a turn is checked when it
+//! starts, not while it runs. Only turns and timer ticks are fenced, so a grain's `activate`
+//! hook, which reads its state, still runs on a fenced node.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::Duration;
+
+use crate::clock::Millis;
+use crate::runtime::MembershipConfig;
+
+/// Most requests kept while they wait for a reply. Requests older than the lease duration can
+/// no longer renew it and go first; past this count the oldest go too.
+const MAX_PENDING_REQUESTS: usize = 256;
+
+/// Returns the lease duration for `config`: the suspicion timeout. The module notes show why
+/// that ends the lease at least `probe_period - probe_rtt` before a peer can declare the node
+/// down. The settings require `probe_rtt < probe_period`, so that margin is positive.
+pub fn lease_duration(config: &MembershipConfig) -> Duration {
+    Duration::from_millis(config.suspect_to_down_ms)
+}
+
+/// Returns whether a view with `live_members` live members (the local node included) and
+/// `declared_down` members that the failure detector declared down is on the minority side
+/// of a partition, whose turns stay fenced. Members that left gracefully count in neither.
+pub fn is_minority(live_members: usize, declared_down: usize) -> bool {
+    live_members < declared_down
+}
+
+/// The lease state of one node: requests that wait for a reply, and the send time of the
+/// latest request a peer replied to. `K` names one request, such as the peer and the probe
+/// number; the agent builds it from foca's headers.
+#[derive(Debug)]
+pub struct MembershipLease<K> {
+    duration: Duration,
+    /// Send time of each request that has no reply yet.
+    pending: HashMap<K, Millis>,
+    /// Send time of the latest request that got a reply, since the last suspicion.
+    confirmed_at: Option<Millis>,
+}
+
+impl<K: Eq + Hash> MembershipLease<K> {
+    /// Creates a lease of `duration` that has never been confirmed, so it is not fresh.
+    pub fn new(duration: Duration) -> Self {
+        Self {
+            duration,
+            pending: HashMap::new(),
+            confirmed_at: None,
+        }
+    }
+
+    /// Returns the lease duration.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Records that request `key` went out at `now`.
+    pub fn handle_request_sent(&mut self, key: K, now: Millis) {
+        if self.pending.len() >= MAX_PENDING_REQUESTS {
+            let oldest_useful = now - self.duration;
+            self.pending.retain(|_, sent_at| *sent_at > oldest_useful);
+        }
+        if self.pending.len() >= MAX_PENDING_REQUESTS
+            && let Some(oldest) = self.pending.values().min().copied()
+        {
+            self.pending.retain(|_, sent_at| *sent_at > oldest);
+        }
+        self.pending.insert(key, now);
+    }
+
+    /// Handles a reply to request `key` and returns whether it moved the lease's start
+    /// forward. A reply to a request that was never recorded, or that was sent before the
+    /// last suspicion, changes nothing.
+    pub fn handle_reply(&mut self, key: &K) -> bool {
+        let Some(sent_at) = self.pending.remove(key) else {
+            return false;
+        };
+        if self.confirmed_at.is_some_and(|at| at >= sent_at) {
+            return false;
+        }
+        self.confirmed_at = Some(sent_at);
+        true
+    }
+
+    /// Drops the lease, and every request sent so far, because a peer suspects this node.
+    pub fn handle_self_suspected(&mut self) {
+        self.confirmed_at = None;
+        self.pending.clear();
+    }
+
+    /// Returns when the lease ends, or `None` if no request was confirmed since the last
+    /// suspicion.
+    pub fn expires_at(&self) -> Option<Millis> {
+        self.confirmed_at.map(|at| at + self.duration)
+    }
+
+    /// Returns whether the lease is fresh at `now`.
+    pub fn is_fresh(&self, now: Millis) -> bool {
+        self.expires_at().is_some_and(|end| now < end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DURATION: Duration = Duration::from_millis(3_000);
+
+    fn lease() -> MembershipLease<(&'static str, u8)> {
+        MembershipLease::new(DURATION)
+    }
+
+    #[test]
+    fn new_lease_is_not_fresh() {
+        let lease = lease();
+        assert!(!lease.is_fresh(Millis(0)));
+        assert_eq!(lease.expires_at(), None);
+    }
+
+    #[test]
+    fn reply_starts_lease_at_send_time() {
+        let mut lease = lease();
+        lease.handle_request_sent(("node-1", 1), Millis(1_000));
+        assert!(lease.handle_reply(&("node-1", 1)));
+        assert_eq!(lease.expires_at(), Some(Millis(4_000)));
+        assert!(lease.is_fresh(Millis(3_999)));
+        assert!(!lease.is_fresh(Millis(4_000)));
+    }
+
+    #[test]
+    fn late_reply_extends_nothing() {
+        // A reply that waited in the socket through a pause counts from its request.
+        let mut lease = lease();
+        lease.handle_request_sent(("node-1", 1), Millis(1_000));
+        assert!(lease.handle_reply(&("node-1", 1)));
+        assert!(!lease.is_fresh(Millis(10_000)));
+    }
+
+    #[test]
+    fn unknown_reply_is_ignored() {
+        let mut lease = lease();
+        lease.handle_request_sent(("node-1", 1), Millis(1_000));
+        assert!(!lease.handle_reply(&("node-2", 1)), "other peer");
+        assert!(!lease.handle_reply(&("node-1", 2)), "other probe");
+        assert!(!lease.is_fresh(Millis(1_500)));
+    }
+
+    #[test]
+    fn duplicate_reply_counts_once() {
+        let mut lease = lease();
+        lease.handle_request_sent(("node-1", 1), Millis(1_000));
+        assert!(lease.handle_reply(&("node-1", 1)));
+        assert!(!lease.handle_reply(&("node-1", 1)));
+    }
+
+    #[test]
+    fn older_reply_keeps_newer_start() {
+        let mut lease = lease();
+        lease.handle_request_sent(("node-1", 1), Millis(1_000));
+        lease.handle_request_sent(("node-2", 1), Millis(2_000));
+        assert!(lease.handle_reply(&("node-2", 1)));
+        assert!(!lease.handle_reply(&("node-1", 1)));
+        assert_eq!(lease.expires_at(), Some(Millis(5_000)));
+    }
+
+    #[test]
+    fn suspicion_drops_lease_and_pending_requests() {
+        let mut lease = lease();
+        lease.handle_request_sent(("node-1", 1), Millis(1_000));
+        lease.handle_request_sent(("node-2", 1), Millis(1_100));
+        assert!(lease.handle_reply(&("node-1", 1)));
+        lease.handle_self_suspected();
+        assert!(!lease.is_fresh(Millis(1_200)));
+        assert!(
+            !lease.handle_reply(&("node-2", 1)),
+            "a request sent before the suspicion confirms nothing"
+        );
+        lease.handle_request_sent(("node-2", 2), Millis(1_300));
+        assert!(lease.handle_reply(&("node-2", 2)));
+        assert!(lease.is_fresh(Millis(1_400)));
+    }
+
+    #[test]
+    fn pending_requests_stay_bounded() {
+        let mut lease: MembershipLease<u32> = MembershipLease::new(DURATION);
+        for probe in 0..10_000u32 {
+            lease.handle_request_sent(probe, Millis(u64::from(probe)));
+        }
+        assert!(lease.pending.len() <= MAX_PENDING_REQUESTS);
+        assert!(lease.handle_reply(&9_999), "the newest request is kept");
+    }
+
+    #[test]
+    fn minority_by_view_counts() {
+        // (live members with the local node, members declared down, minority)
+        let cases = [
+            (1, 0, false),
+            (1, 1, false),
+            (1, 2, true),
+            (2, 1, false),
+            (2, 2, false),
+            (2, 3, true),
+            (3, 2, false),
+        ];
+        for (live_members, declared_down, minority) in cases {
+            assert_eq!(
+                is_minority(live_members, declared_down),
+                minority,
+                "{live_members} live, {declared_down} declared down"
+            );
+        }
+    }
+
+    #[test]
+    fn lease_ends_before_earliest_verdict() {
+        // The bound of the module notes, for the default settings and the fastest valid ones:
+        // the lease ends no later than the earliest down verdict minus the margin.
+        for (probe_period_ms, probe_rtt_ms, suspect_to_down_ms) in [
+            (1_000, 300, 3_000),
+            (200, 80, 600),
+            (500, 200, 3_000),
+            (50, 49, 1),
+        ] {
+            let config = MembershipConfig {
+                probe_period_ms,
+                probe_rtt_ms,
+                suspect_to_down_ms,
+                ..MembershipConfig::default()
+            };
+            let earliest_verdict = probe_period_ms - probe_rtt_ms + suspect_to_down_ms;
+            let lease_ms = lease_duration(&config).as_millis() as u64;
+            assert!(
+                lease_ms < earliest_verdict,
+                "lease of {lease_ms} ms against a verdict after {earliest_verdict} ms"
+            );
+        }
+    }
+}
