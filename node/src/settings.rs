@@ -304,6 +304,42 @@ mod tests {
         file
     }
 
+    /// Returns the `gristmill.toml` block of the ConfigMap in `deploy/base`, unindented.
+    fn deployed_config_text() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/base/configmap.yaml");
+        let yaml = std::fs::read_to_string(path).expect("read the deployed ConfigMap");
+        let mut lines = yaml
+            .lines()
+            .skip_while(|line| line.trim() != "gristmill.toml: |");
+        lines
+            .next()
+            .expect("the ConfigMap has a gristmill.toml key");
+        lines
+            .take_while(|line| line.is_empty() || line.starts_with("    "))
+            .map(|line| line.get(4..).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn deployed_config_is_valid_with_postgres() {
+        // The StatefulSet supplies the cookie, the URL and the orchestrator from the
+        // environment; the ConfigMap supplies the rest.
+        let file = config_file(&deployed_config_text());
+        let args = RunArgs {
+            config: Some(file.path().to_owned()),
+            cookie: Some(COOKIE.into()),
+            postgres_url: Some("postgres://gristmill@db.invalid/gristmill".into()),
+            orchestrator: Some("kubernetes".into()),
+            ..RunArgs::default()
+        };
+        let config = load_node_config(&args).expect("the deployed config is valid");
+
+        assert_eq!(config.storage.provider.to_string(), "postgres");
+        assert_eq!(config.call_timeout_ms, 5000);
+        assert_eq!(config.membership.suspect_to_down_ms, 3000);
+    }
+
     #[test]
     fn orchestrator_flag_overrides_file_and_names_a_bad_value() {
         let file = config_file(&format!("cookie = \"{COOKIE}\"\norchestrator = \"none\"\n"));
