@@ -39,6 +39,8 @@ pub enum ScalingCommand {
         file: PathBuf,
     },
     /// Move to N Active nodes, within min_nodes and max_nodes, ignoring pause and cooldown.
+    /// Unless automatic scaling is paused, a later automatic decision may change the size
+    /// again, as an autoscaler would; pause first to hold it.
     ScaleTo {
         /// Target number of Active nodes.
         nodes: u32,
@@ -152,7 +154,18 @@ pub async fn execute(
         ScalingCommand::ScaleTo { nodes } => {
             let request = pb::ScaleToRequest { nodes: *nodes };
             let response = client.scale_to(request).await?.into_inner();
-            render_decision(&response.decision.unwrap_or_default(), as_json)
+            let rendered = render_decision(&response.decision.unwrap_or_default(), as_json);
+            let status = client
+                .get_status(pb::GetScalingStatusRequest {})
+                .await?
+                .into_inner();
+            if as_json || status.paused {
+                rendered
+            } else {
+                format!(
+                    "{rendered}\nnote: automatic scaling is running and may change the size again; run `gristmill ctl scaling pause` to hold it"
+                )
+            }
         }
         ScalingCommand::Drain { node } => {
             let request = pb::DrainNodeRequest { name: node.clone() };
