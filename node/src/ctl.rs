@@ -22,7 +22,7 @@ const EXIT_INVALID_INPUT: u8 = 2;
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
     /// gRPC address of the node to ask, as host:port (the `grpc_addr` of its ready line).
-    #[arg(long, env = "GRISTMILL_ADDR", value_name = "HOST:PORT")]
+    #[arg(long, env = "GRISTMILL_ADDR", value_name = "HOST:PORT", value_parser = parse_addr)]
     pub addr: String,
 
     /// Print machine-readable JSON instead of tables.
@@ -32,6 +32,21 @@ pub struct CtlArgs {
     /// The request to send.
     #[command(subcommand)]
     pub command: CtlCommand,
+}
+
+/// Checks that `--addr` names a host and a port, so a missing port is reported before any
+/// connection attempt instead of as a transport error.
+fn parse_addr(text: &str) -> Result<String, String> {
+    let port = text
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(port))) if !host.is_empty() && port != 0 => Ok(text.to_owned()),
+        _ => Err(format!(
+            "expected HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:40003 (the \
+             grpc_addr of a node's ready line), got {text:?}"
+        )),
+    }
 }
 
 /// Requests of `gristmill ctl`.
@@ -414,8 +429,9 @@ fn render_invoke(response: &pb::InvokeResponse, as_json: bool) -> String {
     }
     let reply_text = serde_json::to_string_pretty(&reply).expect("a JSON value always encodes");
     format!(
-        "{reply_text}\nserved by {} after {} hops\n",
-        response.served_by, response.hops
+        "{reply_text}\nserved by {} after {}\n",
+        response.served_by,
+        crate::table::counted(response.hops, "hop", "hops")
     )
 }
 
@@ -460,6 +476,27 @@ mod tests {
         assert!(output.contains("node-1"), "{output}");
         assert!(output.contains("DEAD"), "{output}");
         assert!(output.contains("00000000000000ab"), "{output}");
+    }
+
+    #[test]
+    fn addr_without_port_is_rejected() {
+        for bad in [
+            "localhost",
+            "127.0.0.1",
+            "127.0.0.1:",
+            "127.0.0.1:0",
+            ":40003",
+            "h:99999",
+        ] {
+            let error = parse_addr(bad).expect_err(bad);
+            assert!(error.contains("HOST:PORT"), "{error}");
+            assert!(error.contains(bad), "{error}");
+        }
+        assert_eq!(
+            parse_addr("127.0.0.1:40003").as_deref(),
+            Ok("127.0.0.1:40003")
+        );
+        assert_eq!(parse_addr("[::1]:40003").as_deref(), Ok("[::1]:40003"));
     }
 
     #[test]

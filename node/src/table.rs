@@ -49,6 +49,13 @@ impl Table {
     }
 }
 
+/// Returns `count` followed by `singular` when it is 1 and by `plural` otherwise.
+pub fn counted(count: impl Into<u64>, singular: &str, plural: &str) -> String {
+    let count = count.into();
+    let noun = if count == 1 { singular } else { plural };
+    format!("{count} {noun}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

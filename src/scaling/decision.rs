@@ -14,13 +14,27 @@ use crate::scaling::combiner::Combined;
 use crate::scaling::load::{ClusterLoad, ClusterSnapshot};
 use crate::scaling::policy::{PolicyKind, Recommendation};
 
-/// Identifier of a decision; ids increase by one per recorded decision, starting at 1.
+/// Identifier of a decision; ids increase by one per recorded decision. A supervisor of
+/// register epoch `e` starts after `(e - 1) * DECISION_IDS_PER_EPOCH`, so the first one counts
+/// from 1 and ids keep increasing across failovers.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct DecisionId(pub u64);
 
+/// Ids reserved for the decisions of one supervisor epoch.
+pub const DECISION_IDS_PER_EPOCH: u64 = 1_000_000;
+
 impl DecisionId {
+    /// Returns the id after which the supervisor of register `epoch` numbers its decisions.
+    pub fn epoch_base(epoch: u64) -> DecisionId {
+        DecisionId(
+            epoch
+                .saturating_sub(1)
+                .saturating_mul(DECISION_IDS_PER_EPOCH),
+        )
+    }
+
     /// The id of a dry run, which is never recorded.
     pub const DRY_RUN: DecisionId = DecisionId(0);
 }
@@ -239,6 +253,12 @@ impl DecisionHistory {
         self.decisions.push_back(decision);
         self.trim();
         self.decisions.back().expect("a decision was just pushed")
+    }
+
+    /// Makes the next id follow `id` if it is above the last one, so a history that replaces
+    /// another's never reuses its ids.
+    pub fn continue_after(&mut self, id: DecisionId) {
+        self.last_id = self.last_id.max(id);
     }
 
     /// Changes the capacity, dropping the oldest decisions if there are now too many.

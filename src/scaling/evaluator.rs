@@ -158,6 +158,11 @@ impl ScalingCore {
         Ok(())
     }
 
+    /// Numbers the following decisions after `id`; see `DecisionHistory::continue_after`.
+    pub fn continue_ids_after(&mut self, id: DecisionId) {
+        self.history.continue_after(id);
+    }
+
     /// Returns the recorded decisions.
     pub fn history(&self) -> &DecisionHistory {
         &self.history

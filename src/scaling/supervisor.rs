@@ -435,6 +435,7 @@ impl SupervisorState {
                 return;
             }
         };
+        core.continue_ids_after(DecisionId::epoch_base(epoch));
         if let Some(reason) = &self.register.record.paused {
             core.maybe_pause(reason.clone());
         } else if self.node.inner.config.orchestrator == OrchestratorKind::None {

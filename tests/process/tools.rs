@@ -62,6 +62,25 @@ async fn local_runs_workload_and_conserves_balance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_options_exit_with_code_two() {
+    // Each case names the option and exits 2 before it starts or connects to anything.
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["local", "--nodes", "3", "--max-nodes", "2"],
+            "--max-nodes 2",
+        ),
+        (&["local", "--start-timeout", "0s"], "--start-timeout"),
+        (&["local", "--duration", "0s"], "--duration"),
+        (&["ctl", "--addr", "localhost", "members"], "HOST:PORT"),
+    ];
+    for (args, expected) in cases {
+        let (code, _, stderr) = run_binary(args, Duration::from_secs(20)).await;
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_invokes_and_lists_members() {
     let _slot = cluster_slot().await;
     let cluster = Cluster::start(2, Timing::FAST).await;

@@ -311,10 +311,10 @@ fn render_decision(decision: &pb::ScalingDecision, as_json: bool) -> String {
     let mut text = format!("{}\n", render_decision_line(decision, false));
     for recommendation in &decision.recommendations {
         text.push_str(&format!(
-            "  {}: {} -> {} nodes ({})\n",
+            "  {}: {} -> {} ({})\n",
             recommendation.policy,
             recommendation.current_nodes,
-            recommendation.desired_nodes,
+            crate::table::counted(recommendation.desired_nodes, "node", "nodes"),
             recommendation.reason
         ));
     }
@@ -349,11 +349,11 @@ pub fn render_decision_line(decision: &pb::ScalingDecision, as_json: bool) -> St
         return decision_json(decision).to_string();
     }
     format!(
-        "d{} {} {} -> {} nodes, {} [{}]: {}",
+        "d{} {} {} -> {}, {} [{}]: {}",
         decision.id,
         decision.trigger,
         decision.current_nodes,
-        decision.target_nodes,
+        crate::table::counted(decision.target_nodes, "node", "nodes"),
         action_text(decision),
         outcome_text(decision),
         decision.summary

@@ -41,6 +41,8 @@ use workload::{Gateways, WorkloadSpec};
 
 /// Exit code when the cluster could not be started or never converged.
 const EXIT_FAILED: u8 = 1;
+/// Exit code for invalid options, matching clap's code for invalid flags.
+const EXIT_INVALID_ARGS: u8 = 2;
 /// Exit code after Ctrl-C, following the shell convention of 128 + SIGINT.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -122,6 +124,10 @@ const GATEWAY_REFRESH: Duration = Duration::from_secs(1);
 
 /// Runs the local cluster and workload; always stops the nodes before returning.
 pub async fn run(args: LocalArgs) -> ExitCode {
+    if let Err(error) = check_args(&args) {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_INVALID_ARGS);
+    }
     let config_path =
         std::env::temp_dir().join(format!("gristmill-local-{}.toml", std::process::id()));
     if let Err(error) = write_demo_config(&args, &config_path) {
@@ -134,7 +140,10 @@ pub async fn run(args: LocalArgs) -> ExitCode {
         _ = tokio::signal::ctrl_c() => Err(ExitCode::from(EXIT_INTERRUPTED)),
     };
     if outcome.is_err() && !nodes.is_empty() {
-        eprintln!("stopping {} nodes", nodes.len());
+        eprintln!(
+            "stopping {}",
+            crate::table::counted(nodes.len() as u64, "node", "nodes")
+        );
     }
     children::shut_down(&mut nodes, STOP_GRACE).await;
     let _ = std::fs::remove_file(&config_path);
@@ -154,12 +163,8 @@ pub async fn run(args: LocalArgs) -> ExitCode {
     }
 }
 
-/// Returns the settings every demo node shares: the local orchestrator, the demo scaling
-/// policy bounded by `--nodes` and `--max-nodes`, and a short idle time.
-fn demo_config(args: &LocalArgs) -> Result<NodeConfig, String> {
-    let mut scaling = ScalingConfig::for_local_demo();
-    scaling.min_nodes =
-        NonZeroU32::new(u32::from(args.nodes)).ok_or("--nodes must be at least 1")?;
+/// Checks the options that clap cannot check one by one.
+fn check_args(args: &LocalArgs) -> Result<(), String> {
     if args.max_nodes < args.nodes {
         return Err(format!(
             "invalid --max-nodes {}: it must be at least --nodes {}; raise --max-nodes or lower \
@@ -167,6 +172,25 @@ fn demo_config(args: &LocalArgs) -> Result<NodeConfig, String> {
             args.max_nodes, args.nodes
         ));
     }
+    for (flag, value) in [
+        ("--start-timeout", args.start_timeout),
+        ("--duration", args.duration),
+    ] {
+        if value.is_zero() {
+            return Err(format!(
+                "invalid {flag} {value}: it must be longer than 0s, such as 60s"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Returns the settings every demo node shares: the local orchestrator, the demo scaling
+/// policy bounded by `--nodes` and `--max-nodes`, and a short idle time.
+fn demo_config(args: &LocalArgs) -> Result<NodeConfig, String> {
+    let mut scaling = ScalingConfig::for_local_demo();
+    scaling.min_nodes =
+        NonZeroU32::new(u32::from(args.nodes)).ok_or("--nodes must be at least 1")?;
     scaling.max_nodes =
         NonZeroU32::new(u32::from(args.max_nodes)).ok_or("--max-nodes must be at least 1")?;
     Ok(NodeConfig {
@@ -220,8 +244,8 @@ async fn run_steps(
         names.iter().cloned().zip(clients.iter().cloned()).collect(),
     ));
     eprintln!(
-        "{} nodes ACTIVE; running {} with {} calls in flight over {} counters and {} accounts",
-        nodes.len(),
+        "{} ACTIVE; running {} with {} calls in flight over {} counters and {} accounts",
+        crate::table::counted(nodes.len() as u64, "node", "nodes"),
         humantime::format_duration(*args.duration),
         args.concurrency,
         args.grains,

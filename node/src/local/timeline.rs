@@ -95,11 +95,11 @@ fn timeline_line(decision: &pb::ScalingDecision) -> String {
         _ => "started".to_owned(),
     };
     format!(
-        "d{} on {}: {} -> {} nodes, {state}: {}",
+        "d{} on {}: {} -> {}, {state}: {}",
         decision.id,
         decision.supervisor,
         decision.current_nodes,
-        decision.target_nodes,
+        crate::table::counted(decision.target_nodes, "node", "nodes"),
         decision.summary
     )
 }

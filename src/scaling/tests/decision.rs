@@ -56,3 +56,23 @@ fn history_shrinks_to_new_capacity() {
     history.push(decision(6));
     assert_eq!(history.last_id(), Some(DecisionId(7)), "ids never restart");
 }
+
+#[test]
+fn later_epoch_ids_follow_earlier_ones() {
+    assert_eq!(DecisionId::epoch_base(0), DecisionId(0));
+    assert_eq!(DecisionId::epoch_base(1), DecisionId(0));
+    assert_eq!(DecisionId::epoch_base(3), DecisionId(2_000_000));
+
+    let mut history = DecisionHistory::new(NonZeroUsize::new(4).unwrap());
+    history.continue_after(DecisionId::epoch_base(2));
+    history.push(decision(0));
+    assert_eq!(history.last_id(), Some(DecisionId(1_000_001)));
+
+    history.continue_after(DecisionId(5));
+    history.push(decision(1));
+    assert_eq!(
+        history.last_id(),
+        Some(DecisionId(1_000_002)),
+        "ids never go back"
+    );
+}
