@@ -21,7 +21,7 @@
 //! A node that the cluster declared down sends nothing from then on, not even when it leaves.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::future::pending;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -119,6 +119,8 @@ pub struct MembershipAgent {
     announce_rounds: u64,
     /// Seed addresses that replied to an identity request.
     seed_replies: HashSet<SocketAddr>,
+    /// The last resolution error of each seed that does not resolve, for the unjoined warning.
+    unresolved_seeds: BTreeMap<String, String>,
     unjoined_warnings: RepeatLimit,
     /// Set once the cluster declared this node down. The node stops then and sends no more
     /// datagrams, because its member list may still contain down verdicts that it reached while
@@ -213,6 +215,7 @@ impl MembershipAgent {
             rejects: RepeatLimit::new(REJECT_WARN_INTERVAL),
             announce_rounds: 0,
             seed_replies: HashSet::new(),
+            unresolved_seeds: BTreeMap::new(),
             unjoined_warnings: RepeatLimit::new(UNJOINED_WARN_INTERVAL),
             declared_down: false,
             lease,
@@ -343,13 +346,20 @@ impl MembershipAgent {
             // NOTE: resolving inline pauses gossip for up to `resolve_timeout` per seed while
             // DNS is slow; acceptable for a node that has not joined yet.
             let addresses = match timeout(resolve_timeout, tokio::net::lookup_host(&seed)).await {
-                Ok(Ok(addresses)) => addresses,
+                Ok(Ok(addresses)) => {
+                    self.unresolved_seeds.remove(&seed);
+                    addresses
+                }
                 Ok(Err(error)) => {
                     debug!(seed, %error, "failed to resolve seed");
+                    self.unresolved_seeds
+                        .insert(seed.clone(), error.to_string());
                     continue;
                 }
                 Err(_) => {
                     debug!(seed, "resolving seed timed out");
+                    let error = format!("resolving timed out after {resolve_timeout:?}");
+                    self.unresolved_seeds.insert(seed.clone(), error);
                     continue;
                 }
             };
@@ -377,6 +387,7 @@ impl MembershipAgent {
             node = %self.foca.identity(),
             seeds = ?self.seeds,
             ?unanswered,
+            unresolved = ?self.unresolved_seeds,
             rounds = self.announce_rounds,
             suppressed,
             "cannot join the cluster through the seeds; retrying"

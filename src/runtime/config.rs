@@ -240,14 +240,13 @@ impl NodeConfig {
             ));
         }
         for seed in &self.seeds {
-            if seed
-                .rsplit_once(':')
-                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-            {
+            if seed.rsplit_once(':').is_none_or(|(host, port)| {
+                host.is_empty() || !matches!(port.parse::<u16>(), Ok(1..))
+            }) {
                 return Err(ConfigError::new(
                     "seeds",
                     seed,
-                    "write each seed as host:port, such as 127.0.0.1:7946",
+                    "write each seed as host:port with a port from 1 to 65535, such as 127.0.0.1:7946",
                 ));
             }
         }
@@ -444,6 +443,13 @@ mod tests {
                 "seeds",
                 NodeConfig {
                     seeds: vec!["nohost".into()],
+                    ..valid()
+                },
+            ),
+            (
+                "seeds",
+                NodeConfig {
+                    seeds: vec!["127.0.0.1:0".into()],
                     ..valid()
                 },
             ),
