@@ -168,7 +168,7 @@ mod tests {
             carry.is_some(),
             "the fifth item is carried to the next batch"
         );
-        assert_eq!(queue.len(), 5);
+        assert_eq!(queue.len(), 6, "items after the carried one stay queued");
     }
 
     #[test]
