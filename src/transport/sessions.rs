@@ -423,6 +423,30 @@ impl Transport {
         }
     }
 
+    /// Waits until a session to `peer`, whose ractor_cluster node name is `name`, is ready, up
+    /// to `deadline`.
+    ///
+    /// A ready session needs no process-group lookup: ractor_cluster reports it ready after the
+    /// peer's `Ready`, which the peer sends after its process-group joins, so the peer's gateway
+    /// is known by then.
+    async fn wait_for_session(
+        &self,
+        peer: &NodeId,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(), PeerError> {
+        let ready = self
+            .table
+            .lock()
+            .expect("session table lock poisoned")
+            .ready
+            .contains(name);
+        if ready {
+            return Ok(());
+        }
+        self.gateway_by(peer, deadline).await.map(drop)
+    }
+
     /// Sends a grain call to `peer` and waits for its reply until `deadline`.
     ///
     /// The call joins the peer's queue, which sends it with the other calls, replies and
@@ -433,8 +457,8 @@ impl Transport {
         envelope: Envelope,
         deadline: Instant,
     ) -> Result<CallReply, PeerError> {
-        self.gateway_by(peer, deadline).await?;
         let name = peer.cluster_node_name();
+        self.wait_for_session(peer, &name, deadline).await?;
         let mut pending = self.outboxes.register(&name);
         let id = pending.id;
         self.outboxes.push(&name, BatchItem::Call { id, envelope });
@@ -452,9 +476,9 @@ impl Transport {
         envelope: Envelope,
         deadline: Instant,
     ) -> Result<(), PeerError> {
-        self.gateway_by(peer, deadline).await?;
-        self.outboxes
-            .push(&peer.cluster_node_name(), BatchItem::Cast(envelope));
+        let name = peer.cluster_node_name();
+        self.wait_for_session(peer, &name, deadline).await?;
+        self.outboxes.push(&name, BatchItem::Cast(envelope));
         Ok(())
     }
 
