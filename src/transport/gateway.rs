@@ -45,6 +45,9 @@ pub enum GatewayMsg {
     /// Grain calls, their replies and one-way messages from one peer, in its queue order.
     /// Nodes send calls and one-way messages only this way; `Call` and `Cast` are served for
     /// peers of earlier releases.
+    ///
+    /// NOTE: a node of an earlier release does not know this variant, so calls from this
+    /// release to it time out; upgrade every node before it serves calls from upgraded ones.
     Batch(Wire<BatchEnvelope>),
 }
 

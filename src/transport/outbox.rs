@@ -3,8 +3,8 @@
 //!
 //! Every ractor_cluster message costs a chain of actor hops, a frame read and a decode on
 //! each end, whatever its size. So each peer gets one queue and one task that sends whatever
-//! waits in it as one [`BatchEnvelope`]. When the task wakes for a message it first yields
-//! once to the runtime, so that tasks that are ready to run can add to the batch; when only
+//! waits in it as one [`BatchEnvelope`]. When the task wakes for a message, it first yields
+//! once to the runtime, so that tasks that are ready to run can add to the batch. When only
 //! one message waits, that yield is the only delay. Items keep their queue order, so
 //! messages from one sender to one peer arrive in the order in which they were queued.
 
