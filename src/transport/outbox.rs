@@ -227,7 +227,7 @@ impl Outboxes {
             items,
         });
         if let Err(error) = gateway.cast(GatewayMsg::Batch(Wire::new(batch))) {
-            tracing::debug!(%peer, %error, "cannot send a batch");
+            tracing::debug!(%peer, %error, "failed to send a batch");
             for id in calls {
                 self.complete(
                     id,
@@ -254,4 +254,83 @@ pub(crate) fn remote_gateway(name: &str) -> Option<ActorRef<GatewayMsg>> {
         .into_iter()
         .find(|cell| !cell.get_id().is_local())
         .map(ActorRef::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outboxes() -> Outboxes {
+        Outboxes::new("node-a".into(), 64 * 1024)
+    }
+
+    #[test]
+    fn reply_from_serving_peer_completes_call() {
+        let outboxes = outboxes();
+        let mut call = outboxes.register("node-b");
+        outboxes.complete_from("node-b", call.id, CallReply::NotHere);
+        assert!(matches!(call.reply.try_recv(), Ok(Ok(CallReply::NotHere))));
+    }
+
+    #[test]
+    fn reply_from_other_peer_is_dropped() {
+        let outboxes = outboxes();
+        let mut call = outboxes.register("node-b");
+        outboxes.complete_from("node-c", call.id, CallReply::NotHere);
+        assert!(
+            call.reply.try_recv().is_err(),
+            "a peer completed a call that it does not serve"
+        );
+        outboxes.complete_from("node-b", call.id, CallReply::NotHere);
+        assert!(matches!(call.reply.try_recv(), Ok(Ok(_))));
+    }
+
+    #[test]
+    fn fail_peer_ends_only_its_calls() {
+        let outboxes = outboxes();
+        let mut to_b = outboxes.register("node-b");
+        let mut to_c = outboxes.register("node-c");
+        outboxes.fail_peer("node-b", || {
+            PeerError::Lost("node-b".into(), "session ended".into())
+        });
+        assert!(matches!(
+            to_b.reply.try_recv(),
+            Ok(Err(PeerError::Lost(..)))
+        ));
+        assert!(
+            to_c.reply.try_recv().is_err(),
+            "the call to node-c still waits"
+        );
+    }
+
+    #[test]
+    fn dropped_call_is_forgotten() {
+        let outboxes = outboxes();
+        let call = outboxes.register("node-b");
+        let id = call.id;
+        drop(call);
+        let pending = outboxes
+            .pending
+            .lock()
+            .expect("pending calls lock poisoned");
+        assert!(!pending.contains_key(&id));
+    }
+
+    #[test]
+    fn fail_all_ends_every_call() {
+        let outboxes = outboxes();
+        let mut to_b = outboxes.register("node-b");
+        let mut to_c = outboxes.register("node-c");
+        outboxes.fail_all(|peer| PeerError::Lost(peer.to_string(), "stopping".into()));
+        let b = to_b.reply.try_recv();
+        let c = to_c.reply.try_recv();
+        assert!(
+            matches!(&b, Ok(Err(PeerError::Lost(peer, _))) if peer == "node-b"),
+            "{b:?}"
+        );
+        assert!(
+            matches!(&c, Ok(Err(PeerError::Lost(peer, _))) if peer == "node-c"),
+            "{c:?}"
+        );
+    }
 }
