@@ -1,8 +1,9 @@
 //! The node as the transport's inbound handler: forwarded calls and directory requests.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::node::Node;
 use crate::transport::{
@@ -11,16 +12,16 @@ use crate::transport::{
 
 /// Count of the requests from peers that this node is serving, so that leaving can wait for
 /// their replies before it stops the transport.
+///
+/// Every inbound call passes here twice, so the count is an atomic and a request that ends
+/// wakes waiters only when some wait: a `watch` channel would wake its notifier on every
+/// change.
+#[derive(Default)]
 pub(crate) struct InboundRequests {
-    in_flight: watch::Sender<usize>,
-}
-
-impl Default for InboundRequests {
-    fn default() -> Self {
-        Self {
-            in_flight: watch::channel(0).0,
-        }
-    }
+    in_flight: AtomicUsize,
+    /// Calls of `wait_idle` that are waiting.
+    waiting: AtomicUsize,
+    idle: Notify,
 }
 
 /// Guard of one inbound request being served. Dropping it stops counting the request.
@@ -29,29 +30,43 @@ pub(crate) struct InboundGuard<'a>(&'a InboundRequests);
 impl InboundRequests {
     /// Counts one request until the returned guard is dropped.
     pub(crate) fn begin(&self) -> InboundGuard<'_> {
-        self.in_flight.send_modify(|count| *count += 1);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         InboundGuard(self)
     }
 
     /// Returns the number of requests being served.
     pub(crate) fn in_flight(&self) -> usize {
-        *self.in_flight.borrow()
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Waits until no request is being served, or until `deadline`; returns whether none is.
     pub(crate) async fn wait_idle(&self, deadline: Instant) -> bool {
-        let mut in_flight = self.in_flight.subscribe();
-        let idle = in_flight.wait_for(|count| *count == 0);
-        matches!(
-            tokio::time::timeout_at(deadline.into(), idle).await,
-            Ok(Ok(_))
-        )
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                tokio::pin!(notified);
+                // Registered before the count is read, so a request that ends after the read
+                // wakes this wait.
+                notified.as_mut().enable();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline.into(), idle).await.is_ok();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        outcome || self.in_flight() == 0
     }
 }
 
 impl Drop for InboundGuard<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.send_modify(|count| *count -= 1);
+        let before = self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if before == 1 && self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 

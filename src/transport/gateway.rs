@@ -5,7 +5,9 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 
+use super::batch::{Batch, BatchEnvelope, BatchItem};
 use super::envelope::{CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, Envelope};
+use super::outbox::Outboxes;
 use super::wire::Wire;
 use crate::grain::CallError;
 use crate::migration::{MigrationEnvelope, MigrationReply};
@@ -40,6 +42,13 @@ pub enum GatewayMsg {
     /// An activation migrating to this node.
     #[rpc]
     Migrate(Wire<MigrationEnvelope>, RpcReplyPort<Wire<MigrationReply>>),
+    /// Grain calls, their replies and one-way messages from one peer, in its queue order.
+    /// Nodes send calls and one-way messages only this way; `Call` and `Cast` are served for
+    /// peers of earlier releases.
+    ///
+    /// NOTE: a node of an earlier release does not know this variant, so calls from this
+    /// release to it time out; upgrade every node before it serves calls from upgraded ones.
+    Batch(Wire<BatchEnvelope>),
 }
 
 /// What the gateway hands inbound requests to: the node runtime.
@@ -62,11 +71,36 @@ pub trait InboundHandler: Send + Sync + 'static {
 
 /// The gateway actor. Each inbound request that expects a reply runs in its own task, so a
 /// slow grain never blocks the gateway's mailbox; a one-way message is queued in place.
-pub struct Gateway {
+pub(crate) struct Gateway {
     /// Where requests go.
-    pub handler: Arc<dyn InboundHandler>,
+    pub(crate) handler: Arc<dyn InboundHandler>,
     /// Process group to join, from [`gateway_group`].
-    pub group: String,
+    pub(crate) group: String,
+    /// Queues that carry replies back to the peers, and the calls of this node that wait.
+    pub(crate) outboxes: Arc<Outboxes>,
+}
+
+impl Gateway {
+    /// Serves a batch from a peer in its order: queues its one-way messages, starts a task per
+    /// call that queues the reply back to the sender, and completes this node's calls.
+    fn receive_batch(&self, batch: Batch) {
+        let from: Arc<str> = Arc::from(batch.from);
+        for item in batch.items {
+            match item {
+                BatchItem::Cast(envelope) => self.handler.handle_cast(envelope),
+                BatchItem::Call { id, envelope } => {
+                    let handler = Arc::clone(&self.handler);
+                    let outboxes = Arc::clone(&self.outboxes);
+                    let from = Arc::clone(&from);
+                    tokio::spawn(async move {
+                        let reply = handler.handle_call(envelope).await;
+                        outboxes.push(&from, BatchItem::Reply { id, reply });
+                    });
+                }
+                BatchItem::Reply { id, reply } => self.outboxes.complete_from(&from, id, reply),
+            }
+        }
+    }
 }
 
 impl Actor for Gateway {
@@ -127,6 +161,8 @@ impl Actor for Gateway {
                     "undecodable request: {detail}"
                 ))));
             }
+            GatewayMsg::Batch(Wire(Ok(BatchEnvelope::V1(batch)))) => self.receive_batch(batch),
+            GatewayMsg::Batch(Wire(Err(detail))) => handler.reject_inbound(&detail),
             GatewayMsg::Directory(Wire(Err(detail)), reply) => {
                 handler.reject_inbound(&detail);
                 // Dropping the reply port ends the caller's wait with an error at once.

@@ -1,15 +1,18 @@
 //! Node-to-node transport over ractor_cluster: one gateway actor per node, envelopes, deadlines.
 
+mod batch;
 mod envelope;
 mod gateway;
+mod outbox;
 mod sessions;
 mod wire;
 
+pub use batch::{Batch, BatchEnvelope, BatchItem};
 pub use envelope::{
     CallEnvelope, CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, DirectoryRequest,
     DirectoryResponse, Envelope, Route,
 };
-pub use gateway::{GATEWAY_SCOPE, Gateway, GatewayMsg, InboundHandler, gateway_group};
+pub use gateway::{GATEWAY_SCOPE, GatewayMsg, InboundHandler, gateway_group};
 pub use sessions::{PeerError, Transport, TransportCounters, TransportError};
 pub use wire::Wire;
 

@@ -21,10 +21,13 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{
     BoxRead, BoxWrite, ClusterBidiStream, NodeEventSubscription, NodeServer, NodeServerMessage,
 };
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::batch::BatchItem;
 use super::envelope::{CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, Envelope};
-use super::gateway::{GATEWAY_SCOPE, Gateway, GatewayMsg, InboundHandler, gateway_group};
+use super::gateway::{Gateway, GatewayMsg, InboundHandler, gateway_group};
+use super::outbox::{Outboxes, remote_gateway};
 use super::wire::Wire;
 use crate::membership::NodeId;
 use crate::repeat_limit::RepeatLimit;
@@ -69,6 +72,15 @@ impl PeerError {
     pub fn before_send(&self) -> bool {
         matches!(self, PeerError::NotConnected(_))
     }
+
+    /// Returns the same error naming the peer `name`.
+    fn naming(self, name: &str) -> PeerError {
+        match self {
+            PeerError::NotConnected(_) => PeerError::NotConnected(name.to_string()),
+            PeerError::TimedOut(_) => PeerError::TimedOut(name.to_string()),
+            PeerError::Lost(_, detail) => PeerError::Lost(name.to_string(), detail),
+        }
+    }
 }
 
 /// Counters of the transport, read by the metrics glue.
@@ -82,12 +94,18 @@ pub struct TransportCounters {
     pub sessions_closed: AtomicU64,
 }
 
+/// Capacity of the read buffer of a cluster connection, in bytes.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// A TCP connection handed to ractor_cluster as an external stream.
 struct TcpBidi(TcpStream);
 
 impl ClusterBidiStream for TcpBidi {
     fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
         let (read, write) = self.0.into_split();
+        // ractor_cluster reads each frame's 8-byte length and then its body with separate
+        // reads; the buffer serves both, and the frames that follow, from one system call.
+        let read = BufReader::with_capacity(READ_BUFFER_BYTES, read);
         (Box::new(read), Box::new(write))
     }
 
@@ -113,6 +131,7 @@ struct Subscription {
     table: Arc<Mutex<SessionTable>>,
     counters: Arc<TransportCounters>,
     rejects: Mutex<RepeatLimit>,
+    outboxes: Arc<Outboxes>,
 }
 
 fn peer_cluster_name(session: &NodeServerSessionInformation) -> Option<String> {
@@ -172,6 +191,11 @@ impl NodeEventSubscription for Subscription {
         if let Some(name) = peer_cluster_name(&session) {
             tracing::debug!(peer = %name, "cluster session closed");
             table.ready.remove(&name);
+            drop(table);
+            // The replies of calls sent over this session cannot arrive any more.
+            self.outboxes.fail_peer(&name, || {
+                PeerError::Lost(name.clone(), "the cluster session ended".into())
+            });
         }
     }
 }
@@ -185,6 +209,8 @@ pub struct Transport {
     /// Peers (by cluster node name) this node should stay connected to, with their address.
     wanted: Arc<Mutex<HashMap<String, SocketAddr>>>,
     gateway: ActorRef<GatewayMsg>,
+    /// Queues that coalesce calls and one-way messages to each peer.
+    outboxes: Arc<Outboxes>,
     /// Set by [`Transport::stop`]; peer-down handling after it has no sessions left to stop.
     stopped: AtomicBool,
 }
@@ -229,10 +255,12 @@ impl Transport {
 
         let table = Arc::new(Mutex::new(SessionTable::default()));
         let counters = Arc::new(TransportCounters::default());
+        let outboxes = Arc::new(Outboxes::new(local_cluster_name.clone(), max_frame_bytes));
         let subscription = Subscription {
             table: Arc::clone(&table),
             counters: Arc::clone(&counters),
             rejects: Mutex::new(RepeatLimit::new(REJECT_WARN_INTERVAL)),
+            outboxes: Arc::clone(&outboxes),
         };
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: "gristmill".into(),
@@ -242,6 +270,7 @@ impl Transport {
         let gateway = Gateway {
             handler,
             group: gateway_group(&local_cluster_name),
+            outboxes: Arc::clone(&outboxes),
         };
         let (gateway, _) =
             ractor::Actor::spawn(None, gateway, ())
@@ -251,6 +280,8 @@ impl Transport {
                     detail: e.to_string(),
                 })?;
 
+        outboxes.set_local_gateway(gateway.clone());
+
         tokio::spawn(accept_loop(listener, server.clone()));
         Ok(Transport {
             server,
@@ -259,6 +290,7 @@ impl Transport {
             counters,
             wanted: Arc::default(),
             gateway,
+            outboxes,
             stopped: AtomicBool::new(false),
         })
     }
@@ -309,7 +341,7 @@ impl Transport {
                     backoff = Duration::from_millis(50);
                     continue;
                 }
-                match ractor_cluster::client_connect(&server, addr).await {
+                match dial(&server, addr).await {
                     Ok(()) => tracing::debug!(peer = %name, %addr, "dialed cluster peer"),
                     Err(error) => {
                         tracing::debug!(peer = %name, %addr, %error, "cluster dial failed")
@@ -333,6 +365,10 @@ impl Transport {
             .expect("session table lock poisoned")
             .ready
             .remove(&name);
+        self.outboxes.forget_peer(&name);
+        self.outboxes.fail_peer(&name, || {
+            PeerError::Lost(peer.name.clone(), "the peer left the membership".into())
+        });
         if self.stopped.load(Ordering::Acquire) {
             return;
         }
@@ -360,12 +396,7 @@ impl Transport {
         if name == self.local_cluster_name {
             return Some(self.gateway.clone());
         }
-        let members =
-            ractor::pg::get_scoped_members(&GATEWAY_SCOPE.to_string(), &gateway_group(&name));
-        members
-            .into_iter()
-            .find(|cell| !cell.get_id().is_local())
-            .map(ActorRef::from)
+        remote_gateway(&name)
     }
 
     /// Waits until `peer`'s gateway is reachable, up to `deadline`.
@@ -392,35 +423,63 @@ impl Transport {
         }
     }
 
+    /// Waits until a session to `peer`, whose ractor_cluster node name is `name`, is ready, up
+    /// to `deadline`.
+    ///
+    /// A ready session needs no process-group lookup: ractor_cluster reports it ready after the
+    /// peer's `Ready`, which the peer sends after its process-group joins, so the peer's gateway
+    /// is known by then.
+    async fn wait_for_session(
+        &self,
+        peer: &NodeId,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(), PeerError> {
+        let ready = self
+            .table
+            .lock()
+            .expect("session table lock poisoned")
+            .ready
+            .contains(name);
+        if ready {
+            return Ok(());
+        }
+        self.gateway_by(peer, deadline).await.map(drop)
+    }
+
     /// Sends a grain call to `peer` and waits for its reply until `deadline`.
+    ///
+    /// The call joins the peer's queue, which sends it with the other calls, replies and
+    /// one-way messages waiting for that peer in one ractor_cluster message.
     pub async fn call(
         &self,
         peer: &NodeId,
         envelope: Envelope,
         deadline: Instant,
     ) -> Result<CallReply, PeerError> {
-        let gateway = self.gateway_by(peer, deadline).await?;
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let result = gateway
-            .call(
-                |reply| GatewayMsg::Call(Wire::new(envelope), reply),
-                Some(timeout),
-            )
-            .await;
-        unwrap_reply(&peer.name, result, deadline)
+        let name = peer.cluster_node_name();
+        self.wait_for_session(peer, &name, deadline).await?;
+        let mut pending = self.outboxes.register(&name);
+        let id = pending.id;
+        self.outboxes.push(&name, BatchItem::Call { id, envelope });
+        match tokio::time::timeout_at(deadline.into(), &mut pending.reply).await {
+            Ok(Ok(outcome)) => outcome.map_err(|error| error.naming(&peer.name)),
+            Ok(Err(_)) => Err(PeerError::Lost(peer.name.clone(), "reply dropped".into())),
+            Err(_) => Err(PeerError::TimedOut(peer.name.clone())),
+        }
     }
 
-    /// Sends a one-way grain message to `peer`.
+    /// Sends a one-way grain message to `peer`, in the peer's queue.
     pub async fn cast(
         &self,
         peer: &NodeId,
         envelope: Envelope,
         deadline: Instant,
     ) -> Result<(), PeerError> {
-        let gateway = self.gateway_by(peer, deadline).await?;
-        gateway
-            .cast(GatewayMsg::Cast(Wire::new(envelope)))
-            .map_err(|e| PeerError::Lost(peer.name.clone(), e.to_string()))
+        let name = peer.cluster_node_name();
+        self.wait_for_session(peer, &name, deadline).await?;
+        self.outboxes.push(&name, BatchItem::Cast(envelope));
+        Ok(())
     }
 
     /// Sends a directory request to `peer` and waits for its reply until `deadline`.
@@ -463,6 +522,8 @@ impl Transport {
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.wanted.lock().expect("wanted lock poisoned").clear();
+        self.outboxes
+            .fail_all(|peer| PeerError::Lost(peer.to_string(), "the node is stopping".into()));
         self.gateway.stop(Some("node stopping".into()));
         self.server.stop(Some("node stopping".into()));
     }
@@ -492,6 +553,15 @@ fn unwrap_reply<T>(
         }
         Err(error) => Err(PeerError::Lost(peer.to_string(), error.to_string())),
     }
+}
+
+/// Connects to the peer's cluster listener at `addr` and hands the connection to `server`.
+async fn dial(server: &ActorRef<NodeServerMessage>, addr: SocketAddr) -> std::io::Result<()> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    ractor_cluster::client_connect_external(server, Box::new(TcpBidi(stream)))
+        .await
+        .map_err(|error| std::io::Error::other(error.to_string()))
 }
 
 async fn accept_loop(listener: TcpListener, server: ActorRef<NodeServerMessage>) {
