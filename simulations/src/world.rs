@@ -16,7 +16,7 @@ use foca::Timer;
 use gristmill::clock::Millis;
 use gristmill::directory::DirectoryPartition;
 use gristmill::grain::GrainId;
-use gristmill::membership::{Incarnation, NodeId, NodeState};
+use gristmill::membership::{Incarnation, NodeId, NodeState, boot_id_at};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use xxhash_rust::xxh3::Xxh3Default;
@@ -369,10 +369,12 @@ impl World {
     }
 
     fn start_process(&mut self, slot: usize) {
-        let boot_id: u64 = self.rng.random();
+        // Time-ordered as on a real node, so that a restart wins foca's address conflict
+        // against its previous incarnation.
+        let boot_id = boot_id_at(self.now.0, self.rng.random());
         let name = self.slots[slot].name.clone();
         let id = NodeId {
-            name: name.clone(),
+            name: name.as_str().into(),
             boot_id,
             bump: 0,
             ip: IpAddr::V4(Ipv4Addr::new(
@@ -388,7 +390,7 @@ impl World {
         let seeds = (0..self.config.seed_nodes.min(self.slots.len()))
             .map(|seed| format!("node-{seed}"))
             .collect();
-        let rng_seed = self.config.seed ^ boot_id;
+        let rng_seed = self.config.seed ^ self.rng.random::<u64>();
         let mut node = SimNode::new(id, self.config.node.clone(), seeds, rng_seed, self.now);
         if let Some(hook) = &self.partition_hook {
             node.with_partition(hook);

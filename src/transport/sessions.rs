@@ -384,7 +384,7 @@ impl Transport {
                 .expect("wanted lock poisoned")
                 .contains_key(&peer.cluster_node_name());
             if !wanted || Instant::now() + Duration::from_millis(10) >= deadline {
-                return Err(PeerError::NotConnected(peer.name.clone()));
+                return Err(PeerError::NotConnected(peer.name.to_string()));
             }
             // The session is still forming (authentication and process-group sync take a few
             // milliseconds on loopback).
@@ -420,7 +420,7 @@ impl Transport {
         let gateway = self.gateway_by(peer, deadline).await?;
         gateway
             .cast(GatewayMsg::Cast(Wire::new(envelope)))
-            .map_err(|e| PeerError::Lost(peer.name.clone(), e.to_string()))
+            .map_err(|e| PeerError::Lost(peer.name.to_string(), e.to_string()))
     }
 
     /// Sends a directory request to `peer` and waits for its reply until `deadline`.
