@@ -92,6 +92,7 @@ impl foca::Identity for NodeId {
         })
     }
 
+    #[inline]
     fn addr(&self) -> u128 {
         self.name.hash128()
     }

@@ -30,11 +30,13 @@ impl NodeName {
     }
 
     /// Returns the name as a string slice.
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
     /// Returns the XXH3-128 hash of the name.
+    #[inline]
     pub fn hash128(&self) -> u128 {
         self.hash
     }
@@ -56,6 +58,7 @@ impl AsRef<str> for NodeName {
 
 impl PartialEq for NodeName {
     /// Compares the hashes first, so that different names rarely reach the text comparison.
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.hash == other.hash && self.text == other.text
     }
