@@ -7,6 +7,7 @@
 //! every map is ordered, so one seed always produces the same run. The trace hash covers each
 //! handled event: its time, node, kind and encoded content.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -231,6 +232,8 @@ pub struct World {
     log: Vec<String>,
     stats: Stats,
     first_down: BTreeMap<Incarnation, Millis>,
+    /// Slot whose view disagreed at the last [`World::views_agree`].
+    disagreeing_slot: Cell<usize>,
 }
 
 impl World {
@@ -260,6 +263,7 @@ impl World {
             log: Vec::new(),
             stats: Stats::default(),
             first_down: BTreeMap::new(),
+            disagreeing_slot: Cell::new(0),
         }
     }
 
@@ -984,6 +988,9 @@ impl World {
     }
 
     /// Returns whether every running node's view lists exactly the running nodes as live.
+    ///
+    /// The check starts at the node that disagreed last time, which usually still does, so
+    /// that polling a large cluster until it converges stays cheap.
     pub fn views_agree(&self) -> bool {
         let running: BTreeSet<(&str, u64)> = self
             .slots
@@ -991,17 +998,26 @@ impl World {
             .filter_map(|slot| slot.node.as_ref())
             .map(|node| (node.id().name.as_str(), node.id().boot_id))
             .collect();
-        self.slots
-            .iter()
-            .filter_map(|slot| slot.node.as_ref())
-            .all(|node| {
+        let start = self.disagreeing_slot.get().min(self.slots.len());
+        let (before, after) = self.slots.split_at(start);
+        let disagreeing = after.iter().chain(before).position(|slot| {
+            slot.node.as_ref().is_some_and(|node| {
                 let mut live = 0;
                 let all_running = node.view().live().all(|member| {
                     live += 1;
                     running.contains(&(member.id.name.as_str(), member.id.boot_id))
                 });
-                all_running && live == running.len()
+                !all_running || live != running.len()
             })
+        });
+        match disagreeing {
+            Some(offset) => {
+                self.disagreeing_slot
+                    .set((start + offset) % self.slots.len());
+                false
+            }
+            None => true,
+        }
     }
 
     /// Returns, per running node, the members its view disagrees about, for reports.

@@ -55,10 +55,12 @@ pub struct MalformedMeta(#[source] postcard::Error);
 /// Broadcast handler that accepts a node's meta only if it is newer than any seen before.
 ///
 /// Per node name it keeps the newest `(boot_id, version)`: a newer version of the same boot
-/// is accepted, and so is any version of a newer boot (a restart). Accepted items go to the
+/// is accepted, and so is any version of a newer boot (a restart). Names are keyed by their
+/// XXH3-128 hash, which is also foca's member address, so two names that collide would
+/// already be one member to foca. Accepted items go to the
 /// agent over `accepted`, because foca offers no access to its handler.
 pub struct MetaHandler {
-    newest: HashMap<String, (u64, u64)>,
+    newest: HashMap<u128, (u64, u64)>,
     accepted: mpsc::UnboundedSender<MetaBroadcast>,
     malformed: Arc<AtomicU64>,
 }
@@ -78,20 +80,20 @@ impl MetaHandler {
     fn is_newer(&self, head: &MetaHead<'_>) -> bool {
         let order = (head.boot_id, head.version);
         self.newest
-            .get(head.name)
+            .get(&name_key(head.name))
             .is_none_or(|newest| *newest < order)
     }
 
     /// Records `item` as the newest of its node.
     fn record(&mut self, item: &MetaBroadcast) {
         let order = (item.incarnation.boot_id, item.meta.version);
-        match self.newest.get_mut(&item.incarnation.name) {
-            Some(newest) => *newest = order,
-            None => {
-                self.newest.insert(item.incarnation.name.clone(), order);
-            }
-        }
+        self.newest.insert(name_key(&item.incarnation.name), order);
     }
+}
+
+/// Returns the key of a node name in [`MetaHandler`]'s table.
+fn name_key(name: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(name.as_bytes())
 }
 
 /// The leading fields of an encoded [`MetaBroadcast`]: postcard writes struct fields in
