@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use gristmill_simulations::scale::{ScaleReport, run_membership};
 
-/// Longest accepted time from the crash until the first Down. With the default timings the
-/// crashed node is probed within about two probe periods (1 s each), the probe times out after
-/// 300 ms and the suspicion after 3 s, so about 5.5 s is expected.
+/// Longest accepted time from the crash until the first Down. With the default timings a
+/// member probes the crashed node within about two probe periods of 1 s, the probe times out
+/// after 300 ms and the suspicion after 3 s, so detection is estimated at about 5 s.
 const DETECT_LIMIT: Duration = Duration::from_secs(15);
 /// Longest accepted time from the crash until every view dropped the crashed node.
 const AGREE_LIMIT: Duration = Duration::from_secs(30);

@@ -18,7 +18,7 @@ use super::NodeName;
 pub struct NodeId {
     /// Stable node name, with its hash that serves as foca's address.
     pub name: NodeName,
-    /// Set once per process start by [`boot_id_at`]; never changes while the process runs.
+    /// Set once per process start by [`boot_id_at`], and never changed while the process runs.
     pub boot_id: u64,
     /// Counter foca raises when the node rejoins after being declared down in-process.
     pub bump: u32,
@@ -35,11 +35,11 @@ pub struct NodeId {
 /// Returns the boot id of a process that starts at `unix_ms` (milliseconds since the Unix
 /// epoch), with `random` in the low 16 bits.
 ///
-/// Boot ids must grow across restarts of one name: foca keeps the identity with the larger
-/// `(boot_id, bump)` when two share a name (see `win_addr_conflict`), so with random boot ids
-/// a restarted node loses to its previous, dead incarnation whenever its id is smaller, and
-/// peers declare it down again on every join. The random bits separate two processes of one
-/// name that start within the same millisecond.
+/// Boot ids must grow across restarts of one name, because foca keeps the identity with the
+/// larger `(boot_id, bump)` when two share a name (see `win_addr_conflict`). With random boot
+/// ids, a restarted node whose id is smaller loses to its dead incarnation, and peers declare
+/// it down again on every join. The random bits separate two processes of one name that start
+/// within the same millisecond.
 pub fn boot_id_at(unix_ms: u64, random: u16) -> u64 {
     (unix_ms << 16) | u64::from(random)
 }
