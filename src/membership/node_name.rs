@@ -17,15 +17,18 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone)]
 pub struct NodeName {
     text: Arc<str>,
-    hash: u128,
+    /// The hash as high and low halves: a `u128` field would align `NodeId` to 16 bytes and
+    /// add padding to every message that carries one.
+    hash: [u64; 2],
 }
 
 impl NodeName {
     /// Creates a name and hashes it.
     pub fn new(text: &str) -> Self {
+        let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
         Self {
             text: Arc::from(text),
-            hash: xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+            hash: [(hash >> 64) as u64, hash as u64],
         }
     }
 
@@ -38,7 +41,7 @@ impl NodeName {
     /// Returns the XXH3-128 hash of the name.
     #[inline]
     pub fn hash128(&self) -> u128 {
-        self.hash
+        (u128::from(self.hash[0]) << 64) | u128::from(self.hash[1])
     }
 }
 
@@ -111,7 +114,7 @@ impl Ord for NodeName {
 
 impl Hash for NodeName {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(self.hash);
+        state.write_u128(self.hash128());
     }
 }
 
