@@ -95,7 +95,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
 fn print_ready_line(node: &Node) -> std::io::Result<()> {
     let id = node.id();
     let ready = ReadyLine {
-        node: id.name.clone(),
+        node: id.name.to_string(),
         boot_id: id.boot_id,
         gossip_addr: id.gossip_addr(),
         cluster_addr: id.cluster_addr(),

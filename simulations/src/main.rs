@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         } => replay(seed, nodes, &scenario),
         Command::Scale { nodes, seed } => {
             let report = scale::run_membership(nodes, seed);
-            println!("{report:#?}");
+            println!("{report}");
             ExitCode::SUCCESS
         }
     }

@@ -5,6 +5,7 @@
 //! to detect it and to agree again. Directory and calls are off, because their sync after
 //! every membership change would dominate the cost without telling anything about SWIM.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use gristmill::clock::Millis;
@@ -36,6 +37,44 @@ pub struct ScaleReport {
     pub events: u64,
     /// Real time the run took.
     pub wall_time: Duration,
+}
+
+impl fmt::Display for ScaleReport {
+    /// Writes one line per measure, with "never" for a phase that did not end in time.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let phase = |time: Option<Duration>| match time {
+            Some(time) => format!("{:.1} s", time.as_secs_f64()),
+            None => format!("never (limit {} s)", PHASE_LIMIT.as_secs()),
+        };
+        writeln!(f, "nodes:                          {}", self.nodes)?;
+        writeln!(
+            f,
+            "views agreed after last join:   {}",
+            phase(self.joined_after)
+        )?;
+        writeln!(
+            f,
+            "gossip datagrams per node per s: {:.1}",
+            self.messages_per_node_per_sec
+        )?;
+        writeln!(
+            f,
+            "crash detected after:           {}",
+            phase(self.detected_after)
+        )?;
+        writeln!(
+            f,
+            "views agreed after crash:       {}",
+            phase(self.agreed_after)
+        )?;
+        writeln!(f, "false Down events:              {}", self.false_downs)?;
+        writeln!(f, "events handled:                 {}", self.events)?;
+        write!(
+            f,
+            "wall time:                      {:.1} s",
+            self.wall_time.as_secs_f64()
+        )
+    }
 }
 
 /// Runs membership of `nodes` simulated nodes with `seed`.

@@ -7,6 +7,7 @@
 //! every map is ordered, so one seed always produces the same run. The trace hash covers each
 //! handled event: its time, node, kind and encoded content.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,7 +17,7 @@ use foca::Timer;
 use gristmill::clock::Millis;
 use gristmill::directory::DirectoryPartition;
 use gristmill::grain::GrainId;
-use gristmill::membership::{Incarnation, NodeId, NodeState};
+use gristmill::membership::{Incarnation, NodeId, NodeState, boot_id_at};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use xxhash_rust::xxh3::Xxh3Default;
@@ -231,6 +232,8 @@ pub struct World {
     log: Vec<String>,
     stats: Stats,
     first_down: BTreeMap<Incarnation, Millis>,
+    /// Slot whose view disagreed at the last [`World::views_agree`].
+    disagreeing_slot: Cell<usize>,
 }
 
 impl World {
@@ -260,6 +263,7 @@ impl World {
             log: Vec::new(),
             stats: Stats::default(),
             first_down: BTreeMap::new(),
+            disagreeing_slot: Cell::new(0),
         }
     }
 
@@ -369,10 +373,12 @@ impl World {
     }
 
     fn start_process(&mut self, slot: usize) {
-        let boot_id: u64 = self.rng.random();
+        // Time-ordered as on a real node, so that a restart wins foca's address conflict
+        // against its previous incarnation.
+        let boot_id = boot_id_at(self.now.0, self.rng.random());
         let name = self.slots[slot].name.clone();
         let id = NodeId {
-            name: name.clone(),
+            name: name.as_str().into(),
             boot_id,
             bump: 0,
             ip: IpAddr::V4(Ipv4Addr::new(
@@ -388,7 +394,7 @@ impl World {
         let seeds = (0..self.config.seed_nodes.min(self.slots.len()))
             .map(|seed| format!("node-{seed}"))
             .collect();
-        let rng_seed = self.config.seed ^ boot_id;
+        let rng_seed = self.config.seed ^ self.rng.random::<u64>();
         let mut node = SimNode::new(id, self.config.node.clone(), seeds, rng_seed, self.now);
         if let Some(hook) = &self.partition_hook {
             node.with_partition(hook);
@@ -982,6 +988,9 @@ impl World {
     }
 
     /// Returns whether every running node's view lists exactly the running nodes as live.
+    ///
+    /// The check starts at the node that disagreed last time, which usually still does, so
+    /// that polling a large cluster until it converges stays cheap.
     pub fn views_agree(&self) -> bool {
         let running: BTreeSet<(&str, u64)> = self
             .slots
@@ -989,17 +998,26 @@ impl World {
             .filter_map(|slot| slot.node.as_ref())
             .map(|node| (node.id().name.as_str(), node.id().boot_id))
             .collect();
-        self.slots
-            .iter()
-            .filter_map(|slot| slot.node.as_ref())
-            .all(|node| {
+        let start = self.disagreeing_slot.get().min(self.slots.len());
+        let (before, after) = self.slots.split_at(start);
+        let disagreeing = after.iter().chain(before).position(|slot| {
+            slot.node.as_ref().is_some_and(|node| {
                 let mut live = 0;
                 let all_running = node.view().live().all(|member| {
                     live += 1;
                     running.contains(&(member.id.name.as_str(), member.id.boot_id))
                 });
-                all_running && live == running.len()
+                !all_running || live != running.len()
             })
+        });
+        match disagreeing {
+            Some(offset) => {
+                self.disagreeing_slot
+                    .set((start + offset) % self.slots.len());
+                false
+            }
+            None => true,
+        }
     }
 
     /// Returns, per running node, the members its view disagrees about, for reports.

@@ -45,7 +45,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         Ok(Response::new(pb::ListMembersResponse {
             members: self.members(),
-            node: self.node.id().name.clone(),
+            node: self.node.id().name.to_string(),
         }))
     }
 
@@ -67,7 +67,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             mailbox_depth_max: live.map(|m| m.load.mailbox_depth_max).max().unwrap_or(0),
             members_by_state,
             members: self.members(),
-            node: self.node.id().name.clone(),
+            node: self.node.id().name.to_string(),
         }))
     }
 

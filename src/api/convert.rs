@@ -26,7 +26,7 @@ pub(crate) fn load(load: &NodeLoad) -> pb::NodeLoad {
 
 pub(crate) fn member(member: &MemberInfo, local_name: &str) -> pb::Member {
     pb::Member {
-        name: member.id.name.clone(),
+        name: member.id.name.to_string(),
         boot_id: member.id.boot_id,
         gossip_addr: member.id.gossip_addr().to_string(),
         cluster_addr: member.id.cluster_addr().to_string(),

@@ -104,7 +104,7 @@ impl pb::grains_server::Grains for GrainsService {
                 key: h.shared.grain.key.clone(),
                 activation_id: h.shared.activation_id,
                 epoch: h.shared.epoch,
-                node: node_name.clone(),
+                node: node_name.to_string(),
                 idle_ms: u64::try_from(h.shared.idle_for(now).as_millis()).unwrap_or(u64::MAX),
                 mailbox_depth: h.shared.pending.load(std::sync::atomic::Ordering::Relaxed),
             })
@@ -115,7 +115,7 @@ impl pb::grains_server::Grains for GrainsService {
             activations.truncate(request.limit as usize);
         }
         Ok(Response::new(pb::ListActivationsResponse {
-            node: node_name,
+            node: node_name.to_string(),
             activations,
             total,
         }))

@@ -158,7 +158,7 @@ pub(crate) async fn drain_node(
         tokio::spawn(async move { leaving.leave().await });
     }
     Ok(pb::NodeDrainResponse {
-        node: node.id().name.clone(),
+        node: node.id().name.to_string(),
         migrated: report.migrated,
         deactivated: report.deactivated,
         remaining: report.remaining,

@@ -357,7 +357,7 @@ async fn run_queued(myself: &ActivationRef, state: &mut ActivationState, work: A
             } else if Instant::now() >= deadline {
                 Err(MigrationError::Failed {
                     grain: state.shared.grain.clone(),
-                    target: target.name,
+                    target: target.name.to_string(),
                     detail: "the deadline passed while running turns ended".into(),
                     kept: true,
                 })
@@ -484,7 +484,7 @@ async fn migrate_out(
             let detail = format!("dehydrate panicked: {}", panic_message(&panic));
             return Err(MigrationError::Failed {
                 grain,
-                target: target.name,
+                target: target.name.to_string(),
                 detail,
                 kept: true,
             });
@@ -499,7 +499,7 @@ async fn migrate_out(
     }
     let failed = |detail: String, kept: bool| MigrationError::Failed {
         grain: grain.clone(),
-        target: target.name.clone(),
+        target: target.name.to_string(),
         detail,
         kept,
     };
@@ -508,15 +508,15 @@ async fn migrate_out(
             leave_after_migration(state);
             Ok(MigrationReport {
                 grain: grain.clone(),
-                from_node: node.id().name.clone(),
-                to_node: target.name.clone(),
+                from_node: node.id().name.to_string(),
+                to_node: target.name.to_string(),
                 epoch: new_entry.epoch,
                 duration: started.elapsed(),
             })
         }
         HandOff::Rejected(detail) => Err(MigrationError::Rejected {
             grain: grain.clone(),
-            target: target.name.clone(),
+            target: target.name.to_string(),
             detail,
         }),
         HandOff::Unknown(detail) => {

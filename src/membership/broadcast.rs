@@ -55,10 +55,12 @@ pub struct MalformedMeta(#[source] postcard::Error);
 /// Broadcast handler that accepts a node's meta only if it is newer than any seen before.
 ///
 /// Per node name it keeps the newest `(boot_id, version)`: a newer version of the same boot
-/// is accepted, and so is any version of a newer boot (a restart). Accepted items go to the
+/// is accepted, and so is any version of a newer boot (a restart). Names are keyed by their
+/// XXH3-128 hash, which is also foca's member address, so two names that collide would
+/// already be one member to foca. Accepted items go to the
 /// agent over `accepted`, because foca offers no access to its handler.
 pub struct MetaHandler {
-    newest: HashMap<String, (u64, u64)>,
+    newest: HashMap<u128, (u64, u64)>,
     accepted: mpsc::UnboundedSender<MetaBroadcast>,
     malformed: Arc<AtomicU64>,
 }
@@ -74,21 +76,36 @@ impl MetaHandler {
         }
     }
 
-    /// Records `item` if it is newer than what the handler has seen; returns whether it was.
-    fn maybe_record(&mut self, item: &MetaBroadcast) -> bool {
-        let order = (item.incarnation.boot_id, item.meta.version);
-        match self.newest.get_mut(&item.incarnation.name) {
-            Some(newest) if *newest >= order => false,
-            Some(newest) => {
-                *newest = order;
-                true
-            }
-            None => {
-                self.newest.insert(item.incarnation.name.clone(), order);
-                true
-            }
-        }
+    /// Returns whether `head` is newer than what the handler has seen.
+    fn is_newer(&self, head: &MetaHead<'_>) -> bool {
+        let order = (head.boot_id, head.version);
+        self.newest
+            .get(&name_key(head.name))
+            .is_none_or(|newest| *newest < order)
     }
+
+    /// Records `item` as the newest of its node.
+    fn record(&mut self, item: &MetaBroadcast) {
+        let order = (item.incarnation.boot_id, item.meta.version);
+        self.newest.insert(name_key(&item.incarnation.name), order);
+    }
+}
+
+/// Returns the key of a node name in [`MetaHandler`]'s table.
+fn name_key(name: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(name.as_bytes())
+}
+
+/// The leading fields of an encoded [`MetaBroadcast`]: postcard writes struct fields in
+/// declaration order with no framing, so these are the incarnation and the meta version.
+///
+/// Most items a node receives are copies it has already seen, and reading only the head lets
+/// the handler drop them without allocating.
+#[derive(Deserialize)]
+struct MetaHead<'a> {
+    name: &'a str,
+    boot_id: u64,
+    version: u64,
 }
 
 impl BroadcastHandler<NodeId> for MetaHandler {
@@ -100,13 +117,18 @@ impl BroadcastHandler<NodeId> for MetaHandler {
         data: &[u8],
         _sender: Option<&NodeId>,
     ) -> Result<Option<MetaKey>, MalformedMeta> {
-        let item = MetaBroadcast::decode(data).map_err(|error| {
+        // An item whose head shows a copy already seen is dropped without reading the rest,
+        // so a malformed tail on such a copy is not counted.
+        let count_malformed = |error| {
             self.malformed.fetch_add(1, Ordering::Relaxed);
             MalformedMeta(error)
-        })?;
-        if !self.maybe_record(&item) {
+        };
+        let (head, _) = postcard::take_from_bytes::<MetaHead<'_>>(data).map_err(count_malformed)?;
+        if !self.is_newer(&head) {
             return Ok(None);
         }
+        let item = MetaBroadcast::decode(data).map_err(count_malformed)?;
+        self.record(&item);
         let key = MetaKey {
             incarnation: item.incarnation.clone(),
             version: item.meta.version,
@@ -180,6 +202,18 @@ mod tests {
                 assert_eq!(forwarded, item);
             }
         }
+    }
+
+    #[test]
+    fn head_matches_encoded_item() {
+        let item = item("node-3", 7, 42);
+        let bytes = item.encode().expect("meta encodes");
+
+        let (head, _) = postcard::take_from_bytes::<MetaHead<'_>>(&bytes).expect("head decodes");
+
+        assert_eq!(head.name, "node-3");
+        assert_eq!(head.boot_id, 7);
+        assert_eq!(head.version, 42);
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use super::NodeName;
+
 /// Identity of one node process, carried in every gossip datagram.
 ///
 /// The name is stable across restarts (a StatefulSet pod name, or `node-N` locally) and is
@@ -14,9 +16,9 @@ use serde::{Deserialize, Serialize};
 /// never in the identity, because changing an identity declares the old one down.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeId {
-    /// Stable node name.
-    pub name: String,
-    /// Random per process start; never changes while the process runs.
+    /// Stable node name, with its hash that serves as foca's address.
+    pub name: NodeName,
+    /// Set once per process start by [`boot_id_at`], and never changed while the process runs.
     pub boot_id: u64,
     /// Counter foca raises when the node rejoins after being declared down in-process.
     pub bump: u32,
@@ -30,11 +32,23 @@ pub struct NodeId {
     pub grpc_port: u16,
 }
 
+/// Returns the boot id of a process that starts at `unix_ms` (milliseconds since the Unix
+/// epoch), with `random` in the low 16 bits.
+///
+/// Boot ids must grow across restarts of one name, because foca keeps the identity with the
+/// larger `(boot_id, bump)` when two share a name (see `win_addr_conflict`). With random boot
+/// ids, a restarted node whose id is smaller loses to its dead incarnation, and peers declare
+/// it down again on every join. The random bits separate two processes of one name that start
+/// within the same millisecond.
+pub fn boot_id_at(unix_ms: u64, random: u16) -> u64 {
+    (unix_ms << 16) | u64::from(random)
+}
+
 impl NodeId {
     /// Returns the incarnation this identity belongs to (name plus boot id).
     pub fn incarnation(&self) -> Incarnation {
         Incarnation {
-            name: self.name.clone(),
+            name: self.name.to_string(),
             boot_id: self.boot_id,
         }
     }
@@ -64,10 +78,11 @@ impl NodeId {
 }
 
 impl foca::Identity for NodeId {
-    /// The XXH3-128 hash of the node name. foca looks a member up by comparing the address of
-    /// every member in its list, on every message, so the address must be cheap to copy and
-    /// compare: a `String` costs two allocations per comparison. Two distinct names collide
-    /// with a probability of about n² / 2¹²⁹ for n names, which is negligible.
+    /// The XXH3-128 hash of the node name, computed when the name was created. foca looks a
+    /// member up by comparing the address of every member in its list, on every message, so
+    /// the address must be cheap to copy and compare: a `String` costs two allocations per
+    /// comparison. Two distinct names collide with a probability of about n² / 2¹²⁹ for n
+    /// names, which is negligible.
     type Addr = u128;
 
     fn renew(&self) -> Option<Self> {
@@ -77,8 +92,9 @@ impl foca::Identity for NodeId {
         })
     }
 
+    #[inline]
     fn addr(&self) -> u128 {
-        xxhash_rust::xxh3::xxh3_128(self.name.as_bytes())
+        self.name.hash128()
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
@@ -132,6 +148,14 @@ mod tests {
     fn later_boot_wins_address_conflict() {
         assert!(node(2, 0).win_addr_conflict(&node(1, 9)));
         assert!(!node(1, 9).win_addr_conflict(&node(2, 0)));
+    }
+
+    #[test]
+    fn later_start_wins_address_conflict() {
+        let old = node(boot_id_at(1_000, u16::MAX), 0);
+        let restarted = node(boot_id_at(1_001, 0), 0);
+        assert!(restarted.win_addr_conflict(&old));
+        assert!(!old.win_addr_conflict(&restarted));
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl MemberView {
     pub fn new(local: NodeId, meta: &NodeMeta, dead_retention: Duration) -> Self {
         let mut info = MemberInfo::joining(local);
         info.apply_meta(meta);
-        let local_name = info.id.name.clone();
+        let local_name = info.id.name.to_string();
         let mut members = BTreeMap::new();
         members.insert(
             local_name.clone(),
@@ -324,7 +324,7 @@ impl MemberView {
             return Vec::new();
         }
         let mut events = Vec::new();
-        if let Some(entry) = self.members.get(&id.name) {
+        if let Some(entry) = self.members.get(id.name.as_str()) {
             let known = &entry.info.id;
             let awaited = *known == id && entry.awaits_up;
             if *known == id && !awaited {
@@ -372,7 +372,7 @@ impl MemberView {
     }
 
     fn handle_member_down(&mut self, id: &NodeId, now: Millis) -> Vec<MembershipEvent> {
-        let Some(entry) = self.members.get(&id.name) else {
+        let Some(entry) = self.members.get(id.name.as_str()) else {
             return Vec::new();
         };
         let matches = entry.info.id == *id || id.win_addr_conflict(&entry.info.id);
@@ -405,7 +405,7 @@ impl MemberView {
         if new.name == self.local_name {
             return Vec::new();
         }
-        let Some(entry) = self.members.get(&new.name) else {
+        let Some(entry) = self.members.get(new.name.as_str()) else {
             // Neither identity was reported up; a `MemberUp` for `new` may follow.
             self.insert_dead(new, now);
             return Vec::new();
@@ -476,15 +476,15 @@ impl MemberView {
         let name = id.name.clone();
         let mut last_meta = self
             .members
-            .get(&name)
+            .get(name.as_str())
             .filter(|previous| previous.info.incarnation() == id.incarnation())
             .and_then(|previous| previous.last_meta.clone());
-        if let Some(pending) = self.pending_meta.remove(&name) {
+        if let Some(pending) = self.pending_meta.remove(name.as_str()) {
             let known_version = last_meta.as_ref().map_or(0, |meta| meta.version);
             if pending.boot_id == id.boot_id && pending.meta.version > known_version {
                 last_meta = Some(pending.meta);
             } else if pending.boot_id > id.boot_id {
-                self.pending_meta.insert(name.clone(), pending);
+                self.pending_meta.insert(name.to_string(), pending);
             }
         }
 
@@ -494,7 +494,7 @@ impl MemberView {
         }
         let dead_since = (info.state == NodeState::Dead).then_some(now);
         self.members.insert(
-            name,
+            name.to_string(),
             Entry {
                 info: info.clone(),
                 last_meta,
@@ -513,7 +513,7 @@ impl MemberView {
         info.state = NodeState::Dead;
         let name = info.id.name.clone();
         self.members.insert(
-            name,
+            name.to_string(),
             Entry {
                 info,
                 last_meta: None,

@@ -116,7 +116,7 @@ mod tests {
 
     fn node() -> NodeId {
         NodeId {
-            name: "a".repeat(63),
+            name: "a".repeat(63).into(),
             boot_id: u64::MAX,
             bump: u32::MAX,
             ip: IpAddr::from([0xfe80, 0, 0, 0, 0, 0, 0, 1]),

@@ -34,7 +34,7 @@ use crate::runtime::Node;
 pub fn status(node: &Node) -> pb::RebalancerStatus {
     let shared = rebalance::shared_for(node);
     pb::RebalancerStatus {
-        node: node.id().name.clone(),
+        node: node.id().name.to_string(),
         paused: shared.is_paused(),
         rounds: shared.rounds(),
     }

@@ -185,7 +185,7 @@ fn breaker_open_error(
         None => "circuit breaker half-open; a probe call is in flight".to_owned(),
     };
     CallError::NodeUnavailable {
-        node: peer.name.clone(),
+        node: peer.name.to_string(),
         grain: grain.clone(),
         detail,
         before_send: true,
@@ -224,7 +224,7 @@ impl Node {
             .collect();
         let nodes: Vec<(String, u64)> = active
             .iter()
-            .map(|id| (id.name.clone(), id.boot_id))
+            .map(|id| (id.name.to_string(), id.boot_id))
             .collect();
         let mut avoid: Vec<String> = Vec::new();
         let mut payload = Some(payload);
@@ -255,13 +255,13 @@ impl Node {
                 .await
             {
                 Ok(Some(reply)) => return Ok(reply),
-                Ok(None) => avoid.push(peer.name.clone()),
+                Ok(None) => avoid.push(peer.name.to_string()),
                 Err(CallError::NodeUnavailable {
                     before_send: true, ..
-                }) => avoid.push(peer.name.clone()),
+                }) => avoid.push(peer.name.to_string()),
                 // A peer that announced Leaving cannot have run the call.
                 Err(error) if self.may_retry_forward(peer, &error) => {
-                    avoid.push(peer.name.clone());
+                    avoid.push(peer.name.to_string());
                 }
                 Err(error) => return Err(error),
             }

@@ -93,7 +93,7 @@ impl Node {
         target: Option<&str>,
         deadline: Instant,
     ) -> Result<MigrationReport, MigrationError> {
-        let node = self.inner.id.name.clone();
+        let node = self.inner.id.name.to_string();
         let handle = self
             .inner
             .catalog

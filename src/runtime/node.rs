@@ -29,7 +29,7 @@ use crate::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
 use crate::grain::{GrainRegistry, RegistryError};
 use crate::membership::{
     Incarnation, MemberInfo, MembershipAgent, MembershipError, MembershipEvent, MembershipHandle,
-    NodeId, NodeState,
+    NodeId, NodeState, boot_id_at,
 };
 use crate::metrics::NodeMetrics;
 use crate::placement::PlacementConfig;
@@ -193,13 +193,9 @@ impl Node {
             None => None,
         };
         let local_port = |addr: std::io::Result<SocketAddr>| addr.map(|a| a.port()).unwrap_or(0);
-        // The boot id must grow across restarts: foca keeps the identity with the larger
-        // (boot id, bump) when two share a name, so a random id would lose to the previous
-        // incarnation half of the time. Milliseconds since the epoch in the high bits, and
-        // random low bits in case two processes of one name start within a millisecond.
-        let boot_id = (unix_now_ms() << 16) | u64::from(rand::random::<u16>());
+        let boot_id = boot_id_at(unix_now_ms(), rand::random::<u16>());
         let id = NodeId {
-            name: config.node_name.clone(),
+            name: config.node_name.as_str().into(),
             boot_id,
             bump: 0,
             ip: config.advertised_ip(),

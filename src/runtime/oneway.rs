@@ -35,7 +35,7 @@ impl Node {
         self.check_method(&grain, method)?;
         if self.is_declared_down() {
             return Err(CallError::ShuttingDown {
-                node: self.inner.id.name.clone(),
+                node: self.inner.id.name.to_string(),
             });
         }
         let payload = match self.queue_local(&grain, method, payload, deadline) {

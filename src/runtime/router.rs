@@ -199,7 +199,7 @@ impl Node {
             if self.is_declared_down() {
                 // This node's view of the cluster is void, so it routes nothing further.
                 return Err(CallError::ShuttingDown {
-                    node: self.inner.id.name.clone(),
+                    node: self.inner.id.name.to_string(),
                 });
             }
             match self.resolve(grain, deadline).await? {
@@ -270,7 +270,7 @@ impl Node {
     pub(super) fn local_reply(&self, payload: Payload, hops: u32) -> InvokeReply {
         InvokeReply {
             payload,
-            served_by: self.inner.id.name.clone(),
+            served_by: self.inner.id.name.to_string(),
             hops,
         }
     }
@@ -535,7 +535,7 @@ impl Node {
             .load(std::sync::atomic::Ordering::Acquire);
         if stopping || self.is_declared_down() {
             return Err(CallError::ShuttingDown {
-                node: self.inner.id.name.clone(),
+                node: self.inner.id.name.to_string(),
             });
         }
         let lock = self.inner.catalog.activation_lock(grain);
@@ -729,7 +729,7 @@ impl Node {
                 // The peer went away; if membership has not noticed yet, retrying could only
                 // reach it again, so report it to the caller.
                 Err(CallError::NodeUnavailable {
-                    node: peer.name.clone(),
+                    node: peer.name.to_string(),
                     grain: grain.clone(),
                     detail: error.to_string(),
                     before_send: error.before_send(),
@@ -854,7 +854,7 @@ impl Node {
                     }) {
                         Ok(bytes) => CallReply::Ok {
                             payload: bytes,
-                            served_by: self.inner.id.name.clone(),
+                            served_by: self.inner.id.name.to_string(),
                             hops: call.hops,
                         },
                         Err(error) => CallReply::Failed(error),

@@ -633,7 +633,7 @@ impl SupervisorState {
         Ok(SupervisorStatus {
             policy: core.config().clone(),
             status: core.status(self.node.inner.clock.now()),
-            supervisor: self.node.id().name.clone(),
+            supervisor: self.node.id().name.to_string(),
             orchestrator: self.orchestrator.kind(),
         })
     }
@@ -773,7 +773,7 @@ fn make_orchestrator(node: &Node) -> Arc<dyn Orchestrator> {
         OrchestratorKind::Kubernetes => {
             let scaling = &node.inner.config.scaling;
             let config = super::kubernetes::KubernetesConfig {
-                pod_name: Some(node.id().name.clone()),
+                pod_name: Some(node.id().name.to_string()),
                 min_replicas: scaling.min_nodes,
                 max_replicas: scaling.max_nodes,
                 ..super::kubernetes::KubernetesConfig::default()

@@ -109,8 +109,9 @@ pub async fn drive(args: &DriverArgs, cookie: String) -> Result<OnewayResult, St
     let peer = NodeId {
         name: args
             .peer_name
-            .clone()
-            .ok_or("--peer-name names the receiver")?,
+            .as_deref()
+            .ok_or("--peer-name names the receiver")?
+            .into(),
         boot_id: args
             .peer_boot_id
             .ok_or("--peer-boot-id names the receiver's boot")?,

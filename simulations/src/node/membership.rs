@@ -112,7 +112,8 @@ impl SimNode {
                 }
             }
         }
-        if live_may_change || self.live.is_empty() || self.meta.state == NodeState::Dead {
+        let live_unknown = self.live.is_empty() && self.tracks_live_set();
+        if live_may_change || live_unknown || self.meta.state == NodeState::Dead {
             self.refresh_live(now);
             self.maybe_join(now);
         }
@@ -120,6 +121,9 @@ impl SimNode {
 
     /// Copies the view's live set; starts a directory sync when it changed.
     fn refresh_live(&mut self, now: Millis) {
+        if !self.tracks_live_set() {
+            return;
+        }
         let mut live: Vec<Incarnation> = self.view.live().map(MemberInfo::incarnation).collect();
         live.sort();
         if live == self.live || self.stopping {
@@ -135,13 +139,25 @@ impl SimNode {
         }
     }
 
+    /// Returns whether the node keeps a copy of the live set. Only the directory sync and the
+    /// replay log read it, and copying it on every join costs O(n²) per node at scale.
+    fn tracks_live_set(&self) -> bool {
+        !self.config.membership_only || self.config.report_live_changes
+    }
+
     /// Becomes Active once the node has a live peer, after syncing the directory, as the
     /// real join loop does.
     fn maybe_join(&mut self, now: Millis) {
         if self.meta.state != NodeState::Joining || self.stopping {
             return;
         }
-        let has_peer = self.live.iter().any(|member| member.name != self.id.name);
+        let has_peer = if self.tracks_live_set() {
+            self.live.iter().any(|member| member.name != self.id.name)
+        } else {
+            self.view
+                .live()
+                .any(|member| member.id.name != self.id.name)
+        };
         if has_peer && !self.activate_after_sync {
             self.become_active(now);
         }

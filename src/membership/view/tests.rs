@@ -565,7 +565,7 @@ fn queries_filter_by_state() {
     down(&mut view, &dead, T0);
 
     let names = |infos: Vec<&MemberInfo>| -> Vec<String> {
-        infos.iter().map(|info| info.id.name.clone()).collect()
+        infos.iter().map(|info| info.id.name.to_string()).collect()
     };
     assert_eq!(
         names(view.members().collect()),

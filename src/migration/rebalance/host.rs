@@ -17,7 +17,7 @@ use crate::scaling::orchestrator::BoxFuture;
 
 impl RebalanceHost for Node {
     fn name(&self) -> String {
-        self.id().name.clone()
+        self.id().name.to_string()
     }
 
     fn state(&self) -> NodeState {
