@@ -103,9 +103,21 @@ pub(crate) async fn run_directory_repair(node: Node) {
             .expect("members lock poisoned")
             .live
             .clone();
-        let _gate = node.inner.activation_gate.write().await;
-        node.reassert_local_activations(&live, Instant::now() + DIRECTORY_REPAIR_PERIOD)
+        let waited = Instant::now();
+        let gate = node.inner.activation_gate.write().await;
+        let held = Instant::now();
+        let complete = node
+            .reassert_local_activations(&live, Instant::now() + DIRECTORY_REPAIR_PERIOD)
             .await;
+        drop(gate);
+        tracing::debug!(
+            node = %node.id().name,
+            activations = node.inner.catalog.len(),
+            complete,
+            gate_wait_ms = held.duration_since(waited).as_millis() as u64,
+            gate_held_ms = held.elapsed().as_millis() as u64,
+            "directory repair re-asserted the local activations"
+        );
     }
 }
 
