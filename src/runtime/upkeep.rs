@@ -88,6 +88,9 @@ const DIRECTORY_REPAIR_PERIOD: Duration = Duration::from_secs(5);
 /// deactivated within one period (see `Node::reassert_local_activations`).
 pub(crate) async fn run_directory_repair(node: Node) {
     let mut tick = tokio::time::interval(DIRECTORY_REPAIR_PERIOD);
+    // A repair of a large catalog may outlast the period; the next one waits a full period
+    // instead of starting at once.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if *node.inner.stopped.borrow() {
@@ -104,18 +107,21 @@ pub(crate) async fn run_directory_repair(node: Node) {
             .live
             .clone();
         let waited = Instant::now();
-        let gate = node.inner.activation_gate.write().await;
+        let snapshot = {
+            let _gate = node.inner.activation_gate.write().await;
+            node.reassert_snapshot()
+        };
         let held = Instant::now();
+        let activations = snapshot.len();
         let complete = node
-            .reassert_local_activations(&live, Instant::now() + DIRECTORY_REPAIR_PERIOD)
+            .reassert_local_activations(snapshot, &live, Instant::now() + DIRECTORY_REPAIR_PERIOD)
             .await;
-        drop(gate);
         tracing::debug!(
             node = %node.id().name,
-            activations = node.inner.catalog.len(),
+            activations,
             complete,
-            gate_wait_ms = held.duration_since(waited).as_millis() as u64,
-            gate_held_ms = held.elapsed().as_millis() as u64,
+            gate_ms = held.duration_since(waited).as_millis() as u64,
+            reassert_ms = held.elapsed().as_millis() as u64,
             "directory repair re-asserted the local activations"
         );
     }
