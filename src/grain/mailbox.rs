@@ -6,20 +6,13 @@
 //! spawns a runner task, which takes the state out, handles messages in arrival order until the
 //! queue is empty, puts the state back and ends.
 //!
-//! A runner that finds the queue empty before it is [`LINGER`] old waits for the next message
-//! instead of ending, so that a grain called back to back wakes its runner, as an actor would,
-//! rather than spawning a task per call. A hot grain thus spawns about one runner per
-//! [`LINGER`], and an activation that received one call keeps its task that long.
-//!
 //! # Why one message runs at a time
 //!
 //! 1. `running` and the queue sit under one lock. A sender that finds `running` false sets it
 //!    and spawns the runner; every other sender only queues.
 //! 2. The runner clears `running` under the same lock, and only once it found the queue empty,
 //!    so a message queued before that is drained by it, and one queued after it starts a new
-//!    runner. No message is left behind, and at most one runner has the state. A lingering
-//!    runner leaves its waker under the lock, and a sender that queues while `running` is set
-//!    wakes it.
+//!    runner. No message is left behind, and at most one runner has the state.
 //! 3. Handling a message may spawn interleaved turns (see `super::activation`); they report
 //!    back through this mailbox like any other message.
 //!
@@ -27,21 +20,14 @@
 //! grain again.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Poll, Waker};
-use std::time::Duration;
 
 use futures::FutureExt;
 
 use super::activation::{ActivationMsg, ActivationState, handle_message};
 use super::turn::panic_message;
-
-/// How long a runner stays for more messages once it has started, before it puts the state
-/// back in the mailbox and ends.
-pub(crate) const LINGER: Duration = Duration::from_millis(1);
 
 /// A handle on one activation's mailbox. Cheap to clone; every clone sends to the same one.
 #[derive(Clone)]
@@ -68,18 +54,6 @@ struct Inner {
     running: bool,
     /// True once the activation stopped: messages are refused.
     stopped: bool,
-    /// The waker of a runner that waits for messages; the next sender takes and wakes it.
-    runner: Option<Waker>,
-}
-
-/// What a runner does next.
-enum Next {
-    /// Handle these messages.
-    Handle(VecDeque<ActivationMsg>),
-    /// The mailbox stopped.
-    Stop,
-    /// The queue is empty and the runner has lingered long enough.
-    End,
 }
 
 impl ActivationRef {
@@ -121,11 +95,6 @@ impl ActivationRef {
         }
         inner.queue.push_back(message);
         if inner.running {
-            let runner = inner.runner.take();
-            drop(inner);
-            if let Some(runner) = runner {
-                runner.wake();
-            }
             return Ok(());
         }
         inner.running = true;
@@ -145,15 +114,10 @@ impl ActivationRef {
         inner.stopped = true;
         let queue = std::mem::take(&mut inner.queue);
         let state = inner.state.take();
-        let runner = inner.runner.take();
         drop(inner);
         // Dropped outside the lock: a grain's or a reply's drop may send to this mailbox.
         drop(queue);
         drop(state);
-        if let Some(runner) = runner {
-            // A lingering runner ends at once and drops what it holds.
-            runner.wake();
-        }
     }
 
     /// Returns whether the mailbox has stopped.
@@ -190,30 +154,21 @@ impl ActivationRef {
         tokio::spawn(self.clone().run(state));
     }
 
-    /// Handles queued messages until the queue stays empty past [`LINGER`] or the activation
-    /// stops.
+    /// Handles queued messages until the queue is empty or the activation stops.
     async fn run(self, mut state: ActivationState) {
-        // Created once per runner: a hot grain pays one timer per `LINGER`, not one per call.
-        let linger = tokio::time::sleep(LINGER);
-        tokio::pin!(linger);
         loop {
-            let batch = match self.next(linger.as_mut()).await {
-                Next::Handle(batch) => batch,
-                Next::Stop => return,
-                Next::End => {
-                    let mut inner = self.lock();
-                    if inner.stopped {
-                        inner.queue.clear();
-                        return;
-                    }
-                    if inner.queue.is_empty() {
-                        inner.state = Some(state);
-                        inner.running = false;
-                        return;
-                    }
-                    // A message arrived after the linger ended.
-                    std::mem::take(&mut inner.queue)
+            let batch = {
+                let mut inner = self.lock();
+                if inner.stopped {
+                    inner.queue.clear();
+                    return;
                 }
+                if inner.queue.is_empty() {
+                    inner.state = Some(state);
+                    inner.running = false;
+                    return;
+                }
+                std::mem::take(&mut inner.queue)
             };
             for message in batch {
                 if self.is_stopped() {
@@ -234,31 +189,6 @@ impl ActivationRef {
                 tokio::task::consume_budget().await;
             }
         }
-    }
-
-    /// Waits for queued messages while `linger` runs; returns [`Next::End`] once the queue is
-    /// empty and `linger` has elapsed.
-    async fn next(&self, mut linger: std::pin::Pin<&mut tokio::time::Sleep>) -> Next {
-        std::future::poll_fn(|cx| {
-            let mut inner = self.lock();
-            if inner.stopped {
-                inner.queue.clear();
-                return Poll::Ready(Next::Stop);
-            }
-            if !inner.queue.is_empty() {
-                inner.runner = None;
-                return Poll::Ready(Next::Handle(std::mem::take(&mut inner.queue)));
-            }
-            if linger.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Next::End);
-            }
-            match &inner.runner {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => inner.runner = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
-        .await
     }
 }
 
