@@ -438,3 +438,53 @@ fn next_chunk(entries: &mut impl Iterator<Item = DirectoryEntry>) -> Vec<Directo
     }
     chunk
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grain::GrainId;
+
+    fn entry(key: String) -> DirectoryEntry {
+        DirectoryEntry {
+            grain: GrainId::new("counter", key),
+            host: Incarnation {
+                name: "node-with-a-long-name-0123456789".into(),
+                boot_id: u64::MAX,
+            },
+            activation_id: u64::MAX,
+            epoch: u64::MAX,
+        }
+    }
+
+    /// Every entry lands in exactly one chunk, and no chunk is empty or above its bounds.
+    #[test]
+    fn chunks_cover_every_entry_within_bounds() {
+        let entries: Vec<DirectoryEntry> = (0..5000).map(|i| entry(format!("k{i}"))).collect();
+        let mut rest = entries.clone().into_iter().peekable();
+        let mut chunks = Vec::new();
+        while rest.peek().is_some() {
+            chunks.push(next_chunk(&mut rest));
+        }
+        assert!(
+            chunks
+                .iter()
+                .all(|c| !c.is_empty() && c.len() <= REASSERT_CHUNK_ENTRIES)
+        );
+        let joined: Vec<GrainId> = chunks.into_iter().flatten().map(|e| e.grain).collect();
+        let expected: Vec<GrainId> = entries.into_iter().map(|e| e.grain).collect();
+        assert_eq!(joined, expected);
+    }
+
+    /// A chunk of the longest keys still fits, encoded, in half the smallest cluster frame.
+    #[test]
+    fn chunk_of_longest_keys_fits_half_the_smallest_frame() {
+        let longest = "k".repeat(super::super::router::MAX_KEY_BYTES);
+        let mut entries = (0..100).map(|_| entry(longest.clone()));
+        let chunk = next_chunk(&mut entries);
+        assert!(chunk.len() < 100, "a chunk of {} entries", chunk.len());
+        let request =
+            crate::transport::DirectoryEnvelope::V1(DirectoryRequest::Reassert { entries: chunk });
+        let bytes = postcard::to_allocvec(&request).expect("the request encodes");
+        assert!(bytes.len() <= 32 * 1024 + 2048, "{} bytes", bytes.len());
+    }
+}
