@@ -34,7 +34,7 @@ const BACKGROUND_DEADLINE: Duration = Duration::from_secs(2);
 const REASSERT_ROUNDS: usize = 5;
 /// Pause between two re-assertion rounds.
 const REASSERT_PAUSE: Duration = Duration::from_millis(100);
-/// Most entries in one re-assertion request.
+/// Maximum number of entries in one re-assertion request.
 const REASSERT_CHUNK_ENTRIES: usize = 1024;
 /// Estimated encoded size, in bytes, at which a re-assertion request takes no further entry:
 /// half the smallest `max_frame_bytes`, so that the request and its reply (one outcome per
@@ -201,8 +201,8 @@ impl Node {
         join_all(confirmations).await;
     }
 
-    /// Returns the local activations to re-assert. Called under the exclusive activation gate,
-    /// which it holds only while it copies the catalog's handles.
+    /// Returns the local activations to re-assert. The caller holds the exclusive activation
+    /// gate only while this copies the catalog's handles.
     pub(crate) fn reassert_snapshot(&self) -> Vec<ActivationHandle> {
         self.inner.catalog.handles()
     }
@@ -218,8 +218,8 @@ impl Node {
     /// activation that lost its entry to a second activation of the grain is deactivated.
     ///
     /// Entries go in chunks of at most [`REASSERT_CHUNK_ENTRIES`] entries and about
-    /// [`REASSERT_CHUNK_BYTES`] bytes, so that one request fits in the smallest cluster frame
-    /// and this node's own partition is locked for one chunk at a time, not for every
+    /// [`REASSERT_CHUNK_BYTES`] bytes, so that one request fits in the smallest cluster frame.
+    /// This node's own partition is then locked for one chunk at a time, not for every
     /// activation of the node.
     pub(crate) async fn reassert_local_activations(
         &self,
@@ -477,7 +477,7 @@ mod tests {
 
     /// A chunk of the longest keys still fits, encoded, in half the smallest cluster frame.
     #[test]
-    fn chunk_of_longest_keys_fits_half_the_smallest_frame() {
+    fn longest_keys_chunk_fits_frame() {
         let longest = "k".repeat(super::super::router::MAX_KEY_BYTES);
         let mut entries = (0..100).map(|_| entry(longest.clone()));
         let chunk = next_chunk(&mut entries);

@@ -111,7 +111,7 @@ pub(crate) async fn run_directory_repair(node: Node) {
             let _gate = node.inner.activation_gate.write().await;
             node.reassert_snapshot()
         };
-        let held = Instant::now();
+        let copied = Instant::now();
         let activations = snapshot.len();
         let complete = node
             .reassert_local_activations(snapshot, &live, Instant::now() + DIRECTORY_REPAIR_PERIOD)
@@ -120,8 +120,8 @@ pub(crate) async fn run_directory_repair(node: Node) {
             node = %node.id().name,
             activations,
             complete,
-            gate_ms = held.duration_since(waited).as_millis() as u64,
-            reassert_ms = held.elapsed().as_millis() as u64,
+            gate_ms = copied.duration_since(waited).as_millis() as u64,
+            reassert_ms = copied.elapsed().as_millis() as u64,
             "directory repair re-asserted the local activations"
         );
     }
