@@ -51,11 +51,14 @@ async fn main() -> ExitCode {
             local::run(args).await
         }
         Command::Ctl(args) => ctl::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => {
+            init_tool_logging();
+            bench::run(args).await
+        }
     }
 }
 
-/// Sends warnings of `local` itself to stderr, filtered by RUST_LOG, with ANSI colours only
+/// Sends warnings of `local` and `bench` themselves to stderr, filtered by RUST_LOG, with ANSI colours only
 /// when stderr is a terminal.
 fn init_tool_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -47,7 +47,7 @@ impl<G: Grain> GrainRef<G> {
         };
         let reply = self
             .node
-            .invoke(self.id.clone(), M::NAME, payload, Instant::now() + timeout)
+            .invoke_ref(&self.id, M::NAME, payload, Instant::now() + timeout)
             .await?;
         reply
             .payload

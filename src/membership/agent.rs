@@ -44,7 +44,7 @@ use super::suspicion;
 use super::wire::{self, Datagram};
 use super::{
     DEFAULT_DEAD_RETENTION, LeaveReason, MemberInfo, MemberView, MembershipError, MembershipEvent,
-    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState,
+    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeName, NodeState,
 };
 use crate::clock::{Millis, MonotonicClock};
 use crate::repeat_limit::RepeatLimit;
@@ -133,7 +133,7 @@ pub struct MembershipAgent {
     sent_incarnation: foca::Incarnation,
     /// Members that the failure detector declared down, by name, with the time; they count
     /// against the minority check until they rejoin or their dead retention ends.
-    declared_down_peers: HashMap<String, Millis>,
+    declared_down_peers: HashMap<NodeName, Millis>,
 }
 
 impl MembershipAgent {

@@ -230,12 +230,16 @@ impl Catalog {
 
     /// Returns the total and the largest number of queued messages over all activations.
     pub fn mailbox_depths(&self) -> (u64, u64) {
-        self.all_handles()
-            .iter()
-            .fold((0, 0), |(total, max), handle| {
-                let pending = handle.shared.pending.load(Ordering::Relaxed);
-                (total + pending, max.max(pending))
-            })
+        let depths = |(total, max): (u64, u64), handle: &ActivationHandle| {
+            let pending = handle.shared.pending.load(Ordering::Relaxed);
+            (total + pending, max.max(pending))
+        };
+        // Read in place: a copy of every handle would cost an allocation per sample.
+        let active = self.active.lock().expect("catalog lock poisoned");
+        let sums = active.iter().fold((0, 0), depths);
+        drop(active);
+        let workers = self.workers.lock().expect("catalog lock poisoned");
+        workers.values().flatten().fold(sums, depths)
     }
 }
 

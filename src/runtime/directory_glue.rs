@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
+use super::catalog::ActivationHandle;
 use super::node::Node;
 use crate::directory::{
     DirectoryCommand, DirectoryEntry, RegisterOutcome, ViewId, partition_owner,
@@ -33,6 +34,12 @@ const BACKGROUND_DEADLINE: Duration = Duration::from_secs(2);
 const REASSERT_ROUNDS: usize = 5;
 /// Pause between two re-assertion rounds.
 const REASSERT_PAUSE: Duration = Duration::from_millis(100);
+/// Maximum number of entries in one re-assertion request.
+const REASSERT_CHUNK_ENTRIES: usize = 1024;
+/// Estimated encoded size, in bytes, at which a re-assertion request takes no further entry:
+/// half the smallest `max_frame_bytes`, so that the request and its reply (one outcome per
+/// entry, which may carry another entry) fit in one frame.
+const REASSERT_CHUNK_BYTES: usize = 32 * 1024;
 
 impl Node {
     /// Returns the owner of `grain`'s directory partition in this node's current view.
@@ -153,8 +160,18 @@ impl Node {
         let deadline = Instant::now() + BACKGROUND_DEADLINE;
         let handed_off = self.carry_out(commands, deadline).await;
 
+        // Wait for registrations in progress, which may have gone to an owner of the previous
+        // view: once they are in the catalog, the snapshot below re-asserts them. The wait can
+        // last as long as a call's deadline, so the re-assertions get a deadline of their own.
+        // The gate is held only for the snapshot: a registration that starts after it sends to
+        // an owner of this view or a later one, and re-asserting a large catalog takes long.
+        let snapshot = {
+            let _gate = self.inner.activation_gate.write().await;
+            self.reassert_snapshot()
+        };
+        let deadline = Instant::now() + BACKGROUND_DEADLINE;
         let reasserted = self
-            .reassert_local_activations(&live, BACKGROUND_DEADLINE)
+            .reassert_local_activations(snapshot, &live, deadline)
             .await;
         if !(handed_off && reasserted) {
             // A confirmation would let a new owner reply `NotFound` for a grain whose entry
@@ -185,123 +202,83 @@ impl Node {
         join_all(confirmations).await;
     }
 
-    /// Re-asserts every local activation at its partition owner in the view `live`, and
-    /// deactivates the activations whose re-assertion met another activation's entry; the
-    /// requests end `timeout` after the catalog snapshot. Returns whether every entry got an
-    /// outcome from an owner in `live` (registered or conflict).
+    /// Returns the local activations to re-assert. The caller holds the exclusive activation
+    /// gate only while this copies the catalog's handles.
+    pub(crate) fn reassert_snapshot(&self) -> Vec<ActivationHandle> {
+        self.inner.catalog.handles()
+    }
+
+    /// Re-asserts the activations of `snapshot` at their partition owners in the view `live`,
+    /// and deactivates the activations whose re-assertion met another activation's entry.
+    /// Returns whether every entry got an outcome from an owner in `live` (registered or
+    /// conflict).
     ///
     /// Besides each membership change, the node runs this periodically (see
     /// `run_directory_repair`): an activation whose entry was lost, for example because its
     /// owner died while the activation was being registered, gets its entry back, and an
     /// activation that lost its entry to a second activation of the grain is deactivated.
+    ///
+    /// Entries go in chunks of at most [`REASSERT_CHUNK_ENTRIES`] entries and about
+    /// [`REASSERT_CHUNK_BYTES`] bytes, so that one request fits in the smallest cluster frame.
+    /// This node's own partition is then locked for one chunk at a time, not for every
+    /// activation of the node.
     pub(crate) async fn reassert_local_activations(
         &self,
-        live: &[Incarnation],
-        timeout: Duration,
-    ) -> bool {
-        let by_owner = self.snapshot_entries_by_owner(live).await;
-        let deadline = Instant::now() + timeout;
-        self.reassert_entries(by_owner, live, deadline).await
-    }
-
-    /// Returns the directory entries of the local activations, by their partition owner in
-    /// `live`.
-    ///
-    /// The snapshot waits for registrations in progress, which may have gone to an owner of an
-    /// earlier view: once they are in the catalog, the snapshot includes them. The gate is
-    /// held only for the snapshot, not while the entries travel. Registrations wait for it
-    /// with their call's deadline, so a re-assertion to an unreachable owner must not hold it.
-    async fn snapshot_entries_by_owner(
-        &self,
-        live: &[Incarnation],
-    ) -> BTreeMap<Incarnation, Vec<DirectoryEntry>> {
-        let _gate = self.inner.activation_gate.write().await;
-        let local = self.inner.id.incarnation();
-        let mut by_owner: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
-        for handle in self.inner.catalog.handles() {
-            let shared = &handle.shared;
-            let entry = DirectoryEntry {
-                grain: shared.grain.clone(),
-                host: local.clone(),
-                activation_id: shared.activation_id,
-                epoch: shared.epoch,
-            };
-            if let Some(owner) = partition_owner(&entry.grain, live) {
-                by_owner.entry(owner.clone()).or_default().push(entry);
-            }
-        }
-        by_owner
-    }
-
-    /// Sends `by_owner`'s entries to their owners in rounds until `deadline`; see
-    /// [`Self::reassert_local_activations`].
-    async fn reassert_entries(
-        &self,
-        mut by_owner: BTreeMap<Incarnation, Vec<DirectoryEntry>>,
+        snapshot: Vec<ActivationHandle>,
         live: &[Incarnation],
         deadline: Instant,
     ) -> bool {
+        let mut by_owner: BTreeMap<Incarnation, Vec<ActivationHandle>> = BTreeMap::new();
+        for handle in snapshot {
+            if let Some(owner) = partition_owner(&handle.shared.grain, live) {
+                by_owner.entry(owner.clone()).or_default().push(handle);
+            }
+        }
+        let local = self.inner.id.incarnation();
+        let first = by_owner.into_iter().map(|(owner, handles)| {
+            let local = &local;
+            async move {
+                let entries = handles.into_iter().map(|handle| DirectoryEntry {
+                    grain: handle.shared.grain.clone(),
+                    host: local.clone(),
+                    activation_id: handle.shared.activation_id,
+                    epoch: handle.shared.epoch,
+                });
+                self.reassert_at(&owner, entries, live, deadline).await
+            }
+        });
+        let mut retry: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
         let mut complete = true;
+        for (again, answered) in join_all(first).await {
+            complete &= answered;
+            for (owner, entry) in again {
+                retry.entry(owner).or_default().push(entry);
+            }
+        }
         // An owner whose view differs from `live` replies `NotOwner`. If it names an owner in
         // `live`, this node's view lags, so the entries go there. Otherwise the replier lags,
         // perhaps still naming a member that died, so the entries go to it again once it has
         // caught up. Rounds are bounded, and what is left counts as incomplete.
-        for round in 1..=REASSERT_ROUNDS {
-            if by_owner.is_empty() {
+        for _round in 2..=REASSERT_ROUNDS {
+            if retry.is_empty() {
                 break;
             }
-            let rounds = by_owner.into_iter().map(|(owner, entries)| async move {
-                let request = DirectoryRequest::Reassert {
-                    entries: entries.clone(),
-                };
-                (
-                    owner.clone(),
-                    entries,
-                    self.directory_request_to(&owner, request, deadline).await,
-                )
-            });
-            let mut retry: BTreeMap<Incarnation, Vec<DirectoryEntry>> = BTreeMap::new();
-            for (sent_to, entries, reply) in join_all(rounds).await {
-                let outcomes = match reply {
-                    Ok(DirectoryResponse::Reassert(outcomes)) => outcomes,
-                    Ok(other) => {
-                        tracing::warn!(owner = %sent_to, reply = ?other, "unexpected reply to a re-assertion");
-                        complete = false;
-                        continue;
-                    }
-                    Err(detail) => {
-                        tracing::debug!(owner = %sent_to, %detail, entries = entries.len(), "re-assertion failed");
-                        complete = false;
-                        continue;
-                    }
-                };
-                for (entry, outcome) in entries.into_iter().zip(outcomes) {
-                    match outcome {
-                        RegisterOutcome::Conflict(winner) if !winner.is_same_activation(&entry) => {
-                            self.stop_superseded(&entry.grain, entry.activation_id);
-                        }
-                        RegisterOutcome::NotOwner { owner } => {
-                            let target = match owner {
-                                Some(owner) if live.contains(&owner) => owner,
-                                _ => sent_to.clone(),
-                            };
-                            tracing::debug!(grain = %entry.grain, replier = %sent_to, retry_at = %target, round, "re-assertion reached a node that does not own the grain");
-                            retry.entry(target).or_default().push(entry);
-                        }
-                        RegisterOutcome::NotReady => {
-                            retry.entry(sent_to.clone()).or_default().push(entry)
-                        }
-                        _ => {}
-                    }
+            tokio::time::sleep(REASSERT_PAUSE).await;
+            let rounds =
+                std::mem::take(&mut retry)
+                    .into_iter()
+                    .map(|(owner, entries)| async move {
+                        self.reassert_at(&owner, entries, live, deadline).await
+                    });
+            for (again, answered) in join_all(rounds).await {
+                complete &= answered;
+                for (owner, entry) in again {
+                    retry.entry(owner).or_default().push(entry);
                 }
             }
-            by_owner = retry;
-            if !by_owner.is_empty() && round < REASSERT_ROUNDS {
-                tokio::time::sleep(REASSERT_PAUSE).await;
-            }
         }
-        if !by_owner.is_empty() {
-            let left: usize = by_owner.values().map(Vec::len).sum();
+        if !retry.is_empty() {
+            let left: usize = retry.values().map(Vec::len).sum();
             tracing::debug!(
                 entries = left,
                 "re-assertion rounds ended with entries left"
@@ -309,6 +286,64 @@ impl Node {
             complete = false;
         }
         complete
+    }
+
+    /// Re-asserts `entries` at `owner`, one chunk per request, and deactivates the local
+    /// activations that lost a conflict. Returns the entries to send again, each with the
+    /// owner to send it to, and whether every chunk got a reply.
+    async fn reassert_at(
+        &self,
+        owner: &Incarnation,
+        entries: impl IntoIterator<Item = DirectoryEntry>,
+        live: &[Incarnation],
+        deadline: Instant,
+    ) -> (Vec<(Incarnation, DirectoryEntry)>, bool) {
+        let local = *owner == self.inner.id.incarnation();
+        let mut entries = entries.into_iter().peekable();
+        let mut again = Vec::new();
+        let mut answered = true;
+        while entries.peek().is_some() {
+            let chunk = next_chunk(&mut entries);
+            let request = DirectoryRequest::Reassert {
+                entries: chunk.clone(),
+            };
+            let outcomes = match self.directory_request_to(owner, request, deadline).await {
+                Ok(DirectoryResponse::Reassert(outcomes)) => outcomes,
+                Ok(other) => {
+                    tracing::warn!(owner = %owner, reply = ?other, "unexpected reply to a re-assertion");
+                    answered = false;
+                    continue;
+                }
+                Err(detail) => {
+                    tracing::debug!(owner = %owner, %detail, entries = chunk.len(), "re-assertion failed");
+                    answered = false;
+                    continue;
+                }
+            };
+            for (entry, outcome) in chunk.into_iter().zip(outcomes) {
+                match outcome {
+                    RegisterOutcome::Conflict(winner) if !winner.is_same_activation(&entry) => {
+                        self.stop_superseded(&entry.grain, entry.activation_id);
+                    }
+                    RegisterOutcome::NotOwner { owner: named } => {
+                        let target = match named {
+                            Some(named) if live.contains(&named) => named,
+                            _ => owner.clone(),
+                        };
+                        tracing::debug!(grain = %entry.grain, replier = %owner, retry_at = %target, "re-assertion reached a node that does not own the grain");
+                        again.push((target, entry));
+                    }
+                    RegisterOutcome::NotReady => again.push((owner.clone(), entry)),
+                    _ => {}
+                }
+            }
+            if local {
+                // This node's partition served the chunk inline: let calls and registrations
+                // that wait for this worker thread run between chunks.
+                tokio::task::yield_now().await;
+            }
+        }
+        (again, answered)
     }
 
     /// Carries out the partition's commands; hand-offs go to their new owners concurrently, so
@@ -386,5 +421,71 @@ impl Node {
                 .actor
                 .cast(ActivationMsg::Stop(StopReason::Superseded, None));
         }
+    }
+}
+
+/// Takes the next chunk of a re-assertion: at least one entry, and at most
+/// [`REASSERT_CHUNK_ENTRIES`] entries or about [`REASSERT_CHUNK_BYTES`] bytes.
+fn next_chunk(entries: &mut impl Iterator<Item = DirectoryEntry>) -> Vec<DirectoryEntry> {
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for entry in entries.by_ref() {
+        // The two ids, the host's name and a bound on postcard's varints and lengths.
+        bytes += entry.grain.grain_type.len() + entry.grain.key.len() + entry.host.name.len() + 40;
+        chunk.push(entry);
+        if chunk.len() >= REASSERT_CHUNK_ENTRIES || bytes >= REASSERT_CHUNK_BYTES {
+            break;
+        }
+    }
+    chunk
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grain::GrainId;
+
+    fn entry(key: String) -> DirectoryEntry {
+        DirectoryEntry {
+            grain: GrainId::new("counter", key),
+            host: Incarnation {
+                name: "node-with-a-long-name-0123456789".into(),
+                boot_id: u64::MAX,
+            },
+            activation_id: u64::MAX,
+            epoch: u64::MAX,
+        }
+    }
+
+    /// Every entry lands in exactly one chunk, and no chunk is empty or above its bounds.
+    #[test]
+    fn chunks_cover_every_entry_within_bounds() {
+        let entries: Vec<DirectoryEntry> = (0..5000).map(|i| entry(format!("k{i}"))).collect();
+        let mut rest = entries.clone().into_iter().peekable();
+        let mut chunks = Vec::new();
+        while rest.peek().is_some() {
+            chunks.push(next_chunk(&mut rest));
+        }
+        assert!(
+            chunks
+                .iter()
+                .all(|c| !c.is_empty() && c.len() <= REASSERT_CHUNK_ENTRIES)
+        );
+        let joined: Vec<GrainId> = chunks.into_iter().flatten().map(|e| e.grain).collect();
+        let expected: Vec<GrainId> = entries.into_iter().map(|e| e.grain).collect();
+        assert_eq!(joined, expected);
+    }
+
+    /// A chunk of the longest keys still fits, encoded, in half the smallest cluster frame.
+    #[test]
+    fn longest_keys_chunk_fits_frame() {
+        let longest = "k".repeat(super::super::router::MAX_KEY_BYTES);
+        let mut entries = (0..100).map(|_| entry(longest.clone()));
+        let chunk = next_chunk(&mut entries);
+        assert!(chunk.len() < 100, "a chunk of {} entries", chunk.len());
+        let request =
+            crate::transport::DirectoryEnvelope::V1(DirectoryRequest::Reassert { entries: chunk });
+        let bytes = postcard::to_allocvec(&request).expect("the request encodes");
+        assert!(bytes.len() <= 32 * 1024 + 2048, "{} bytes", bytes.len());
     }
 }

@@ -353,6 +353,11 @@ impl Node {
         self.inner.catalog.all_handles()
     }
 
+    /// Returns whether turns are audited: `turn_audit_path` names a file.
+    pub(crate) fn audits_turns(&self) -> bool {
+        self.inner.audit.is_some()
+    }
+
     /// Appends one turn to the turn audit, if `turn_audit_path` names a file.
     pub(crate) fn audit_turn(
         &self,

@@ -130,8 +130,19 @@ impl Node {
         payload: Payload,
         deadline: Instant,
     ) -> Result<InvokeReply, CallError> {
+        self.invoke_ref(&grain, method, payload, deadline).await
+    }
+
+    /// [`Node::invoke`] for a caller that keeps the grain id, which saves its copy.
+    pub(crate) async fn invoke_ref(
+        &self,
+        grain: &GrainId,
+        method: &str,
+        payload: Payload,
+        deadline: Instant,
+    ) -> Result<InvokeReply, CallError> {
         let started = Instant::now();
-        let mut result = self.invoke_inner(&grain, method, payload, deadline).await;
+        let mut result = self.invoke_inner(grain, method, payload, deadline).await;
         if let Ok(reply) = &result {
             self.inner.forwarding.record_hops(reply.hops);
         }

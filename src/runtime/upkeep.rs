@@ -88,6 +88,9 @@ const DIRECTORY_REPAIR_PERIOD: Duration = Duration::from_secs(5);
 /// deactivated within one period (see `Node::reassert_local_activations`).
 pub(crate) async fn run_directory_repair(node: Node) {
     let mut tick = tokio::time::interval(DIRECTORY_REPAIR_PERIOD);
+    // A repair of a large catalog may outlast the period; the next one waits a full period
+    // instead of starting at once.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if *node.inner.stopped.borrow() {
@@ -103,8 +106,24 @@ pub(crate) async fn run_directory_repair(node: Node) {
             .expect("members lock poisoned")
             .live
             .clone();
-        node.reassert_local_activations(&live, DIRECTORY_REPAIR_PERIOD)
+        let waited = Instant::now();
+        let snapshot = {
+            let _gate = node.inner.activation_gate.write().await;
+            node.reassert_snapshot()
+        };
+        let copied = Instant::now();
+        let activations = snapshot.len();
+        let complete = node
+            .reassert_local_activations(snapshot, &live, Instant::now() + DIRECTORY_REPAIR_PERIOD)
             .await;
+        tracing::debug!(
+            node = %node.id().name,
+            activations,
+            complete,
+            gate_ms = copied.duration_since(waited).as_millis() as u64,
+            reassert_ms = copied.elapsed().as_millis() as u64,
+            "directory repair re-asserted the local activations"
+        );
     }
 }
 

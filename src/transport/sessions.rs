@@ -367,7 +367,7 @@ impl Transport {
             .remove(&name);
         self.outboxes.forget_peer(&name);
         self.outboxes.fail_peer(&name, || {
-            PeerError::Lost(peer.name.clone(), "the peer left the membership".into())
+            PeerError::Lost(peer.name.to_string(), "the peer left the membership".into())
         });
         if self.stopped.load(Ordering::Acquire) {
             return;
@@ -415,7 +415,7 @@ impl Transport {
                 .expect("wanted lock poisoned")
                 .contains_key(&peer.cluster_node_name());
             if !wanted || Instant::now() + Duration::from_millis(10) >= deadline {
-                return Err(PeerError::NotConnected(peer.name.clone()));
+                return Err(PeerError::NotConnected(peer.name.to_string()));
             }
             // The session is still forming (authentication and process-group sync take a few
             // milliseconds on loopback).
@@ -464,8 +464,11 @@ impl Transport {
         self.outboxes.push(&name, BatchItem::Call { id, envelope });
         match tokio::time::timeout_at(deadline.into(), &mut pending.reply).await {
             Ok(Ok(outcome)) => outcome.map_err(|error| error.naming(&peer.name)),
-            Ok(Err(_)) => Err(PeerError::Lost(peer.name.clone(), "reply dropped".into())),
-            Err(_) => Err(PeerError::TimedOut(peer.name.clone())),
+            Ok(Err(_)) => Err(PeerError::Lost(
+                peer.name.to_string(),
+                "reply dropped".into(),
+            )),
+            Err(_) => Err(PeerError::TimedOut(peer.name.to_string())),
         }
     }
 
