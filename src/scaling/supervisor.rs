@@ -452,8 +452,13 @@ impl SupervisorState {
     async fn release(&mut self) {
         let mut next = self.register.record.clone();
         next.holder = None;
-        if let Err(error) = self.register.write(self.node.storage(), next).await {
-            tracing::warn!(%error, "cannot release the supervisor register");
+        match self.register.write(self.node.storage(), next).await {
+            Ok(()) => {}
+            // The next supervisor took the register over first: nothing is left to release.
+            Err(RegisterError::Lost) => {
+                tracing::debug!("the supervisor register was taken over before its release");
+            }
+            Err(error) => tracing::warn!(%error, "cannot release the supervisor register"),
         }
         self.step_down("another node is now the oldest Active member");
     }
