@@ -78,6 +78,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
         () = node.stopped() => {
+            if let Some(mismatch) = node.store_mismatch() {
+                eprintln!("error: {mismatch}");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
             if node.left_gracefully() {
                 tracing::info!(node = %node.id(), "node drained and left the cluster on request, exiting");
                 return ExitCode::SUCCESS;

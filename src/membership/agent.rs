@@ -49,6 +49,7 @@ use super::{
 use crate::clock::{Millis, MonotonicClock};
 use crate::repeat_limit::RepeatLimit;
 use crate::runtime::MembershipConfig;
+use crate::storage::StoreId;
 
 /// Largest datagram the agent sends, framing included. It stays below the 1472-byte UDP
 /// payload of a 1500-byte Ethernet MTU, so datagrams are not fragmented.
@@ -151,6 +152,7 @@ impl MembershipAgent {
         seeds: Vec<String>,
         socket: UdpSocket,
         started_at_unix_ms: u64,
+        store_id: Option<StoreId>,
     ) -> Result<(MembershipHandle, mpsc::UnboundedReceiver<MembershipEvent>), MembershipError> {
         config.validate()?;
         let bound = socket.local_addr().map_err(MembershipError::Socket)?.port();
@@ -180,6 +182,7 @@ impl MembershipAgent {
             state: NodeState::Joining,
             load: Default::default(),
             started_at_unix_ms,
+            store_id,
         };
         let view = MemberView::new(identity.clone(), &meta, DEFAULT_DEAD_RETENTION);
         let (events, event_receiver) = mpsc::unbounded_channel();

@@ -8,7 +8,7 @@ use foca::{BroadcastHandler, Invalidates};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Incarnation, NodeId, NodeMeta};
+use super::{Incarnation, NodeId, NodeLoad, NodeMeta, NodeState};
 
 /// One node's meta as it travels in a foca custom broadcast.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,8 +27,40 @@ impl MetaBroadcast {
 
     /// Decodes a broadcast. Malformed or truncated input is an error (postcard does not panic
     /// on input), which the tests below exercise.
+    ///
+    /// A broadcast from a release without `store_id` ends where that field would start, so it
+    /// fails to decode as the current layout and is decoded as the older one, without a store
+    /// id. Older releases read the current layout, because postcard ignores trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(bytes)
+        postcard::from_bytes(bytes).or_else(|error| {
+            let legacy: LegacyMetaBroadcast = postcard::from_bytes(bytes).map_err(|_| error)?;
+            Ok(legacy.into())
+        })
+    }
+}
+
+/// [`MetaBroadcast`] as releases without a store id send it.
+#[derive(Deserialize)]
+struct LegacyMetaBroadcast {
+    incarnation: Incarnation,
+    version: u64,
+    state: NodeState,
+    load: NodeLoad,
+    started_at_unix_ms: u64,
+}
+
+impl From<LegacyMetaBroadcast> for MetaBroadcast {
+    fn from(legacy: LegacyMetaBroadcast) -> Self {
+        Self {
+            incarnation: legacy.incarnation,
+            meta: NodeMeta {
+                version: legacy.version,
+                state: legacy.state,
+                load: legacy.load,
+                started_at_unix_ms: legacy.started_at_unix_ms,
+                store_id: None,
+            },
+        }
     }
 }
 
@@ -155,6 +187,7 @@ mod tests {
                 state: NodeState::Active,
                 load: NodeLoad::default(),
                 started_at_unix_ms: 5,
+                store_id: Some(crate::storage::StoreId(7)),
             },
         }
     }
@@ -214,6 +247,22 @@ mod tests {
         assert_eq!(head.name, "node-3");
         assert_eq!(head.boot_id, 7);
         assert_eq!(head.version, 42);
+    }
+
+    #[test]
+    fn broadcast_without_store_id_decodes() {
+        let current = item("a", 1, 3);
+        let mut without = current.clone();
+        without.meta.store_id = None;
+        let bytes = without.encode().expect("meta encodes");
+        // Releases without a store id send the same bytes minus the trailing `None` tag.
+        let legacy = &bytes[..bytes.len() - 1];
+
+        let decoded = MetaBroadcast::decode(legacy).expect("legacy layout decodes");
+        let round_trip = MetaBroadcast::decode(&current.encode().expect("meta encodes"));
+
+        assert_eq!(decoded, without);
+        assert_eq!(round_trip.expect("current layout decodes"), current);
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::storage::StoreId;
+
 /// Lifecycle state of a node: `Joining → Active → Draining → Leaving → Dead`.
 ///
 /// Only `Active` nodes receive new activations. `Draining` nodes keep serving the grains they
@@ -87,4 +89,10 @@ pub struct NodeMeta {
     /// Milliseconds since the Unix epoch at which the node's process started; the oldest Active
     /// node runs the scaling supervisor.
     pub started_at_unix_ms: u64,
+    /// Id of the node's database; `None` from releases that did not send one. Nodes with
+    /// different ids do not form one cluster (see `membership::check_before_active`).
+    ///
+    /// It is the last field so that older releases, which stop decoding before it, still
+    /// read the meta.
+    pub store_id: Option<StoreId>,
 }

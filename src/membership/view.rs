@@ -27,6 +27,7 @@ use foca::{Identity, OwnedNotification};
 
 use super::{Incarnation, NodeId, NodeLoad, NodeMeta, NodeState};
 use crate::clock::Millis;
+use crate::storage::StoreId;
 
 /// How long a dead member stays listed by default.
 pub const DEFAULT_DEAD_RETENTION: Duration = Duration::from_secs(60);
@@ -47,6 +48,9 @@ pub struct MemberInfo {
     /// Milliseconds since the Unix epoch at which the member's process started; `None` before
     /// its first broadcast.
     pub started_at_unix_ms: Option<u64>,
+    /// Id of the member's database; `None` before its first broadcast or from a release that
+    /// does not send one.
+    pub store_id: Option<StoreId>,
 }
 
 impl MemberInfo {
@@ -57,6 +61,7 @@ impl MemberInfo {
             load: NodeLoad::default(),
             meta_version: 0,
             started_at_unix_ms: None,
+            store_id: None,
         }
     }
 
@@ -75,6 +80,7 @@ impl MemberInfo {
         self.load = meta.load;
         self.meta_version = meta.version;
         self.started_at_unix_ms = Some(meta.started_at_unix_ms);
+        self.store_id = meta.store_id;
     }
 }
 

@@ -80,6 +80,8 @@ pub(crate) struct Members {
     pub by_incarnation: HashMap<Incarnation, MemberInfo>,
     /// Live incarnations (not Dead), sorted: the directory partitions over them.
     pub live: Vec<Incarnation>,
+    /// Members left out of `by_incarnation` because they use another database, sorted.
+    pub foreign: Vec<Incarnation>,
 }
 
 pub(crate) struct NodeInner {
@@ -119,6 +121,8 @@ pub(crate) struct NodeInner {
     pub inbound: super::inbound::InboundRequests,
     /// Members that announced they are leaving, and so host no activations.
     pub departed: Mutex<std::collections::HashSet<Incarnation>>,
+    /// Why the node stopped before becoming Active, if a member uses another database.
+    pub store_mismatch: OnceLock<crate::membership::StoreMismatch>,
 }
 
 async fn bind_udp(what: &'static str, addr: SocketAddr) -> Result<UdpSocket, StartError> {
@@ -215,6 +219,7 @@ impl Node {
             config.seeds.clone(),
             gossip,
             started_at_unix_ms,
+            Some(storage.store_id()),
         )?;
 
         let directory_config = directory_config(&config);
@@ -255,6 +260,7 @@ impl Node {
             forwarding,
             inbound: super::inbound::InboundRequests::default(),
             departed: Mutex::default(),
+            store_mismatch: OnceLock::new(),
             config,
         });
         let node = Node { inner };
@@ -503,6 +509,34 @@ impl Node {
         tracing::error!(node = %self.inner.id.name, "cluster declared this node down; dropping every activation");
         super::upkeep::deactivate_all(self, crate::grain::activation::StopReason::DeclaredDown)
             .await;
+        self.leave_and_stop().await;
+    }
+
+    /// Leaves the cluster and stops, before becoming Active, because `mismatch` names a member
+    /// that uses another database. [`Self::store_mismatch`] returns it afterwards.
+    pub(crate) async fn stop_store_mismatch(&self, mismatch: crate::membership::StoreMismatch) {
+        if self.inner.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::error!(
+            node = %self.inner.id.name,
+            store_id = %mismatch.local_store_id,
+            member = %mismatch.member,
+            member_store_id = %mismatch.member_store_id,
+            "a member of the cluster uses another database; leaving without becoming Active"
+        );
+        let _ = self.inner.store_mismatch.set(mismatch);
+        self.leave_and_stop().await;
+    }
+
+    /// Returns why the node stopped before becoming Active, if a member of the cluster uses
+    /// another database.
+    pub fn store_mismatch(&self) -> Option<&crate::membership::StoreMismatch> {
+        self.inner.store_mismatch.get()
+    }
+
+    /// Announces the leave, closes the transport and marks the node Dead and stopped.
+    async fn leave_and_stop(&self) {
         if let Err(error) = self.inner.membership.leave().await {
             tracing::warn!(node = %self.inner.id.name, %error, "leave announcement failed");
         }
@@ -511,10 +545,39 @@ impl Node {
         let _ = self.inner.stopped.send(true);
     }
 
-    /// Copies the membership view into the node's member table.
+    /// Copies the membership view into the node's member table, leaving out members that use
+    /// another database, so nothing is placed on them or routed to them.
     pub(crate) fn refresh_members(&self) {
-        let snapshot = self.inner.membership.members();
+        let store_id = self.inner.storage.store_id();
+        let (snapshot, foreign): (Vec<_>, Vec<_>) = self
+            .inner
+            .membership
+            .members()
+            .into_iter()
+            .partition(|member| crate::membership::shares_store(store_id, member));
+        let mut foreign: Vec<MemberInfo> =
+            foreign.into_iter().filter(MemberInfo::is_live).collect();
+        foreign.sort_by_key(MemberInfo::incarnation);
         let mut members = self.inner.members.write().expect("members lock poisoned");
+        for member in &foreign {
+            let Some(member_store_id) = member.store_id else {
+                continue;
+            };
+            if members
+                .foreign
+                .binary_search(&member.incarnation())
+                .is_err()
+            {
+                tracing::warn!(
+                    node = %self.inner.id.name,
+                    member = %member.id,
+                    %store_id,
+                    %member_store_id,
+                    "ignoring a member that uses another database: every node of a cluster must use the same database"
+                );
+            }
+        }
+        members.foreign = foreign.iter().map(MemberInfo::incarnation).collect();
         members.by_incarnation = snapshot.into_iter().map(|m| (m.incarnation(), m)).collect();
         let mut live: Vec<Incarnation> = members
             .by_incarnation

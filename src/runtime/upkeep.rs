@@ -30,6 +30,14 @@ pub(crate) async fn run_join(node: Node) {
         {
             return;
         }
+        // The node's member table leaves out members with another database, so the check
+        // reads the membership view itself.
+        let store_id = node.inner.storage.store_id();
+        let view = node.inner.membership.members();
+        if let Err(mismatch) = crate::membership::check_before_active(store_id, &view) {
+            node.stop_store_mismatch(mismatch).await;
+            return;
+        }
         let peers: Vec<_> = node
             .members()
             .into_iter()
@@ -38,7 +46,10 @@ pub(crate) async fn run_join(node: Node) {
         if has_seeds && peers.is_empty() {
             continue;
         }
-        let connected = peers.iter().all(|m| node.transport().is_connected(&m.id));
+        // A peer's store id arrives with its first broadcast (meta version 1).
+        let connected = peers
+            .iter()
+            .all(|m| m.meta_version > 0 && node.transport().is_connected(&m.id));
         if connected || started.elapsed() >= SESSION_WAIT {
             node.sync_directory().await;
             node.set_state(NodeState::Active);

@@ -25,6 +25,7 @@ mod error;
 mod postgres;
 mod rows;
 mod sqlite;
+mod store_id;
 mod types;
 
 use std::num::NonZeroU32;
@@ -34,6 +35,7 @@ pub use config::{ProviderKind, StorageConfig, open};
 pub use error::StorageError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use store_id::{InvalidStoreId, StoreId};
 pub use types::{ETag, Reminder, ReminderLease, StoredState};
 
 use crate::grain::GrainId;
@@ -124,6 +126,7 @@ pub trait ReminderStore: Send + Sync + 'static {
 ///
 /// Coerce an `Arc<dyn StorageProvider>` to `Arc<dyn StateStore>` or `Arc<dyn ReminderStore>`
 /// where only one half is needed.
-pub trait StorageProvider: StateStore + ReminderStore {}
-
-impl<T: StateStore + ReminderStore> StorageProvider for T {}
+pub trait StorageProvider: StateStore + ReminderStore {
+    /// Returns the id stored in the database, the same for every node that opens it.
+    fn store_id(&self) -> StoreId;
+}

@@ -29,6 +29,12 @@
 //!     PRIMARY KEY (grain_type, grain_key, name)
 //! );
 //! CREATE INDEX grain_reminder_due ON grain_reminder (due_at_unix_ms);
+//!
+//! -- One row: the store id, 32 hex digits, created by the first open.
+//! CREATE TABLE gristmill_store (
+//!     singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+//!     id        TEXT    NOT NULL
+//! );
 //! ```
 //!
 //! Keys include the grain type, so grains of two types with the same key never share a row.
@@ -62,7 +68,7 @@ use super::rows::{
 };
 use super::{
     BoxFuture, ETag, Reminder, ReminderLease, ReminderStore, StateStore, StorageConfig,
-    StorageError, StoredState,
+    StorageError, StorageProvider, StoreId, StoredState,
 };
 use crate::grain::GrainId;
 
@@ -87,6 +93,10 @@ const SCHEMA: &str = "
         PRIMARY KEY (grain_type, grain_key, name)
     );
     CREATE INDEX IF NOT EXISTS grain_reminder_due ON grain_reminder (due_at_unix_ms);
+    CREATE TABLE IF NOT EXISTS gristmill_store (
+        singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+        id        TEXT    NOT NULL
+    );
 ";
 
 /// Key of the advisory lock held while creating the schema: "gristmil" in ASCII.
@@ -102,10 +112,13 @@ pub struct PostgresStore {
     database: String,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// Read from the database at open; the placeholder 0 until then.
+    store_id: StoreId,
 }
 
 impl PostgresStore {
-    /// Connects to `config.postgres_url` and creates the schema if missing.
+    /// Connects to `config.postgres_url`, creates the schema if missing and reads the store
+    /// id, creating a random one on the first open.
     ///
     /// Fails with [`StorageError::Unavailable`] if the server cannot be reached within
     /// `config.connect_timeout`.
@@ -130,18 +143,22 @@ impl PostgresStore {
                 field: "postgres_max_connections",
                 reason: format!("cannot build the connection pool: {error}"),
             })?;
-        let store = Self {
+        let mut store = Self {
             pool,
             database,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
+            store_id: StoreId(0),
         };
-        store.bounded(store.create_schema()).await?;
-        tracing::debug!(database = %store.database, "storage opened");
+        let candidate = StoreId(rand::random());
+        store.store_id = store.bounded(store.create_schema(candidate)).await?;
+        tracing::debug!(database = %store.database, store_id = %store.store_id, "storage opened");
         Ok(store)
     }
 
-    async fn create_schema(&self) -> Result<(), Failure> {
+    /// Creates the schema if missing and returns the stored store id, storing `candidate` if
+    /// the database has none yet.
+    async fn create_schema(&self, candidate: StoreId) -> Result<StoreId, Failure> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
         transaction
@@ -158,8 +175,19 @@ impl PostgresStore {
             .query_one("SELECT MAX(version) FROM gristmill_schema", &[])
             .await?
             .try_get(0)?;
+        transaction
+            .execute(
+                "INSERT INTO gristmill_store (singleton, id) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                &[&candidate.to_string()],
+            )
+            .await?;
+        let stored: String = transaction
+            .query_one("SELECT id FROM gristmill_store", &[])
+            .await?
+            .try_get(0)?;
         transaction.commit().await?;
-        Ok(check_schema_version(version, &self.database)?)
+        check_schema_version(version, &self.database)?;
+        Ok(rows::store_id_from_db(&stored, &self.database)?)
     }
 
     async fn client(&self) -> Result<Object, Failure> {
@@ -386,6 +414,12 @@ impl From<tokio_postgres::Error> for Failure {
 impl From<StorageError> for Failure {
     fn from(error: StorageError) -> Self {
         Failure::Storage(error)
+    }
+}
+
+impl StorageProvider for PostgresStore {
+    fn store_id(&self) -> StoreId {
+        self.store_id
     }
 }
 

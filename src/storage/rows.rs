@@ -6,7 +6,7 @@
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use super::{ETag, Reminder, ReminderLease, StorageError};
+use super::{ETag, Reminder, ReminderLease, StorageError, StoreId};
 use crate::grain::GrainId;
 
 /// Schema version this build creates and reads; stored in `gristmill_schema`.
@@ -158,5 +158,13 @@ pub(super) fn check_schema_version(version: i64, database: &str) -> Result<(), S
             "schema version {version} is newer than version {SCHEMA_VERSION} of this build; \
              upgrade gristmill on this node"
         ),
+    })
+}
+
+/// Parses the store id read from the `gristmill_store` table.
+pub(super) fn store_id_from_db(value: &str, database: &str) -> Result<StoreId, StorageError> {
+    value.parse().map_err(|error| StorageError::Corrupt {
+        database: database.to_owned(),
+        detail: format!("{error} in table gristmill_store"),
     })
 }

@@ -29,6 +29,12 @@
 //!     PRIMARY KEY (grain_type, grain_key, name)
 //! );
 //! CREATE INDEX grain_reminder_due ON grain_reminder (due_at_unix_ms);
+//!
+//! -- One row: the store id, 32 hex digits, created by the first open.
+//! CREATE TABLE gristmill_store (
+//!     singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+//!     id        TEXT NOT NULL
+//! );
 //! ```
 //!
 //! Keys include the grain type, so grains of two types with the same key never share a row.
@@ -54,7 +60,7 @@ use super::rows::{
 };
 use super::{
     BoxFuture, ETag, Reminder, ReminderLease, ReminderStore, StateStore, StorageConfig,
-    StorageError, StoredState,
+    StorageError, StorageProvider, StoreId, StoredState,
 };
 use crate::grain::GrainId;
 
@@ -82,11 +88,16 @@ const SCHEMA: &str = "
         PRIMARY KEY (grain_type, grain_key, name)
     );
     CREATE INDEX IF NOT EXISTS grain_reminder_due ON grain_reminder (due_at_unix_ms);
+    CREATE TABLE IF NOT EXISTS gristmill_store (
+        singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+        id        TEXT NOT NULL
+    );
 ";
 
 /// Grain state and reminders in a SQLite file.
 pub struct SqliteStore {
     shared: Arc<Shared>,
+    store_id: StoreId,
 }
 
 struct Shared {
@@ -98,7 +109,8 @@ struct Shared {
 }
 
 impl SqliteStore {
-    /// Opens or creates the file `config.sqlite_path` and creates the schema if missing.
+    /// Opens or creates the file `config.sqlite_path`, creates the schema if missing and reads
+    /// the store id, creating a random one on the first open.
     ///
     /// Safe to call from several processes at once: schema creation is idempotent and runs
     /// under the file's write lock.
@@ -109,9 +121,15 @@ impl SqliteStore {
             busy_timeout: config.sqlite_busy_timeout,
             idle: Mutex::new(Vec::new()),
         });
-        let store = Self { shared };
-        store.run(create_schema).await?;
-        tracing::debug!(database = %store.shared.database, "storage opened");
+        let mut store = Self {
+            shared,
+            store_id: StoreId(0),
+        };
+        let candidate = StoreId(rand::random());
+        store.store_id = store
+            .run(move |connection, database| create_schema(connection, database, candidate))
+            .await?;
+        tracing::debug!(database = %store.shared.database, store_id = %store.store_id, "storage opened");
         Ok(store)
     }
 
@@ -219,7 +237,13 @@ impl Shared {
     }
 }
 
-fn create_schema(connection: &mut Connection, database: &str) -> Result<(), Failure> {
+/// Creates the schema if missing and returns the stored store id, storing `candidate` if the
+/// database has none yet.
+fn create_schema(
+    connection: &mut Connection,
+    database: &str,
+    candidate: StoreId,
+) -> Result<StoreId, Failure> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     transaction.execute_batch(SCHEMA)?;
     transaction.execute(
@@ -230,8 +254,15 @@ fn create_schema(connection: &mut Connection, database: &str) -> Result<(), Fail
         transaction.query_row("SELECT MAX(version) FROM gristmill_schema", [], |row| {
             row.get(0)
         })?;
+    transaction.execute(
+        "INSERT INTO gristmill_store (singleton, id) VALUES (1, ?1) ON CONFLICT DO NOTHING",
+        [candidate.to_string()],
+    )?;
+    let stored: String =
+        transaction.query_row("SELECT id FROM gristmill_store", [], |row| row.get(0))?;
     transaction.commit()?;
-    Ok(check_schema_version(version, database)?)
+    check_schema_version(version, database)?;
+    Ok(rows::store_id_from_db(&stored, database)?)
 }
 
 /// Reads the etag of the live state of a grain.
@@ -266,6 +297,12 @@ impl From<rusqlite::Error> for Failure {
 impl From<StorageError> for Failure {
     fn from(error: StorageError) -> Self {
         Failure::Storage(error)
+    }
+}
+
+impl StorageProvider for SqliteStore {
+    fn store_id(&self) -> StoreId {
+        self.store_id
     }
 }
 

@@ -11,6 +11,9 @@
 //!    second and each scaling decision that acts, on stderr.
 //! 4. Read every account balance, print the summary, and stop the nodes with SIGTERM.
 //!
+//! The nodes share a SQLite file of this run alone (named with this process's id and removed
+//! at the end) unless `--sqlite-path` names one, so concurrent runs never share grain state.
+//!
 //! Ctrl-C at any step skips to stopping the nodes. Nodes are killed when this process drops
 //! them or exits, and on Linux also when it is killed (`--parent-pid`).
 
@@ -21,7 +24,7 @@ mod workload;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +46,8 @@ use workload::{Gateways, WorkloadSpec};
 const EXIT_FAILED: u8 = 1;
 /// Exit code for invalid options, matching clap's code for invalid flags.
 const EXIT_INVALID_ARGS: u8 = 2;
+/// Exit code when the final check finds the total balance not conserved or unreadable.
+const EXIT_INCONSISTENT: u8 = 4;
 /// Exit code after Ctrl-C, following the shell convention of 128 + SIGINT.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -98,6 +103,11 @@ pub struct LocalArgs {
     /// Print the summary as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// SQLite database file of the nodes, kept after the run. Default: a new file in the
+    /// temporary directory, named with this process's id and removed after the run.
+    #[arg(long, value_name = "PATH")]
+    pub sqlite_path: Option<PathBuf>,
 }
 
 /// The phases of the demo, shown by `gristmill local --help`.
@@ -113,7 +123,11 @@ Phases of the demo:
      activations are deactivated after 10 s, and the supervisor drains and removes nodes one
      by one, down to --nodes.
   4. stop: balances are checked, the summary lists every scaling decision, and all nodes stop.
-Each scaling decision that acts is printed on stderr with its reason, as it starts and ends.";
+Each scaling decision that acts is printed on stderr with its reason, as it starts and ends.
+
+Exit codes: 0 when the total balance is conserved, 4 when it is not or a balance could not be
+read (an acknowledged transfer was lost or applied twice), 1 when the cluster did not start
+or converge, 130 after Ctrl-C.";
 
 /// Time each node has to drain and exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -128,9 +142,18 @@ pub async fn run(args: LocalArgs) -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_INVALID_ARGS);
     }
-    let config_path =
-        std::env::temp_dir().join(format!("gristmill-local-{}.toml", std::process::id()));
-    if let Err(error) = write_demo_config(&args, &config_path) {
+    let run_name = format!("gristmill-local-{}", std::process::id());
+    let config_path = std::env::temp_dir().join(format!("{run_name}.toml"));
+    let own_database = args.sqlite_path.is_none();
+    let database = args
+        .sqlite_path
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("{run_name}.sqlite3")));
+    if own_database {
+        // A file of this name is left over from a killed run whose process id was reused.
+        remove_sqlite_files(&database);
+    }
+    if let Err(error) = write_demo_config(&args, &database, &config_path) {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_FAILED);
     }
@@ -147,6 +170,9 @@ pub async fn run(args: LocalArgs) -> ExitCode {
     }
     children::shut_down(&mut nodes, STOP_GRACE).await;
     let _ = std::fs::remove_file(&config_path);
+    if own_database {
+        remove_sqlite_files(&database);
+    }
     match outcome {
         Ok(summary) => {
             if args.json {
@@ -157,9 +183,30 @@ pub async fn run(args: LocalArgs) -> ExitCode {
             } else {
                 print!("{}", summary.to_text());
             }
-            ExitCode::SUCCESS
+            if summary.balance_conserved() {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "error: the total balance is not conserved or not readable, so acknowledged \
+                 writes were lost or applied twice; see the summary above"
+            );
+            ExitCode::from(EXIT_INCONSISTENT)
         }
         Err(code) => code,
+    }
+}
+
+/// Removes a SQLite database file with its write-ahead log and shared-memory files.
+fn remove_sqlite_files(database: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = database.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        if let Err(error) = std::fs::remove_file(&path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("warning: cannot remove {}: {error}", path.display());
+        }
     }
 }
 
@@ -185,15 +232,19 @@ fn check_args(args: &LocalArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Returns the settings every demo node shares: the local orchestrator, the demo scaling
-/// policy bounded by `--nodes` and `--max-nodes`, and a short idle time.
-fn demo_config(args: &LocalArgs) -> Result<NodeConfig, String> {
+/// Returns the settings every demo node shares: the SQLite file `database`, the local
+/// orchestrator, the demo scaling policy bounded by `--nodes` and `--max-nodes`, and a short
+/// idle time.
+fn demo_config(args: &LocalArgs, database: &Path) -> Result<NodeConfig, String> {
     let mut scaling = ScalingConfig::for_local_demo();
     scaling.min_nodes =
         NonZeroU32::new(u32::from(args.nodes)).ok_or("--nodes must be at least 1")?;
     scaling.max_nodes =
         NonZeroU32::new(u32::from(args.max_nodes)).ok_or("--max-nodes must be at least 1")?;
+    let mut storage = gristmill::storage::StorageConfig::default();
+    storage.sqlite_path = database.to_owned();
     Ok(NodeConfig {
+        storage,
         orchestrator: OrchestratorKind::Local,
         idle_after_secs: DEMO_IDLE_AFTER_SECS,
         call_timeout_ms: u64::from(args.call_timeout_ms),
@@ -202,8 +253,8 @@ fn demo_config(args: &LocalArgs) -> Result<NodeConfig, String> {
     })
 }
 
-fn write_demo_config(args: &LocalArgs, path: &Path) -> Result<(), String> {
-    let config = demo_config(args)?;
+fn write_demo_config(args: &LocalArgs, database: &Path, path: &Path) -> Result<(), String> {
+    let config = demo_config(args, database)?;
     let text = toml::to_string(&config)
         .map_err(|error| format!("cannot encode the node config: {error}"))?;
     std::fs::write(path, text)

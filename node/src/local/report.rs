@@ -102,6 +102,11 @@ impl Summary {
         text
     }
 
+    /// Returns whether every balance was read and their total equals the expected total.
+    pub fn balance_conserved(&self) -> bool {
+        self.balance_read_errors == 0 && self.total_balance_actual == self.total_balance_expected
+    }
+
     /// Returns `2` when the node count never changed, and `2 to 5` otherwise.
     fn node_range(&self) -> String {
         let low = self.nodes.min(self.final_nodes);
@@ -270,6 +275,42 @@ mod tests {
         }
         assert_eq!(json["activations_per_node"]["node-0"], 4);
         assert!(summary.to_text().contains("(conserved)"));
+    }
+
+    #[test]
+    fn balance_conserved_needs_every_balance_and_equal_total() {
+        let cases = [
+            (2_000, 0, true),
+            (1_993, 0, false),
+            (2_007, 0, false),
+            (2_000, 1, false),
+        ];
+        for (actual, read_errors, expected) in cases {
+            let summary = Summary {
+                nodes: 1,
+                peak_nodes: 1,
+                final_nodes: 1,
+                duration_secs: 1.0,
+                calls: 1,
+                errors: 0,
+                errors_by_code: BTreeMap::new(),
+                calls_per_sec: 1.0,
+                p50_us: 1,
+                p99_us: 1,
+                max_us: 1,
+                activations_per_node: BTreeMap::new(),
+                accounts: 2,
+                total_balance_expected: 2_000,
+                total_balance_actual: actual,
+                balance_read_errors: read_errors,
+                scaling_decisions: Vec::new(),
+            };
+            assert_eq!(
+                summary.balance_conserved(),
+                expected,
+                "actual {actual}, {read_errors} read errors"
+            );
+        }
     }
 
     /// Returns a decision as `gristmill local` stores it: the `ctl` JSON plus `seen_at_secs`.

@@ -236,6 +236,7 @@ impl SimNode {
             state: NodeState::Joining,
             load: Default::default(),
             started_at_unix_ms: started_at.0,
+            store_id: None,
         };
         let view = MemberView::new(id.clone(), &meta, DEFAULT_DEAD_RETENTION);
         let partition = DirectoryPartition::new(id.incarnation(), config.directory.clone());

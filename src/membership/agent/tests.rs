@@ -53,7 +53,7 @@ impl TestNode {
             .map(|seed| seed.id.gossip_addr().to_string())
             .collect();
         let (handle, events) =
-            MembershipAgent::start(id.clone(), fast_config(), seeds, socket, boot_id)
+            MembershipAgent::start(id.clone(), fast_config(), seeds, socket, boot_id, None)
                 .expect("agent starts");
         Self { id, handle, events }
     }
@@ -384,12 +384,12 @@ fn start_rejects_port_mismatch_and_invalid_config() {
             ..fast_config()
         };
 
-        let mismatch = MembershipAgent::start(id.clone(), fast_config(), vec![], first, 0);
+        let mismatch = MembershipAgent::start(id.clone(), fast_config(), vec![], first, 0, None);
         let id = NodeId {
             gossip_port: port,
             ..id
         };
-        let rejected = MembershipAgent::start(id, invalid, vec![], socket().await, 0);
+        let rejected = MembershipAgent::start(id, invalid, vec![], socket().await, 0, None);
 
         assert!(matches!(
             mismatch,

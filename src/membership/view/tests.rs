@@ -31,6 +31,7 @@ fn meta(version: u64, state: NodeState, activations: u64) -> NodeMeta {
             ..NodeLoad::default()
         },
         started_at_unix_ms: 42,
+        store_id: None,
     }
 }
 

@@ -23,6 +23,7 @@ pub(crate) fn member_with(name: &str, state: NodeState, load: NodeLoad) -> Membe
         load,
         meta_version: 1,
         started_at_unix_ms: Some(1),
+        store_id: None,
     }
 }
 
