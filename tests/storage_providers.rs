@@ -314,6 +314,19 @@ async fn schema_creation_twice_is_harmless(fixture: Fixture) {
     );
 }
 
+/// Every open of one database, concurrent ones included, reads the store id that the first
+/// open created, which is how nodes tell that they share a database.
+async fn store_id_is_shared_by_opens(fixture: Fixture) {
+    let first = fixture.open().await.store_id();
+    let opens = futures::future::join_all((0..4).map(|_| fixture.open())).await;
+    let reopened = fixture.open().await.store_id();
+
+    for store in &opens {
+        assert_eq!(store.store_id(), first, "store id of a concurrent open");
+    }
+    assert_eq!(reopened, first, "store id after reopening");
+}
+
 async fn unreachable_database_is_unavailable(fixture: Fixture) {
     let error = match open(&fixture.unreachable).await {
         Ok(_) => panic!("opening an unreachable database succeeded"),
@@ -574,6 +587,7 @@ both_providers!(
     clear_removes_state_and_keeps_counting,
     grain_types_do_not_share_state,
     schema_creation_twice_is_harmless,
+    store_id_is_shared_by_opens,
     unreachable_database_is_unavailable,
     reminders_upsert_list_and_delete,
     claim_returns_due_reminders_earliest_first,
@@ -586,6 +600,47 @@ both_providers!(
 
 // ---------------------------------------------------------------------------------------------
 // Provider-specific failures.
+
+/// Two SQLite files have different store ids, so nodes that use them do not form a cluster.
+#[tokio::test]
+async fn sqlite_files_have_distinct_store_ids() {
+    let first = sqlite_fixture("first")
+        .await
+        .expect("sqlite needs no server");
+    let second = sqlite_fixture("second")
+        .await
+        .expect("sqlite needs no server");
+
+    let first_id = first.open().await.store_id();
+    let second_id = second.open().await.store_id();
+
+    assert_ne!(first_id, second_id);
+}
+
+/// A stored store id that is not 32 hex digits fails the open as corrupt, naming the value.
+#[tokio::test]
+async fn sqlite_invalid_store_id_is_corrupt() {
+    let fixture = sqlite_fixture("corrupt")
+        .await
+        .expect("sqlite needs no server");
+    drop(fixture.open().await);
+    let connection = rusqlite::Connection::open(&fixture.config.sqlite_path).expect("open file");
+    connection
+        .execute("UPDATE gristmill_store SET id = 'not-an-id'", [])
+        .expect("overwrite the store id");
+
+    let error = match open(&fixture.config).await {
+        Ok(_) => panic!("opening a database with an invalid store id succeeded"),
+        Err(error) => error,
+    };
+
+    match &error {
+        StorageError::Corrupt { detail, .. } => {
+            assert!(detail.contains("\"not-an-id\""), "{detail}");
+        }
+        other => panic!("expected a corrupt database error, got {other:?}"),
+    }
+}
 
 /// A write that waits past the busy timeout for another process's write lock fails as
 /// unavailable and changes nothing.

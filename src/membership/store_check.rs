@@ -25,8 +25,8 @@ pub fn shares_store(local: StoreId, member: &MemberInfo) -> bool {
 /// Checks, before this node becomes Active, that no Active or Draining member uses another
 /// database. Returns the first such member, in the order of `members`.
 ///
-/// Joining, Leaving and Dead members are skipped: they host no grains, so their database
-/// holds no state that this node could miss.
+/// Joining, Leaving and Dead members are skipped because they host no grains. A Joining
+/// member runs this check itself before it becomes Active.
 pub fn check_before_active<'a>(
     local: StoreId,
     members: impl IntoIterator<Item = &'a MemberInfo>,

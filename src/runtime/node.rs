@@ -121,7 +121,7 @@ pub(crate) struct NodeInner {
     pub inbound: super::inbound::InboundRequests,
     /// Members that announced they are leaving, and so host no activations.
     pub departed: Mutex<std::collections::HashSet<Incarnation>>,
-    /// Why the node stopped before becoming Active, if a member uses another database.
+    /// Member that uses another database, set when the node stops before becoming Active.
     pub store_mismatch: OnceLock<crate::membership::StoreMismatch>,
 }
 
