@@ -52,7 +52,8 @@ fn parse_addr(text: &str) -> Result<String, String> {
 /// Requests of `gristmill ctl`.
 #[derive(Debug, clap::Subcommand)]
 pub enum CtlCommand {
-    /// List the members in the node's membership view, with state and load.
+    /// List the members in the node's membership view, with state and load, except members
+    /// that use another database.
     Members,
     /// Show cluster totals and per-node load from the load gossip.
     Metrics,

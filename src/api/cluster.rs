@@ -1,6 +1,6 @@
 //! The `gristmill.v1.Cluster` service: members, load and membership changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 
 use futures::Stream;
@@ -11,8 +11,9 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::pb;
 use super::pb::membership_event::Kind;
-use crate::membership::{MembershipEvent, NodeState};
+use crate::membership::{Incarnation, MembershipEvent, NodeState, shares_store};
 use crate::runtime::Node;
+use crate::storage::StoreId;
 
 /// Serves cluster membership and metrics from one node's view.
 pub struct ClusterService {
@@ -99,8 +100,10 @@ impl pb::cluster_server::Cluster for ClusterService {
             })
             .collect();
         let local = self.node.id().name.clone();
+        let store_id = self.node.store_id();
+        let mut hidden = HashSet::new();
         let changes = changes.filter_map(move |event| match event {
-            Ok(event) => membership_event(&event, &local).map(Ok),
+            Ok(event) => membership_event(&event, &local, store_id, &mut hidden).map(Ok),
             // A slow client missed events; tell it to resubscribe for a fresh snapshot.
             Err(_) => Some(Err(Status::data_loss(
                 "membership events were dropped; watch again",
@@ -111,13 +114,34 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 }
 
-fn membership_event(event: &MembershipEvent, local: &str) -> Option<pb::MembershipEvent> {
-    let (kind, member) = match event {
+/// Converts a membership event for a watcher, or returns `None` to skip it.
+///
+/// A member that uses another database than `store_id` is not part of this node's cluster, so
+/// the node does not list it (see `Node::members`). A watcher that already saw it, such as in
+/// a `Joined` event sent before its store id arrived, gets one `Left` event for it in place of
+/// its later events. `hidden` records the incarnations that got that event.
+fn membership_event(
+    event: &MembershipEvent,
+    local: &str,
+    store_id: StoreId,
+    hidden: &mut HashSet<Incarnation>,
+) -> Option<pb::MembershipEvent> {
+    let (mut kind, member) = match event {
         MembershipEvent::Joined(member) => (Kind::Joined, member),
         MembershipEvent::Updated(member) => (Kind::Updated, member),
         MembershipEvent::Left { member, .. } => (Kind::Left, member),
         MembershipEvent::SelfDeclaredDown => return None,
     };
+    if kind == Kind::Left {
+        if hidden.remove(&member.incarnation()) {
+            return None;
+        }
+    } else if !shares_store(store_id, member) {
+        if !hidden.insert(member.incarnation()) {
+            return None;
+        }
+        kind = Kind::Left;
+    }
     let mut member = convert::member(member, local);
     if kind == Kind::Left {
         member.state = pb::NodeState::Dead.into();
@@ -126,4 +150,72 @@ fn membership_event(event: &MembershipEvent, local: &str) -> Option<pb::Membersh
         kind: kind.into(),
         member: Some(member),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{LeaveReason, MemberInfo, test_members};
+
+    const OURS: StoreId = StoreId(1);
+    const THEIRS: StoreId = StoreId(2);
+
+    fn member(state: NodeState, store_id: Option<StoreId>) -> MemberInfo {
+        test_members::member("node-1", state, store_id)
+    }
+
+    /// Returns the kind and state of each event that a watcher receives for `events`.
+    fn watched(events: &[MembershipEvent]) -> Vec<(Kind, pb::NodeState)> {
+        let mut hidden = HashSet::new();
+        events
+            .iter()
+            .filter_map(|event| membership_event(event, "node-0", OURS, &mut hidden))
+            .map(|event| {
+                let state = event.member.as_ref().expect("event has a member").state();
+                (event.kind(), state)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn member_with_same_store_is_forwarded() {
+        let events = [
+            MembershipEvent::Joined(member(NodeState::Joining, None)),
+            MembershipEvent::Updated(member(NodeState::Active, Some(OURS))),
+            MembershipEvent::Left {
+                member: member(NodeState::Dead, Some(OURS)),
+                reason: LeaveReason::Left,
+            },
+        ];
+
+        assert_eq!(
+            watched(&events),
+            [
+                (Kind::Joined, pb::NodeState::Joining),
+                (Kind::Updated, pb::NodeState::Active),
+                (Kind::Left, pb::NodeState::Dead),
+            ]
+        );
+    }
+
+    #[test]
+    fn member_with_other_store_is_shown_leaving_once() {
+        let events = [
+            MembershipEvent::Joined(member(NodeState::Joining, None)),
+            MembershipEvent::Updated(member(NodeState::Joining, Some(THEIRS))),
+            MembershipEvent::Updated(member(NodeState::Active, Some(THEIRS))),
+            MembershipEvent::Left {
+                member: member(NodeState::Dead, Some(THEIRS)),
+                reason: LeaveReason::Left,
+            },
+        ];
+
+        assert_eq!(
+            watched(&events),
+            [
+                (Kind::Joined, pb::NodeState::Joining),
+                (Kind::Left, pb::NodeState::Dead),
+            ]
+        );
+    }
 }

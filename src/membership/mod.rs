@@ -22,5 +22,7 @@ pub use identity::{Incarnation, NodeId, boot_id_at};
 pub use lease::{MembershipLease, is_minority, lease_duration};
 pub use lifecycle::{NodeLoad, NodeMeta, NodeState};
 pub use node_name::NodeName;
+#[cfg(test)]
+pub(crate) use store_check::test_members;
 pub use store_check::{StoreMismatch, check_before_active, shares_store};
 pub use view::{DEFAULT_DEAD_RETENTION, LeaveReason, MemberInfo, MemberView, MembershipEvent};

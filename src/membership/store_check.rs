@@ -6,8 +6,9 @@
 //! between them. The rule has two halves:
 //! 1. A node does not become Active while any Active or Draining member reports a different
 //!    store id: [`check_before_active`] returns the mismatch, and the node leaves and exits.
-//! 2. A node ignores members that report a different store id: [`shares_store`] is false for
-//!    them, and the node never places grains on them nor routes calls to them.
+//! 2. A node ignores members that report a different store id, for which [`shares_store`]
+//!    is false. It leaves them out of its member list, so it places no grains on them, routes
+//!    no calls to them and does not list them to clients.
 //!
 //! A member that reports no store id counts as sharing the store. That is a member whose
 //! first broadcast has not arrived yet (it is `Joining`, so nothing is placed on it), or a
@@ -53,8 +54,9 @@ pub fn check_before_active<'a>(
 #[error(
     "this node's database has store id {local_store_id}, but {member_state} member \
      {member:?} uses a database with store id {member_store_id}; every node of a cluster must \
-     use the same database: set --sqlite-path/--postgres-url to the database that {member:?} \
-     uses, or start this node without --seed to form a separate cluster"
+     use the same database, so set --sqlite-path or --postgres-url (storage.sqlite_path or \
+     storage.postgres_url in the config file) to the database of {member:?}, or start this \
+     node without --seed to form a separate cluster"
 )]
 pub struct StoreMismatch {
     /// Store id of this node's database.
@@ -67,15 +69,14 @@ pub struct StoreMismatch {
     pub member_store_id: StoreId,
 }
 
+/// Members for tests of code that compares store ids.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::membership::{NodeId, NodeLoad};
+pub(crate) mod test_members {
+    use crate::membership::{MemberInfo, NodeId, NodeLoad, NodeState};
+    use crate::storage::StoreId;
 
-    const OURS: StoreId = StoreId(1);
-    const THEIRS: StoreId = StoreId(2);
-
-    fn member(name: &str, state: NodeState, store_id: Option<StoreId>) -> MemberInfo {
+    /// Returns a member named `name` in `state` whose first broadcast reported `store_id`.
+    pub(crate) fn member(name: &str, state: NodeState, store_id: Option<StoreId>) -> MemberInfo {
         MemberInfo {
             id: NodeId {
                 name: name.into(),
@@ -93,6 +94,15 @@ mod tests {
             store_id,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_members::member;
+    use super::*;
+
+    const OURS: StoreId = StoreId(1);
+    const THEIRS: StoreId = StoreId(2);
 
     #[test]
     fn shares_store_by_reported_id() {
@@ -158,7 +168,7 @@ mod tests {
             "\"node-0\"",
             "ACTIVE",
             "every node of a cluster must use the same database",
-            "--sqlite-path/--postgres-url",
+            "--sqlite-path or --postgres-url",
         ] {
             assert!(
                 message.contains(expected),

@@ -79,7 +79,8 @@ impl Node {
         self.transport().stop();
         self.set_state(NodeState::Dead);
         self.inner.left_gracefully.store(true, Ordering::Release);
-        let _ = self.inner.stopped.send(true);
+        // `send` would drop the value while no receiver waits in `Node::stopped`.
+        self.inner.stopped.send_replace(true);
         tracing::info!(node = %self.inner.id.name, "node left the cluster");
     }
 

@@ -80,7 +80,8 @@ pub(crate) struct Members {
     pub by_incarnation: HashMap<Incarnation, MemberInfo>,
     /// Live incarnations (not Dead), sorted: the directory partitions over them.
     pub live: Vec<Incarnation>,
-    /// Members left out of `by_incarnation` because they use another database, sorted.
+    /// Members left out of `by_incarnation` because they use another database, Dead ones
+    /// included, sorted.
     pub foreign: Vec<Incarnation>,
 }
 
@@ -300,6 +301,11 @@ impl Node {
         &self.inner.id
     }
 
+    /// Returns the store id of the node's database.
+    pub fn store_id(&self) -> crate::storage::StoreId {
+        self.inner.storage.store_id()
+    }
+
     /// Returns the address the gRPC API listens on.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.inner.grpc_addr
@@ -320,7 +326,8 @@ impl Node {
         self.inner.state.subscribe()
     }
 
-    /// Returns the members in this node's membership view, itself included.
+    /// Returns the members in this node's membership view, itself included, except members
+    /// that use another database.
     pub fn members(&self) -> Vec<MemberInfo> {
         let members = self.inner.members.read().expect("members lock poisoned");
         let mut list: Vec<MemberInfo> = members.by_incarnation.values().cloned().collect();
@@ -542,21 +549,23 @@ impl Node {
         }
         self.transport().stop();
         self.set_state(NodeState::Dead);
-        let _ = self.inner.stopped.send(true);
+        // `send` would drop the value while no receiver waits in `Node::stopped`, such as when the
+        // node stops during `Node::start`; `send_replace` always stores it.
+        self.inner.stopped.send_replace(true);
     }
 
     /// Copies the membership view into the node's member table, leaving out members that use
     /// another database, so nothing is placed on them or routed to them.
     pub(crate) fn refresh_members(&self) {
         let store_id = self.inner.storage.store_id();
-        let (snapshot, foreign): (Vec<_>, Vec<_>) = self
+        let (snapshot, mut foreign): (Vec<_>, Vec<MemberInfo>) = self
             .inner
             .membership
             .members()
             .into_iter()
             .partition(|member| crate::membership::shares_store(store_id, member));
-        let mut foreign: Vec<MemberInfo> =
-            foreign.into_iter().filter(MemberInfo::is_live).collect();
+        // Dead members stay in the list too, so the warning names a node that left before its
+        // store id arrived (a rejected node announces it with its leave) once, not per refresh.
         foreign.sort_by_key(MemberInfo::incarnation);
         let mut members = self.inner.members.write().expect("members lock poisoned");
         for member in &foreign {
@@ -573,7 +582,7 @@ impl Node {
                     member = %member.id,
                     %store_id,
                     %member_store_id,
-                    "ignoring a member that uses another database: every node of a cluster must use the same database"
+                    "ignoring a member that uses another database; every node of a cluster must use the same database, so start that member with the --sqlite-path or --postgres-url of this node"
                 );
             }
         }

@@ -127,7 +127,7 @@ Each scaling decision that acts is printed on stderr with its reason, as it star
 
 Exit codes: 0 when the total balance is conserved, 4 when it is not or a balance could not be
 read (an acknowledged transfer was lost or applied twice), 1 when the cluster did not start
-or converge, 130 after Ctrl-C.";
+or converge, 2 for invalid options, 130 after Ctrl-C.";
 
 /// Time each node has to drain and exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -241,10 +241,11 @@ fn demo_config(args: &LocalArgs, database: &Path) -> Result<NodeConfig, String> 
         NonZeroU32::new(u32::from(args.nodes)).ok_or("--nodes must be at least 1")?;
     scaling.max_nodes =
         NonZeroU32::new(u32::from(args.max_nodes)).ok_or("--max-nodes must be at least 1")?;
-    let mut storage = gristmill::storage::StorageConfig::default();
-    storage.sqlite_path = database.to_owned();
     Ok(NodeConfig {
-        storage,
+        storage: gristmill::storage::StorageConfig {
+            sqlite_path: database.to_owned(),
+            ..gristmill::storage::StorageConfig::default()
+        },
         orchestrator: OrchestratorKind::Local,
         idle_after_secs: DEMO_IDLE_AFTER_SECS,
         call_timeout_ms: u64::from(args.call_timeout_ms),
