@@ -243,8 +243,50 @@ fn local_call(c: &mut Criterion) {
                 .expect("the actor replies")
         })
     });
+    // The same two calls from a task on the runtime's worker threads, where gRPC handlers and
+    // grains call from. The calls above come from criterion's `block_on` on the main thread,
+    // so every call crosses threads twice.
+    group.bench_function("grain_ref_in_task", |b| {
+        b.iter_custom(|iterations| {
+            let counter = counter.clone();
+            in_task(&runtime, async move {
+                for _ in 0..iterations {
+                    black_box(counter.call(Get).await.expect("the call succeeds"));
+                }
+            })
+        })
+    });
+    group.bench_function("raw_ractor_in_task", |b| {
+        b.iter_custom(|iterations| {
+            let echo = echo.clone();
+            in_task(&runtime, async move {
+                for _ in 0..iterations {
+                    let reply = echo
+                        .call(|reply| EchoMsg::Ping(7, reply), None)
+                        .await
+                        .expect("the actor is running")
+                        .expect("the actor replies");
+                    black_box(reply);
+                }
+            })
+        })
+    });
     group.finish();
     echo.stop(None);
+}
+
+/// Runs `work` as a task on `runtime` and returns how long it took there.
+fn in_task(
+    runtime: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Duration {
+    runtime
+        .block_on(runtime.spawn(async move {
+            let started = Instant::now();
+            work.await;
+            started.elapsed()
+        }))
+        .expect("the benchmark task completes")
 }
 
 criterion_group!(
@@ -270,7 +312,13 @@ fn print_ratios() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target"));
     let criterion_dir = target.join("criterion");
-    let mut pairs = vec![("local_call/grain_ref", "local_call/raw_ractor")];
+    let mut pairs = vec![
+        ("local_call/grain_ref", "local_call/raw_ractor"),
+        (
+            "local_call/grain_ref_in_task",
+            "local_call/raw_ractor_in_task",
+        ),
+    ];
     let strategies = ["random", "hash", "least-loaded", "resource-optimized"];
     let placement: Vec<(String, String)> = strategies
         .iter()

@@ -37,7 +37,7 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use super::live::LiveGrain;
-pub(crate) use super::mailbox::ActivationRef;
+pub(crate) use super::mailbox::{ActivationRef, Runner};
 use super::registry::GrainFactory;
 pub(crate) use super::turn::{Turn, TurnError};
 use super::turn::{panic_message, reject_late, run_dispatch};
@@ -90,8 +90,16 @@ impl ActivationShared {
     }
 
     pub(super) fn touch(&self) {
-        let elapsed = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_active_ms.store(elapsed, Ordering::Relaxed);
+        self.touch_at(Instant::now());
+    }
+
+    /// Records `now` as the activation's last activity.
+    pub(super) fn touch_at(&self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.created).as_millis();
+        self.last_active_ms.store(
+            u64::try_from(elapsed).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 }
 

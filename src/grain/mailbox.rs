@@ -18,13 +18,25 @@
 //!
 //! A stopped mailbox refuses messages and gives them back to the sender, which resolves the
 //! grain again.
+//!
+//! # Runners on the caller's task
+//!
+//! A local call that finds the mailbox idle may drive the runner on its own task instead of
+//! spawning it (see [`ActivationRef::cast_inline`]): a turn that completes without waiting then
+//! costs no task, no wake-up of another thread and no timer. The caller polls the runner only
+//! until its own reply arrives. A [`Runner`] that is dropped unfinished spawns itself. So the
+//! rest of the queue, or a turn that outlives the caller's deadline or the caller itself, goes
+//! on as with a spawned runner, and the state is not lost.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::activation::{ActivationMsg, ActivationState, handle_message};
 use super::turn::panic_message;
@@ -89,13 +101,22 @@ impl ActivationRef {
     /// Queues `message`, starting a runner if none exists; gives the message back if the
     /// activation stopped.
     pub fn cast(&self, message: ActivationMsg) -> Result<(), ActivationMsg> {
+        if let Some(runner) = self.cast_inline(message)? {
+            runner.spawn();
+        }
+        Ok(())
+    }
+
+    /// Queues `message` and returns the runner for the caller to drive if the mailbox was idle
+    /// (see the module documentation). Gives the message back if the activation stopped.
+    pub fn cast_inline(&self, message: ActivationMsg) -> Result<Option<Runner>, ActivationMsg> {
         let mut inner = self.lock();
         if inner.stopped {
             return Err(message);
         }
         inner.queue.push_back(message);
         if inner.running {
-            return Ok(());
+            return Ok(None);
         }
         inner.running = true;
         let state = inner
@@ -103,8 +124,7 @@ impl ActivationRef {
             .take()
             .expect("an idle mailbox contains its activation's state");
         drop(inner);
-        self.spawn_runner(state);
-        Ok(())
+        Ok(Some(Runner(Some(self.clone().run(state).boxed()))))
     }
 
     /// Stops the mailbox: later messages are refused, and queued ones are dropped once the
@@ -188,6 +208,47 @@ impl ActivationRef {
                 // A busy activation must not hold its worker thread forever.
                 tokio::task::consume_budget().await;
             }
+        }
+    }
+}
+
+/// The runner of a mailbox that a sender found idle. Driving it runs the queued messages on
+/// the driver's task. Dropping it unfinished spawns it, so the messages are not lost.
+pub(crate) struct Runner(Option<BoxFuture<'static, ()>>);
+
+impl Runner {
+    /// Runs the rest of the queue on a task of its own.
+    pub fn spawn(mut self) {
+        if let Some(run) = self.0.take() {
+            tokio::spawn(run);
+        }
+    }
+
+    /// Polls the runner once, unless it finished; returns whether it has finished.
+    pub fn poll_run(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let Some(run) = self.0.as_mut() else {
+            return true;
+        };
+        if Pin::new(run).poll(cx).is_ready() {
+            self.0 = None;
+            return true;
+        }
+        false
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let Some(run) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(run);
+            }
+            // Only a runtime that is shutting down drops a caller outside it, and the runtime's
+            // activations end with it.
+            Err(_) => tracing::debug!("dropping an unfinished activation runner outside a runtime"),
         }
     }
 }

@@ -57,7 +57,8 @@ pub(super) async fn run_dispatch(
     // The wall clock is read only for the audit, which is usually off.
     let audit_started = node.audits_turns().then(SystemTime::now);
     let outcome = AssertUnwindSafe(dispatch).catch_unwind().await;
-    shared.touch();
+    let finished = Instant::now();
+    shared.touch_at(finished);
     let reply = match outcome {
         Ok(Ok(payload)) => Ok(payload),
         Ok(Err(error)) => Err(dispatch_error(&shared.grain, method, error)),
@@ -70,7 +71,7 @@ pub(super) async fn run_dispatch(
             })
         }
     };
-    node.record_turn(started.elapsed());
+    node.record_turn(finished.saturating_duration_since(started));
     shared.turns.fetch_add(1, Ordering::Relaxed);
     if let Some(audit_started) = audit_started {
         node.audit_turn(shared, audit_started, SystemTime::now());

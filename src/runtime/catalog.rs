@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crate::grain::GrainId;
-use crate::grain::activation::{ActivationMsg, ActivationRef, ActivationShared, Turn};
+use crate::grain::activation::{ActivationMsg, ActivationRef, ActivationShared, Runner, Turn};
 
 /// A live activation on this node.
 #[derive(Clone)]
@@ -55,14 +55,17 @@ pub(crate) struct Catalog {
 
 impl Catalog {
     /// Sends `turn` to the grain's activation, or gives it back if the grain is not active here.
-    pub fn try_send(&self, grain: &GrainId, turn: Turn) -> Result<(), Turn> {
+    ///
+    /// If the activation was idle, the caller gets its runner to drive (see
+    /// `crate::grain::mailbox`); the runner runs the turn however the caller treats it.
+    pub fn try_send(&self, grain: &GrainId, turn: Turn) -> Result<Option<Runner>, Turn> {
         let active = self.active.lock().expect("catalog lock poisoned");
         let Some(handle) = active.get(grain) else {
             return Err(turn);
         };
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
-        match handle.actor.cast(ActivationMsg::Turn(turn)) {
-            Ok(()) => Ok(()),
+        match handle.actor.cast_inline(ActivationMsg::Turn(turn)) {
+            Ok(runner) => Ok(runner),
             Err(ActivationMsg::Turn(turn)) => {
                 handle.shared.pending.fetch_sub(1, Ordering::AcqRel);
                 Err(turn)

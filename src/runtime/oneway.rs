@@ -86,10 +86,16 @@ impl Node {
             deadline,
             reply,
         };
-        self.inner
+        let runner = self
+            .inner
             .catalog
             .try_send(grain, turn)
-            .map_err(|turn| turn.payload)
+            .map_err(|turn| turn.payload)?;
+        // Nothing waits for a one-way message, so the runner goes on a task of its own.
+        if let Some(runner) = runner {
+            runner.spawn();
+        }
+        Ok(())
     }
 
     /// Casts the message to the host that the route cache names. Returns `None` once it is

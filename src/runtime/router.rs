@@ -11,13 +11,15 @@
 //! drops its cached entry, clears the stale directory entry, and resolves again. Every retry is
 //! bounded by the deadline and by [`MAX_ATTEMPTS`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
 use super::node::Node;
 use crate::directory::{DirectoryEntry, Expect, LookupOutcome, RegisterOutcome};
-use crate::grain::activation::{self, ActivationShared, Turn, TurnError};
+use crate::grain::activation::{self, ActivationShared, Runner, Turn, TurnError};
 use crate::grain::{CallError, GrainContext, GrainError, GrainId, Payload, PayloadFormat};
 use crate::membership::NodeId;
 use crate::placement::PlacementCandidate;
@@ -173,15 +175,10 @@ impl Node {
                 .invoke_spread_worker(grain, method, payload, deadline)
                 .await;
         }
-        let timeout_ms = u64::try_from(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis(),
-        )
-        .unwrap_or(u64::MAX);
+        // `invoke_ref` replaces the 0 with the timeout the caller gave.
         let timed_out = || CallError::DeadlineExceeded {
             grain: grain.clone(),
-            after_ms: timeout_ms,
+            after_ms: 0,
         };
         let mut payload = Some(payload);
         let mut encoded: Option<(PayloadFormat, Vec<u8>)> = None;
@@ -307,10 +304,11 @@ impl Node {
             deadline,
             reply,
         };
-        if let Err(turn) = self.inner.catalog.try_send(grain, turn) {
-            return Err(turn.payload);
+        match self.inner.catalog.try_send(grain, turn) {
+            Err(turn) => Err(turn.payload),
+            Ok(None) => await_turn(grain, deadline, receive).await,
+            Ok(Some(runner)) => await_turn_driving(grain, deadline, receive, runner).await,
         }
-        await_turn(grain, deadline, receive).await
     }
 
     /// Returns the per-node activation limit if `grain`'s type is a stateless worker.
@@ -915,17 +913,50 @@ async fn await_turn(
     deadline: Instant,
     receive: oneshot::Receiver<Result<Payload, TurnError>>,
 ) -> Result<Result<Payload, CallError>, Payload> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(remaining, receive).await {
+    let outcome = tokio::time::timeout_at(deadline.into(), receive).await;
+    turn_outcome(grain, outcome)
+}
+
+/// Like [`await_turn`], for a caller that found the activation idle and got its runner: the
+/// caller drives the runner until the reply arrives. A turn that completes without waiting
+/// then runs on the caller's task, with no task spawned and no timer set. Whatever the runner
+/// has left when the reply arrives, the deadline passes or the caller goes away, it finishes
+/// on a task of its own (see `crate::grain::mailbox`).
+async fn await_turn_driving(
+    grain: &GrainId,
+    deadline: Instant,
+    mut receive: oneshot::Receiver<Result<Payload, TurnError>>,
+    mut runner: Runner,
+) -> Result<Result<Payload, CallError>, Payload> {
+    let reply = std::future::poll_fn(|cx| {
+        runner.poll_run(cx);
+        Pin::new(&mut receive).poll(cx)
+    });
+    let outcome = tokio::time::timeout_at(deadline.into(), reply).await;
+    drop(runner);
+    turn_outcome(grain, outcome)
+}
+
+/// Maps what a caller got while waiting for a turn's reply to the call's result, or gives the
+/// request back if the activation stopped before running it.
+fn turn_outcome(
+    grain: &GrainId,
+    outcome: Result<
+        Result<Result<Payload, TurnError>, oneshot::error::RecvError>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Result<Result<Payload, CallError>, Payload> {
+    match outcome {
         Ok(Ok(Ok(payload))) => Ok(Ok(payload)),
         Ok(Ok(Err(TurnError::Failed(error)))) => Ok(Err(error)),
         Ok(Ok(Err(TurnError::Gone(payload)))) => Err(payload),
         Ok(Err(_)) => Ok(Err(CallError::Internal(format!(
             "activation of {grain} stopped during the call"
         )))),
+        // The caller's `invoke_ref` replaces the 0 with the timeout it was given.
         Err(_) => Ok(Err(CallError::DeadlineExceeded {
             grain: grain.clone(),
-            after_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+            after_ms: 0,
         })),
     }
 }
