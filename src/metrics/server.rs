@@ -1,7 +1,5 @@
 //! The HTTP server behind `/metrics`.
 
-use std::sync::atomic::Ordering;
-
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
@@ -9,6 +7,7 @@ use tokio::net::TcpListener;
 
 use super::NodeMetrics;
 use crate::runtime::Node;
+use crate::transport::RejectReason;
 
 /// Serves `GET /metrics` on `listener` until the node stops.
 pub(crate) fn serve(node: Node, listener: TcpListener) {
@@ -28,11 +27,13 @@ pub(crate) fn serve(node: Node, listener: TcpListener) {
 
 async fn render(State(node): State<Node>) -> ([(&'static str, &'static str); 1], String) {
     let metrics = node.metrics();
-    let counters = node.transport().counters();
-    NodeMetrics::raise_to(
-        &metrics.rejected_frames,
-        counters.rejected_connections.load(Ordering::Relaxed),
-    );
+    let rejected = &node.transport().counters().rejected_connections;
+    for reason in RejectReason::ALL {
+        NodeMetrics::raise_to(
+            &metrics.rejected_frames.with_label_values(&[reason.label()]),
+            rejected.get(reason),
+        );
+    }
     NodeMetrics::raise_to(
         &metrics.rejected_datagrams,
         node.inner.membership.rejected_datagrams(),
