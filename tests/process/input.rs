@@ -1,13 +1,16 @@
 //! Bad input to real node processes: garbage and oversized frames on the gossip and cluster
-//! ports, and invalid configuration at start.
+//! ports, cluster connections that never authenticate, and invalid configuration at start.
 
 mod common;
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{BIN, COOKIE, Cluster, NodeProcess, Timing, cluster_slot, metric_value, wait_until};
+use common::{
+    BIN, COOKIE, Cluster, NodeProcess, Timing, cluster_slot, counters_on, metric_value,
+    metric_value_with, wait_until,
+};
 use gristmill::api::pb;
 use rand::RngExt;
 use serde_json::json;
@@ -305,4 +308,191 @@ async fn oversized_forwarded_call_names_frame_limit() {
         "the error names the setting: {}",
         status.message()
     );
+}
+
+/// Opens `count` TCP connections to `addr` that send nothing, and returns each with the time
+/// its connect completed.
+async fn open_idle(addr: std::net::SocketAddr, count: usize) -> Vec<(Instant, TcpStream)> {
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the cluster port");
+        streams.push((Instant::now(), stream));
+    }
+    streams
+}
+
+/// Waits until the node closes each stream, up to `within`, and returns the time from
+/// connect to close of each, or `None` for a stream still open at the end.
+async fn wait_closed(
+    streams: Vec<(Instant, TcpStream)>,
+    within: Duration,
+) -> Vec<Option<Duration>> {
+    let mut waits = tokio::task::JoinSet::new();
+    for (index, (opened, mut stream)) in streams.into_iter().enumerate() {
+        waits.spawn(async move {
+            let mut buffer = [0; 64];
+            let closed = tokio::time::timeout(within, async {
+                loop {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return opened.elapsed(),
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            (index, closed.ok())
+        });
+    }
+    let mut closed = vec![None; waits.len()];
+    while let Some(joined) = waits.join_next().await {
+        let (index, elapsed) = joined.expect("close wait task");
+        closed[index] = elapsed;
+    }
+    closed
+}
+
+/// Waits until the `reason` count of `gristmill_rejected_frames_total` reaches `at_least`.
+async fn wait_rejected(metrics: std::net::SocketAddr, reason: &str, at_least: f64) -> f64 {
+    let label = format!("reason=\"{reason}\"");
+    let what = format!("rejected connections with {label} reach {at_least}");
+    let (count, _) = wait_until(&what, REJECT_WITHIN, || async {
+        let now = metric_value_with(metrics, "gristmill_rejected_frames_total", &[&label]).await;
+        if now >= at_least {
+            Ok(now)
+        } else {
+            Err(format!("{label} is {now}"))
+        }
+    })
+    .await;
+    count
+}
+
+/// Handshake deadline of the nodes in the idle-connection test, in milliseconds.
+const HANDSHAKE_TIMEOUT_MS: u64 = 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_closed_at_handshake_deadline() {
+    // Goal: connections that never authenticate cannot pile up on the cluster port. Method:
+    // a node with a 1 s handshake deadline gets idle connections. Each must be closed by the
+    // node, not before the deadline and within REJECT_WITHIN, and be counted with reason
+    // handshake_timeout. A peer that joins afterwards, with the same deadline, must connect
+    // and serve a call forwarded through the node.
+    const IDLE: usize = 20;
+    let _slot = cluster_slot().await;
+    let deadline = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+    let deadline_arg = HANDSHAKE_TIMEOUT_MS.to_string();
+    let args = ["--handshake-timeout-ms", deadline_arg.as_str()];
+    let first = NodeProcess::start("node-0", &[], Timing::FAST, &args).await;
+    let metrics = first.ready.metrics_addr.expect("metrics endpoint is on");
+    let timeouts_before = wait_rejected(metrics, "handshake_timeout", 0.0).await;
+
+    let streams = open_idle(first.ready.cluster_addr, IDLE).await;
+    let closed = wait_closed(streams, REJECT_WITHIN).await;
+
+    let still_open = closed.iter().filter(|elapsed| elapsed.is_none()).count();
+    assert_eq!(
+        still_open, 0,
+        "idle connections still open after {REJECT_WITHIN:?}"
+    );
+    let times: Vec<Duration> = closed.into_iter().flatten().collect();
+    let earliest = times.iter().min().copied().expect("IDLE is positive");
+    let latest = times.iter().max().copied().expect("IDLE is positive");
+    eprintln!(
+        "measured: {IDLE} idle connections closed {earliest:?} to {latest:?} after connect, deadline {deadline:?}"
+    );
+    assert!(
+        earliest >= deadline,
+        "a connection was closed {earliest:?} after connect, before the {deadline:?} deadline"
+    );
+    let timeouts = wait_rejected(metrics, "handshake_timeout", timeouts_before + IDLE as f64).await;
+
+    let second =
+        NodeProcess::start("node-1", &[first.ready.gossip_addr], Timing::FAST, &args).await;
+    let cluster = Cluster {
+        nodes: vec![first, second],
+    };
+    cluster.wait_converged().await;
+    let mut clients = cluster.clients().await;
+    let key = counters_on(&mut clients, "node-1", 20).await[0].clone();
+    let (value, served_by) = clients[0]
+        .invoke("counter", &key, "add", json!({ "amount": 5 }), 5_000)
+        .await
+        .expect("a call through node-0 to node-1 after the idle connections");
+    assert_eq!(served_by, "node-1", "the counter lives on node-1");
+    assert!(
+        value.as_i64().is_some_and(|v| v >= 5),
+        "counter value {value}"
+    );
+    let timeouts_after = metric_value_with(
+        metrics,
+        "gristmill_rejected_frames_total",
+        &["reason=\"handshake_timeout\""],
+    )
+    .await;
+    assert_eq!(
+        timeouts_after, timeouts,
+        "the peer's sessions must authenticate before the deadline"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_pending_limit_closed_at_once() {
+    // Goal: a flood cannot grow the number of connections waiting to authenticate without
+    // bound. Method: a node allows 4 waiting connections and has a 60 s deadline. 4 idle
+    // connections fill the table; 4 more must be closed at once and counted with reason
+    // pending_limit, while the first 4 stay open. Once the first 4 close, a peer joins and
+    // serves a call.
+    const LIMIT: usize = 4;
+    let _slot = cluster_slot().await;
+    let limit_arg = LIMIT.to_string();
+    let args = [
+        "--max-pending-handshakes",
+        limit_arg.as_str(),
+        "--handshake-timeout-ms",
+        "60000",
+    ];
+    let first = NodeProcess::start("node-0", &[], Timing::FAST, &args).await;
+    let metrics = first.ready.metrics_addr.expect("metrics endpoint is on");
+    let addr = first.ready.cluster_addr;
+
+    let waiting = open_idle(addr, LIMIT).await;
+    let over = open_idle(addr, LIMIT).await;
+    let closed = wait_closed(over, REJECT_WITHIN).await;
+
+    let still_open = closed.iter().filter(|elapsed| elapsed.is_none()).count();
+    assert_eq!(
+        still_open, 0,
+        "connections over the limit still open after {REJECT_WITHIN:?}"
+    );
+    let latest = closed
+        .into_iter()
+        .flatten()
+        .max()
+        .expect("LIMIT is positive");
+    eprintln!("measured: {LIMIT} connections over the limit closed within {latest:?} of connect");
+    wait_rejected(metrics, "pending_limit", LIMIT as f64).await;
+    for (_, stream) in &waiting {
+        let mut buffer = [0; 8];
+        match stream.try_read(&mut buffer) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a connection within the limit was closed or sent data: {other:?}"),
+        }
+    }
+
+    drop(waiting);
+    let second =
+        NodeProcess::start("node-1", &[first.ready.gossip_addr], Timing::FAST, &args).await;
+    let cluster = Cluster {
+        nodes: vec![first, second],
+    };
+    cluster.wait_converged().await;
+    let mut clients = cluster.clients().await;
+    let key = counters_on(&mut clients, "node-1", 20).await[0].clone();
+    let (_, served_by) = clients[0]
+        .invoke("counter", &key, "add", json!({ "amount": 1 }), 5_000)
+        .await
+        .expect("a call through node-0 to node-1 after the flood");
+    assert_eq!(served_by, "node-1", "the counter lives on node-1");
 }
