@@ -113,6 +113,11 @@ pub struct RunArgs {
     #[arg(long, env = "GRISTMILL_MAX_PENDING_HANDSHAKES", value_name = "COUNT")]
     pub max_pending_handshakes: Option<usize>,
 
+    /// Time a connection to the gRPC or metrics port has to send its first byte before the
+    /// node closes it, in milliseconds (100 to 600000). [default: 5000]
+    #[arg(long, env = "GRISTMILL_FIRST_BYTE_TIMEOUT_MS", value_name = "MS")]
+    pub first_byte_timeout_ms: Option<u64>,
+
     /// Database for grain state and reminders: `sqlite` or `postgres`. [default: sqlite]
     #[arg(long, env = "GRISTMILL_STORAGE_PROVIDER", value_name = "PROVIDER")]
     pub storage_provider: Option<String>,
@@ -286,6 +291,10 @@ fn apply_overrides(config: &mut NodeConfig, args: &RunArgs) {
     replace(
         &mut config.max_pending_handshakes,
         &args.max_pending_handshakes,
+    );
+    replace(
+        &mut config.first_byte_timeout_ms,
+        &args.first_byte_timeout_ms,
     );
     replace(&mut config.drain_timeout_secs, &args.drain_timeout_secs);
     if args.turn_audit.is_some() {
@@ -475,6 +484,7 @@ mod tests {
             defaults.max_frame_bytes.to_string(),
             defaults.handshake_timeout_ms.to_string(),
             defaults.max_pending_handshakes.to_string(),
+            defaults.first_byte_timeout_ms.to_string(),
         ];
         for value in expected {
             assert!(

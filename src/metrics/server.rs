@@ -6,11 +6,17 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::NodeMetrics;
+use crate::first_byte::DeadlineListener;
 use crate::runtime::Node;
 use crate::transport::RejectReason;
 
-/// Serves `GET /metrics` on `listener` until the node stops.
+/// Serves `GET /metrics` on `listener` until the node stops. Connections that send nothing
+/// within the node's `first_byte_timeout_ms` are closed.
 pub(crate) fn serve(node: Node, listener: TcpListener) {
+    let listener = DeadlineListener {
+        listener,
+        timeout: node.inner.config.first_byte_timeout(),
+    };
     let app = Router::new()
         .route("/metrics", get(render))
         .with_state(node.clone());

@@ -58,6 +58,12 @@ pub struct NodeConfig {
     /// bounds a flood of junk connections near 70 MiB. Keep it above the number of peers that
     /// may dial this node at the same moment, such as the cluster size during a restart.
     pub max_pending_handshakes: usize,
+    /// Time a connection to the gRPC or `/metrics` port has to send its first byte before the
+    /// node closes it, in milliseconds. Default: 5000. Range: 100 to 600,000. gRPC clients
+    /// send the HTTP/2 preface and scrapers their request as soon as they connect, so only
+    /// connections that send nothing are closed. The deadline ends with the first byte:
+    /// it does not bound a request that starts and then stalls.
+    pub first_byte_timeout_ms: u64,
     /// Database for grain state and reminders. Default: SQLite in `gristmill.sqlite3` in the
     /// working directory.
     pub storage: StorageConfig,
@@ -112,6 +118,7 @@ impl Default for NodeConfig {
             max_frame_bytes: 4 * 1024 * 1024,
             handshake_timeout_ms: 5_000,
             max_pending_handshakes: 1_024,
+            first_byte_timeout_ms: 5_000,
             storage: StorageConfig::default(),
             reminder_poll_ms: 1_000,
             drain_timeout_secs: 60,
@@ -266,6 +273,13 @@ impl NodeConfig {
                 "use 1 to 65536 connections",
             ));
         }
+        if !(100..=600_000).contains(&self.first_byte_timeout_ms) {
+            return Err(ConfigError::new(
+                "first_byte_timeout_ms",
+                self.first_byte_timeout_ms,
+                "use 100 to 600000 milliseconds",
+            ));
+        }
         for seed in &self.seeds {
             if seed.rsplit_once(':').is_none_or(|(host, port)| {
                 host.is_empty() || !matches!(port.parse::<u16>(), Ok(1..))
@@ -334,6 +348,11 @@ impl NodeConfig {
             timeout: Duration::from_millis(self.handshake_timeout_ms),
             max_pending: self.max_pending_handshakes,
         }
+    }
+
+    /// Returns the time a gRPC or metrics connection has to send its first byte.
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_byte_timeout_ms)
     }
 
     /// Checks the settings that name grain types against the types in `grains`.
@@ -506,6 +525,13 @@ mod tests {
                 "max_pending_handshakes",
                 NodeConfig {
                     max_pending_handshakes: 0,
+                    ..valid()
+                },
+            ),
+            (
+                "first_byte_timeout_ms",
+                NodeConfig {
+                    first_byte_timeout_ms: 0,
                     ..valid()
                 },
             ),
