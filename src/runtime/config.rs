@@ -54,9 +54,10 @@ pub struct NodeConfig {
     pub handshake_timeout_ms: u64,
     /// Inbound cluster connections that may wait to authenticate at once; further ones are
     /// closed at once and counted. Default: 1024. Range: 1 to 65,536. Each waiting connection
-    /// holds a file descriptor and about 67 KiB (measured on a debug build), so the default
-    /// bounds a flood of junk connections near 70 MiB. Keep it above the number of peers that
-    /// may dial this node at the same moment, such as the cluster size during a restart.
+    /// uses a file descriptor and about 80 KiB (an estimate from one run of
+    /// `benches/connection_flood.py` on a debug build), so the default bounds the waiting
+    /// connections near 80 MiB. Keep it above the number of peers that may dial this node at
+    /// the same moment, such as the cluster size during a restart.
     pub max_pending_handshakes: usize,
     /// Time a connection to the gRPC or `/metrics` port has to send its first byte before the
     /// node closes it, in milliseconds. Default: 5000. Range: 100 to 600,000. gRPC clients
