@@ -349,14 +349,19 @@ async fn oversized_forwarded_call_names_frame_limit() {
 }
 
 /// Opens `count` TCP connections to `addr` that send nothing, and returns each with the time
-/// its connect completed.
+/// just before its connect started.
+///
+/// The node starts a connection's deadline when it accepts it, which is after that time, so
+/// a close measured from it is never early. A time taken after `connect` returns can be late
+/// when the test process is descheduled, which would make a close at the deadline look early.
 async fn open_idle(addr: std::net::SocketAddr, count: usize) -> Vec<(Instant, TcpStream)> {
     let mut streams = Vec::with_capacity(count);
     for _ in 0..count {
+        let connecting = Instant::now();
         let stream = TcpStream::connect(addr)
             .await
             .unwrap_or_else(|error| panic!("connect to {addr}: {error}"));
-        streams.push((Instant::now(), stream));
+        streams.push((connecting, stream));
     }
     streams
 }
