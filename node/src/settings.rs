@@ -103,6 +103,21 @@ pub struct RunArgs {
     #[arg(long, env = "GRISTMILL_MAX_FRAME_BYTES", value_name = "BYTES")]
     pub max_frame_bytes: Option<u64>,
 
+    /// Time an inbound cluster connection has to complete the cookie handshake before the
+    /// node closes it, in milliseconds (100 to 600000). [default: 5000]
+    #[arg(long, env = "GRISTMILL_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    pub handshake_timeout_ms: Option<u64>,
+
+    /// Inbound cluster connections that may wait to authenticate at once (1 to 65536);
+    /// further ones are closed at once. [default: 1024]
+    #[arg(long, env = "GRISTMILL_MAX_PENDING_HANDSHAKES", value_name = "COUNT")]
+    pub max_pending_handshakes: Option<usize>,
+
+    /// Time a connection to the gRPC or metrics port has to send its first byte before the
+    /// node closes it, in milliseconds (100 to 600000). [default: 5000]
+    #[arg(long, env = "GRISTMILL_FIRST_BYTE_TIMEOUT_MS", value_name = "MS")]
+    pub first_byte_timeout_ms: Option<u64>,
+
     /// Database for grain state and reminders: `sqlite` or `postgres`. [default: sqlite]
     #[arg(long, env = "GRISTMILL_STORAGE_PROVIDER", value_name = "PROVIDER")]
     pub storage_provider: Option<String>,
@@ -272,6 +287,15 @@ fn apply_overrides(config: &mut NodeConfig, args: &RunArgs) {
     replace(&mut membership.probe_rtt_ms, &args.probe_rtt_ms);
     replace(&mut membership.suspect_to_down_ms, &args.suspect_to_down_ms);
     replace(&mut config.max_frame_bytes, &args.max_frame_bytes);
+    replace(&mut config.handshake_timeout_ms, &args.handshake_timeout_ms);
+    replace(
+        &mut config.max_pending_handshakes,
+        &args.max_pending_handshakes,
+    );
+    replace(
+        &mut config.first_byte_timeout_ms,
+        &args.first_byte_timeout_ms,
+    );
     replace(&mut config.drain_timeout_secs, &args.drain_timeout_secs);
     if args.turn_audit.is_some() {
         config.turn_audit_path = args.turn_audit.clone();
@@ -458,6 +482,9 @@ mod tests {
             defaults.membership.probe_rtt_ms.to_string(),
             defaults.membership.suspect_to_down_ms.to_string(),
             defaults.max_frame_bytes.to_string(),
+            defaults.handshake_timeout_ms.to_string(),
+            defaults.max_pending_handshakes.to_string(),
+            defaults.first_byte_timeout_ms.to_string(),
         ];
         for value in expected {
             assert!(

@@ -9,6 +9,7 @@ use super::grains::GrainsService;
 use super::keda::KedaScalerService;
 use super::scaling::ScalingService;
 use super::{keda_pb, pb};
+use crate::first_byte::deadline_incoming;
 use crate::runtime::Node;
 
 /// Health service name that reports SERVING for as long as the node process runs.
@@ -18,7 +19,8 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 ///
 /// Health starts NOT_SERVING for the whole server (service `""`) and every Gristmill
 /// service, and turns SERVING only while the node is Active, so load balancers and Kubernetes
-/// readiness probes send no traffic to a joining or draining node.
+/// readiness probes send no traffic to a joining or draining node. Connections that send
+/// nothing within the node's `first_byte_timeout_ms` are closed.
 pub(crate) fn serve(node: Node, listener: TcpListener) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let _ = node.inner.health.set(reporter.clone());
@@ -42,8 +44,7 @@ pub(crate) fn serve(node: Node, listener: TcpListener) {
         reporter
             .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
             .await;
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = deadline_incoming(listener, node.inner.config.first_byte_timeout());
         let stopped = {
             let node = node.clone();
             async move { node.stopped().await }
@@ -88,8 +89,7 @@ fn serve_without_reflection(
         reporter
             .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
             .await;
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = deadline_incoming(listener, node.inner.config.first_byte_timeout());
         let result = Server::builder()
             .add_service(health_service)
             .add_service(pb::cluster_server::ClusterServer::new(ClusterService::new(

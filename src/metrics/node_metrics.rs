@@ -41,9 +41,10 @@ pub struct NodeMetrics {
     pub calls_per_sec: Gauge,
     /// Members by lifecycle state, as this node sees them.
     pub members: IntGaugeVec,
-    /// Cluster connections closed before they authenticated (random bytes, a wrong cookie,
-    /// an oversized frame).
-    pub rejected_frames: IntCounter,
+    /// Cluster connections closed before they authenticated, by `reason`: the handshake
+    /// failed (random bytes, a wrong cookie, an oversized frame), timed out, or too many
+    /// connections were waiting to authenticate.
+    pub rejected_frames: IntCounterVec,
     /// Gossip datagrams that could not be decoded.
     pub rejected_datagrams: IntCounter,
     /// Cluster messages that could not be decoded.
@@ -162,11 +163,20 @@ impl NodeMetrics {
                 "gristmill_mailbox_depth_max",
                 "Messages queued in the fullest activation mailbox",
             ),
-            rejected_frames: counter(
-                &registry,
-                "gristmill_rejected_frames_total",
-                "Cluster connections closed before authenticating: malformed or oversized frames, wrong cookies",
-            ),
+            rejected_frames: {
+                let rejected = IntCounterVec::new(
+                    Opts::new(
+                        "gristmill_rejected_frames_total",
+                        "Cluster connections closed before authenticating, by reason: handshake_failed (malformed or oversized frames, wrong cookies), handshake_timeout, pending_limit",
+                    ),
+                    &["reason"],
+                )
+                .expect("metric options are valid");
+                registry
+                    .register(Box::new(rejected.clone()))
+                    .expect("metric names are unique");
+                rejected
+            },
             rejected_datagrams: counter(
                 &registry,
                 "gristmill_rejected_datagrams_total",

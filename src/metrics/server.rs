@@ -1,17 +1,22 @@
 //! The HTTP server behind `/metrics`.
 
-use std::sync::atomic::Ordering;
-
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::NodeMetrics;
+use crate::first_byte::DeadlineListener;
 use crate::runtime::Node;
+use crate::transport::RejectReason;
 
-/// Serves `GET /metrics` on `listener` until the node stops.
+/// Serves `GET /metrics` on `listener` until the node stops. Connections that send nothing
+/// within the node's `first_byte_timeout_ms` are closed.
 pub(crate) fn serve(node: Node, listener: TcpListener) {
+    let listener = DeadlineListener {
+        listener,
+        timeout: node.inner.config.first_byte_timeout(),
+    };
     let app = Router::new()
         .route("/metrics", get(render))
         .with_state(node.clone());
@@ -28,11 +33,13 @@ pub(crate) fn serve(node: Node, listener: TcpListener) {
 
 async fn render(State(node): State<Node>) -> ([(&'static str, &'static str); 1], String) {
     let metrics = node.metrics();
-    let counters = node.transport().counters();
-    NodeMetrics::raise_to(
-        &metrics.rejected_frames,
-        counters.rejected_connections.load(Ordering::Relaxed),
-    );
+    let rejected = &node.transport().counters().rejected_connections;
+    for reason in RejectReason::ALL {
+        NodeMetrics::raise_to(
+            &metrics.rejected_frames.with_label_values(&[reason.label()]),
+            rejected.get(reason),
+        );
+    }
     NodeMetrics::raise_to(
         &metrics.rejected_datagrams,
         node.inner.membership.rejected_datagrams(),

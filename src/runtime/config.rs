@@ -47,6 +47,24 @@ pub struct NodeConfig {
     /// Maximum size of one inbound ractor_cluster frame, in bytes. Default: 4 MiB. Range: 64 KiB
     /// to 256 MiB; configure every node alike, because the limit applies to inbound frames only.
     pub max_frame_bytes: u64,
+    /// Time an inbound cluster connection has to complete the cookie handshake before the
+    /// node closes it, in milliseconds. Default: 5000. Range: 100 to 600,000; keep it well
+    /// above the handshake round trip between nodes, which includes a 500 ms internal check
+    /// in ractor_cluster when the node is busy.
+    pub handshake_timeout_ms: u64,
+    /// Inbound cluster connections that may wait to authenticate at once; further ones are
+    /// closed at once and counted. Default: 1024. Range: 1 to 65,536. Each waiting connection
+    /// uses a file descriptor and about 80 KiB (an estimate from one run of
+    /// `benches/connection_flood.py` on a debug build), so the default bounds the waiting
+    /// connections near 80 MiB. Keep it above the number of peers that may dial this node at
+    /// the same moment, such as the cluster size during a restart.
+    pub max_pending_handshakes: usize,
+    /// Time a connection to the gRPC or `/metrics` port has to send its first byte before the
+    /// node closes it, in milliseconds. Default: 5000. Range: 100 to 600,000. gRPC clients
+    /// send the HTTP/2 preface and scrapers their request as soon as they connect, so only
+    /// connections that send nothing are closed. The deadline ends with the first byte:
+    /// it does not bound a request that starts and then stalls.
+    pub first_byte_timeout_ms: u64,
     /// Database for grain state and reminders. Default: SQLite in `gristmill.sqlite3` in the
     /// working directory.
     pub storage: StorageConfig,
@@ -99,6 +117,9 @@ impl Default for NodeConfig {
             idle_after_secs: 300,
             membership: MembershipConfig::default(),
             max_frame_bytes: 4 * 1024 * 1024,
+            handshake_timeout_ms: 5_000,
+            max_pending_handshakes: 1_024,
+            first_byte_timeout_ms: 5_000,
             storage: StorageConfig::default(),
             reminder_poll_ms: 1_000,
             drain_timeout_secs: 60,
@@ -239,6 +260,27 @@ impl NodeConfig {
                 "use 65536 to 268435456 bytes",
             ));
         }
+        if !(100..=600_000).contains(&self.handshake_timeout_ms) {
+            return Err(ConfigError::new(
+                "handshake_timeout_ms",
+                self.handshake_timeout_ms,
+                "use 100 to 600000 milliseconds",
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_pending_handshakes) {
+            return Err(ConfigError::new(
+                "max_pending_handshakes",
+                self.max_pending_handshakes,
+                "use 1 to 65536 connections",
+            ));
+        }
+        if !(100..=600_000).contains(&self.first_byte_timeout_ms) {
+            return Err(ConfigError::new(
+                "first_byte_timeout_ms",
+                self.first_byte_timeout_ms,
+                "use 100 to 600000 milliseconds",
+            ));
+        }
         for seed in &self.seeds {
             if seed.rsplit_once(':').is_none_or(|(host, port)| {
                 host.is_empty() || !matches!(port.parse::<u16>(), Ok(1..))
@@ -299,6 +341,19 @@ impl NodeConfig {
             ));
         }
         self.membership.validate()
+    }
+
+    /// Returns the limits on inbound cluster connections that have not authenticated yet.
+    pub fn handshake_limits(&self) -> crate::transport::HandshakeLimits {
+        crate::transport::HandshakeLimits {
+            timeout: Duration::from_millis(self.handshake_timeout_ms),
+            max_pending: self.max_pending_handshakes,
+        }
+    }
+
+    /// Returns the time a gRPC or metrics connection has to send its first byte.
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_byte_timeout_ms)
     }
 
     /// Checks the settings that name grain types against the types in `grains`.
@@ -457,6 +512,27 @@ mod tests {
                 "max_frame_bytes",
                 NodeConfig {
                     max_frame_bytes: 10,
+                    ..valid()
+                },
+            ),
+            (
+                "handshake_timeout_ms",
+                NodeConfig {
+                    handshake_timeout_ms: 99,
+                    ..valid()
+                },
+            ),
+            (
+                "max_pending_handshakes",
+                NodeConfig {
+                    max_pending_handshakes: 0,
+                    ..valid()
+                },
+            ),
+            (
+                "first_byte_timeout_ms",
+                NodeConfig {
+                    first_byte_timeout_ms: 0,
                     ..valid()
                 },
             ),

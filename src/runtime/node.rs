@@ -270,6 +270,7 @@ impl Node {
             &id,
             node.inner.config.cookie.clone(),
             node.inner.config.max_frame_bytes,
+            node.inner.config.handshake_limits(),
             cluster,
             handler,
         )

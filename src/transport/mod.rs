@@ -3,6 +3,8 @@
 mod batch;
 mod envelope;
 mod gateway;
+mod handshakes;
+mod listener;
 mod outbox;
 mod sessions;
 mod wire;
@@ -13,6 +15,7 @@ pub use envelope::{
     DirectoryResponse, Envelope, Route,
 };
 pub use gateway::{GATEWAY_SCOPE, GatewayMsg, InboundHandler, gateway_group};
+pub use handshakes::{HandshakeLimits, RejectReason, RejectedConnections};
 pub use sessions::{PeerError, Transport, TransportCounters, TransportError};
 pub use wire::Wire;
 

@@ -2,9 +2,9 @@
 //!
 //! foca decides who is in the cluster; ractor_cluster only carries messages. So:
 //! 1. The node binds its own TCP listener and hands each accepted connection to the node
-//!    server, which lets the port be known before the identity is gossiped and lets the node
+//!    server, which lets the port be known before the identity is gossiped, lets the node
 //!    count connections that never authenticate (random bytes, a wrong cookie, an oversized
-//!    frame).
+//!    frame), and lets it close connections that do not authenticate in time.
 //! 2. When membership reports a peer, exactly one side of each pair dials: the node whose
 //!    cluster name sorts higher. It retries while the peer is live and has no session.
 //! 3. When membership reports a peer gone, its sessions are stopped, which removes its gateway
@@ -27,6 +27,10 @@ use tokio::net::{TcpListener, TcpStream};
 use super::batch::BatchItem;
 use super::envelope::{CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, Envelope};
 use super::gateway::{Gateway, GatewayMsg, InboundHandler, gateway_group};
+use super::handshakes::{
+    Ended, HandshakeLimits, HandshakeTable, RejectReason, RejectedConnections,
+};
+use super::listener::{SharedHandshakes, TIMEOUT_STOP_REASON};
 use super::outbox::{Outboxes, remote_gateway};
 use super::wire::Wire;
 use crate::membership::NodeId;
@@ -86,8 +90,8 @@ impl PeerError {
 /// Counters of the transport, read by the metrics glue.
 #[derive(Debug, Default)]
 pub struct TransportCounters {
-    /// Inbound connections closed before they authenticated.
-    pub rejected_connections: AtomicU64,
+    /// Connections closed before they authenticated, by reason.
+    pub rejected_connections: Arc<RejectedConnections>,
     /// Sessions that reached the ready state.
     pub sessions_ready: AtomicU64,
     /// Sessions that ended.
@@ -95,9 +99,9 @@ pub struct TransportCounters {
 }
 
 /// Capacity of the read buffer of a cluster connection, in bytes.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
+pub(super) const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// A TCP connection handed to ractor_cluster as an external stream.
+/// A dialed TCP connection handed to ractor_cluster as an external stream.
 struct TcpBidi(TcpStream);
 
 impl ClusterBidiStream for TcpBidi {
@@ -113,7 +117,6 @@ impl ClusterBidiStream for TcpBidi {
         self.0.peer_addr().ok().map(|a| a.to_string())
     }
 }
-
 /// State shared with the node-server event subscription.
 #[derive(Default)]
 struct SessionTable {
@@ -129,6 +132,7 @@ const REJECT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 struct Subscription {
     table: Arc<Mutex<SessionTable>>,
+    handshakes: SharedHandshakes,
     counters: Arc<TransportCounters>,
     rejects: Mutex<RepeatLimit>,
     outboxes: Arc<Outboxes>,
@@ -142,9 +146,22 @@ fn peer_cluster_name(session: &NodeServerSessionInformation) -> Option<String> {
 impl NodeEventSubscription for Subscription {
     fn node_session_opened(&self, session: NodeServerSessionInformation) {
         tracing::trace!(peer = %session.peer_addr, "cluster session opened");
+        let overdue = self
+            .handshakes
+            .lock()
+            .expect("handshake table lock poisoned")
+            .opened(&session.peer_addr, session.node_id, session.actor.clone());
+        if let Some(actor) = overdue {
+            tracing::debug!(peer = %session.peer_addr, "closing cluster connection: no authentication before the handshake deadline");
+            actor.stop(Some(TIMEOUT_STOP_REASON.into()));
+        }
     }
 
     fn node_session_authenticated(&self, session: NodeServerSessionInformation) {
+        self.handshakes
+            .lock()
+            .expect("handshake table lock poisoned")
+            .authenticated(session.node_id);
         let mut table = self.table.lock().expect("session table lock poisoned");
         table.authenticated.insert(session.node_id);
     }
@@ -165,25 +182,31 @@ impl NodeEventSubscription for Subscription {
         self.counters
             .sessions_closed
             .fetch_add(1, Ordering::Relaxed);
+        let ended = self
+            .handshakes
+            .lock()
+            .expect("handshake table lock poisoned")
+            .ended(session.node_id);
         let mut table = self.table.lock().expect("session table lock poisoned");
         if !table.authenticated.remove(&session.node_id) {
-            let total = self
-                .counters
-                .rejected_connections
-                .fetch_add(1, Ordering::Relaxed)
-                + 1;
+            let reason = match ended {
+                Ended::TimedOut => RejectReason::HandshakeTimeout,
+                Ended::BeforeDeadline | Ended::Untracked => RejectReason::HandshakeFailed,
+            };
+            let total = self.counters.rejected_connections.record(reason);
             let logged = self
                 .rejects
                 .lock()
                 .expect("reject limit lock poisoned")
                 .record(Instant::now());
             let peer = &session.peer_addr;
+            let reason = reason.label();
             match logged {
                 Some(suppressed) => {
-                    tracing::warn!(%peer, total, suppressed, "cluster connection closed before authenticating")
+                    tracing::warn!(%peer, reason, total, suppressed, "cluster connection closed before authenticating")
                 }
                 None => {
-                    tracing::debug!(%peer, total, "cluster connection closed before authenticating")
+                    tracing::debug!(%peer, reason, total, "cluster connection closed before authenticating")
                 }
             }
             return;
@@ -224,11 +247,13 @@ impl Transport {
             .map_err(|source| TransportError::Bind { addr, source })
     }
 
-    /// Starts the node server and the gateway for `identity`, accepting peers on `listener`.
+    /// Starts the node server and the gateway for `identity`, accepting peers on `listener`
+    /// and closing inbound connections that exceed `handshake`.
     pub async fn start(
         identity: &NodeId,
         cookie: String,
         max_frame_bytes: u64,
+        handshake: HandshakeLimits,
         listener: TcpListener,
         handler: Arc<dyn InboundHandler>,
     ) -> Result<Transport, TransportError> {
@@ -254,10 +279,12 @@ impl Transport {
                 })?;
 
         let table = Arc::new(Mutex::new(SessionTable::default()));
+        let handshakes: SharedHandshakes = Arc::new(Mutex::new(HandshakeTable::new(handshake)));
         let counters = Arc::new(TransportCounters::default());
         let outboxes = Arc::new(Outboxes::new(local_cluster_name.clone(), max_frame_bytes));
         let subscription = Subscription {
             table: Arc::clone(&table),
+            handshakes: Arc::clone(&handshakes),
             counters: Arc::clone(&counters),
             rejects: Mutex::new(RepeatLimit::new(REJECT_WARN_INTERVAL)),
             outboxes: Arc::clone(&outboxes),
@@ -282,7 +309,13 @@ impl Transport {
 
         outboxes.set_local_gateway(gateway.clone());
 
-        tokio::spawn(accept_loop(listener, server.clone()));
+        super::listener::spawn(
+            listener,
+            server.clone(),
+            handshakes,
+            Arc::clone(&counters.rejected_connections),
+            handshake.timeout,
+        );
         Ok(Transport {
             server,
             local_cluster_name,
@@ -565,26 +598,4 @@ async fn dial(server: &ActorRef<NodeServerMessage>, addr: SocketAddr) -> std::io
     ractor_cluster::client_connect_external(server, Box::new(TcpBidi(stream)))
         .await
         .map_err(|error| std::io::Error::other(error.to_string()))
-}
-
-async fn accept_loop(listener: TcpListener, server: ActorRef<NodeServerMessage>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                tracing::trace!(%peer, "accepted cluster connection");
-                let opened = NodeServerMessage::ConnectionOpenedExternal {
-                    stream: Box::new(TcpBidi(stream)),
-                    is_server: true,
-                };
-                if server.cast(opened).is_err() {
-                    return;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cluster accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }

@@ -138,6 +138,7 @@ pub async fn drive(args: &DriverArgs, cookie: String) -> Result<OnewayResult, St
         &local,
         cookie,
         4 * 1024 * 1024,
+        gristmill::runtime::NodeConfig::default().handshake_limits(),
         listener,
         Arc::new(NoGrains),
     )
