@@ -105,7 +105,8 @@ async fn start(name: &str, seeds: Vec<String>, data: &tempfile::TempDir) -> Node
     grains.register::<Sequence>();
     let config = NodeConfig {
         storage: gristmill::storage::StorageConfig {
-            sqlite_path: data.path().join(format!("{name}.sqlite3")),
+            // One database for the cluster: a node with another store id is not admitted.
+            sqlite_path: data.path().join("cluster.sqlite3"),
             ..Default::default()
         },
         node_name: name.into(),
