@@ -173,6 +173,8 @@ impl ScalingRules {
 pub struct Stabilizer {
     recommendations: VecDeque<(Millis, u32)>,
     seeded: bool,
+    /// Active node count at the last [`Self::note_current`].
+    last_current: u32,
 }
 
 impl Stabilizer {
@@ -204,6 +206,25 @@ impl Stabilizer {
     /// Returns whether no recommendation was ever recorded.
     pub fn is_unseeded(&self) -> bool {
         !self.seeded
+    }
+
+    /// Returns whether [`Self::note_current`] would record `current`: before the first
+    /// recommendation, and whenever the active node count grew since the last note.
+    pub fn would_note(&self, current: u32) -> bool {
+        !self.seeded || current > self.last_current
+    }
+
+    /// Records the active node count as a recommendation when [`Self::would_note`] says so.
+    ///
+    /// As HPA does when it first reads a target, a freshly started supervisor then does not act
+    /// on a single sample. A node that joined since (started by an operator, or still joining
+    /// when the supervisor took over) also starts a new scale-in window, so it is not removed
+    /// before the window has seen lower recommendations for its whole length.
+    pub fn note_current(&mut self, current: u32, now: Millis, keep: Duration) {
+        if self.would_note(current) {
+            self.record(current, now, keep);
+        }
+        self.last_current = current;
     }
 
     /// Records a raw recommendation and drops those at least `keep` old.

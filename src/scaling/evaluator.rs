@@ -202,7 +202,7 @@ impl ScalingCore {
     /// The caller carries out [`Decision::action`] and then reports with
     /// [`Self::handle_action_outcome`]; until then no other action starts.
     pub fn handle_evaluation(&mut self, snapshot: ClusterSnapshot, now: Millis) -> Decision {
-        self.maybe_seed_stabilizer(&snapshot, now);
+        self.note_cluster_size(&snapshot, now);
         let decision = self.plan(snapshot, now, Trigger::Periodic);
         if let Some(combined) = &decision.combined {
             self.stabilizer
@@ -213,22 +213,21 @@ impl ScalingCore {
 
     /// Runs an evaluation without recording it or changing any state, for `Evaluate`.
     pub fn dry_run(&self, snapshot: ClusterSnapshot, now: Millis) -> Decision {
-        if self.stabilizer.is_unseeded() {
-            let mut seeded = self.clone();
-            seeded.maybe_seed_stabilizer(&snapshot, now);
-            return seeded.plan(snapshot, now, Trigger::DryRun);
+        let current = snapshot.active_nodes().count() as u32;
+        if self.stabilizer.would_note(current) {
+            let mut noted = self.clone();
+            noted.note_cluster_size(&snapshot, now);
+            return noted.plan(snapshot, now, Trigger::DryRun);
         }
         self.plan(snapshot, now, Trigger::DryRun)
     }
 
-    /// Records the current node count as the first recommendation, as HPA does when it first
-    /// reads a target, so that a freshly started supervisor does not act on a single sample.
-    fn maybe_seed_stabilizer(&mut self, snapshot: &ClusterSnapshot, now: Millis) {
-        if self.stabilizer.is_unseeded() {
-            let current = snapshot.active_nodes().count() as u32;
-            self.stabilizer
-                .record(current, now, self.stabilization_memory());
-        }
+    /// Records the active node count as a recommendation at the first evaluation and whenever
+    /// it grew since the last one (see [`Stabilizer::note_current`]).
+    fn note_cluster_size(&mut self, snapshot: &ClusterSnapshot, now: Millis) {
+        let current = snapshot.active_nodes().count() as u32;
+        self.stabilizer
+            .note_current(current, now, self.stabilization_memory());
     }
 
     fn stabilization_memory(&self) -> Duration {

@@ -134,7 +134,7 @@ pub(super) async fn start_node(
         seeds: seed.iter().map(ToString::to_string).collect(),
         ..NodeConfig::default()
     };
-    config.storage.sqlite_path = data_dir.join(format!("{name}.sqlite3"));
+    config.storage.sqlite_path = data_dir.join(super::procs::CLUSTER_DATABASE);
     let mut registry = samples::registry();
     registry.register::<Echo>();
     let node = Node::start(config, registry)

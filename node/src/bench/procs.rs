@@ -9,6 +9,9 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::ready::ReadyLine;
 
+/// File name, in a run's data directory, of the SQLite database that its nodes share.
+pub const CLUSTER_DATABASE: &str = "cluster.sqlite3";
+
 /// Time a child has to print its first line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -113,13 +116,10 @@ impl NodeLauncher {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
+        // Every node of one run shares the database: nodes with different store ids refuse
+        // to form a cluster.
         args.push("--sqlite-path".into());
-        args.push(
-            self.data_dir
-                .join(format!("{name}.sqlite3"))
-                .display()
-                .to_string(),
-        );
+        args.push(self.data_dir.join(CLUSTER_DATABASE).display().to_string());
         args.push("--parent-pid".into());
         args.push(std::process::id().to_string());
         if let Some(seed) = seed {

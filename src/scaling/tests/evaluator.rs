@@ -69,6 +69,25 @@ fn scale_in_waits_for_stabilization_window() {
 }
 
 #[test]
+fn joined_node_starts_new_scale_in_window() {
+    // Goal: a node that joins after the supervisor's first evaluation (an operator started
+    // it, or it was still joining at the takeover) is not removed before a whole scale-in
+    // window of low load has passed since it joined.
+    let mut core = core(cpu_config());
+    assert_eq!(evaluate(&mut core, 2, 10.0, 0), Action::None);
+    for second in (15..300).step_by(15) {
+        let action = evaluate(&mut core, 3, 10.0, 240 + second);
+        assert_eq!(action, Action::None, "at {} s, 3 nodes", 240 + second);
+    }
+    let decision = core.handle_evaluation(snapshot(nodes_at_cpu(3, 10.0)), secs(555));
+    assert_eq!(
+        decision.target_nodes, 2,
+        "the window of the join has passed"
+    );
+    assert!(matches!(decision.action, Action::ScaleIn { ref nodes } if nodes.len() == 1));
+}
+
+#[test]
 fn oscillating_load_does_not_flap() {
     // Goal: load that swings every 20 s, faster than either window, causes no action.
     let mut core = core(cpu_config());
