@@ -369,6 +369,15 @@ impl NodeProcess {
         }
     }
 
+    /// Waits up to `within` for the process to exit and returns its status, or `None` when it
+    /// is still running then.
+    pub async fn exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => Some(status.expect("wait for the node")),
+            Err(_) => None,
+        }
+    }
+
     /// Returns the lines of the node's log at `level` (`INFO`, `WARN`, ...) that contain
     /// every string of `needles`.
     pub fn log_lines(&self, level: &str, needles: &[&str]) -> Vec<String> {
