@@ -37,14 +37,16 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, tim
 use tracing::{debug, info, warn};
 
 use super::dissemination::{TransmissionTuner, meta_period};
+use super::gossip_auth::TAG_LEN;
 use super::handle::{AgentStatus, Command};
 use super::lease::{MembershipLease, is_minority, lease_duration};
 use super::lease_input::{self, RequestKey};
 use super::suspicion;
 use super::wire::{self, Datagram};
 use super::{
-    DEFAULT_DEAD_RETENTION, LeaveReason, MemberInfo, MemberView, MembershipError, MembershipEvent,
-    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeName, NodeState,
+    DEFAULT_DEAD_RETENTION, GossipKey, LeaveReason, MemberInfo, MemberView, MembershipError,
+    MembershipEvent, MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeName,
+    NodeState,
 };
 use crate::clock::{Millis, MonotonicClock};
 use crate::repeat_limit::RepeatLimit;
@@ -80,7 +82,8 @@ const UNJOINED_WARN_INTERVAL: Duration = Duration::from_secs(10);
 pub(super) type MembershipFoca = Foca<NodeId, PostcardCodec, StdRng, MetaHandler>;
 
 /// Returns foca's settings for `config`: the LAN preset with the failure-detector timings and
-/// the indirect probe count replaced, and the packet size reduced by the framing header.
+/// the indirect probe count replaced, and the packet size reduced by the framing header and
+/// the authentication tag.
 pub fn foca_config(config: &MembershipConfig) -> foca::Config {
     let mut foca = foca::Config::new_lan(EXPECTED_CLUSTER_SIZE);
     foca.probe_period = Duration::from_millis(config.probe_period_ms);
@@ -88,8 +91,8 @@ pub fn foca_config(config: &MembershipConfig) -> foca::Config {
     foca.suspect_to_down_after = Duration::from_millis(config.suspect_to_down_ms);
     foca.num_indirect_probes =
         NonZeroUsize::try_from(config.indirect_probes).unwrap_or(NonZeroUsize::MAX);
-    foca.max_packet_size =
-        NonZeroUsize::new(MAX_DATAGRAM_LEN - wire::HEADER_LEN).expect("header is smaller");
+    foca.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM_LEN - wire::HEADER_LEN - TAG_LEN)
+        .expect("header and tag are smaller");
     foca
 }
 
@@ -103,6 +106,8 @@ pub struct MembershipAgent {
     runtime: AccumulatingRuntime<NodeId>,
     timers: BinaryHeap<Reverse<(Instant, Timer<NodeId>)>>,
     socket: UdpSocket,
+    /// Signs sent datagrams and checks received ones; derived from the cluster cookie.
+    key: GossipKey,
     config: MembershipConfig,
     seeds: Vec<String>,
     /// Seed addresses sent an identity request; identity replies from others are rejected.
@@ -153,6 +158,7 @@ impl MembershipAgent {
         socket: UdpSocket,
         started_at_unix_ms: u64,
         store_id: Option<StoreId>,
+        key: GossipKey,
     ) -> Result<(MembershipHandle, mpsc::UnboundedReceiver<MembershipEvent>), MembershipError> {
         config.validate()?;
         let bound = socket.local_addr().map_err(MembershipError::Socket)?.port();
@@ -204,6 +210,7 @@ impl MembershipAgent {
             runtime: AccumulatingRuntime::new(),
             timers: BinaryHeap::new(),
             socket,
+            key,
             config,
             seeds,
             requested: HashSet::new(),
@@ -295,6 +302,13 @@ impl MembershipAgent {
 
     /// Hands a received datagram to foca or replies to the identity exchange.
     async fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        let datagram = match self.key.open(datagram) {
+            Ok(body) => body,
+            Err(error) => {
+                self.reject(from, &error);
+                return;
+            }
+        };
         match wire::decode(datagram) {
             Ok(Datagram::Foca(packet)) => {
                 let received =
@@ -393,7 +407,7 @@ impl MembershipAgent {
             unresolved = ?self.unresolved_seeds,
             rounds = self.announce_rounds,
             suppressed,
-            "cannot join the cluster through the seeds; retrying"
+            "cannot join the cluster through the seeds; retrying. A seed that does not answer is down, unreachable or uses another cookie (GRISTMILL_COOKIE)"
         );
     }
 
@@ -683,7 +697,8 @@ impl MembershipAgent {
     }
 
     async fn send(&mut self, datagram: &[u8], to: SocketAddr) {
-        if let Err(error) = self.socket.send_to(datagram, to).await {
+        let sealed = self.key.seal(datagram);
+        if let Err(error) = self.socket.send_to(&sealed, to).await {
             debug!(%to, %error, "gossip send failed");
         }
     }

@@ -3,6 +3,7 @@
 mod agent;
 mod broadcast;
 mod dissemination;
+mod gossip_auth;
 mod handle;
 mod identity;
 mod lease;
@@ -17,6 +18,7 @@ mod wire;
 pub use agent::{MembershipAgent, foca_config};
 pub use broadcast::{MalformedMeta, MetaBroadcast, MetaHandler, MetaKey};
 pub use dissemination::{META_ITEMS_PER_SECOND, TransmissionTuner, max_transmissions, meta_period};
+pub use gossip_auth::{AuthError, GossipKey, TAG_LEN};
 pub use handle::{MembershipError, MembershipHandle};
 pub use identity::{Incarnation, NodeId, boot_id_at};
 pub use lease::{MembershipLease, is_minority, lease_duration};

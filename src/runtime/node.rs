@@ -28,8 +28,8 @@ use crate::clock::MonotonicClock;
 use crate::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
 use crate::grain::{GrainRegistry, RegistryError};
 use crate::membership::{
-    Incarnation, MemberInfo, MembershipAgent, MembershipError, MembershipEvent, MembershipHandle,
-    NodeId, NodeState, boot_id_at,
+    GossipKey, Incarnation, MemberInfo, MembershipAgent, MembershipError, MembershipEvent,
+    MembershipHandle, NodeId, NodeState, boot_id_at,
 };
 use crate::metrics::NodeMetrics;
 use crate::placement::PlacementConfig;
@@ -221,6 +221,7 @@ impl Node {
             gossip,
             started_at_unix_ms,
             Some(storage.store_id()),
+            GossipKey::from_cookie(&config.cookie),
         )?;
 
         let directory_config = directory_config(&config);

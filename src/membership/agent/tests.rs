@@ -36,8 +36,19 @@ struct TestNode {
     events: mpsc::UnboundedReceiver<MembershipEvent>,
 }
 
+/// Cookie of the test nodes' cluster.
+const COOKIE: &str = "membership-test-cookie-0123456789";
+
+fn key() -> GossipKey {
+    GossipKey::from_cookie(COOKIE)
+}
+
 impl TestNode {
     async fn start(name: &str, boot_id: u64, seeds: &[&TestNode]) -> Self {
+        Self::start_with_key(name, boot_id, seeds, key()).await
+    }
+
+    async fn start_with_key(name: &str, boot_id: u64, seeds: &[&TestNode], key: GossipKey) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
         let id = NodeId {
             name: name.into(),
@@ -53,7 +64,7 @@ impl TestNode {
             .map(|seed| seed.id.gossip_addr().to_string())
             .collect();
         let (handle, events) =
-            MembershipAgent::start(id.clone(), fast_config(), seeds, socket, boot_id, None)
+            MembershipAgent::start(id.clone(), fast_config(), seeds, socket, boot_id, None, key)
                 .expect("agent starts");
         Self { id, handle, events }
     }
@@ -323,6 +334,15 @@ async fn random_datagrams_are_rejected() {
     datagrams.push(vec![wire::MAGIC, wire::Kind::IdentityRequest as u8]);
     datagrams.push(vec![wire::MAGIC, wire::Kind::IdentityReply as u8, 0xff]);
     datagrams.push(wire::encode_identity_reply(&b.id).expect("identity encodes"));
+    // The junk is signed with the cluster's key, so that it reaches the framing and foca's
+    // decoder; the same datagrams unsigned, or signed with another cookie, fail before.
+    let key = key();
+    let other_key = GossipKey::from_cookie("another-cookie-0123456789");
+    let unsigned = datagrams.clone();
+    let mut datagrams: Vec<Vec<u8>> = datagrams.iter().map(|d| key.seal(d)).collect();
+    datagrams.extend(unsigned.iter().map(|d| other_key.seal(d)));
+    datagrams.extend(unsigned);
+    datagrams.push(other_key.seal(&wire::encode_identity_request()));
     let rejected_before = a.handle.rejected_datagrams();
 
     for datagram in &datagrams {
@@ -334,7 +354,7 @@ async fn random_datagrams_are_rejected() {
     // The agent handles datagrams in order, so its reply to this request proves that it
     // handled every datagram above.
     attacker
-        .send_to(&wire::encode_identity_request(), a.address())
+        .send_to(&key.seal(&wire::encode_identity_request()), a.address())
         .await
         .expect("loopback send");
     let mut reply = vec![0; 2048];
@@ -343,8 +363,9 @@ async fn random_datagrams_are_rejected() {
         .expect("identity reply arrives")
         .expect("loopback receive");
 
+    let opened = key.open(&reply[..len]).expect("the reply is signed");
     assert_eq!(
-        wire::decode(&reply[..len]).ok(),
+        wire::decode(opened).ok(),
         Some(Datagram::IdentityReply(a.id.clone()))
     );
     assert_eq!(
@@ -358,6 +379,40 @@ async fn random_datagrams_are_rejected() {
             .any(|info| info.id.name == "a" && info.state == NodeState::Draining)
     })
     .await;
+}
+
+#[tokio::test]
+async fn node_with_other_cookie_never_joins() {
+    // Goal: a node whose cookie differs cannot join through a seed, and the seed lists only
+    // itself and the members that share its cookie.
+    let a = TestNode::start("a", 1, &[]).await;
+    let b = TestNode::start("b", 2, &[&a]).await;
+    a.wait_live(2).await;
+    let rejected_before = a.handle.rejected_datagrams();
+    let other = GossipKey::from_cookie("another-cookie-0123456789");
+    let intruder = TestNode::start_with_key("intruder", 3, &[&a], other).await;
+
+    // The intruder retries its announce every 100 ms; wait until the seed rejected several.
+    let deadline = Instant::now() + WAIT;
+    while a.handle.rejected_datagrams() < rejected_before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the seed rejected no datagram of the intruder"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let members = a.handle.members();
+    assert!(
+        members.iter().all(|info| info.id.name != "intruder"),
+        "the seed lists the intruder: {members:?}"
+    );
+    let seen = intruder.handle.members();
+    assert!(
+        seen.iter()
+            .all(|info| info.id.name != "a" && info.id.name != "b"),
+        "the intruder lists cluster members: {seen:?}"
+    );
+    drop(b);
 }
 
 #[test]
@@ -384,12 +439,13 @@ fn start_rejects_port_mismatch_and_invalid_config() {
             ..fast_config()
         };
 
-        let mismatch = MembershipAgent::start(id.clone(), fast_config(), vec![], first, 0, None);
+        let mismatch =
+            MembershipAgent::start(id.clone(), fast_config(), vec![], first, 0, None, key());
         let id = NodeId {
             gossip_port: port,
             ..id
         };
-        let rejected = MembershipAgent::start(id, invalid, vec![], socket().await, 0, None);
+        let rejected = MembershipAgent::start(id, invalid, vec![], socket().await, 0, None, key());
 
         assert!(matches!(
             mismatch,
