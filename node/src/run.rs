@@ -183,7 +183,8 @@ fn exit_with_session(session_pid: u32) {
         loop {
             // Signal 0 checks that the process exists; EPERM means it exists as another user.
             if kill(pid, None) == Err(Errno::ESRCH) {
-                tracing::error!(session_pid, "the session process has exited, exiting");
+                // The usual end of a `gristmill local` run, so not an error.
+                tracing::info!(session_pid, "the session process has exited, exiting");
                 std::process::exit(i32::from(EXIT_STOPPED));
             }
             tokio::time::sleep(SESSION_POLL).await;

@@ -591,7 +591,7 @@ impl Node {
                     member = %member.id,
                     %store_id,
                     %member_store_id,
-                    "ignoring a member that uses another database; every node of a cluster must use the same database, so start that member with the --sqlite-path or --postgres-url of this node"
+                    "ignoring a member that uses another database; every node of a cluster must use the same database (the same --sqlite-path or --postgres-url)"
                 );
             }
         }
