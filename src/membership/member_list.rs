@@ -7,13 +7,14 @@
 //! probe or a gossip datagram. In the simulator, with 300 nodes joining 10 ms apart, almost
 //! every member that a view still missed had started before the node holding the view, and
 //! the last views agreed 120 s after the last join. With 1,000 nodes they had not agreed after
-//! 300 s. memberlist closes the same gap with a full state exchange when a node joins; foca
+//! 300 s. hashicorp/memberlist closes the same gap with a full state sync over TCP when a node
+//! joins, and with periodic full state exchanges with a random node (its README). foca 2.0.0
 //! leaves that to the application (`Foca::iter_membership_state` and `Foca::apply_many`).
 //!
 //! Gossip also misses a member now and then: each node sends an update a limited number of
 //! times to random members, so a few views never receive a given join. Every node therefore
 //! pulls the list again from a random member every `member_list_period_ms` (30 s by default,
-//! see the `dissemination` module for larger clusters), as memberlist's periodic push/pull does.
+//! see the `dissemination` module for larger clusters), as memberlist's periodic exchange does.
 //!
 //! The protocol, over the gossip port:
 //! 1. When foca reports the node connected, the node asks one member for the page after no
