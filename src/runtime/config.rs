@@ -141,9 +141,9 @@ pub struct MembershipConfig {
     /// milliseconds. Default: 30000. Must be positive. The pull repairs views that missed a
     /// member update, which gossip alone repairs only when the two members happen to exchange a
     /// datagram. Clusters of more than about 1,500 nodes stretch it so that each node receives
-    /// at most about 50 member entries per second (200 s at 10,000); each pull waits a random
-    /// 50 % to 150 % of the period. A joining node pulls the list once at once, whatever this
-    /// setting.
+    /// at most about 50 member entries per second (200 s at 10,000). Each pull waits a random
+    /// 50 % to 150 % of the period. A joining node also pulls the list as soon as it joins,
+    /// whatever this setting.
     pub member_list_period_ms: u64,
 }
 
