@@ -18,6 +18,11 @@ pub enum Message {
     IdentityRequest,
     /// The seed's identity, in reply to [`Message::IdentityRequest`].
     IdentityReply(NodeId),
+    /// A joining node asks for a page of the member list: an encoded, padded
+    /// `MembersRequest` (the real agent frames it like a foca packet).
+    MembersRequest(Vec<u8>),
+    /// A page of the member list: an encoded `MembersPage`.
+    MembersPage(Vec<u8>),
     /// A request that expects a [`Message::Reply`] with the same id.
     Request {
         /// Id the requester chose; unique per requester incarnation.

@@ -14,8 +14,37 @@ use crate::world::{SimConfig, World};
 
 /// Longest virtual time each phase of the run waits.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
-/// Virtual time over which steady-state traffic is measured.
-const TRAFFIC_WINDOW: Duration = Duration::from_secs(10);
+/// Virtual time between two progress lines.
+const PROGRESS_PERIOD: Duration = Duration::from_secs(5);
+
+/// Settings of a membership run.
+#[derive(Clone, Copy, Debug)]
+pub struct ScaleOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Virtual time over which traffic is measured once the views agree. Nodes re-broadcast
+    /// their meta every 60 s at 1,000 nodes (see `meta_period`), so a window shorter than that
+    /// may miss the re-broadcasts.
+    pub traffic_window: Duration,
+    /// Print to standard error, every 5 s of virtual time, how far the views are from
+    /// agreement and how full foca's backlogs are.
+    pub progress: bool,
+}
+
+impl ScaleOptions {
+    /// Returns the options of a run of `nodes` with `seed`, a 10 s traffic window and no
+    /// progress lines.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Self {
+            nodes,
+            seed,
+            traffic_window: Duration::from_secs(10),
+            progress: false,
+        }
+    }
+}
 
 /// What a membership run measured. Times are virtual.
 #[derive(Clone, Debug)]
@@ -25,8 +54,10 @@ pub struct ScaleReport {
     /// Time from the last node's start until all views agreed; `None` if they did not
     /// within the phase limit.
     pub joined_after: Option<Duration>,
-    /// Gossip datagrams each node sent per second in steady state.
+    /// Gossip datagrams each node sent per second once the views agreed.
     pub messages_per_node_per_sec: f64,
+    /// Virtual time over which `messages_per_node_per_sec` was measured.
+    pub traffic_window: Duration,
     /// Time from the crash until the first node declared the crashed node down.
     pub detected_after: Option<Duration>,
     /// Time from the crash until every view dropped the crashed node.
@@ -54,8 +85,9 @@ impl fmt::Display for ScaleReport {
         )?;
         writeln!(
             f,
-            "gossip datagrams per node per s: {:.1}",
-            self.messages_per_node_per_sec
+            "gossip datagrams per node per s: {:.1} (over {} s)",
+            self.messages_per_node_per_sec,
+            self.traffic_window.as_secs()
         )?;
         writeln!(
             f,
@@ -77,25 +109,36 @@ impl fmt::Display for ScaleReport {
     }
 }
 
-/// Runs membership of `nodes` simulated nodes with `seed`.
+/// Runs membership of `nodes` simulated nodes with `seed`, with a 10 s traffic window.
 pub fn run_membership(nodes: usize, seed: u64) -> ScaleReport {
+    run_membership_with(ScaleOptions::new(nodes, seed))
+}
+
+/// Runs membership with `options`.
+pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
     let started = Instant::now();
+    let ScaleOptions { nodes, seed, .. } = options;
     let mut config = SimConfig::new(seed);
     config.node.membership_only = true;
     let mut world = World::new(config);
+    let mut progress = options.progress.then(|| Progress::new(&world));
     for _ in 0..nodes {
         world.add_node();
         world.run_for(Duration::from_millis(10));
+        if let Some(progress) = progress.as_mut() {
+            progress.maybe_print(&world);
+        }
     }
     let last_start = world.now();
     let poll = Duration::from_secs(1);
-    let joined_after =
-        wait_until(&mut world, poll, World::views_agree).map(|at| at.saturating_since(last_start));
+    let joined_after = wait_until(&mut world, poll, World::views_agree, &mut progress)
+        .map(|at| at.saturating_since(last_start));
 
+    let window = options.traffic_window;
     let before = world.stats().gossip_sent;
-    world.run_for(TRAFFIC_WINDOW);
+    world.run_for(window);
     let sent = world.stats().gossip_sent - before;
-    let messages_per_node_per_sec = sent as f64 / nodes as f64 / TRAFFIC_WINDOW.as_secs_f64();
+    let messages_per_node_per_sec = sent as f64 / nodes as f64 / window.as_secs_f64();
 
     // Crash a node that is not a seed, so joining stays possible.
     let victim = nodes - 1;
@@ -105,7 +148,8 @@ pub fn run_membership(nodes: usize, seed: u64) -> ScaleReport {
         .map(|node| node.id().incarnation());
     let crashed_at = world.now();
     world.crash(victim);
-    let agreed_at = wait_until(&mut world, Duration::from_millis(100), World::views_agree);
+    let poll = Duration::from_millis(100);
+    let agreed_at = wait_until(&mut world, poll, World::views_agree, &mut progress);
     let detected_after = incarnation
         .and_then(|incarnation| world.first_down(&incarnation))
         .map(|at| at.saturating_since(crashed_at));
@@ -114,6 +158,7 @@ pub fn run_membership(nodes: usize, seed: u64) -> ScaleReport {
         nodes,
         joined_after,
         messages_per_node_per_sec,
+        traffic_window: window,
         detected_after,
         agreed_after: agreed_at.map(|at| at.saturating_since(crashed_at)),
         false_downs: world.stats().false_downs,
@@ -123,13 +168,62 @@ pub fn run_membership(nodes: usize, seed: u64) -> ScaleReport {
 }
 
 /// Runs until `done` holds, polling every `poll`; returns when it first held.
-fn wait_until(world: &mut World, poll: Duration, done: fn(&World) -> bool) -> Option<Millis> {
+fn wait_until(
+    world: &mut World,
+    poll: Duration,
+    done: fn(&World) -> bool,
+    progress: &mut Option<Progress>,
+) -> Option<Millis> {
     let give_up = world.now() + PHASE_LIMIT;
     while world.now() < give_up {
         if done(world) {
             return Some(world.now());
         }
         world.run_for(poll);
+        if let Some(progress) = progress.as_mut() {
+            progress.maybe_print(world);
+        }
     }
     None
+}
+
+/// Prints how far the views are from agreement, every [`PROGRESS_PERIOD`] of virtual time.
+struct Progress {
+    next_at: Millis,
+    gossip_sent: u64,
+}
+
+impl Progress {
+    fn new(world: &World) -> Self {
+        Self {
+            next_at: world.now() + PROGRESS_PERIOD,
+            gossip_sent: world.stats().gossip_sent,
+        }
+    }
+
+    fn maybe_print(&mut self, world: &World) {
+        if world.now() < self.next_at {
+            return;
+        }
+        let gaps = world.view_gaps();
+        let running = world.running().len().max(1);
+        let sent = world.stats().gossip_sent - self.gossip_sent;
+        eprintln!(
+            "{:>9}: {} views miss {} running members (most {}, {} older than the viewer); \
+             backlogs per node: {:.0} member updates (most {}), {:.0} meta items (most {}); \
+             {:.1} gossip datagrams per node per s",
+            world.now().to_string(),
+            gaps.lagging_views,
+            gaps.missing_members,
+            gaps.max_missing,
+            gaps.missing_older,
+            gaps.update_backlog_total as f64 / running as f64,
+            gaps.update_backlog_max,
+            gaps.broadcast_backlog_total as f64 / running as f64,
+            gaps.broadcast_backlog_max,
+            sent as f64 / running as f64 / PROGRESS_PERIOD.as_secs_f64(),
+        );
+        self.gossip_sent = world.stats().gossip_sent;
+        self.next_at = world.now() + PROGRESS_PERIOD;
+    }
 }

@@ -208,6 +208,27 @@ pub struct Stats {
     pub false_downs: u64,
 }
 
+/// How far the running nodes' views are from agreement, and how full foca's backlogs are.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ViewGaps {
+    /// Views that miss at least one running member.
+    pub lagging_views: usize,
+    /// Running members missing, summed over all views.
+    pub missing_members: usize,
+    /// Of those, members that started before the node whose view misses them.
+    pub missing_older: usize,
+    /// Most running members one view misses.
+    pub max_missing: usize,
+    /// Member updates in foca's backlogs, summed over all nodes.
+    pub update_backlog_total: usize,
+    /// Largest member update backlog of one node.
+    pub update_backlog_max: usize,
+    /// Custom broadcasts (node meta) in foca's backlogs, summed over all nodes.
+    pub broadcast_backlog_total: usize,
+    /// Largest custom broadcast backlog of one node.
+    pub broadcast_backlog_max: usize,
+}
+
 /// The simulated world.
 pub struct World {
     config: SimConfig,
@@ -583,7 +604,9 @@ impl World {
 
     fn deliver(&mut self, to: usize, boot_id: Option<u64>, from: &str, message: Message) {
         match &message {
-            Message::Gossip(bytes) => {
+            Message::Gossip(bytes)
+            | Message::MembersRequest(bytes)
+            | Message::MembersPage(bytes) => {
                 self.trace.update(&self.now.0.to_le_bytes());
                 self.trace.update(&[0, to as u8]);
                 self.trace.update(bytes);
@@ -987,17 +1010,21 @@ impl World {
         running
     }
 
+    /// Returns the name and boot id of every running process.
+    fn running_names(&self) -> BTreeSet<(&str, u64)> {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.node.as_ref())
+            .map(|node| (node.id().name.as_str(), node.id().boot_id))
+            .collect()
+    }
+
     /// Returns whether every running node's view lists exactly the running nodes as live.
     ///
     /// The check starts at the node that disagreed last time, which usually still does, so
     /// that polling a large cluster until it converges stays cheap.
     pub fn views_agree(&self) -> bool {
-        let running: BTreeSet<(&str, u64)> = self
-            .slots
-            .iter()
-            .filter_map(|slot| slot.node.as_ref())
-            .map(|node| (node.id().name.as_str(), node.id().boot_id))
-            .collect();
+        let running = self.running_names();
         let start = self.disagreeing_slot.get().min(self.slots.len());
         let (before, after) = self.slots.split_at(start);
         let disagreeing = after.iter().chain(before).position(|slot| {
@@ -1018,6 +1045,41 @@ impl World {
             }
             None => true,
         }
+    }
+
+    /// Measures how far the views are from agreement, and foca's backlogs.
+    pub fn view_gaps(&self) -> ViewGaps {
+        let running = self.running_names();
+        let mut gaps = ViewGaps::default();
+        for (index, node) in self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| slot.node.as_ref().map(|node| (index, node)))
+        {
+            let live: BTreeSet<(&str, u64)> = node
+                .view()
+                .live()
+                .map(|member| (member.id.name.as_str(), member.id.boot_id))
+                .collect();
+            let missing: Vec<&(&str, u64)> = running.difference(&live).collect();
+            let older = missing
+                .iter()
+                .filter(|(name, _)| self.names.get(*name).is_some_and(|slot| *slot < index))
+                .count();
+            if !missing.is_empty() {
+                gaps.lagging_views += 1;
+            }
+            gaps.missing_members += missing.len();
+            gaps.missing_older += older;
+            gaps.max_missing = gaps.max_missing.max(missing.len());
+            let (updates, broadcasts) = node.gossip_backlogs();
+            gaps.update_backlog_total += updates;
+            gaps.update_backlog_max = gaps.update_backlog_max.max(updates);
+            gaps.broadcast_backlog_total += broadcasts;
+            gaps.broadcast_backlog_max = gaps.broadcast_backlog_max.max(broadcasts);
+        }
+        gaps
     }
 
     /// Returns, per running node, the members its view disagrees about, for reports.

@@ -1,14 +1,17 @@
 //! Membership of 50, 300 and 1,000 simulated nodes: all views agree, a crash is detected and agreed
 //! on, and no running member is declared down.
 //!
-//! Each test prints its report. Run the 1,000-node test with
-//! `cargo test --release -p gristmill-simulations --test membership_scale -- --ignored`,
-//! and other sizes with `cargo run --release -p gristmill-simulations -- scale --nodes N`.
+//! Each test prints its report (run with `-- --nocapture` to see it). Run other sizes with
+//! `cargo run --release -p gristmill-simulations -- scale --nodes N`.
 
 use std::time::Duration;
 
 use gristmill_simulations::scale::{ScaleReport, run_membership};
 
+/// Longest accepted time from the last join until every view lists exactly the running nodes.
+/// A joining node pulls the whole member list, and every node pulls it again from a random
+/// member every 15 to 45 s, which repairs the few join updates that gossip misses.
+const JOIN_LIMIT: Duration = Duration::from_secs(90);
 /// Longest accepted time from the crash until the first Down. With the default timings a
 /// member probes the crashed node within about two probe periods of 1 s, the probe times out
 /// after 300 ms and the suspicion after 3 s, so detection is estimated at about 5 s.
@@ -19,9 +22,12 @@ const AGREE_LIMIT: Duration = Duration::from_secs(30);
 fn check(report: &ScaleReport) {
     println!("{report}");
 
+    let joined = report
+        .joined_after
+        .unwrap_or_else(|| panic!("views never agreed after the joins:\n{report}"));
     assert!(
-        report.joined_after.is_some(),
-        "views never agreed after the joins:\n{report}"
+        joined <= JOIN_LIMIT,
+        "views agreed {joined:?} after the last join, limit {JOIN_LIMIT:?}:\n{report}"
     );
     let detected = report
         .detected_after
@@ -52,17 +58,13 @@ fn fifty_nodes_converge_and_detect_crash() {
     check(&run_membership(50, 1));
 }
 
-/// The largest run that fits CI: about 23 s of CPU time in the debug build.
 #[test]
 fn three_hundred_nodes_converge_and_detect_crash() {
     check(&run_membership(300, 1));
 }
 
-// NOTE: 1,000 nodes do not pass yet, and the run is too slow for CI. In the release build
-// (seed 1) the views did not agree within 300 s after the last join, and the run took 4.6 min
-// of CPU time for 9.6 million events. The debug build runs about 1.6 times slower.
+/// The largest run in CI: 93 s of CPU time in the debug build on a shared 2-core machine.
 #[test]
-#[ignore = "views do not agree within 300 s, and the run takes about 5 min of CPU in release"]
 fn thousand_nodes_converge_and_detect_crash() {
     check(&run_membership(1_000, 1));
 }

@@ -12,10 +12,19 @@
 //! From the second round on, the agent warns at most once per 10 s that it has not joined,
 //! naming the seed addresses that never replied.
 //!
-//! Meta: the local state and load are re-broadcast every `meta_period_ms` (longer in large
-//! clusters, see the `dissemination` module) with a higher version, because foca forgets a
-//! broadcast after a few transmissions and nodes that join later would otherwise never learn
-//! the meta of older members. foca's `max_transmissions` follows the cluster size too.
+//! Member list: when foca reports the node connected, the agent pulls the whole member list
+//! from a seed it announced to, page by page (see the `member_list` module). foca's reply to
+//! an `Announce` contains only the members that fit one datagram. The agent pulls the list
+//! again from a random member about every `member_list_period_ms`, to repair updates that
+//! gossip missed.
+//!
+//! Meta: the local state and load are re-broadcast with a higher version once `meta_period_ms`
+//! (longer in large clusters, see the `dissemination` module) has passed since the last
+//! broadcast, because foca forgets a broadcast after a few transmissions and nodes that join
+//! later would otherwise never learn the meta of older members. A state change is broadcast at
+//! once and restarts the period. The agent checks every `meta_period_ms`, so a node that just
+//! joined a large cluster waits for the period of that cluster, not of the few members it knew
+//! when it started. foca's `max_transmissions` follows the cluster size too.
 //!
 //! Leaving: broadcast the state `Dead`, call `leave_cluster`, send what foca produced, stop.
 //! A node that the cluster declared down sends nothing from then on, not even when it leaves.
@@ -36,26 +45,25 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
-use super::dissemination::{TransmissionTuner, meta_period};
-use super::gossip_auth::TAG_LEN;
+use super::dissemination::{TransmissionTuner, member_list_period, meta_period};
 use super::handle::{AgentStatus, Command};
 use super::lease::{MembershipLease, is_minority, lease_duration};
 use super::lease_input::{self, RequestKey};
+use super::member_list::{
+    MemberListPages, MemberListPull, MembersPage, MembersRequest, PullStep, apply_page_meta,
+    choose_random_peer, pull_delay,
+};
 use super::suspicion;
-use super::wire::{self, Datagram};
+use super::wire::{self, Datagram, MAX_DATAGRAM_LEN};
 use super::{
     DEFAULT_DEAD_RETENTION, GossipKey, LeaveReason, MemberInfo, MemberView, MembershipError,
     MembershipEvent, MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeName,
-    NodeState,
+    NodeState, SeenMeta, choose_peer,
 };
 use crate::clock::{Millis, MonotonicClock};
 use crate::repeat_limit::RepeatLimit;
 use crate::runtime::MembershipConfig;
 use crate::storage::StoreId;
-
-/// Largest datagram the agent sends, framing included. It stays below the 1472-byte UDP
-/// payload of a 1500-byte Ethernet MTU, so datagrams are not fragmented.
-const MAX_DATAGRAM_LEN: usize = 1400;
 
 /// Cluster size that foca's `new_lan` preset uses to size retransmissions and suspicion.
 /// Foca derives from it the number of times each update is re-sent (4 × log10(n + 1)).
@@ -91,7 +99,7 @@ pub fn foca_config(config: &MembershipConfig) -> foca::Config {
     foca.suspect_to_down_after = Duration::from_millis(config.suspect_to_down_ms);
     foca.num_indirect_probes =
         NonZeroUsize::try_from(config.indirect_probes).unwrap_or(NonZeroUsize::MAX);
-    foca.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM_LEN - wire::HEADER_LEN - TAG_LEN)
+    foca.max_packet_size = NonZeroUsize::new(wire::MAX_FRAME_LEN - wire::HEADER_LEN)
         .expect("header and tag are smaller");
     foca
 }
@@ -140,6 +148,18 @@ pub struct MembershipAgent {
     /// Members that the failure detector declared down, by name, with the time; they count
     /// against the minority check until they rejoin or their dead retention ends.
     declared_down_peers: HashMap<NodeName, Millis>,
+    /// Seed identities the node announced to, the preferred peers of the member-list transfer.
+    announced_seeds: Vec<NodeId>,
+    /// The member-list transfer this node runs after joining.
+    member_pull: MemberListPull,
+    /// The snapshot this node pages through for joining nodes.
+    member_pages: MemberListPages,
+    /// Draws the peers and delays of periodic member-list pulls.
+    rng: StdRng,
+    /// The meta broadcast handler's table of the newest meta seen.
+    seen_meta: SeenMeta,
+    /// When the local meta was last broadcast.
+    meta_published_at: Instant,
 }
 
 impl MembershipAgent {
@@ -172,6 +192,7 @@ impl MembershipAgent {
         let status = Arc::new(AgentStatus::default());
         let (accepted_sender, accepted_meta) = mpsc::unbounded_channel();
         let handler = MetaHandler::new(accepted_sender, status.malformed_broadcasts.clone());
+        let seen_meta = handler.seen_meta();
         let rng: StdRng = rand::make_rng();
         let foca_config = foca_config(&config);
         let foca = Foca::with_custom_broadcast(
@@ -231,6 +252,12 @@ impl MembershipAgent {
             lease,
             sent_incarnation: 0,
             declared_down_peers: HashMap::new(),
+            announced_seeds: Vec::new(),
+            member_pull: MemberListPull::default(),
+            member_pages: MemberListPages::default(),
+            rng: rand::make_rng(),
+            seen_meta,
+            meta_published_at: Instant::now(),
         };
         agent.publish(vec![MembershipEvent::Joined(agent.view.local().clone())]);
         tokio::spawn(agent.run(command_receiver));
@@ -242,8 +269,15 @@ impl MembershipAgent {
         info!(node, seeds = ?self.seeds, "membership agent started");
         let mut announce = interval(Duration::from_millis(self.config.announce_retry_ms));
         announce.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let meta = sleep(self.meta_period());
-        tokio::pin!(meta);
+        let meta_check = Duration::from_millis(self.config.meta_period_ms);
+        let mut meta = interval(meta_check);
+        meta.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        meta.reset();
+        let member_list = sleep(self.member_list_delay());
+        tokio::pin!(member_list);
+        let retry_period = Duration::from_millis(self.config.announce_retry_ms);
+        let mut pull_retry = interval(retry_period);
+        pull_retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut current = interval(CURRENT_PERIOD);
         current.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut buffer = vec![0; MAX_DATAGRAM_LEN + 1];
@@ -260,10 +294,19 @@ impl MembershipAgent {
                 _ = announce.tick(), if !self.seeds.is_empty() && !self.view.is_connected() => {
                     self.announce_to_seeds().await;
                 }
-                () = &mut meta => {
-                    self.publish_local_meta();
+                () = &mut member_list => {
+                    self.start_periodic_pull().await;
+                    member_list.as_mut().reset(Instant::now() + self.member_list_delay());
+                }
+                _ = pull_retry.tick(), if self.member_pull.is_running() => {
+                    let step = self.member_pull.handle_tick(self.clock.now(), retry_period);
+                    self.follow_pull_step(step).await;
+                }
+                _ = meta.tick() => {
+                    if self.meta_published_at.elapsed() >= self.meta_period() {
+                        self.publish_local_meta();
+                    }
                     self.forget_expired();
-                    meta.as_mut().reset(Instant::now() + self.meta_period());
                 }
                 // Wakes the loop so that the end of the iteration refreshes `current_at_ms`.
                 _ = current.tick() => {}
@@ -327,12 +370,116 @@ impl MembershipAgent {
                 self.seed_replies.insert(from);
                 if seed.name != self.foca.identity().name && !self.view.is_connected() {
                     debug!(seed = %seed, %from, "announcing to seed");
+                    self.announced_seeds.retain(|known| known.name != seed.name);
+                    self.announced_seeds.push(seed.clone());
                     if let Err(error) = self.foca.announce(seed, &mut self.runtime) {
                         warn!(%error, "announce to seed failed");
                     }
                 }
             }
+            Ok(Datagram::MembersRequest { request, body_len }) => {
+                self.answer_members_request(&request, body_len, from).await;
+            }
+            Ok(Datagram::MembersPage(page)) => self.handle_members_page(page, from).await,
             Err(error) => self.reject(from, &error),
+        }
+    }
+
+    /// Sends the page of the member list that `request` names, at most `body_len` bytes long.
+    async fn answer_members_request(
+        &mut self,
+        request: &MembersRequest,
+        body_len: usize,
+        from: SocketAddr,
+    ) {
+        if self.declared_down {
+            return;
+        }
+        let now = self.clock.now();
+        if self.member_pages.is_stale(now) {
+            self.member_pages
+                .refresh(self.foca.iter_members(), &self.view, now);
+        }
+        let page = self.member_pages.page(request, body_len);
+        match wire::encode_members_page(&page) {
+            Ok(datagram) => self.send(&datagram, from).await,
+            Err(error) => warn!(%error, "failed to encode a member list page"),
+        }
+    }
+
+    /// Applies a page of the member list that the running transfer waits for, and requests
+    /// the next one.
+    async fn handle_members_page(&mut self, page: MembersPage, from: SocketAddr) {
+        let now = self.clock.now();
+        let Some(step) =
+            self.member_pull
+                .handle_page(&page, |peer| peer.gossip_addr() == from, now)
+        else {
+            debug!(%from, after = ?page.after, "ignored a member list page that no transfer waits for");
+            return;
+        };
+        // The rest of the cluster has these members already, so they are not gossiped again.
+        let members = page.entries.iter().map(|entry| entry.member.clone());
+        if let Err(error) = self.foca.apply_many(members, false, &mut self.runtime) {
+            warn!(%error, "foca failed to apply a member list page");
+        }
+        self.drain_runtime().await;
+        let millis = self.clock.now();
+        let events = apply_page_meta(page.entries, &mut self.view, &self.seen_meta, millis);
+        self.publish(events);
+        self.follow_pull_step(step).await;
+    }
+
+    /// Starts the member-list transfer from a seed the node announced to, or from another
+    /// member if no such seed is a member.
+    async fn start_member_pull(&mut self) {
+        let Some(peer) = choose_peer(self.foca.iter_members(), &self.announced_seeds) else {
+            return;
+        };
+        let step = self.member_pull.start(peer, self.clock.now());
+        self.follow_pull_step(step).await;
+    }
+
+    /// Starts a member-list transfer from a random member, unless the node has not joined or a
+    /// transfer is running.
+    async fn start_periodic_pull(&mut self) {
+        if !self.view.is_connected() || self.member_pull.is_running() || self.declared_down {
+            return;
+        }
+        let Some(peer) = choose_random_peer(self.foca.iter_members(), &mut self.rng) else {
+            return;
+        };
+        let step = self.member_pull.start(peer, self.clock.now());
+        self.follow_pull_step(step).await;
+    }
+
+    /// Returns the wait until the next periodic member-list pull.
+    fn member_list_delay(&mut self) -> Duration {
+        let base = Duration::from_millis(self.config.member_list_period_ms);
+        let period = member_list_period(base, self.foca.num_members() + 1);
+        pull_delay(period, &mut self.rng)
+    }
+
+    /// Sends the request of a member-list transfer step, or logs how the transfer ended.
+    async fn follow_pull_step(&mut self, step: PullStep) {
+        let node = self.foca.identity().to_string();
+        match step {
+            PullStep::Send { peer, request } if !self.declared_down => {
+                match wire::encode_members_request(&request) {
+                    Ok(datagram) => self.send(&datagram, peer.gossip_addr()).await,
+                    Err(error) => warn!(node, %error, "failed to encode a member list request"),
+                }
+            }
+            PullStep::Done { pages, members } => {
+                debug!(node, pages, members, "received the member list");
+            }
+            PullStep::GaveUp { peer, pages } => warn!(
+                node,
+                %peer,
+                pages,
+                "member list transfer gave up: the peer did not answer; gossip fills the view"
+            ),
+            PullStep::Send { .. } | PullStep::Wait => {}
         }
     }
 
@@ -442,8 +589,8 @@ impl MembershipAgent {
         }
     }
 
-    /// Returns the period until the next re-broadcast of the local meta, which grows with the
-    /// cluster (see [`meta_period`]).
+    /// Returns the period from one broadcast of the local meta to the next re-broadcast, which
+    /// grows with the cluster (see [`meta_period`]).
     fn meta_period(&self) -> Duration {
         meta_period(
             Duration::from_millis(self.config.meta_period_ms),
@@ -476,6 +623,7 @@ impl MembershipAgent {
 
     /// Raises the meta version, applies the meta to the local entry and broadcasts it now.
     fn publish_local_meta(&mut self) {
+        self.meta_published_at = Instant::now();
         self.meta.version += 1;
         let events = self.view.set_local_meta(&self.meta);
         self.publish(events);
@@ -506,6 +654,7 @@ impl MembershipAgent {
 
     fn forget_expired(&mut self) {
         let now = self.clock.now();
+        self.member_pages.forget_if_stale(now);
         if self.view.handle_tick(now) > 0 {
             self.refresh_members();
         }
@@ -592,6 +741,7 @@ impl MembershipAgent {
     async fn drain_runtime(&mut self) {
         let now = Instant::now();
         let millis = self.clock.at(now.into_std());
+        let was_connected = self.view.is_connected();
         let mut events = Vec::new();
         while let Some(notification) = self.runtime.to_notify() {
             log_notification(self.foca.identity(), self.meta.state, &notification);
@@ -638,6 +788,9 @@ impl MembershipAgent {
             self.announce_rounds = 0;
         }
         self.publish(events);
+        if !was_connected && self.view.is_connected() && !self.declared_down {
+            self.start_member_pull().await;
+        }
     }
 
     /// Records a request in an outgoing foca packet for the lease, and the incarnation the

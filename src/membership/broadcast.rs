@@ -1,8 +1,8 @@
 //! Foca broadcast handler for node meta: keeps the newest version per node, forwards new items.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use foca::{BroadcastHandler, Invalidates};
 use serde::{Deserialize, Serialize};
@@ -84,15 +84,47 @@ impl Invalidates for MetaKey {
 #[error("malformed node meta broadcast")]
 pub struct MalformedMeta(#[source] postcard::Error);
 
+/// The newest `(boot_id, version)` of node meta seen per node name.
+///
+/// The broadcast handler inside foca and the agent share it: the agent records the meta that a
+/// member-list page carries, so that the handler drops the gossiped copies of that meta
+/// instead of accepting and forwarding each one as news. Names are keyed by their XXH3-128
+/// hash, which is also foca's member address, so two names that collide would already be one
+/// member to foca. The mutex is never contended, because the agent calls foca from its own
+/// task.
+#[derive(Clone, Debug, Default)]
+pub struct SeenMeta {
+    newest: Arc<Mutex<HashMap<u128, (u64, u64)>>>,
+}
+
+impl SeenMeta {
+    /// Returns whether `(boot_id, version)` of `name` is newer than any seen.
+    pub fn is_newer(&self, name: &str, boot_id: u64, version: u64) -> bool {
+        self.lock()
+            .get(&name_key(name))
+            .is_none_or(|newest| *newest < (boot_id, version))
+    }
+
+    /// Records `(boot_id, version)` of `name` unless a newer one was seen.
+    pub fn record(&self, name: &str, boot_id: u64, version: u64) {
+        let mut newest = self.lock();
+        let entry = newest.entry(name_key(name)).or_insert((boot_id, version));
+        *entry = (*entry).max((boot_id, version));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u128, (u64, u64)>> {
+        // A panic while the table was locked leaves whole entries behind, never a torn one.
+        self.newest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Broadcast handler that accepts a node's meta only if it is newer than any seen before.
 ///
-/// Per node name it keeps the newest `(boot_id, version)`: a newer version of the same boot
-/// is accepted, and so is any version of a newer boot (a restart). Names are keyed by their
-/// XXH3-128 hash, which is also foca's member address, so two names that collide would
-/// already be one member to foca. Accepted items go to the
-/// agent over `accepted`, because foca offers no access to its handler.
+/// Per node name it keeps the newest `(boot_id, version)` in a [`SeenMeta`]: a newer version
+/// of the same boot is accepted, and so is any version of a newer boot (a restart). Accepted
+/// items go to the agent over `accepted`, because foca offers no access to its handler.
 pub struct MetaHandler {
-    newest: HashMap<u128, (u64, u64)>,
+    seen: SeenMeta,
     accepted: mpsc::UnboundedSender<MetaBroadcast>,
     malformed: Arc<AtomicU64>,
 }
@@ -102,24 +134,16 @@ impl MetaHandler {
     /// in `malformed`.
     pub fn new(accepted: mpsc::UnboundedSender<MetaBroadcast>, malformed: Arc<AtomicU64>) -> Self {
         Self {
-            newest: HashMap::new(),
+            seen: SeenMeta::default(),
             accepted,
             malformed,
         }
     }
 
-    /// Returns whether `head` is newer than what the handler has seen.
-    fn is_newer(&self, head: &MetaHead<'_>) -> bool {
-        let order = (head.boot_id, head.version);
-        self.newest
-            .get(&name_key(head.name))
-            .is_none_or(|newest| *newest < order)
-    }
-
-    /// Records `item` as the newest of its node.
-    fn record(&mut self, item: &MetaBroadcast) {
-        let order = (item.incarnation.boot_id, item.meta.version);
-        self.newest.insert(name_key(&item.incarnation.name), order);
+    /// Returns the handler's table of the newest meta seen, to record meta that arrives
+    /// outside foca's broadcasts.
+    pub fn seen_meta(&self) -> SeenMeta {
+        self.seen.clone()
     }
 }
 
@@ -156,11 +180,13 @@ impl BroadcastHandler<NodeId> for MetaHandler {
             MalformedMeta(error)
         };
         let (head, _) = postcard::take_from_bytes::<MetaHead<'_>>(data).map_err(count_malformed)?;
-        if !self.is_newer(&head) {
+        if !self.seen.is_newer(head.name, head.boot_id, head.version) {
             return Ok(None);
         }
         let item = MetaBroadcast::decode(data).map_err(count_malformed)?;
-        self.record(&item);
+        let incarnation = &item.incarnation;
+        self.seen
+            .record(&incarnation.name, incarnation.boot_id, item.meta.version);
         let key = MetaKey {
             incarnation: item.incarnation.clone(),
             version: item.meta.version,
@@ -235,6 +261,35 @@ mod tests {
                 assert_eq!(forwarded, item);
             }
         }
+    }
+
+    #[test]
+    fn handler_drops_meta_recorded_outside() {
+        let (mut handler, mut accepted, _) = handler();
+        let seen = handler.seen_meta();
+        seen.record("a", 1, 5);
+
+        let cases = [(item("a", 1, 5), false), (item("a", 1, 6), true)];
+        for (item, expected) in cases {
+            assert_eq!(receive(&mut handler, &item).is_some(), expected, "{item:?}");
+            assert_eq!(accepted.try_recv().is_ok(), expected, "forwarded {item:?}");
+        }
+        assert!(
+            !seen.is_newer("a", 1, 6),
+            "the handler records into the shared table"
+        );
+    }
+
+    #[test]
+    fn seen_meta_keeps_newest() {
+        let seen = SeenMeta::default();
+        seen.record("a", 2, 1);
+        seen.record("a", 1, 9);
+
+        assert!(!seen.is_newer("a", 1, 9));
+        assert!(!seen.is_newer("a", 2, 1));
+        assert!(seen.is_newer("a", 2, 2));
+        assert!(seen.is_newer("b", 0, 0));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Gossip rates that grow with the cluster: meta re-broadcast period and foca's transmissions.
+//! Gossip rates that grow with the cluster: meta re-broadcast period, foca's transmissions and
+//! the member-list pull period.
 //!
 //! Every node re-broadcasts its meta (state and load) so that late joiners learn it, and foca
 //! transmits each broadcast item `max_transmissions` times from every node that accepted it.
@@ -17,6 +18,10 @@ use std::time::Duration;
 /// item this is about 14 KB/s, half of what foca's default gossip of about 20 datagrams of
 /// 1,400 bytes per second carries.
 pub const META_ITEMS_PER_SECOND: u64 = 200;
+
+/// Member-list entries each node receives per second that the pull period aims at. At about 70
+/// bytes per entry (identity and meta) this is about 3.5 KB/s, a sixth of foca's gossip.
+pub const MEMBER_LIST_ENTRIES_PER_SECOND: u64 = 50;
 
 /// Minimum transmissions of each broadcast, the value foca's `Config::new_lan(32)` gives.
 const MIN_TRANSMISSIONS: u8 = 6;
@@ -37,6 +42,16 @@ pub fn meta_period(base: Duration, members: usize) -> Duration {
     let items_per_period = (members as u64).saturating_mul(transmissions);
     let needed =
         Duration::from_millis(items_per_period.saturating_mul(1_000) / META_ITEMS_PER_SECOND);
+    base.max(needed)
+}
+
+/// Returns the mean period between two member-list pulls in a cluster of `members`: `base`, or
+/// longer when pulling `members` entries every `base` would exceed
+/// [`MEMBER_LIST_ENTRIES_PER_SECOND`].
+pub fn member_list_period(base: Duration, members: usize) -> Duration {
+    let needed = Duration::from_millis(
+        (members as u64).saturating_mul(1_000) / MEMBER_LIST_ENTRIES_PER_SECOND,
+    );
     base.max(needed)
 }
 
@@ -96,6 +111,27 @@ mod tests {
             assert!(
                 per_node <= META_ITEMS_PER_SECOND as f64 + 1.0,
                 "{members} members forward {per_node} items/s each"
+            );
+        }
+    }
+
+    #[test]
+    fn member_list_period_bounds_received_entries() {
+        let base = Duration::from_secs(30);
+        let cases = [
+            (3, 30_000),
+            (1_000, 30_000),
+            (1_500, 30_000),
+            (2_000, 40_000),
+            (10_000, 200_000),
+        ];
+
+        for (members, expected_ms) in cases {
+            let period = member_list_period(base, members);
+            assert_eq!(
+                period,
+                Duration::from_millis(expected_ms),
+                "{members} members"
             );
         }
     }

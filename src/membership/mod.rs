@@ -9,6 +9,7 @@ mod identity;
 mod lease;
 mod lease_input;
 mod lifecycle;
+mod member_list;
 mod node_name;
 mod store_check;
 mod suspicion;
@@ -16,13 +17,20 @@ mod view;
 mod wire;
 
 pub use agent::{MembershipAgent, foca_config};
-pub use broadcast::{MalformedMeta, MetaBroadcast, MetaHandler, MetaKey};
-pub use dissemination::{META_ITEMS_PER_SECOND, TransmissionTuner, max_transmissions, meta_period};
+pub use broadcast::{MalformedMeta, MetaBroadcast, MetaHandler, MetaKey, SeenMeta};
+pub use dissemination::{
+    MEMBER_LIST_ENTRIES_PER_SECOND, META_ITEMS_PER_SECOND, TransmissionTuner, max_transmissions,
+    member_list_period, meta_period,
+};
 pub use gossip_auth::{AuthError, GossipKey, TAG_LEN};
 pub use handle::{MembershipError, MembershipHandle};
 pub use identity::{Incarnation, NodeId, boot_id_at};
 pub use lease::{MembershipLease, is_minority, lease_duration};
 pub use lifecycle::{NodeLoad, NodeMeta, NodeState};
+pub use member_list::{
+    MemberListEntry, MemberListError, MemberListPages, MemberListPull, MembersPage, MembersRequest,
+    PullStep, apply_page_meta, choose_peer, choose_random_peer, pull_delay,
+};
 pub use node_name::NodeName;
 #[cfg(test)]
 pub(crate) use store_check::test_members;

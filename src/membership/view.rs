@@ -221,6 +221,14 @@ impl MemberView {
         self.members.get(name).map(|entry| &entry.info)
     }
 
+    /// Returns the latest broadcast applied for `id`'s incarnation, if that incarnation is
+    /// live, to hand on to a joining node.
+    pub fn meta_of(&self, id: &NodeId) -> Option<&NodeMeta> {
+        let entry = self.members.get(id.name.as_str())?;
+        let current = entry.info.id.boot_id == id.boot_id && entry.dead_since.is_none();
+        entry.last_meta.as_ref().filter(|_| current)
+    }
+
     /// Applies a foca notification and returns the events it causes.
     pub fn handle_notification(
         &mut self,
@@ -314,12 +322,17 @@ impl MemberView {
     /// how many members it forgot.
     pub fn handle_tick(&mut self, now: Millis) -> usize {
         let retention = self.dead_retention;
-        let before = self.members.len();
-        self.members.retain(|_, entry| {
+        let expired = |entry: &Entry| {
             entry
                 .dead_since
-                .is_none_or(|since| now.saturating_since(since) < retention)
-        });
+                .is_some_and(|since| now.saturating_since(since) >= retention)
+        };
+        let before = self.members.len();
+        // The agent calls this every second, and a read-only scan of a large view costs less
+        // than `retain`, which takes every entry out and puts it back.
+        if self.members.values().any(expired) {
+            self.members.retain(|_, entry| !expired(entry));
+        }
         self.pending_meta
             .retain(|_, pending| now.saturating_since(pending.received_at) < retention);
         before - self.members.len()

@@ -1,4 +1,5 @@
-//! Framing of datagrams on the gossip port: foca packets and the identity exchange with seeds.
+//! Framing of datagrams on the gossip port: foca packets, the identity exchange with seeds and
+//! the member-list transfer to joining nodes.
 //!
 //! Every datagram starts with [`MAGIC`] and a kind byte:
 //! - [`Kind::Foca`]: the rest is a foca packet.
@@ -6,6 +7,9 @@
 //!   padded to [`IDENTITY_REQUEST_LEN`] bytes, and a node replies only to requests at least as
 //!   long as its reply, so the exchange cannot amplify traffic towards a spoofed source.
 //! - [`Kind::IdentityReply`]: the rest is the sender's [`NodeId`], postcard-encoded.
+//! - [`Kind::MembersRequest`] and [`Kind::MembersPage`]: the member-list transfer (see the
+//!   `member_list` module), with the same rule against amplification: a page is never longer
+//!   than the request it answers.
 //!
 //! The identity exchange exists because foca 2.0 accepts an `Announce` only when the
 //! destination identity's `addr()` equals the receiver's, and our `addr()` is the node name.
@@ -13,6 +17,14 @@
 //! identity and then announces to exactly that identity.
 
 use super::NodeId;
+use super::member_list::{MemberListError, MembersPage, MembersRequest};
+
+/// Largest datagram the agent sends, framing and authentication tag included. It stays below
+/// the 1472-byte UDP payload of a 1500-byte Ethernet MTU, so datagrams are not fragmented.
+pub const MAX_DATAGRAM_LEN: usize = 1400;
+
+/// Largest framed datagram before the authentication tag is appended.
+pub const MAX_FRAME_LEN: usize = MAX_DATAGRAM_LEN - super::gossip_auth::TAG_LEN;
 
 /// First byte of every datagram on the gossip port.
 pub const MAGIC: u8 = 0x47;
@@ -34,6 +46,10 @@ pub enum Kind {
     IdentityRequest = 2,
     /// The sender's identity, in reply to a request.
     IdentityReply = 3,
+    /// A request for a page of the receiver's member list.
+    MembersRequest = 4,
+    /// A page of the sender's member list, in reply to a request.
+    MembersPage = 5,
 }
 
 /// A decoded datagram.
@@ -48,6 +64,15 @@ pub enum Datagram<'a> {
     },
     /// A peer's identity.
     IdentityReply(NodeId),
+    /// A request for a page of our member list.
+    MembersRequest {
+        /// The request.
+        request: MembersRequest,
+        /// Length of the request body, which bounds the page body.
+        body_len: usize,
+    },
+    /// A page of a peer's member list.
+    MembersPage(MembersPage),
 }
 
 /// A datagram that is not valid framing. Nothing changed; the datagram is dropped.
@@ -65,6 +90,9 @@ pub enum WireError {
     /// An identity reply whose body does not decode.
     #[error("malformed identity reply")]
     MalformedIdentity(#[source] postcard::Error),
+    /// A member-list request or page that does not decode, or a request that is too short.
+    #[error("invalid member list datagram")]
+    MemberList(#[source] MemberListError),
 }
 
 /// Decodes the framing of a received datagram.
@@ -83,6 +111,15 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, WireError> {
         kind if kind == Kind::IdentityReply as u8 => postcard::from_bytes(body)
             .map(Datagram::IdentityReply)
             .map_err(WireError::MalformedIdentity),
+        kind if kind == Kind::MembersRequest as u8 => MembersRequest::decode(body)
+            .map(|request| Datagram::MembersRequest {
+                request,
+                body_len: body.len(),
+            })
+            .map_err(WireError::MemberList),
+        kind if kind == Kind::MembersPage as u8 => MembersPage::decode(body)
+            .map(Datagram::MembersPage)
+            .map_err(WireError::MemberList),
         other => Err(WireError::UnknownKind(other)),
     }
 }
@@ -106,6 +143,23 @@ pub fn encode_identity_request() -> Vec<u8> {
 pub fn encode_identity_reply(id: &NodeId) -> Result<Vec<u8>, postcard::Error> {
     let header = vec![MAGIC, Kind::IdentityReply as u8];
     postcard::to_extend(id, header)
+}
+
+/// Builds a member-list request, padded to [`MAX_FRAME_LEN`] bytes.
+pub fn encode_members_request(request: &MembersRequest) -> Result<Vec<u8>, MemberListError> {
+    Ok(frame(Kind::MembersRequest, &request.encode()?))
+}
+
+/// Builds a member-list page.
+pub fn encode_members_page(page: &MembersPage) -> Result<Vec<u8>, MemberListError> {
+    Ok(frame(Kind::MembersPage, &page.encode()?))
+}
+
+fn frame(kind: Kind, body: &[u8]) -> Vec<u8> {
+    let mut datagram = Vec::with_capacity(HEADER_LEN + body.len());
+    datagram.extend_from_slice(&[MAGIC, kind as u8]);
+    datagram.extend_from_slice(body);
+    datagram
 }
 
 #[cfg(test)]

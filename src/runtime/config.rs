@@ -151,11 +151,21 @@ pub struct MembershipConfig {
     /// Period of the re-sent state and load broadcast, in milliseconds. Default: 1000. Must be
     /// positive. Clusters of more than about 30 nodes stretch it so that each node forwards
     /// at most about 200 meta items per second (9 s at 200 nodes, 60 s at 1,000); state
-    /// changes are broadcast at once regardless.
+    /// changes are broadcast at once regardless and restart the period. The agent checks at
+    /// this interval whether a re-send is due, and forgets dead members whose retention ended.
     pub meta_period_ms: u64,
     /// Interval between announce retries to the seeds until the node has joined, in
-    /// milliseconds. Default: 500. Must be positive.
+    /// milliseconds; also the time after which a member-list request is sent again when its page
+    /// has not come. Default: 500. Must be positive.
     pub announce_retry_ms: u64,
+    /// Mean period between two pulls of the whole member list from a random member, in
+    /// milliseconds. Default: 30000. Must be positive. The pull repairs views that missed a
+    /// member update, which gossip alone repairs only when the two members happen to exchange a
+    /// datagram. Clusters of more than about 1,500 nodes stretch it so that each node receives
+    /// at most about 50 member entries per second (200 s at 10,000). Each pull waits a random
+    /// 50 % to 150 % of the period. A joining node also pulls the list as soon as it joins,
+    /// whatever this setting.
+    pub member_list_period_ms: u64,
 }
 
 impl Default for MembershipConfig {
@@ -167,6 +177,7 @@ impl Default for MembershipConfig {
             indirect_probes: NonZeroU32::new(3).expect("3 is not zero"),
             meta_period_ms: 1_000,
             announce_retry_ms: 500,
+            member_list_period_ms: 30_000,
         }
     }
 }
@@ -433,6 +444,10 @@ impl MembershipConfig {
             ("membership.suspect_to_down_ms", self.suspect_to_down_ms),
             ("membership.meta_period_ms", self.meta_period_ms),
             ("membership.announce_retry_ms", self.announce_retry_ms),
+            (
+                "membership.member_list_period_ms",
+                self.member_list_period_ms,
+            ),
         ];
         for (setting, value) in positive {
             if value == 0 {

@@ -1,8 +1,12 @@
 //! The membership half of a simulated node: what the real agent and event loop do with foca.
 
+use std::time::Duration;
+
 use gristmill::clock::Millis;
 use gristmill::membership::{
-    Incarnation, LeaveReason, MemberInfo, MembershipEvent, MetaBroadcast, NodeState, meta_period,
+    Incarnation, LeaveReason, MemberInfo, MembersPage, MembersRequest, MembershipEvent,
+    MetaBroadcast, NodeState, PullStep, apply_page_meta, choose_peer, choose_random_peer,
+    member_list_period, meta_period, pull_delay,
 };
 
 use super::{NodeTimer, Output, SimNode};
@@ -29,23 +33,31 @@ impl SimNode {
         self.timer(std::time::Duration::from_millis(retry), NodeTimer::Announce);
     }
 
-    /// Samples the load, re-broadcasts the meta and forgets expired members.
+    /// Samples the load, re-broadcasts the meta once its period has passed since the last
+    /// broadcast, and forgets expired members, as the agent does every `meta_period_ms`.
     pub(super) fn handle_meta_tick(&mut self, now: Millis) {
         if self.stopping {
             return;
         }
         self.meta.load.activations = self.catalog.len() as u64;
-        self.publish_local_meta(now);
+        let base = Duration::from_millis(self.config.membership.meta_period_ms);
+        let period = meta_period(base, self.foca.num_members() + 1);
+        let due = self
+            .meta_published_at
+            .is_none_or(|at| now.saturating_since(at) >= period);
+        if due {
+            self.publish_local_meta(now);
+        }
+        self.member_pages.forget_if_stale(now);
         if self.view.handle_tick(now) > 0 {
             self.refresh_live(now);
         }
-        let base = std::time::Duration::from_millis(self.config.membership.meta_period_ms);
-        let period = meta_period(base, self.foca.num_members() + 1);
-        self.timer(period, NodeTimer::Meta);
+        self.timer(base, NodeTimer::Meta);
     }
 
     /// Raises the meta version, applies it locally and hands it to foca's broadcasts.
     pub(super) fn publish_local_meta(&mut self, now: Millis) {
+        self.meta_published_at = Some(now);
         self.meta.version += 1;
         let events = self.view.set_local_meta(&self.meta);
         let item = MetaBroadcast {
@@ -60,8 +72,92 @@ impl SimNode {
         self.react(events, now);
     }
 
+    /// Sends the page of the member list that the request in `body` names, as the agent does.
+    pub(super) fn answer_members_request(&mut self, from: &str, body: &[u8], now: Millis) {
+        let Ok(request) = MembersRequest::decode(body) else {
+            return;
+        };
+        if self.member_pages.is_stale(now) {
+            self.member_pages
+                .refresh(self.foca.iter_members(), &self.view, now);
+        }
+        let page = self.member_pages.page(&request, body.len());
+        if let Ok(page) = page.encode() {
+            self.send(from, None, Message::MembersPage(page));
+        }
+    }
+
+    /// Applies a page of the member list that the running transfer waits for, and requests
+    /// the next one, as the agent does.
+    pub(super) fn handle_members_page(&mut self, from: &str, body: &[u8], now: Millis) {
+        let Ok(page) = MembersPage::decode(body) else {
+            return;
+        };
+        let Some(step) = self
+            .member_pull
+            .handle_page(&page, |peer| peer.name == from, now)
+        else {
+            return;
+        };
+        let members = page.entries.iter().map(|entry| entry.member.clone());
+        let _ = self.foca.apply_many(members, false, &mut self.runtime);
+        self.drain_runtime(now);
+        let events = apply_page_meta(page.entries, &mut self.view, &self.seen_meta, now);
+        self.react(events, now);
+        self.follow_pull_step(step);
+    }
+
+    /// Sends the member-list request again if its page has not come.
+    pub(super) fn handle_member_list_retry(&mut self, now: Millis) {
+        let step = self.member_pull.handle_tick(now, self.member_list_retry());
+        self.follow_pull_step(step);
+    }
+
+    /// Pulls the member list from a random member, as the agent does periodically, and arms
+    /// the next pull.
+    pub(super) fn handle_member_list_tick(&mut self, now: Millis) {
+        if self.stopping {
+            return;
+        }
+        if self.view.is_connected() && !self.member_pull.is_running() {
+            let peer = choose_random_peer(self.foca.iter_members(), &mut self.member_list_rng);
+            if let Some(peer) = peer {
+                let step = self.member_pull.start(peer, now);
+                self.follow_pull_step(step);
+            }
+        }
+        let delay = self.member_list_delay();
+        self.timer(delay, NodeTimer::MemberListPull);
+    }
+
+    /// Returns the wait until the next periodic member-list pull.
+    pub(super) fn member_list_delay(&mut self) -> Duration {
+        let base = Duration::from_millis(self.config.membership.member_list_period_ms);
+        let period = member_list_period(base, self.foca.num_members() + 1);
+        pull_delay(period, &mut self.member_list_rng)
+    }
+
+    fn member_list_retry(&self) -> Duration {
+        Duration::from_millis(self.config.membership.announce_retry_ms)
+    }
+
+    /// Sends a member-list request and arms its retry timer.
+    fn follow_pull_step(&mut self, step: PullStep) {
+        let PullStep::Send { peer, request } = step else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        if let Ok(body) = request.encode() {
+            self.send(&peer.name, None, Message::MembersRequest(body));
+        }
+        self.timer(self.member_list_retry(), NodeTimer::MemberListRetry);
+    }
+
     /// Moves what foca produced into outputs and the view, then reacts to the view's events.
     pub(super) fn drain_runtime(&mut self, now: Millis) {
+        let was_connected = self.view.is_connected();
         while let Some((to, packet)) = self.runtime.to_send() {
             self.send(&to.name, None, Message::Gossip(packet.to_vec()));
         }
@@ -80,6 +176,11 @@ impl SimNode {
             events.extend(self.view.handle_meta(&item.incarnation, item.meta, now));
         }
         self.react(events, now);
+        let joined = !was_connected && self.view.is_connected() && !self.stopping;
+        if joined && let Some(peer) = choose_peer(self.foca.iter_members(), &self.announced_seeds) {
+            let step = self.member_pull.start(peer, now);
+            self.follow_pull_step(step);
+        }
     }
 
     /// Reacts to membership events as the runtime's event loop does.

@@ -20,8 +20,8 @@ use gristmill::clock::Millis;
 use gristmill::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
 use gristmill::grain::GrainId;
 use gristmill::membership::{
-    DEFAULT_DEAD_RETENTION, Incarnation, MemberView, MetaBroadcast, MetaHandler, NodeId, NodeMeta,
-    NodeState, TransmissionTuner,
+    DEFAULT_DEAD_RETENTION, Incarnation, MemberListPages, MemberListPull, MemberView,
+    MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState, SeenMeta, TransmissionTuner,
 };
 use gristmill::placement::PlacementConfig;
 use gristmill::runtime::MembershipConfig;
@@ -93,6 +93,10 @@ pub enum NodeTimer {
     Announce,
     /// Re-broadcast the local meta and forget expired members.
     Meta,
+    /// Send the member-list request again if its page has not come.
+    MemberListRetry,
+    /// Pull the member list from a random member.
+    MemberListPull,
     /// Deactivate idle activations, and every activation while draining.
     Sweep,
     /// Resume a flow after a pause, or end it at its deadline.
@@ -182,6 +186,18 @@ pub struct SimNode {
     seeds: Vec<String>,
     /// Seeds sent an identity request; replies from others are ignored.
     requested: Vec<String>,
+    /// Seed identities the node announced to, the preferred peers of the member-list transfer.
+    announced_seeds: Vec<NodeId>,
+    /// The member-list transfer this node runs after joining.
+    member_pull: MemberListPull,
+    /// The snapshot this node pages through for joining nodes.
+    member_pages: MemberListPages,
+    /// Draws the peers and delays of periodic member-list pulls.
+    member_list_rng: StdRng,
+    /// The meta broadcast handler's table of the newest meta seen.
+    seen_meta: SeenMeta,
+    /// When the local meta was last broadcast; `None` before the first broadcast.
+    meta_published_at: Option<Millis>,
     /// Live incarnations of the view, sorted, as the runtime's member table keeps them.
     live: Vec<Incarnation>,
     partition: DirectoryPartition,
@@ -222,6 +238,7 @@ impl SimNode {
     ) -> Self {
         let (accepted, accepted_meta) = mpsc::unbounded_channel();
         let handler = MetaHandler::new(accepted, Default::default());
+        let seen_meta = handler.seen_meta();
         let foca_config = gristmill::membership::foca_config(&config.membership);
         let transmissions = TransmissionTuner::new(foca_config.clone());
         let foca = Foca::with_custom_broadcast(
@@ -251,6 +268,12 @@ impl SimNode {
             meta,
             seeds,
             requested: Vec::new(),
+            announced_seeds: Vec::new(),
+            member_pull: MemberListPull::default(),
+            member_pages: MemberListPages::default(),
+            member_list_rng: StdRng::seed_from_u64(rng_seed ^ 0x3e3b_e415_7000),
+            seen_meta,
+            meta_published_at: None,
             partition,
             cache,
             catalog: BTreeMap::new(),
@@ -304,6 +327,15 @@ impl SimNode {
         hook(&mut self.partition);
     }
 
+    /// Returns the lengths of foca's member update backlog and of its custom broadcast
+    /// (node meta) backlog.
+    pub fn gossip_backlogs(&self) -> (usize, usize) {
+        (
+            self.foca.updates_backlog(),
+            self.foca.custom_broadcast_backlog(),
+        )
+    }
+
     /// Returns whether the node stopped itself.
     pub fn is_stopping(&self) -> bool {
         self.stopping
@@ -314,6 +346,8 @@ impl SimNode {
         self.now = now;
         self.timer(Duration::ZERO, NodeTimer::Announce);
         self.timer(Duration::ZERO, NodeTimer::Meta);
+        let delay = self.member_list_delay();
+        self.timer(delay, NodeTimer::MemberListPull);
         if !self.config.membership_only {
             self.timer(SWEEP_PERIOD, NodeTimer::Sweep);
         }
@@ -340,10 +374,14 @@ impl SimNode {
             Message::IdentityReply(seed) => {
                 let asked = self.requested.iter().any(|name| name == from);
                 if asked && seed.name != self.id.name && !self.view.is_connected() {
+                    self.announced_seeds.retain(|known| known.name != seed.name);
+                    self.announced_seeds.push(seed.clone());
                     let _ = self.foca.announce(seed, &mut self.runtime);
                     self.drain_runtime(now);
                 }
             }
+            Message::MembersRequest(body) => self.answer_members_request(from, &body, now),
+            Message::MembersPage(body) => self.handle_members_page(from, &body, now),
             Message::Request { id, from, body } => self.handle_request(id, from, body, now),
             Message::Reply { id, body } => self.handle_reply(id, body, now),
         }
@@ -360,6 +398,8 @@ impl SimNode {
             }
             NodeTimer::Announce => self.handle_announce_tick(now),
             NodeTimer::Meta => self.handle_meta_tick(now),
+            NodeTimer::MemberListRetry => self.handle_member_list_retry(now),
+            NodeTimer::MemberListPull => self.handle_member_list_tick(now),
             NodeTimer::Sweep => self.handle_sweep(now),
             NodeTimer::Wake { flow, deadline } => self.handle_wake(FlowId(flow), deadline, now),
             NodeTimer::SyncTimeout { request } => self.handle_sync_timeout(request, now),
