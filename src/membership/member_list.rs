@@ -232,7 +232,7 @@ impl MemberListPages {
     }
 }
 
-/// What the joining node does next in a transfer.
+/// The next step of the joining node in a transfer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PullStep {
     /// Send `request` to `peer`.

@@ -20,7 +20,7 @@ pub struct HandshakeLimits {
     pub max_pending: usize,
 }
 
-/// Why the node closed an inbound cluster connection before it authenticated.
+/// The reason the node closed an inbound cluster connection before it authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
     /// The handshake failed: a malformed or oversized frame, a wrong cookie, a duplicate

@@ -346,7 +346,7 @@ async fn random_datagrams_are_rejected() {
     datagrams.push(vec![wire::MAGIC, wire::Kind::IdentityReply as u8, 0xff]);
     datagrams.push(wire::encode_identity_reply(&b.id).expect("identity encodes"));
     // The junk is signed with the cluster's key, so that it reaches the framing and foca's
-    // decoder; the same datagrams unsigned, or signed with another cookie, fail before.
+    // decoder. The same datagrams unsigned, or signed with another cookie, fail earlier.
     let key = key();
     let other_key = GossipKey::from_cookie("another-cookie-0123456789");
     let unsigned = datagrams.clone();
