@@ -7,8 +7,8 @@
 //! a hash of the cookie. A datagram whose tag does not verify is dropped before it is decoded.
 //!
 //! NOTE: the tag proves that the sender has the cookie. It does not encrypt the gossip, and a
-//! datagram captured on the network can be replayed. foca ignores updates older than what a
-//! member already knows, so a replay can only repeat news.
+//! datagram captured on the network can be replayed. foca ignores updates older than the
+//! state a member already has, so a replay can only repeat news.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};

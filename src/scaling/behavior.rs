@@ -203,18 +203,13 @@ impl Stabilizer {
         current.max(out_bound).min(in_bound)
     }
 
-    /// Returns whether no recommendation was ever recorded.
-    pub fn is_unseeded(&self) -> bool {
-        !self.seeded
-    }
-
     /// Returns whether [`Self::note_current`] would record `current`: before the first
     /// recommendation, and whenever the active node count grew since the last note.
     pub fn would_note(&self, current: u32) -> bool {
         !self.seeded || current > self.last_current
     }
 
-    /// Records the active node count as a recommendation when [`Self::would_note`] says so.
+    /// Records the active node count as a recommendation when [`Self::would_note`] returns true.
     ///
     /// As HPA does when it first reads a target, a freshly started supervisor then does not act
     /// on a single sample. A node that joined since (started by an operator, or still joining
