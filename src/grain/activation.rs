@@ -312,9 +312,7 @@ fn may_start_alone(state: &ActivationState, work: &ActivationMsg) -> bool {
 
 fn access_of(state: &ActivationState, work: &ActivationMsg) -> Access {
     match work {
-        ActivationMsg::Turn(turn) if state.grain.is_interleaved(&turn.method) => {
-            Access::Interleaved
-        }
+        ActivationMsg::Turn(turn) if state.grain.is_interleaved(turn.method) => Access::Interleaved,
         ActivationMsg::Turn(_) | ActivationMsg::Timer(_) => Access::Exclusive,
         _ => Access::Barrier,
     }
@@ -329,20 +327,28 @@ async fn run_queued(myself: &ActivationRef, state: &mut ActivationState, work: A
             // activations run no turn from the moment it learns that, even before they stop.
             // A node that may be declared down soon (its lease ended) or that may not have
             // read the news yet (its membership agent lags) holds the turn until it knows.
-            let may_start =
-                !state.stopping && state.ctx.node().await_turn_fence(turn.deadline).await;
+            // The one clock reading at the start of the turn serves the fence, the deadline
+            // check and the turn's duration.
+            let may_start_at = if state.stopping {
+                None
+            } else {
+                let node = state.ctx.node();
+                node.await_turn_fence(turn.deadline, Instant::now()).await
+            };
             if state.stopping || state.ctx.node().is_declared_down() {
                 let _ = turn.reply.send(Err(TurnError::Gone(turn.payload)));
-            } else if !may_start {
+            } else if let Some(now) = may_start_at {
+                if state.grain.is_interleaved(turn.method) {
+                    start_interleaved(myself, state, turn, now);
+                } else {
+                    run_turn(state, turn, now).await;
+                }
+            } else {
                 let error = CallError::DeadlineExceeded {
                     grain: state.shared.grain.clone(),
                     after_ms: 0,
                 };
                 let _ = turn.reply.send(Err(TurnError::Failed(error)));
-            } else if state.grain.is_interleaved(&turn.method) {
-                start_interleaved(myself, state, turn);
-            } else {
-                run_turn(state, turn).await;
             }
         }
         ActivationMsg::Timer(name) => {
@@ -409,13 +415,14 @@ async fn run_timer(state: &mut ActivationState, name: &str) {
     }
 }
 
-async fn run_turn(state: &mut ActivationState, turn: Turn) {
-    if let Some(turn) = reject_late(&state.shared.grain, turn) {
+/// Runs one exclusive turn that may start at `now`.
+async fn run_turn(state: &mut ActivationState, turn: Turn, now: Instant) {
+    if let Some(turn) = reject_late(&state.shared.grain, turn, now) {
         let node = state.ctx.node().clone();
         let dispatch = state
             .grain
-            .dispatch(&mut state.ctx, &turn.method, turn.payload);
-        let reply = run_dispatch(&node, &state.shared, &turn.method, dispatch).await;
+            .dispatch(&mut state.ctx, turn.method, turn.payload);
+        let reply = run_dispatch(&node, &state.shared, turn.method, now, dispatch).await;
         let panicked = matches!(reply, Err(CallError::GrainPanicked { .. }));
         let _ = turn.reply.send(reply.map_err(TurnError::Failed));
         if panicked {
@@ -429,8 +436,13 @@ async fn run_turn(state: &mut ActivationState, turn: Turn) {
 
 /// Spawns an interleaved turn, which reports its end to the activation with
 /// [`ActivationMsg::InterleavedEnded`].
-fn start_interleaved(myself: &ActivationRef, state: &mut ActivationState, turn: Turn) {
-    let Some(turn) = reject_late(&state.shared.grain, turn) else {
+fn start_interleaved(
+    myself: &ActivationRef,
+    state: &mut ActivationState,
+    turn: Turn,
+    now: Instant,
+) {
+    let Some(turn) = reject_late(&state.shared.grain, turn, now) else {
         return;
     };
     let Turn {
@@ -441,13 +453,13 @@ fn start_interleaved(myself: &ActivationRef, state: &mut ActivationState, turn: 
     } = turn;
     let dispatch = state
         .grain
-        .dispatch_interleaved(state.ctx.share(), method.clone(), payload);
+        .dispatch_interleaved(state.ctx.share(), method, payload);
     state.running_interleaved += 1;
     let node = state.ctx.node().clone();
     let shared = Arc::clone(&state.shared);
     let actor = myself.clone();
     tokio::spawn(async move {
-        let outcome = run_dispatch(&node, &shared, &method, dispatch).await;
+        let outcome = run_dispatch(&node, &shared, method, Instant::now(), dispatch).await;
         if matches!(outcome, Err(CallError::GrainPanicked { .. })) {
             // Leave the catalog before replying, so that a caller who retries at once does
             // not reach this activation again.

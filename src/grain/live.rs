@@ -8,7 +8,7 @@ use tokio::sync::RwLock;
 
 use super::context::{GrainContext, SharedContext};
 use super::error::GrainError;
-use super::methods::{DispatchError, Methods};
+use super::methods::{DispatchError, MethodId, Methods};
 use super::payload::Payload;
 use super::traits::Grain;
 
@@ -21,19 +21,19 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// it needs, so that the activation can spawn it and go on taking messages.
 pub(crate) trait LiveGrain: Send {
     /// Returns whether `method` runs in interleaved turns.
-    fn is_interleaved(&self, method: &str) -> bool;
+    fn is_interleaved(&self, method: MethodId) -> bool;
     /// Returns whether the type lets interleaved turns overtake queued exclusive work.
     fn is_reentrant(&self) -> bool;
     fn dispatch<'a>(
         &'a mut self,
         ctx: &'a mut GrainContext,
-        method: &'a str,
+        method: MethodId,
         payload: Payload,
     ) -> BoxFuture<'a, Result<Payload, DispatchError>>;
     fn dispatch_interleaved(
         &self,
         ctx: Arc<SharedContext>,
-        method: String,
+        method: MethodId,
         payload: Payload,
     ) -> BoxFuture<'static, Result<Payload, DispatchError>>;
     fn deactivate<'a>(&'a mut self, ctx: &'a mut GrainContext) -> BoxFuture<'a, ()>;
@@ -74,7 +74,7 @@ struct Shared<G> {
 }
 
 impl<G: Grain> LiveGrain for Exclusive<G> {
-    fn is_interleaved(&self, _method: &str) -> bool {
+    fn is_interleaved(&self, _method: MethodId) -> bool {
         false
     }
 
@@ -85,7 +85,7 @@ impl<G: Grain> LiveGrain for Exclusive<G> {
     fn dispatch<'a>(
         &'a mut self,
         ctx: &'a mut GrainContext,
-        method: &'a str,
+        method: MethodId,
         payload: Payload,
     ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
         self.methods.dispatch(&mut self.grain, ctx, method, payload)
@@ -94,7 +94,7 @@ impl<G: Grain> LiveGrain for Exclusive<G> {
     fn dispatch_interleaved(
         &self,
         _ctx: Arc<SharedContext>,
-        _method: String,
+        _method: MethodId,
         _payload: Payload,
     ) -> BoxFuture<'static, Result<Payload, DispatchError>> {
         // `Methods::add_interleaved` switches the type to `Shared`, so no method gets here.
@@ -119,7 +119,7 @@ impl<G: Grain> LiveGrain for Exclusive<G> {
 }
 
 impl<G: Grain + Sync> LiveGrain for Shared<G> {
-    fn is_interleaved(&self, method: &str) -> bool {
+    fn is_interleaved(&self, method: MethodId) -> bool {
         self.methods.is_interleaved(method)
     }
 
@@ -130,7 +130,7 @@ impl<G: Grain + Sync> LiveGrain for Shared<G> {
     fn dispatch<'a>(
         &'a mut self,
         ctx: &'a mut GrainContext,
-        method: &'a str,
+        method: MethodId,
         payload: Payload,
     ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
         Box::pin(async move {
@@ -144,7 +144,7 @@ impl<G: Grain + Sync> LiveGrain for Shared<G> {
     fn dispatch_interleaved(
         &self,
         ctx: Arc<SharedContext>,
-        method: String,
+        method: MethodId,
         payload: Payload,
     ) -> BoxFuture<'static, Result<Payload, DispatchError>> {
         let grain = Arc::clone(&self.grain);
@@ -152,7 +152,7 @@ impl<G: Grain + Sync> LiveGrain for Shared<G> {
         Box::pin(async move {
             let grain = grain.read_owned().await;
             methods
-                .dispatch_interleaved(&grain, &ctx, &method, payload)
+                .dispatch_interleaved(&grain, &ctx, method, payload)
                 .await
         })
     }

@@ -3,8 +3,8 @@
 //! An activation is not a long-lived task. Its state (the grain, its context and the turn
 //! bookkeeping) sits in the mailbox while nothing is queued, so an idle activation costs a few
 //! hundred bytes and no task, timer or channel. The first message that finds the mailbox idle
-//! spawns a runner task, which takes the state out, handles messages in arrival order until the
-//! queue is empty, puts the state back and ends.
+//! spawns a runner task, which takes the state out, handles that message and then the queued
+//! ones in arrival order until the queue is empty, puts the state back and ends.
 //!
 //! # Why one message runs at a time
 //!
@@ -89,12 +89,15 @@ impl ActivationRef {
         if inner.stopped {
             return;
         }
-        if inner.queue.is_empty() {
-            inner.state = Some(state);
-            inner.running = false;
-        } else {
-            drop(inner);
-            self.spawn_runner(state);
+        match inner.queue.pop_front() {
+            None => {
+                inner.state = Some(state);
+                inner.running = false;
+            }
+            Some(first) => {
+                drop(inner);
+                tokio::spawn(self.clone().run(state, first));
+            }
         }
     }
 
@@ -114,17 +117,18 @@ impl ActivationRef {
         if inner.stopped {
             return Err(message);
         }
-        inner.queue.push_back(message);
         if inner.running {
+            inner.queue.push_back(message);
             return Ok(None);
         }
+        // An idle mailbox has an empty queue, so the message goes straight to the runner.
         inner.running = true;
         let state = inner
             .state
             .take()
             .expect("an idle mailbox contains its activation's state");
         drop(inner);
-        Ok(Some(Runner(Some(self.clone().run(state).boxed()))))
+        Ok(Some(Runner(Some(self.clone().run(state, message).boxed()))))
     }
 
     /// Stops the mailbox: later messages are refused, and queued ones are dropped once the
@@ -170,12 +174,12 @@ impl ActivationRef {
         self.0.inner.lock().expect("mailbox lock poisoned")
     }
 
-    fn spawn_runner(&self, state: ActivationState) {
-        tokio::spawn(self.clone().run(state));
-    }
-
-    /// Handles queued messages until the queue is empty or the activation stops.
-    async fn run(self, mut state: ActivationState) {
+    /// Handles `first`, then queued messages until the queue is empty or the activation
+    /// stops. The sender of `first` saw the mailbox open under the lock.
+    async fn run(self, mut state: ActivationState, first: ActivationMsg) {
+        if !self.handle(first, &mut state).await {
+            return;
+        }
         loop {
             let batch = {
                 let mut inner = self.lock();
@@ -195,20 +199,28 @@ impl ActivationRef {
                     // Messages after the stop are dropped, as queued ones are.
                     break;
                 }
-                let handled = AssertUnwindSafe(handle_message(&self, message, &mut state))
-                    .catch_unwind()
-                    .await;
-                if let Err(panic) = handled {
-                    let message = panic_message(&panic);
-                    tracing::error!(grain = %state.grain_id(), %message, "activation runner panicked; dropping the activation");
-                    state.abandon_after_panic();
-                    self.stop();
+                if !self.handle(message, &mut state).await {
                     return;
                 }
-                // A busy activation must not hold its worker thread forever.
-                tokio::task::consume_budget().await;
             }
         }
+    }
+
+    /// Handles one message. Returns false if it panicked, which stops the mailbox.
+    async fn handle(&self, message: ActivationMsg, state: &mut ActivationState) -> bool {
+        let handled = AssertUnwindSafe(handle_message(self, message, state))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = handled {
+            let message = panic_message(&panic);
+            tracing::error!(grain = %state.grain_id(), %message, "activation runner panicked; dropping the activation");
+            state.abandon_after_panic();
+            self.stop();
+            return false;
+        }
+        // A busy activation must not hold its worker thread forever.
+        tokio::task::consume_budget().await;
+        true
     }
 }
 

@@ -61,8 +61,29 @@ pub(crate) type EncodeFn = fn(&(dyn Any + Send), PayloadFormat) -> Result<Vec<u8
 
 /// The methods a grain type serves, keyed by [`Method::NAME`].
 pub struct Methods<G> {
-    entries: HashMap<&'static str, Entry<G>>,
+    /// Every method with its name, in the order added; a [`MethodId`] is a position here.
+    entries: Vec<(&'static str, Entry<G>)>,
+    /// The position of each name in `entries`.
+    positions: HashMap<&'static str, usize>,
     into_live: IntoLiveFn<G>,
+}
+
+/// A method of one grain type, resolved once by name when a call enters the node.
+///
+/// It names a position in the type's method table, so a turn dispatches without looking the
+/// name up again. It is valid only for the grain type that resolved it, and never leaves the
+/// node: calls between nodes carry the method's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MethodId {
+    /// The method's [`Method::NAME`].
+    pub name: &'static str,
+    position: usize,
+}
+
+impl std::fmt::Display for MethodId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
 }
 
 /// Name of the built-in method through which the runtime fires reminders.
@@ -81,11 +102,23 @@ impl Method for ReminderTick {
 
 impl<G: Grain> Methods<G> {
     pub(crate) fn new() -> Self {
-        let mut entries: HashMap<&'static str, Entry<G>> = HashMap::new();
-        entries.insert(REMINDER_METHOD, Entry::Exclusive(dispatch_reminder::<G>));
-        Self {
-            entries,
+        let mut methods = Self {
+            entries: Vec::new(),
+            positions: HashMap::new(),
             into_live: live::exclusive::<G>,
+        };
+        methods.insert(REMINDER_METHOD, Entry::Exclusive(dispatch_reminder::<G>));
+        methods
+    }
+
+    /// Adds `entry` under `name`, in place of an earlier method of that name.
+    fn insert(&mut self, name: &'static str, entry: Entry<G>) {
+        match self.positions.get(name) {
+            Some(&position) => self.entries[position] = (name, entry),
+            None => {
+                self.positions.insert(name, self.entries.len());
+                self.entries.push((name, entry));
+            }
         }
     }
 
@@ -95,8 +128,7 @@ impl<G: Grain> Methods<G> {
     where
         G: Handler<M>,
     {
-        self.entries
-            .insert(M::NAME, Entry::Exclusive(dispatch::<G, M>));
+        self.insert(M::NAME, Entry::Exclusive(dispatch::<G, M>));
         self
     }
 
@@ -109,8 +141,7 @@ impl<G: Grain> Methods<G> {
     where
         G: InterleavedHandler<M>,
     {
-        self.entries
-            .insert(M::NAME, Entry::Interleaved(dispatch_interleaved::<G, M>));
+        self.insert(M::NAME, Entry::Interleaved(dispatch_interleaved::<G, M>));
         self.into_live = live::shared::<G>;
         self
     }
@@ -119,21 +150,32 @@ impl<G: Grain> Methods<G> {
     pub fn names(&self) -> Vec<&'static str> {
         let mut names: Vec<_> = self
             .entries
-            .keys()
-            .copied()
+            .iter()
+            .map(|(name, _)| *name)
             .filter(|n| *n != REMINDER_METHOD)
             .collect();
         names.sort_unstable();
         names
     }
 
-    pub(crate) fn contains(&self, method: &str) -> bool {
-        self.entries.contains_key(method)
+    /// Resolves the method named `method`, if the type has one.
+    pub(crate) fn resolve(&self, method: &str) -> Option<MethodId> {
+        let (&name, &position) = self.positions.get_key_value(method)?;
+        Some(MethodId { name, position })
+    }
+
+    /// Returns the entry of `method`. An id resolved by another type finds nothing, unless
+    /// that type has a method of the same name at the same position.
+    fn entry(&self, method: MethodId) -> Option<Entry<G>> {
+        match self.entries.get(method.position) {
+            Some((name, entry)) if *name == method.name => Some(*entry),
+            _ => None,
+        }
     }
 
     /// Returns whether `method` runs in interleaved turns.
-    pub(crate) fn is_interleaved(&self, method: &str) -> bool {
-        matches!(self.entries.get(method), Some(Entry::Interleaved(_)))
+    pub(crate) fn is_interleaved(&self, method: MethodId) -> bool {
+        matches!(self.entry(method), Some(Entry::Interleaved(_)))
     }
 
     /// Wraps a freshly activated grain for its activation.
@@ -146,10 +188,10 @@ impl<G: Grain> Methods<G> {
         &self,
         grain: &'a mut G,
         ctx: &'a mut GrainContext,
-        method: &str,
+        method: MethodId,
         payload: Payload,
     ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
-        match self.entries.get(method) {
+        match self.entry(method) {
             Some(Entry::Exclusive(dispatch)) => dispatch(grain, ctx, payload),
             Some(Entry::Interleaved(dispatch)) => dispatch(grain, ctx, payload),
             None => Box::pin(async { Err(DispatchError::UnknownMethod) }),
@@ -161,10 +203,10 @@ impl<G: Grain> Methods<G> {
         &self,
         grain: &'a G,
         ctx: &'a SharedContext,
-        method: &str,
+        method: MethodId,
         payload: Payload,
     ) -> BoxFuture<'a, Result<Payload, DispatchError>> {
-        match self.entries.get(method) {
+        match self.entry(method) {
             Some(Entry::Interleaved(dispatch)) => dispatch(grain, ctx, payload),
             Some(Entry::Exclusive(_)) | None => {
                 Box::pin(async { Err(DispatchError::UnknownMethod) })

@@ -45,9 +45,10 @@ impl<G: Grain> GrainRef<G> {
             value: Box::new(request),
             encode: encoder_of::<M>(),
         };
+        let now = Instant::now();
         let reply = self
             .node
-            .invoke_ref(&self.id, M::NAME, payload, Instant::now() + timeout)
+            .invoke_ref(&self.id, M::NAME, payload, now, now + timeout)
             .await?;
         reply
             .payload

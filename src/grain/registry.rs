@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::context::GrainContext;
 use super::error::{CallError, GrainError};
 use super::live::LiveGrain;
-use super::methods::Methods;
+use super::methods::{MethodId, Methods};
 use super::traits::Grain;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -116,7 +116,8 @@ impl GrainRegistry {
 pub(crate) trait GrainFactory: Send + Sync + 'static {
     fn options(&self) -> &GrainTypeOptions;
     fn method_names(&self) -> Vec<&'static str>;
-    fn has_method(&self, method: &str) -> bool;
+    /// Resolves `method` by name, if the type has it.
+    fn resolve_method(&self, method: &str) -> Option<MethodId>;
     fn activate<'a>(
         &'a self,
         ctx: &'a mut GrainContext,
@@ -137,8 +138,8 @@ impl<G: Grain> GrainFactory for TypeEntry<G> {
         self.methods.names()
     }
 
-    fn has_method(&self, method: &str) -> bool {
-        self.methods.contains(method)
+    fn resolve_method(&self, method: &str) -> Option<MethodId> {
+        self.methods.resolve(method)
     }
 
     fn activate<'a>(

@@ -10,13 +10,13 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use super::activation::ActivationShared;
-use super::methods::DispatchError;
+use super::methods::{DispatchError, MethodId};
 use super::{CallError, GrainId, Payload};
 use crate::runtime::Node;
 
 /// One call waiting for its turn.
 pub(crate) struct Turn {
-    pub method: String,
+    pub method: MethodId,
     pub payload: Payload,
     pub deadline: Instant,
     pub reply: oneshot::Sender<Result<Payload, TurnError>>,
@@ -31,10 +31,10 @@ pub(crate) enum TurnError {
     Gone(Payload),
 }
 
-/// Replies with a deadline error to a turn whose caller has already given up, or returns the
-/// turn to run.
-pub(super) fn reject_late(grain: &GrainId, turn: Turn) -> Option<Turn> {
-    if Instant::now() < turn.deadline {
+/// Replies with a deadline error to a turn whose caller has already given up by `now`, or
+/// returns the turn to run.
+pub(super) fn reject_late(grain: &GrainId, turn: Turn, now: Instant) -> Option<Turn> {
+    if now < turn.deadline {
         return Some(turn);
     }
     // Running the turn could only surprise the caller.
@@ -46,14 +46,15 @@ pub(super) fn reject_late(grain: &GrainId, turn: Turn) -> Option<Turn> {
     None
 }
 
-/// Runs one dispatched turn, catching a panic, and counts and audits it.
+/// Runs one dispatched turn that started at `started`, catching a panic, and counts and
+/// audits it.
 pub(super) async fn run_dispatch(
     node: &Node,
     shared: &ActivationShared,
-    method: &str,
+    method: MethodId,
+    started: Instant,
     dispatch: impl Future<Output = Result<Payload, DispatchError>>,
 ) -> Result<Payload, CallError> {
-    let started = Instant::now();
     // The wall clock is read only for the audit, which is usually off.
     let audit_started = node.audits_turns().then(SystemTime::now);
     let outcome = AssertUnwindSafe(dispatch).catch_unwind().await;
@@ -61,7 +62,7 @@ pub(super) async fn run_dispatch(
     shared.touch_at(finished);
     let reply = match outcome {
         Ok(Ok(payload)) => Ok(payload),
-        Ok(Err(error)) => Err(dispatch_error(&shared.grain, method, error)),
+        Ok(Err(error)) => Err(dispatch_error(&shared.grain, method.name, error)),
         Err(panic) => {
             let message = panic_message(&panic);
             tracing::error!(grain = %shared.grain, %method, %message, "grain panicked; deactivating");

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -177,12 +177,17 @@ impl MembershipHandle {
     /// node declared down waits until this is short again, then checks
     /// [`Self::is_declared_down`].
     pub fn stalled_for(&self) -> Duration {
+        self.stalled_at(Instant::now())
+    }
+
+    /// [`Self::stalled_for`] as of `now`, for a caller that has read the clock already.
+    pub fn stalled_at(&self, now: Instant) -> Duration {
         let idle = !self.status.joined.load(Ordering::Relaxed);
         if idle || self.status.stopped.load(Ordering::Acquire) {
             return Duration::ZERO;
         }
         let current_at = Millis(self.status.current_at_ms.load(Ordering::Acquire));
-        self.status.clock.now().saturating_since(current_at)
+        self.status.clock.at(now).saturating_since(current_at)
     }
 
     /// Returns whether this node's membership lease is fresh: a peer replied to a request of
@@ -193,6 +198,11 @@ impl MembershipHandle {
     /// node with no live peer in its view (alone, or before it joined) and a stopped agent
     /// hold no lease, and this returns true for them.
     pub fn lease_is_fresh(&self) -> bool {
+        self.lease_is_fresh_at(Instant::now())
+    }
+
+    /// [`Self::lease_is_fresh`] as of `now`, for a caller that has read the clock already.
+    pub fn lease_is_fresh_at(&self, now: Instant) -> bool {
         if self.status.stopped.load(Ordering::Acquire) {
             return true;
         }
@@ -203,7 +213,7 @@ impl MembershipHandle {
             return true;
         }
         let expires_at = self.status.lease_expires_at_ms.load(Ordering::Acquire);
-        self.status.clock.now().0 < expires_at
+        self.status.clock.at(now).0 < expires_at
     }
 
     /// Returns how many received datagrams were rejected as malformed or invalid.

@@ -7,6 +7,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+use super::AtomicHistogram;
 use crate::grain::CallError;
 use crate::membership::{MemberInfo, NodeLoad, NodeState};
 
@@ -30,9 +31,9 @@ pub struct NodeMetrics {
     /// The `ok` series of `calls`, looked up once rather than per call.
     calls_ok: IntCounter,
     /// Latency of calls that entered through this node.
-    pub call_duration: Histogram,
+    pub call_duration: AtomicHistogram,
     /// Duration of grain turns run on this node.
-    pub turn_duration: Histogram,
+    pub turn_duration: AtomicHistogram,
     /// Messages queued in all activation mailboxes.
     pub mailbox_depth_total: IntGauge,
     /// Messages queued in the fullest activation mailbox.
@@ -81,6 +82,17 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
         .register(Box::new(gauge.clone()))
         .expect("metric names are unique");
     gauge
+}
+
+/// Registers a latency histogram for the call path, which takes durations in nanoseconds and
+/// exports seconds.
+fn call_path_histogram(registry: &Registry, name: &str, help: &str) -> AtomicHistogram {
+    let histogram =
+        AtomicHistogram::new(name, help, &LATENCY_BUCKETS, 1e-9).expect("metric options are valid");
+    registry
+        .register(Box::new(histogram.clone()))
+        .expect("metric names are unique");
+    histogram
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
@@ -143,12 +155,12 @@ impl NodeMetrics {
                 "gristmill_activations_stopped_total",
                 "Activations stopped",
             ),
-            call_duration: histogram(
+            call_duration: call_path_histogram(
                 &registry,
                 "gristmill_call_duration_seconds",
                 "Latency of calls that entered through this node, in seconds",
             ),
-            turn_duration: histogram(
+            turn_duration: call_path_histogram(
                 &registry,
                 "gristmill_turn_duration_seconds",
                 "Duration of grain turns on this node, in seconds",
@@ -265,7 +277,7 @@ impl NodeMetrics {
             None => self.calls_ok.inc(),
             Some(error) => self.calls.with_label_values(&[error.outcome_label()]).inc(),
         }
-        self.call_duration.observe(elapsed.as_secs_f64());
+        self.call_duration.observe_duration(elapsed);
     }
 
     /// Records the node's sampled load.

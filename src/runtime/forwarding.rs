@@ -4,14 +4,15 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts, Registry};
 use rand::Rng;
 
 use super::node::Node;
-use super::router::InvokeReply;
+use super::router::{CheckedMethod, InvokeReply};
 use crate::clock::Millis;
 use crate::grain::{CallError, GrainId, Payload, PayloadFormat};
 use crate::membership::{NodeId, NodeState};
+use crate::metrics::AtomicHistogram;
 use crate::routing::{BreakerOpen, BreakerState, ForwardingConfig, PeerOutcome, PeerTable};
 use crate::transport::Route;
 
@@ -28,7 +29,7 @@ struct ForwardingMetrics {
     decisions: IntCounterVec,
     breaker_changes: IntCounterVec,
     rejected: IntCounterVec,
-    hops: Histogram,
+    hops: AtomicHistogram,
 }
 
 impl ForwardingMetrics {
@@ -41,12 +42,11 @@ impl ForwardingMetrics {
                 .expect("metric names are unique");
             vec
         };
-        let hops = Histogram::with_opts(
-            HistogramOpts::new(
-                "gristmill_call_hops",
-                "Forwards between nodes per call that this node received and served",
-            )
-            .buckets(HOP_BUCKETS.to_vec()),
+        let hops = AtomicHistogram::new(
+            "gristmill_call_hops",
+            "Forwards between nodes per call that this node received and served",
+            &HOP_BUCKETS,
+            1.0,
         )
         .expect("metric options are valid");
         registry
@@ -144,7 +144,7 @@ impl Forwarding {
 
     /// Counts the forwards that a call served by this node took.
     pub(crate) fn record_hops(&self, hops: u32) {
-        self.metrics.hops.observe(f64::from(hops));
+        self.metrics.hops.observe_units(u64::from(hops));
     }
 
     fn report_change(&self, peer: &str, change: Option<BreakerState>) {
@@ -211,10 +211,11 @@ impl Node {
     pub(super) async fn invoke_spread_worker(
         &self,
         grain: &GrainId,
-        method: &str,
+        checked: CheckedMethod,
         payload: Payload,
         deadline: Instant,
     ) -> Result<InvokeReply, CallError> {
+        let method = checked.id.name;
         let me = self.inner.id.name.clone();
         let active: Vec<NodeId> = self
             .members()
@@ -246,7 +247,7 @@ impl Node {
             };
             let Some(peer) = peer else {
                 return self
-                    .run_worker_here(grain, method, payload, encoded, deadline, picked.is_some())
+                    .run_worker_here(grain, checked, payload, encoded, deadline, picked.is_some())
                     .await;
             };
             let bytes = super::router::encode_once(&mut payload, &mut encoded, grain, method)?;
@@ -276,7 +277,7 @@ impl Node {
     async fn run_worker_here(
         &self,
         grain: &GrainId,
-        method: &str,
+        method: CheckedMethod,
         payload: Option<Payload>,
         encoded: Option<(PayloadFormat, Vec<u8>)>,
         deadline: Instant,

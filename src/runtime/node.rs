@@ -357,10 +357,7 @@ impl Node {
     /// Counts a turn served on this node, for the load gossip and the turn histogram.
     pub(crate) fn record_turn(&self, elapsed: Duration) {
         self.inner.calls_served.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .metrics
-            .turn_duration
-            .observe(elapsed.as_secs_f64());
+        self.inner.metrics.turn_duration.observe_duration(elapsed);
     }
 
     /// Returns the activations hosted on this node.
@@ -463,22 +460,28 @@ impl Node {
         self.inner.membership.is_declared_down()
     }
 
-    /// Returns whether the membership agent lags behind what the cluster sent by more than
-    /// half the suspicion timeout (see [`Self::await_membership_current`]).
-    pub(crate) fn membership_lags(&self) -> bool {
+    /// Returns whether, at `now`, the membership agent lags behind what the cluster sent by
+    /// more than half the suspicion timeout (see [`Self::await_membership_current`]).
+    fn membership_lags_at(&self, now: Instant) -> bool {
         let limit = Duration::from_millis(self.inner.config.membership.suspect_to_down_ms / 2);
-        self.inner.membership.stalled_for() > limit
+        self.inner.membership.stalled_at(now) > limit
     }
 
     /// Returns whether activations may start turns now: the membership agent has caught up
-    /// with what the cluster sent (see [`Self::membership_lags`]) and the membership lease is
+    /// with what the cluster sent (see [`Self::membership_lags_at`]) and the membership lease is
     /// fresh (see `MembershipHandle::lease_is_fresh`).
     pub(crate) fn may_start_turns(&self) -> bool {
-        !self.membership_lags() && self.inner.membership.lease_is_fresh()
+        self.may_start_turns_at(Instant::now())
     }
 
-    /// Waits, at most until `deadline`, until activations may start turns, and returns
-    /// whether they may. It returns false at once when the cluster declared this node down.
+    fn may_start_turns_at(&self, now: Instant) -> bool {
+        !self.membership_lags_at(now) && self.inner.membership.lease_is_fresh_at(now)
+    }
+
+    /// Waits, at most until `deadline`, until activations may start turns. Returns the time
+    /// at which they may (`now`, the caller's reading of the clock, when they may at once),
+    /// or `None` if the deadline passed first. It returns `None` at once when the cluster
+    /// declared this node down.
     ///
     /// Two fences hold turns back:
     /// - The membership agent lags by more than half the suspicion timeout. A node can be
@@ -486,34 +489,37 @@ impl Node {
     ///   so a shorter lag means no notice of that can be waiting unread, unless datagrams were
     ///   lost. After a pause (SIGSTOP, a stalled host) the lag is long, and turns wait until
     ///   the agent has read what was waiting.
-    /// - The membership lease has ended: no peer replied to this node's requests for a suspicion timeout,
-    ///   or a peer suspects it. The others may be about to declare it down and reactivate its
-    ///   grains, so turns wait until a peer confirms it again or it learns that it was
-    ///   declared down.
-    pub(crate) async fn await_turn_fence(&self, deadline: Instant) -> bool {
-        // The usual case, checked before the clock is read for the wait's own bookkeeping.
+    /// - The membership lease has ended: no peer replied to this node's requests for a
+    ///   suspicion timeout, or a peer suspects it. The others may be about to declare it down
+    ///   and reactivate its grains, so turns wait until a peer confirms it again or it learns
+    ///   that it was declared down.
+    pub(crate) async fn await_turn_fence(
+        &self,
+        deadline: Instant,
+        now: Instant,
+    ) -> Option<Instant> {
         if self.is_declared_down() {
-            return false;
+            return None;
         }
-        if self.may_start_turns() {
-            return true;
+        if self.may_start_turns_at(now) {
+            return Some(now);
         }
-        let started = Instant::now();
+        let started = now;
         loop {
-            if self.is_declared_down() {
-                return false;
-            }
-            if self.may_start_turns() {
-                if started.elapsed() >= MEMBERSHIP_POLL {
-                    tracing::debug!(node = %self.inner.id.name, waited_ms = started.elapsed().as_millis() as u64, "turn waited for the membership fence");
-                }
-                return true;
-            }
-            if Instant::now() >= deadline {
-                tracing::debug!(node = %self.inner.id.name, lags = self.membership_lags(), "turn deadline passed behind the membership fence");
-                return false;
-            }
             tokio::time::sleep(MEMBERSHIP_POLL).await;
+            let now = Instant::now();
+            if self.is_declared_down() {
+                return None;
+            }
+            if self.may_start_turns_at(now) {
+                let waited_ms = now.saturating_duration_since(started).as_millis() as u64;
+                tracing::debug!(node = %self.inner.id.name, waited_ms, "turn waited for the membership fence");
+                return Some(now);
+            }
+            if now >= deadline {
+                tracing::debug!(node = %self.inner.id.name, lags = self.membership_lags_at(now), "turn deadline passed behind the membership fence");
+                return None;
+            }
         }
     }
 

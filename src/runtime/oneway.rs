@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::node::Node;
-use super::router::{Target, deadline_to_unix_ms, encode_once, unix_ms_to_deadline};
+use super::router::{CheckedMethod, Target, deadline_to_unix_ms, encode_once, unix_ms_to_deadline};
 use crate::grain::activation::Turn;
 use crate::grain::{CallError, GrainId, Payload};
 use crate::transport::{CallEnvelope, Envelope, Route};
@@ -32,13 +32,13 @@ impl Node {
         payload: Payload,
         deadline: Instant,
     ) -> Result<(), CallError> {
-        self.check_method(&grain, method)?;
+        let checked = self.check_method(&grain, method)?;
         if self.is_declared_down() {
             return Err(CallError::ShuttingDown {
                 node: self.inner.id.name.to_string(),
             });
         }
-        let payload = match self.queue_local(&grain, method, payload, deadline) {
+        let payload = match self.queue_local(&grain, checked, payload, deadline) {
             Ok(()) => {
                 self.inner.metrics.oneway_sent.inc();
                 return Ok(());
@@ -71,17 +71,17 @@ impl Node {
     fn queue_local(
         &self,
         grain: &GrainId,
-        method: &str,
+        method: CheckedMethod,
         payload: Payload,
         deadline: Instant,
     ) -> Result<(), Payload> {
-        if self.worker_limit(grain).is_some() {
+        if method.worker_limit.is_some() {
             return Err(payload);
         }
         // The activation's reply finds the receiver dropped, and nothing waits for it.
         let (reply, _) = oneshot::channel();
         let turn = Turn {
-            method: method.to_string(),
+            method: method.id,
             payload,
             deadline,
             reply,
@@ -140,16 +140,19 @@ impl Node {
     /// it from this node in a task of its own, dropping the reply.
     pub(super) fn receive_oneway(&self, call: CallEnvelope) {
         self.inner.metrics.oneway_received.inc();
-        if let Err(error) = self.check_method(&call.grain, &call.method) {
-            tracing::warn!(grain = %call.grain, method = %call.method, %error, "dropped a one-way message");
-            return;
-        }
+        let checked = match self.check_method(&call.grain, &call.method) {
+            Ok(checked) => checked,
+            Err(error) => {
+                tracing::warn!(grain = %call.grain, method = %call.method, %error, "dropped a one-way message");
+                return;
+            }
+        };
         let deadline = unix_ms_to_deadline(call.deadline_unix_ms);
         let payload = Payload::Encoded {
             format: call.format,
             bytes: call.payload,
         };
-        let Err(payload) = self.queue_local(&call.grain, &call.method, payload, deadline) else {
+        let Err(payload) = self.queue_local(&call.grain, checked, payload, deadline) else {
             return;
         };
         // The sender's route cache was stale, or the activation is starting: the call path

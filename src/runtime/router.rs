@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::node::Node;
 use crate::directory::{DirectoryEntry, Expect, LookupOutcome, RegisterOutcome};
 use crate::grain::activation::{self, ActivationShared, Runner, Turn, TurnError};
+use crate::grain::methods::MethodId;
 use crate::grain::{CallError, GrainContext, GrainError, GrainId, Payload, PayloadFormat};
 use crate::membership::NodeId;
 use crate::placement::PlacementCandidate;
@@ -45,6 +46,14 @@ pub(crate) struct InvokeReply {
     pub payload: Payload,
     pub served_by: String,
     pub hops: u32,
+}
+
+/// A call's method, checked against the grain's type when the call enters the node.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CheckedMethod {
+    pub id: MethodId,
+    /// The type's per-node activation limit if it is a stateless worker.
+    pub worker_limit: Option<usize>,
 }
 
 /// The next destination of a call.
@@ -76,8 +85,13 @@ pub(crate) fn unix_ms_to_deadline(unix_ms: u64) -> Instant {
 }
 
 impl Node {
-    /// Checks that the grain type and method exist, before anything is routed.
-    pub(crate) fn check_method(&self, grain: &GrainId, method: &str) -> Result<(), CallError> {
+    /// Checks that the grain type and method exist, before anything is routed, and resolves
+    /// the method.
+    pub(crate) fn check_method(
+        &self,
+        grain: &GrainId,
+        method: &str,
+    ) -> Result<CheckedMethod, CallError> {
         if grain.key.is_empty() || grain.key.len() > MAX_KEY_BYTES {
             return Err(CallError::InvalidPayload {
                 grain_type: grain.grain_type.clone(),
@@ -89,14 +103,18 @@ impl Node {
             });
         }
         let factory = self.inner.registry.require(&grain.grain_type)?;
-        if !factory.has_method(method) {
+        let Some(id) = factory.resolve_method(method) else {
             return Err(CallError::UnknownMethod {
                 grain_type: grain.grain_type.clone(),
                 method: method.to_string(),
                 known: factory.method_names().join(", "),
             });
-        }
-        Ok(())
+        };
+        let worker_limit = factory
+            .options()
+            .stateless_worker
+            .map(|max| max.get() as usize);
+        Ok(CheckedMethod { id, worker_limit })
     }
 
     /// Checks that a request of `len` bytes fits in one cluster frame.
@@ -132,19 +150,23 @@ impl Node {
         payload: Payload,
         deadline: Instant,
     ) -> Result<InvokeReply, CallError> {
-        self.invoke_ref(&grain, method, payload, deadline).await
+        self.invoke_ref(&grain, method, payload, Instant::now(), deadline)
+            .await
     }
 
-    /// [`Node::invoke`] for a caller that keeps the grain id, which saves its copy.
+    /// [`Node::invoke`] for a caller that keeps the grain id, which saves its copy, and that
+    /// read the clock at `started` to set the deadline, which saves a reading.
     pub(crate) async fn invoke_ref(
         &self,
         grain: &GrainId,
         method: &str,
         payload: Payload,
+        started: Instant,
         deadline: Instant,
     ) -> Result<InvokeReply, CallError> {
-        let started = Instant::now();
-        let mut result = self.invoke_inner(grain, method, payload, deadline).await;
+        let mut result = self
+            .invoke_inner(grain, method, payload, started, deadline)
+            .await;
         if let Ok(reply) = &result {
             self.inner.forwarding.record_hops(reply.hops);
         }
@@ -167,12 +189,16 @@ impl Node {
         grain: &GrainId,
         method: &str,
         payload: Payload,
+        started: Instant,
         deadline: Instant,
     ) -> Result<InvokeReply, CallError> {
-        self.check_method(grain, method)?;
-        if self.inner.forwarding.is_spread_worker(&grain.grain_type) {
+        let checked = self.check_method(grain, method)?;
+        // Only stateless worker types may spread; the check takes a lock, so it comes second.
+        if checked.worker_limit.is_some()
+            && self.inner.forwarding.is_spread_worker(&grain.grain_type)
+        {
             return self
-                .invoke_spread_worker(grain, method, payload, deadline)
+                .invoke_spread_worker(grain, checked, payload, deadline)
                 .await;
         }
         // `invoke_ref` replaces the 0 with the timeout the caller gave.
@@ -184,8 +210,14 @@ impl Node {
         let mut encoded: Option<(PayloadFormat, Vec<u8>)> = None;
         // The last forward failure that was retried; the caller gets it if no attempt is left.
         let mut retried: Option<CallError> = None;
-        for _ in 0..MAX_ATTEMPTS {
-            if Instant::now() >= deadline {
+        for attempt in 0..MAX_ATTEMPTS {
+            // The first attempt uses the caller's reading of the clock.
+            let now = if attempt == 0 {
+                started
+            } else {
+                Instant::now()
+            };
+            if now >= deadline {
                 return Err(timed_out());
             }
             let current = match payload.take() {
@@ -200,7 +232,7 @@ impl Node {
                     }
                 },
             };
-            match self.deliver_local(grain, method, current, deadline).await {
+            match self.deliver_local(grain, checked, current, deadline).await {
                 Ok(reply) => return reply.map(|payload| self.local_reply(payload, 0)),
                 Err(returned) => payload = Some(returned),
             }
@@ -288,18 +320,18 @@ impl Node {
     pub(crate) async fn deliver_local(
         &self,
         grain: &GrainId,
-        method: &str,
+        method: CheckedMethod,
         payload: Payload,
         deadline: Instant,
     ) -> Result<Result<Payload, CallError>, Payload> {
-        if let Some(max) = self.worker_limit(grain) {
+        if let Some(max) = method.worker_limit {
             return Ok(self
-                .deliver_worker(grain, method, payload, deadline, max)
+                .deliver_worker(grain, method.id, payload, deadline, max)
                 .await);
         }
         let (reply, receive) = oneshot::channel();
         let turn = Turn {
-            method: method.to_string(),
+            method: method.id,
             payload,
             deadline,
             reply,
@@ -311,21 +343,12 @@ impl Node {
         }
     }
 
-    /// Returns the per-node activation limit if `grain`'s type is a stateless worker.
-    pub(super) fn worker_limit(&self, grain: &GrainId) -> Option<usize> {
-        let factory = self.inner.registry.get(&grain.grain_type)?;
-        factory
-            .options()
-            .stateless_worker
-            .map(|max| max.get() as usize)
-    }
-
     /// Runs a call on a stateless worker activation of this node, starting one more worker
     /// while the pool has room and every worker is busy.
     async fn deliver_worker(
         &self,
         grain: &GrainId,
-        method: &str,
+        method: MethodId,
         mut payload: Payload,
         deadline: Instant,
         max: usize,
@@ -333,7 +356,7 @@ impl Node {
         for _ in 0..MAX_ATTEMPTS {
             let (reply, receive) = oneshot::channel();
             let turn = Turn {
-                method: method.to_string(),
+                method,
                 payload,
                 deadline,
                 reply,
@@ -836,10 +859,11 @@ impl Node {
     /// Serves a call that a peer forwarded to this node.
     pub(crate) async fn handle_forwarded(&self, call: CallEnvelope) -> CallReply {
         let deadline = unix_ms_to_deadline(call.deadline_unix_ms);
-        if let Err(error) = self.check_method(&call.grain, &call.method) {
-            return CallReply::Failed(error);
-        }
-        if self.is_stopping() && self.worker_limit(&call.grain).is_some() {
+        let checked = match self.check_method(&call.grain, &call.method) {
+            Ok(checked) => checked,
+            Err(error) => return CallReply::Failed(error),
+        };
+        if self.is_stopping() && checked.worker_limit.is_some() {
             // A leaving node starts no stateless worker either; the caller picks another node.
             return CallReply::NotHere;
         }
@@ -850,7 +874,7 @@ impl Node {
         };
         for _ in 0..2 {
             match self
-                .deliver_local(&call.grain, &call.method, payload, deadline)
+                .deliver_local(&call.grain, checked, payload, deadline)
                 .await
             {
                 Ok(result) => {
