@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 use super::live::LiveGrain;
 pub(crate) use super::mailbox::{ActivationRef, Runner};
 use super::registry::GrainFactory;
-pub(crate) use super::turn::{Turn, TurnError};
+pub(crate) use super::turn::{Turn, TurnError, TurnReply};
 use super::turn::{panic_message, reject_late, run_dispatch};
 use super::{CallError, GrainContext, GrainId};
 use crate::migration::{MigrationError, MigrationReport};
@@ -336,7 +336,7 @@ async fn run_queued(myself: &ActivationRef, state: &mut ActivationState, work: A
                 node.await_turn_fence(turn.deadline, Instant::now()).await
             };
             if state.stopping || state.ctx.node().is_declared_down() {
-                let _ = turn.reply.send(Err(TurnError::Gone(turn.payload)));
+                turn.reply.send(Err(TurnError::Gone(turn.payload)));
             } else if let Some(now) = may_start_at {
                 if state.grain.is_interleaved(turn.method) {
                     start_interleaved(myself, state, turn, now);
@@ -348,7 +348,7 @@ async fn run_queued(myself: &ActivationRef, state: &mut ActivationState, work: A
                     grain: state.shared.grain.clone(),
                     after_ms: 0,
                 };
-                let _ = turn.reply.send(Err(TurnError::Failed(error)));
+                turn.reply.send(Err(TurnError::Failed(error)));
             }
         }
         ActivationMsg::Timer(name) => {
@@ -424,7 +424,7 @@ async fn run_turn(state: &mut ActivationState, turn: Turn, now: Instant) {
             .dispatch(&mut state.ctx, turn.method, turn.payload);
         let reply = run_dispatch(&node, &state.shared, turn.method, now, dispatch).await;
         let panicked = matches!(reply, Err(CallError::GrainPanicked { .. }));
-        let _ = turn.reply.send(reply.map_err(TurnError::Failed));
+        turn.reply.send(reply.map_err(TurnError::Failed));
         if panicked {
             become_abandoned(state);
         } else if state.ctx.take_deactivate_request() {
@@ -466,7 +466,7 @@ fn start_interleaved(
             actor.poison();
             node.remove_activation(&shared);
         }
-        let _ = reply.send(outcome.map_err(TurnError::Failed));
+        reply.send(outcome.map_err(TurnError::Failed));
         // The mailbox waits for this message before it stops, so the cast reaches it.
         let _ = actor.cast(ActivationMsg::InterleavedEnded);
     });

@@ -19,7 +19,32 @@ pub(crate) struct Turn {
     pub method: MethodId,
     pub payload: Payload,
     pub deadline: Instant,
-    pub reply: oneshot::Sender<Result<Payload, TurnError>>,
+    pub reply: TurnReply,
+}
+
+/// Where a turn's outcome goes: to the caller that waits for it, or nowhere for a one-way
+/// message, which then costs no channel.
+pub(crate) struct TurnReply(Option<oneshot::Sender<Result<Payload, TurnError>>>);
+
+impl TurnReply {
+    /// Returns a reply to a caller, and the receiver on which it waits.
+    pub fn channel() -> (Self, oneshot::Receiver<Result<Payload, TurnError>>) {
+        let (sender, receiver) = oneshot::channel();
+        (Self(Some(sender)), receiver)
+    }
+
+    /// Returns the reply of a one-way message: the outcome is dropped.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Sends `outcome` to the caller, if one waits.
+    pub fn send(self, outcome: Result<Payload, TurnError>) {
+        if let Some(sender) = self.0 {
+            // A caller that gave up has dropped its receiver, and nothing else waits.
+            let _ = sender.send(outcome);
+        }
+    }
 }
 
 /// The reason a turn produced no reply payload.
@@ -42,7 +67,7 @@ pub(super) fn reject_late(grain: &GrainId, turn: Turn, now: Instant) -> Option<T
         grain: grain.clone(),
         after_ms: 0,
     };
-    let _ = turn.reply.send(Err(TurnError::Failed(error)));
+    turn.reply.send(Err(TurnError::Failed(error)));
     None
 }
 

@@ -14,11 +14,9 @@
 
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
 use super::node::Node;
 use super::router::{CheckedMethod, Target, deadline_to_unix_ms, encode_once, unix_ms_to_deadline};
-use crate::grain::activation::Turn;
+use crate::grain::activation::{Turn, TurnReply};
 use crate::grain::{CallError, GrainId, Payload};
 use crate::transport::{CallEnvelope, Envelope, Route};
 
@@ -78,13 +76,11 @@ impl Node {
         if method.worker_limit.is_some() {
             return Err(payload);
         }
-        // The activation's reply finds the receiver dropped, and nothing waits for it.
-        let (reply, _) = oneshot::channel();
         let turn = Turn {
             method: method.id,
             payload,
             deadline,
-            reply,
+            reply: TurnReply::none(),
         };
         let runner = self
             .inner
@@ -116,7 +112,7 @@ impl Node {
             grain: grain.clone(),
             method: method.to_string(),
             format,
-            payload: bytes.clone(),
+            payload: bytes,
             deadline_unix_ms: deadline_to_unix_ms(deadline),
             trace_parent: None,
             hops: 1,
@@ -124,14 +120,19 @@ impl Node {
         });
         match self.transport().cast(&peer, envelope, deadline).await {
             Ok(()) => Ok(None),
-            Err(error) => {
+            Err(not_sent) => {
+                let error = &not_sent.error;
                 tracing::debug!(grain = %grain, peer = %peer.name, %error, "one-way cast failed; resolving the grain");
                 self.inner
                     .cache
                     .lock()
                     .expect("cache lock poisoned")
                     .handle_not_here(grain, &entry.host);
-                Ok(Some(Payload::Encoded { format, bytes }))
+                let Envelope::V1(call) = not_sent.envelope;
+                Ok(Some(Payload::Encoded {
+                    format: call.format,
+                    bytes: call.payload,
+                }))
             }
         }
     }

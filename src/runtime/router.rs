@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::node::Node;
 use crate::directory::{DirectoryEntry, Expect, LookupOutcome, RegisterOutcome};
-use crate::grain::activation::{self, ActivationShared, Runner, Turn, TurnError};
+use crate::grain::activation::{self, ActivationShared, Runner, Turn, TurnError, TurnReply};
 use crate::grain::methods::MethodId;
 use crate::grain::{CallError, GrainContext, GrainError, GrainId, Payload, PayloadFormat};
 use crate::membership::NodeId;
@@ -329,7 +329,7 @@ impl Node {
                 .deliver_worker(grain, method.id, payload, deadline, max)
                 .await);
         }
-        let (reply, receive) = oneshot::channel();
+        let (reply, receive) = TurnReply::channel();
         let turn = Turn {
             method: method.id,
             payload,
@@ -354,7 +354,7 @@ impl Node {
         max: usize,
     ) -> Result<Payload, CallError> {
         for _ in 0..MAX_ATTEMPTS {
-            let (reply, receive) = oneshot::channel();
+            let (reply, receive) = TurnReply::channel();
             let turn = Turn {
                 method,
                 payload,

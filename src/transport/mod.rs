@@ -16,7 +16,7 @@ pub use envelope::{
 };
 pub use gateway::{GATEWAY_SCOPE, GatewayMsg, InboundHandler, gateway_group};
 pub use handshakes::{HandshakeLimits, RejectReason, RejectedConnections};
-pub use sessions::{PeerError, Transport, TransportCounters, TransportError};
+pub use sessions::{NotSent, PeerError, Transport, TransportCounters, TransportError};
 pub use wire::Wire;
 
 /// A boxed future returned by the transport's handler traits.

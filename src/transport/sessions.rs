@@ -57,6 +57,15 @@ pub enum TransportError {
     },
 }
 
+/// A one-way message that [`Transport::cast`] did not send, with the reason.
+#[derive(Debug)]
+pub struct NotSent {
+    /// Why the message was not sent.
+    pub error: PeerError,
+    /// The message, as it was given.
+    pub envelope: Envelope,
+}
+
 /// Failure of a request to a peer's gateway. No reply arrived.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {
@@ -505,15 +514,18 @@ impl Transport {
         }
     }
 
-    /// Sends a one-way grain message to `peer`, in the peer's queue.
+    /// Sends a one-way grain message to `peer`, in the peer's queue. Gives the message back if
+    /// no session to the peer is ready by `deadline`.
     pub async fn cast(
         &self,
         peer: &NodeId,
         envelope: Envelope,
         deadline: Instant,
-    ) -> Result<(), PeerError> {
+    ) -> Result<(), Box<NotSent>> {
         let name = peer.cluster_node_name();
-        self.wait_for_session(peer, &name, deadline).await?;
+        if let Err(error) = self.wait_for_session(peer, &name, deadline).await {
+            return Err(Box::new(NotSent { error, envelope }));
+        }
         self.outboxes.push(&name, BatchItem::Cast(envelope));
         Ok(())
     }

@@ -178,7 +178,7 @@ pub async fn drive(args: &DriverArgs, cookie: String) -> Result<OnewayResult, St
                     send_until + Duration::from_secs(5),
                 )
                 .await
-                .map_err(|error| format!("cast failed: {error}"))?;
+                .map_err(|not_sent| format!("cast failed: {}", not_sent.error))?;
         }
         window_call(Instant::now() + Duration::from_secs(30)).await?;
         sent += WINDOW + 1;
