@@ -99,9 +99,9 @@ pub(super) async fn leader_channel(leader: &LeaderAddress) -> Result<Channel, St
 pub(super) fn error_status(error: &SupervisorError) -> Status {
     let message = error.to_string();
     match error {
-        SupervisorError::NotLeader { leader: Some(_) } | SupervisorError::NoOrchestrator => {
-            Status::failed_precondition(message)
-        }
+        SupervisorError::NotLeader { leader: Some(_) }
+        | SupervisorError::NoOrchestrator
+        | SupervisorError::CannotAddNodes { .. } => Status::failed_precondition(message),
         SupervisorError::NotLeader { leader: None }
         | SupervisorError::Register(_)
         | SupervisorError::Stopped => Status::unavailable(message),

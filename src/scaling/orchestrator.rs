@@ -23,6 +23,12 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// Starts `count` new nodes and returns their names.
     fn add_nodes(&self, count: u32) -> BoxFuture<'_, Result<Vec<String>, OrchestratorError>>;
 
+    /// Returns why this orchestrator cannot start nodes at all, or `None` if it can. A
+    /// request that needs new nodes is then rejected before any decision is recorded.
+    fn cannot_add_nodes(&self) -> Option<&str> {
+        None
+    }
+
     /// Stops the node `name`, which the supervisor has drained; the node is still a Draining
     /// member, so stopping it makes it leave the cluster.
     fn remove_node<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), OrchestratorError>>;

@@ -85,6 +85,23 @@ pub enum SupervisorError {
          set orchestrator = \"local\" or \"kubernetes\" to let the supervisor act"
     )]
     NoOrchestrator,
+    /// `ScaleTo` above the Active node count with an orchestrator that cannot start nodes.
+    /// Nothing changed; start the nodes by hand or configure an orchestrator that can.
+    #[error(
+        "cannot scale to {requested} nodes from {active} Active: the {orchestrator} \
+         orchestrator cannot start nodes ({reason}); start nodes with `gristmill run --seed` \
+         instead"
+    )]
+    CannotAddNodes {
+        /// The requested node count.
+        requested: u32,
+        /// Active nodes now.
+        active: u32,
+        /// The orchestrator's kind.
+        orchestrator: &'static str,
+        /// Why it cannot start nodes.
+        reason: String,
+    },
 }
 
 /// The node that runs the acting supervisor.
@@ -295,10 +312,17 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.set_policy(*config).await);
             }
             SupervisorMsg::ScaleTo(nodes, reply) => {
-                let answer = state.manual(&myself, |core, snapshot, now| {
-                    core.handle_scale_to(snapshot, nodes, now)
-                });
-                let _ = reply.send(answer.await);
+                let answer = match state.check_can_add(nodes) {
+                    Ok(()) => {
+                        state
+                            .manual(&myself, |core, snapshot, now| {
+                                core.handle_scale_to(snapshot, nodes, now)
+                            })
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(answer);
             }
             SupervisorMsg::DrainNode(name, reply) => {
                 let answer = state.manual(&myself, |core, snapshot, now| {
@@ -697,6 +721,24 @@ impl SupervisorState {
         })
     }
 
+    /// Rejects a `ScaleTo` of `nodes` that needs new nodes when the orchestrator cannot start
+    /// any, before a decision is recorded.
+    fn check_can_add(&self, nodes: u32) -> Result<(), SupervisorError> {
+        let Some(reason) = self.orchestrator.cannot_add_nodes() else {
+            return Ok(());
+        };
+        let active = u32::try_from(self.snapshot()?.active_nodes().count()).unwrap_or(u32::MAX);
+        if nodes <= active {
+            return Ok(());
+        }
+        Err(SupervisorError::CannotAddNodes {
+            requested: nodes,
+            active,
+            orchestrator: self.orchestrator.kind(),
+            reason: reason.to_owned(),
+        })
+    }
+
     /// Runs a manual request (ScaleTo, DrainNode) and starts its action.
     async fn manual(
         &mut self,
@@ -812,6 +854,10 @@ impl Orchestrator for NoOrchestrator {
 
     fn add_nodes(&self, _count: u32) -> BoxFuture<'_, Result<Vec<String>, OrchestratorError>> {
         Box::pin(async { Err(OrchestratorError::Unavailable(self.reason.into())) })
+    }
+
+    fn cannot_add_nodes(&self) -> Option<&str> {
+        Some(self.reason)
     }
 
     fn remove_node<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), OrchestratorError>> {

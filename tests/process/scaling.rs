@@ -678,6 +678,37 @@ async fn resume_without_orchestrator_is_rejected() {
         .expect("GetStatus")
         .into_inner();
     assert!(state.paused, "the supervisor stays paused: {state:?}");
+
+    // ScaleTo above the Active count needs a node that `none` cannot start: it is rejected
+    // before a decision is recorded.
+    let decisions_before = scaling
+        .list_decisions(pb::ListDecisionsRequest::default())
+        .await
+        .expect("ListDecisions")
+        .into_inner()
+        .decisions
+        .len();
+    let status = scaling
+        .scale_to(pb::ScaleToRequest { nodes: 2 })
+        .await
+        .expect_err("ScaleTo 2 with orchestrator none");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("cannot start nodes"),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains("gristmill run --seed"),
+        "{status:?}"
+    );
+    let decisions_after = scaling
+        .list_decisions(pb::ListDecisionsRequest::default())
+        .await
+        .expect("ListDecisions")
+        .into_inner()
+        .decisions
+        .len();
+    assert_eq!(decisions_after, decisions_before, "no decision recorded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
