@@ -99,7 +99,7 @@ pub enum SupervisorError {
         active: u32,
         /// The orchestrator's kind.
         orchestrator: &'static str,
-        /// Why it cannot start nodes.
+        /// The reason it cannot start nodes.
         reason: String,
     },
 }
