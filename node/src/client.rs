@@ -33,7 +33,11 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
     /// No connection could be opened; the node may not be running. Retrying may help.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error(
+        "cannot connect to {addr}: {}; check that a node runs there and that the address \
+         is the grpc_addr of its ready line",
+        error_chain(.source)
+    )]
     Connect {
         /// The address dialed.
         addr: String,
@@ -44,6 +48,51 @@ pub enum ClientError {
     /// such as `NOT_FOUND`.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(#[from] tonic::Status),
+}
+
+/// Returns `error` followed by its causes, such as `transport error: Connection refused`;
+/// tonic's transport error alone prints only its first line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let line = inner.to_string();
+        if !text.ends_with(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// Returns a hint for a status that a server which is not a Gristmill gRPC API causes on the
+/// client side (an HTTP/1 server, a cluster or metrics port), or `None`.
+///
+/// Such a status comes from the client library, not from the server, so it carries no
+/// response headers, or it comes from an HTTP server that sent no gRPC status. A status from
+/// a node always carries both.
+pub fn wrong_port_hint(status: &tonic::Status, addr: &str) -> Option<String> {
+    use tonic::Code;
+
+    let from_client = status.metadata().is_empty()
+        && matches!(
+            status.code(),
+            Code::Internal | Code::Unknown | Code::Cancelled
+        );
+    let protocol_error = [
+        "h2 protocol error",
+        "invalid content-type",
+        "grpc-status header missing",
+    ]
+    .iter()
+    .any(|pattern| status.message().contains(pattern));
+    (from_client || protocol_error).then(|| {
+        format!(
+            "{addr} does not answer as a Gristmill gRPC API; use the grpc_addr of the node's \
+             ready line, not its cluster, gossip or metrics address"
+        )
+    })
 }
 
 /// Returns the canonical gRPC name of `code`, as the gRPC status code specification spells it.

@@ -129,6 +129,16 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         }
         Err(error @ (CtlError::Client(_) | CtlError::Routing(_) | CtlError::Scaling(_))) => {
             eprintln!("error: {error}");
+            let hint = match &error {
+                CtlError::Client(ClientError::Status(status))
+                | CtlError::Scaling(scaling::ScalingCtlError::Client(ClientError::Status(
+                    status,
+                ))) => client::wrong_port_hint(status, &args.addr),
+                _ => None,
+            };
+            if let Some(hint) = hint {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(EXIT_REQUEST_FAILED)
         }
     }

@@ -115,6 +115,21 @@ async fn ctl_invokes_and_lists_members() {
         .collect();
     assert_eq!(states, ["ACTIVE", "ACTIVE"]);
 
+    // The node's other ports do not speak its gRPC API: the metrics endpoint answers HTTP 404,
+    // and the cluster port expects a ractor_cluster handshake.
+    let ready = &cluster.nodes[0].ready;
+    let metrics = ready.metrics_addr.expect("metrics are on").to_string();
+    for wrong in [metrics, ready.cluster_addr.to_string()] {
+        let (code, _, stderr) = run_binary(&["ctl", "--addr", &wrong, "members"], within).await;
+        assert_eq!(code, Some(1), "ctl at {wrong}, stderr: {stderr}");
+        let hint = format!("hint: {wrong} does not answer as a Gristmill gRPC API");
+        assert!(stderr.contains(&hint), "ctl at {wrong}, stderr: {stderr}");
+        assert!(
+            stderr.contains("grpc_addr"),
+            "ctl at {wrong}, stderr: {stderr}"
+        );
+    }
+
     let unknown = ["ctl", "--addr", &addr, "invoke", "no-such-type", "k", "get"];
     let (code, _, stderr) = run_binary(&unknown, within).await;
     assert_eq!(code, Some(1), "exit code for an error status");
@@ -160,6 +175,27 @@ async fn ctl_rejects_invalid_json_payload() {
     let (code, _, stderr) = run_binary(&args, Duration::from_secs(20)).await;
     assert_eq!(code, Some(2), "stderr: {stderr}");
     assert!(stderr.contains("invalid JSON payload"), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn ctl_names_the_refused_connection() {
+    // A port that nothing listens on: bound, then closed, so the OS refuses the connection.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind a port on loopback")
+        .to_string();
+    let args = ["ctl", "--addr", &closed, "members"];
+    let (code, _, stderr) = run_binary(&args, Duration::from_secs(20)).await;
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to {closed}")),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("grpc_addr of its ready line"),
+        "stderr: {stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
