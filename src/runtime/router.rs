@@ -68,6 +68,14 @@ pub(super) enum Target {
     Here(DirectoryEntry),
 }
 
+/// Returns `duration` in whole milliseconds, rounded up. A caller that computed its deadline
+/// before the call read the clock gave a timeout a little longer than what remained, and a
+/// 1 ms timeout must not be reported as 0 ms.
+fn millis_rounded_up(duration: Duration) -> u64 {
+    let partial = u128::from(duration.subsec_nanos() % 1_000_000 != 0);
+    u64::try_from(duration.as_millis() + partial).unwrap_or(u64::MAX)
+}
+
 pub(crate) fn deadline_to_unix_ms(deadline: Instant) -> u64 {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let at = SystemTime::now() + remaining;
@@ -175,8 +183,7 @@ impl Node {
         if let Err(CallError::DeadlineExceeded { after_ms, .. }) = &mut result
             && *after_ms == 0
         {
-            *after_ms = u64::try_from(deadline.saturating_duration_since(started).as_millis())
-                .unwrap_or(u64::MAX);
+            *after_ms = millis_rounded_up(deadline.saturating_duration_since(started));
         }
         self.inner
             .metrics
@@ -1008,4 +1015,17 @@ pub(super) fn encode_once(
     encoded
         .clone()
         .ok_or_else(|| CallError::Internal("payload lost between attempts".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_millis_round_up() {
+        assert_eq!(millis_rounded_up(Duration::from_micros(999_400)), 1000);
+        assert_eq!(millis_rounded_up(Duration::from_micros(970)), 1);
+        assert_eq!(millis_rounded_up(Duration::from_millis(200)), 200);
+        assert_eq!(millis_rounded_up(Duration::ZERO), 0);
+    }
 }
