@@ -72,7 +72,7 @@ pub(super) enum Target {
 /// before the call read the clock gave a timeout a little longer than what remained, and a
 /// 1 ms timeout must not be reported as 0 ms.
 fn millis_rounded_up(duration: Duration) -> u64 {
-    let partial = u128::from(duration.subsec_nanos() % 1_000_000 != 0);
+    let partial = u128::from(!duration.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(duration.as_millis() + partial).unwrap_or(u64::MAX)
 }
 
