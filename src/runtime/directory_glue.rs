@@ -30,6 +30,10 @@ use crate::transport::{
 
 /// Deadline of directory requests that no caller waits for (unregister, hand-off, sync).
 const BACKGROUND_DEADLINE: Duration = Duration::from_secs(2);
+/// Attempts to hand entries off to one new owner.
+const HANDOFF_ATTEMPTS: u32 = 4;
+/// Pause before the second hand-off attempt; it grows by this much per attempt.
+const HANDOFF_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Rounds of re-assertion for entries whose owner's view lagged behind this node's.
 const REASSERT_ROUNDS: usize = 5;
 /// Pause between two re-assertion rounds.
@@ -157,8 +161,7 @@ impl Node {
             .expect("directory lock poisoned")
             .handle_membership_change(&live, now);
         let view = ViewId::of(&live);
-        let deadline = Instant::now() + BACKGROUND_DEADLINE;
-        let handed_off = self.carry_out(commands, deadline).await;
+        let handed_off = self.carry_out(commands, view).await;
 
         // Wait for registrations in progress, which may have gone to an owner of the previous
         // view: once they are in the catalog, the snapshot below re-asserts them. The wait can
@@ -186,20 +189,44 @@ impl Node {
             );
             return;
         }
+        // A confirmation that does not arrive leaves the member waiting for its grace period,
+        // as a failed hand-off does, so it is sent again as a hand-off is.
         let local = self.inner.id.incarnation();
-        let deadline = Instant::now() + BACKGROUND_DEADLINE;
-        let confirmations = live.iter().map(|member| {
-            let request = DirectoryRequest::SyncComplete {
-                from: local.clone(),
-                view,
-            };
-            async move {
-                if let Err(detail) = self.directory_request_to(member, request, deadline).await {
-                    tracing::debug!(member = %member, %detail, "sync confirmation failed");
+        let mut pending: Vec<&Incarnation> = live.iter().collect();
+        for attempt in 0..HANDOFF_ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(HANDOFF_RETRY_PAUSE * attempt).await;
+                if !self.view_is_current(view) {
+                    break;
                 }
             }
-        });
-        join_all(confirmations).await;
+            let deadline = Instant::now() + BACKGROUND_DEADLINE;
+            let confirmations = std::mem::take(&mut pending).into_iter().map(|member| {
+                let request = DirectoryRequest::SyncComplete {
+                    from: local.clone(),
+                    view,
+                };
+                async move {
+                    let reply = self.directory_request_to(member, request, deadline).await;
+                    (member, reply)
+                }
+            });
+            for (member, reply) in join_all(confirmations).await {
+                if let Err(detail) = reply {
+                    tracing::debug!(member = %member, attempt, %detail, "sync confirmation failed");
+                    pending.push(member);
+                }
+            }
+        }
+    }
+
+    /// Returns whether `view` is still this node's view of the live members.
+    fn view_is_current(&self, view: ViewId) -> bool {
+        let members = self.inner.members.read().expect("members lock poisoned");
+        ViewId::of(&members.live) == view
     }
 
     /// Returns the local activations to re-assert. The caller holds the exclusive activation
@@ -349,9 +376,9 @@ impl Node {
     /// Carries out the partition's commands; hand-offs go to their new owners concurrently, so
     /// one unreachable member does not hold up the others. Returns whether every hand-off was
     /// acknowledged.
-    async fn carry_out(&self, commands: Vec<DirectoryCommand>, deadline: Instant) -> bool {
+    async fn carry_out(&self, commands: Vec<DirectoryCommand>, view: ViewId) -> bool {
         let local = self.inner.id.incarnation();
-        let mut hand_offs = Vec::new();
+        let mut pending = Vec::new();
         for command in commands {
             match command {
                 DirectoryCommand::HandOff { to, entries } => {
@@ -359,38 +386,57 @@ impl Node {
                         .metrics
                         .directory_handoffs
                         .inc_by(entries.len() as u64);
-                    let request = DirectoryRequest::HandOff {
-                        from: local.clone(),
-                        entries,
-                    };
-                    hand_offs.push(async move {
-                        (
-                            to.clone(),
-                            self.directory_request_to(&to, request, deadline).await,
-                        )
-                    });
+                    pending.push((to, entries));
                 }
                 DirectoryCommand::Deactivate { entry } => self.deactivate_loser(entry),
             }
         }
-        let mut acknowledged = true;
-        for (to, reply) in join_all(hand_offs).await {
-            match reply {
-                Ok(DirectoryResponse::Commands(more)) => {
-                    for command in more {
-                        if let DirectoryCommand::Deactivate { entry } = command {
-                            self.deactivate_loser(entry);
+        // A hand-off to a node that has just joined can fail while its session forms. Until
+        // it succeeds, this node cannot confirm the view, and the new owner holds lookups for
+        // its grace period, which stalls every call to its partitions. So a failed hand-off
+        // is sent again a few times, while the view lasts: a later view runs a sync of its
+        // own. Entries that arrive twice are the same entries.
+        for attempt in 0..HANDOFF_ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(HANDOFF_RETRY_PAUSE * attempt).await;
+                if !self.view_is_current(view) {
+                    break;
+                }
+            }
+            let deadline = Instant::now() + BACKGROUND_DEADLINE;
+            let sends = std::mem::take(&mut pending)
+                .into_iter()
+                .map(|(to, entries)| {
+                    let request = DirectoryRequest::HandOff {
+                        from: local.clone(),
+                        entries: entries.clone(),
+                    };
+                    async move {
+                        let reply = self.directory_request_to(&to, request, deadline).await;
+                        (to, entries, reply)
+                    }
+                });
+            for (to, entries, reply) in join_all(sends).await {
+                match reply {
+                    Ok(DirectoryResponse::Commands(more)) => {
+                        for command in more {
+                            if let DirectoryCommand::Deactivate { entry } = command {
+                                self.deactivate_loser(entry);
+                            }
                         }
                     }
-                }
-                Ok(_) => {}
-                Err(detail) => {
-                    tracing::debug!(to = %to, %detail, "hand-off failed");
-                    acknowledged = false;
+                    Ok(_) => {}
+                    Err(detail) => {
+                        tracing::info!(node = %self.inner.id.name, to = %to, attempt, entries = entries.len(), %detail, "hand-off failed");
+                        pending.push((to, entries));
+                    }
                 }
             }
         }
-        acknowledged
+        pending.is_empty()
     }
 
     fn deactivate_loser(&self, entry: DirectoryEntry) {
