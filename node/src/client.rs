@@ -75,6 +75,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 pub fn wrong_port_hint(status: &tonic::Status, addr: &str) -> Option<String> {
     use tonic::Code;
 
+    if status.code() == Code::Cancelled && status.message() == "Timeout expired" {
+        return Some(format!(
+            "{addr} accepted the connection but sent no reply in time; the node may be \
+             paused (SIGSTOP), overloaded or stuck, so check its process and log"
+        ));
+    }
     let from_client = status.metadata().is_empty()
         && matches!(
             status.code(),
@@ -123,12 +129,24 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 impl NodeClient {
     /// Connects to the gRPC API at `addr` (`host:port`).
     pub async fn connect(addr: &str) -> Result<NodeClient, ClientError> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        Self::connect_with(addr, None).await
+    }
+
+    /// Connects to the gRPC API at `addr`; with `request_timeout`, every request that has no
+    /// reply within it ends with `CANCELLED: Timeout expired`.
+    pub async fn connect_with(
+        addr: &str,
+        request_timeout: Option<Duration>,
+    ) -> Result<NodeClient, ClientError> {
+        let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|source| ClientError::Address {
                 addr: addr.to_owned(),
                 source,
             })?
             .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(timeout) = request_timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
         let channel = endpoint
             .connect()
             .await

@@ -29,6 +29,12 @@ pub struct CtlArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// How long to wait for a reply before giving up on a paused or stuck node, such as 30s
+    /// or 500ms. A drain or a migration is given its own timeout plus 15 s when that is
+    /// longer.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s")]
+    pub request_timeout: humantime::Duration,
+
     /// The request to send.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -41,7 +47,9 @@ fn parse_addr(text: &str) -> Result<String, String> {
         .rsplit_once(':')
         .map(|(host, port)| (host, port.parse::<u16>()));
     match port {
-        Some((host, Ok(port))) if !host.is_empty() && port != 0 => Ok(text.to_owned()),
+        Some((host, Ok(port))) if !host.is_empty() && !host.contains('/') && port != 0 => {
+            Ok(text.to_owned())
+        }
         _ => Err(format!(
             "expected HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:40003 (the \
              grpc_addr of a node's ready line), got {text:?}"
@@ -94,6 +102,9 @@ pub enum CtlCommand {
         timeout_ms: Option<u32>,
     },
     /// Drain a node: it stops taking new activations and migrates every activation away.
+    ///
+    /// The node stays Draining afterwards; only a restart brings it back as Active. Exits 1
+    /// when activations remain at the timeout.
     Drain {
         /// Name of the node to drain, such as `node-2`.
         node: String,
@@ -127,6 +138,11 @@ pub async fn run(args: CtlArgs) -> ExitCode {
             eprintln!("error: invalid JSON payload: {error}");
             ExitCode::from(EXIT_INVALID_INPUT)
         }
+        Err(CtlError::Incomplete { output, detail }) => {
+            print!("{output}");
+            eprintln!("error: {detail}");
+            ExitCode::from(EXIT_REQUEST_FAILED)
+        }
         Err(error @ (CtlError::Client(_) | CtlError::Routing(_) | CtlError::Scaling(_))) => {
             eprintln!("error: {error}");
             let hint = match &error {
@@ -152,6 +168,9 @@ enum CtlError {
     Routing(gristmill::routing::ClientError),
     #[error("invalid JSON payload: {0}")]
     InvalidPayload(serde_json::Error),
+    /// The request ran but did not finish its work: `output` is its report.
+    #[error("{detail}")]
+    Incomplete { output: String, detail: String },
     #[error(transparent)]
     Scaling(#[from] scaling::ScalingCtlError),
 }
@@ -184,6 +203,27 @@ impl From<tonic::Status> for CtlError {
     }
 }
 
+/// How long `gristmill local` waits for a node to accept its decision watch; the stream of
+/// decisions that follows has no deadline.
+pub(crate) const WATCH_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time the node is given beyond a request's own timeout before `ctl` stops waiting.
+const REPLY_MARGIN: Duration = Duration::from_secs(15);
+
+/// Returns how long `ctl` waits for the reply to `command`: `query` for a request that the
+/// node answers at once. A migration or a drain runs for up to its own timeout before it
+/// replies: `timeout_ms`, or 120 s when unset, which is the drain default and above the
+/// migration default.
+fn request_timeout(command: &CtlCommand, query: Duration) -> Duration {
+    match command {
+        CtlCommand::Migrate { timeout_ms, .. } | CtlCommand::Drain { timeout_ms, .. } => {
+            let runs_for = Duration::from_millis(u64::from(timeout_ms.unwrap_or(120_000)));
+            (runs_for + REPLY_MARGIN).max(query)
+        }
+        _ => query,
+    }
+}
+
 /// Sends the request and returns the text to print.
 async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
     // Parse the payload before connecting, so a typo fails fast and offline.
@@ -194,7 +234,8 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
         } => serde_json::from_str(text).map_err(CtlError::InvalidPayload)?,
         _ => Value::Null,
     };
-    let mut node = NodeClient::connect(&args.addr).await?;
+    let timeout = request_timeout(&args.command, args.request_timeout.into());
+    let mut node = NodeClient::connect_with(&args.addr, Some(timeout)).await?;
 
     match &args.command {
         CtlCommand::Members => {
@@ -292,26 +333,42 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
                 leave_after: *leave,
             };
             let report = node.cluster.drain_node(request).await?.into_inner();
-            if args.json {
-                return Ok(json_line(&json!({
+            let output = if args.json {
+                json_line(&json!({
                     "node": report.node,
                     "migrated": report.migrated,
                     "deactivated": report.deactivated,
                     "remaining": report.remaining,
                     "duration_ms": report.duration_ms,
-                })));
+                }))
+            } else {
+                format!(
+                    "drained {}: {} migrated, {} deactivated, {} remaining, in {} ms\n",
+                    report.node,
+                    report.migrated,
+                    report.deactivated,
+                    report.remaining,
+                    report.duration_ms
+                )
+            };
+            if report.remaining > 0 {
+                return Err(CtlError::Incomplete {
+                    output,
+                    detail: format!(
+                        "the drain of {} ended with {} activations left, and the node stays \
+                         Draining; run the drain again, with a longer --timeout-ms or with \
+                         --leave",
+                        report.node, report.remaining
+                    ),
+                });
             }
-            Ok(format!(
-                "drained {}: {} migrated, {} deactivated, {} remaining, in {} ms\n",
-                report.node,
-                report.migrated,
-                report.deactivated,
-                report.remaining,
-                report.duration_ms
-            ))
+            Ok(output)
         }
         CtlCommand::Scaling { command } => {
-            Ok(scaling::execute(&args.addr, command, args.json).await?)
+            Ok(
+                scaling::execute(&args.addr, command, args.json, args.request_timeout.into())
+                    .await?,
+            )
         }
     }
 }

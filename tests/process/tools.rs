@@ -178,6 +178,45 @@ async fn ctl_rejects_invalid_json_payload() {
 }
 
 #[tokio::test]
+async fn ctl_gives_up_on_a_silent_node() {
+    // A listener that accepts connections and never replies, as a node stopped with SIGSTOP
+    // does once the kernel has accepted the connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a port on loopback");
+    let addr = listener.local_addr().expect("local address").to_string();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    for command in [&["members"][..], &["scaling", "status"][..]] {
+        let mut args = vec!["ctl", "--addr", &addr, "--request-timeout", "500ms"];
+        args.extend_from_slice(command);
+        let (code, _, stderr) = run_binary(&args, Duration::from_secs(20)).await;
+        assert_eq!(code, Some(1), "ctl {command:?}, stderr: {stderr}");
+        assert!(
+            stderr.contains("Timeout expired"),
+            "ctl {command:?}, stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("sent no reply in time"),
+            "ctl {command:?}, stderr: {stderr}"
+        );
+    }
+    held.abort();
+}
+
+#[tokio::test]
+async fn ctl_rejects_a_url_as_address() {
+    let args = ["ctl", "--addr", "http://127.0.0.1:4000", "members"];
+    let (code, _, stderr) = run_binary(&args, Duration::from_secs(20)).await;
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("expected HOST:PORT"), "stderr: {stderr}");
+}
+
+#[tokio::test]
 async fn ctl_names_the_refused_connection() {
     // A port that nothing listens on: bound, then closed, so the OS refuses the connection.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

@@ -83,13 +83,19 @@ impl From<tonic::Status> for ScalingCtlError {
 }
 
 /// Connects to the `Scaling` service at `addr` (`host:port`).
-pub async fn connect(addr: &str) -> Result<ScalingClient<Channel>, ClientError> {
+pub async fn connect(
+    addr: &str,
+    request_timeout: Duration,
+) -> Result<ScalingClient<Channel>, ClientError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| ClientError::Address {
             addr: addr.to_owned(),
             source,
         })?
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        // Every scaling request replies at once (an action runs after the reply), so a node
+        // that does not reply within this is paused or stuck.
+        .timeout(request_timeout);
     let channel = endpoint
         .connect()
         .await
@@ -105,13 +111,14 @@ pub async fn execute(
     addr: &str,
     command: &ScalingCommand,
     as_json: bool,
+    request_timeout: Duration,
 ) -> Result<String, ScalingCtlError> {
     // Read the policy before connecting, so a typo fails fast and offline.
     let policy = match command {
         ScalingCommand::SetPolicy { file } => Some(read_policy(file)?),
         _ => None,
     };
-    let mut client = connect(addr).await?;
+    let mut client = connect(addr, request_timeout).await?;
     let output = match command {
         ScalingCommand::Status => {
             let status = client

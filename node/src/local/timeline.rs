@@ -38,7 +38,9 @@ pub fn watch(addrs: Vec<String>, started: Instant) -> (JoinHandle<()>, Decisions
 }
 
 async fn watch_once(addr: &str, started: Instant, seen: &Decisions) -> Result<(), String> {
-    let mut client = connect(addr).await.map_err(|error| error.to_string())?;
+    let mut client = connect(addr, crate::ctl::WATCH_REPLY_TIMEOUT)
+        .await
+        .map_err(|error| error.to_string())?;
     let request = pb::WatchDecisionsRequest { after_id: 0 };
     let mut stream = client
         .watch_decisions(request)
