@@ -11,6 +11,7 @@
 //!    answer lookups for the grains they gained before their grace period ends.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -192,7 +193,37 @@ impl Node {
         // A confirmation that does not arrive leaves the member waiting for its grace period,
         // as a failed hand-off does, so it is sent again as a hand-off is.
         let local = self.inner.id.incarnation();
-        let mut pending: Vec<&Incarnation> = live.iter().collect();
+        let members: Vec<&Incarnation> = live.iter().collect();
+        self.send_while_view_lasts(view, members, |member, attempt, deadline| {
+            let request = DirectoryRequest::SyncComplete {
+                from: local.clone(),
+                view,
+            };
+            async move {
+                let detail = self
+                    .directory_request_to(member, request, deadline)
+                    .await
+                    .err()?;
+                tracing::debug!(member = %member, attempt, %detail, "sync confirmation failed");
+                Some(member)
+            }
+        })
+        .await;
+    }
+
+    /// Sends every item of `pending` with `send`, which returns the item again if it failed,
+    /// and sends the failed ones again after a pause, up to [`HANDOFF_ATTEMPTS`] rounds, while
+    /// `view` is this node's view. Returns the items that still failed.
+    async fn send_while_view_lasts<T, F, Fut>(
+        &self,
+        view: ViewId,
+        mut pending: Vec<T>,
+        send: F,
+    ) -> Vec<T>
+    where
+        F: Fn(T, u32, Instant) -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
         for attempt in 0..HANDOFF_ATTEMPTS {
             if pending.is_empty() {
                 break;
@@ -204,23 +235,12 @@ impl Node {
                 }
             }
             let deadline = Instant::now() + BACKGROUND_DEADLINE;
-            let confirmations = std::mem::take(&mut pending).into_iter().map(|member| {
-                let request = DirectoryRequest::SyncComplete {
-                    from: local.clone(),
-                    view,
-                };
-                async move {
-                    let reply = self.directory_request_to(member, request, deadline).await;
-                    (member, reply)
-                }
-            });
-            for (member, reply) in join_all(confirmations).await {
-                if let Err(detail) = reply {
-                    tracing::debug!(member = %member, attempt, %detail, "sync confirmation failed");
-                    pending.push(member);
-                }
-            }
+            let sends = std::mem::take(&mut pending)
+                .into_iter()
+                .map(|item| send(item, attempt, deadline));
+            pending = join_all(sends).await.into_iter().flatten().collect();
         }
+        pending
     }
 
     /// Returns whether `view` is still this node's view of the live members.
@@ -396,47 +416,32 @@ impl Node {
         // its grace period, which stalls every call to its partitions. So a failed hand-off
         // is sent again a few times, while the view lasts: a later view runs a sync of its
         // own. Entries that arrive twice are the same entries.
-        for attempt in 0..HANDOFF_ATTEMPTS {
-            if pending.is_empty() {
-                break;
-            }
-            if attempt > 0 {
-                tokio::time::sleep(HANDOFF_RETRY_PAUSE * attempt).await;
-                if !self.view_is_current(view) {
-                    break;
-                }
-            }
-            let deadline = Instant::now() + BACKGROUND_DEADLINE;
-            let sends = std::mem::take(&mut pending)
-                .into_iter()
-                .map(|(to, entries)| {
-                    let request = DirectoryRequest::HandOff {
-                        from: local.clone(),
-                        entries: entries.clone(),
-                    };
-                    async move {
-                        let reply = self.directory_request_to(&to, request, deadline).await;
-                        (to, entries, reply)
-                    }
-                });
-            for (to, entries, reply) in join_all(sends).await {
-                match reply {
-                    Ok(DirectoryResponse::Commands(more)) => {
-                        for command in more {
-                            if let DirectoryCommand::Deactivate { entry } = command {
-                                self.deactivate_loser(entry);
+        let failed = self
+            .send_while_view_lasts(view, pending, |(to, entries), attempt, deadline| {
+                let request = DirectoryRequest::HandOff {
+                    from: local.clone(),
+                    entries: entries.clone(),
+                };
+                async move {
+                    match self.directory_request_to(&to, request, deadline).await {
+                        Ok(DirectoryResponse::Commands(more)) => {
+                            for command in more {
+                                if let DirectoryCommand::Deactivate { entry } = command {
+                                    self.deactivate_loser(entry);
+                                }
                             }
+                            None
+                        }
+                        Ok(_) => None,
+                        Err(detail) => {
+                            tracing::info!(node = %self.inner.id.name, to = %to, attempt, entries = entries.len(), %detail, "hand-off failed");
+                            Some((to, entries))
                         }
                     }
-                    Ok(_) => {}
-                    Err(detail) => {
-                        tracing::info!(node = %self.inner.id.name, to = %to, attempt, entries = entries.len(), %detail, "hand-off failed");
-                        pending.push((to, entries));
-                    }
                 }
-            }
-        }
-        pending.is_empty()
+            })
+            .await;
+        failed.is_empty()
     }
 
     fn deactivate_loser(&self, entry: DirectoryEntry) {
