@@ -88,8 +88,9 @@ pub struct NodeConfig {
     /// Scaling supervisor settings: node bounds, policies, windows and cooldown. Default:
     /// [`crate::scaling::ScalingConfig::default`]; see its fields for units and ranges.
     pub scaling: crate::scaling::ScalingConfig,
-    /// What starts and stops nodes for the scaling supervisor: `none` (decisions are recorded
-    /// but not carried out), `local` (node processes on loopback) or `kubernetes` (the
+    /// What starts and stops nodes for the scaling supervisor: `none` (automatic decisions
+    /// are recorded but not carried out; manual drains and scale-ins ask the node to leave, and
+    /// a manual scale-out is rejected), `local` (node processes on loopback) or `kubernetes` (the
     /// StatefulSet scale subresource). Default: `none`. `local` needs a loopback `bind_ip`.
     pub orchestrator: crate::scaling::supervisor::OrchestratorKind,
     /// Forwarding between nodes: the circuit breaker per peer, and the stateless worker types

@@ -39,7 +39,8 @@ use crate::scaling::supervisor_register::{
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OrchestratorKind {
-    /// Nothing: the supervisor records decisions but starts paused, and scale-out fails.
+    /// Nothing: the supervisor records decisions but starts paused. A manual scale-in asks
+    /// the drained node to leave, and a manual scale-out is rejected.
     #[default]
     None,
     /// `gristmill run` processes on loopback, started by the acting node.
@@ -463,7 +464,9 @@ impl SupervisorState {
         if let Some(reason) = &self.register.record.paused {
             core.maybe_pause(reason.clone());
         } else if self.node.inner.config.orchestrator == OrchestratorKind::None {
-            core.maybe_pause("orchestrator = none: decisions are recorded, not carried out".into());
+            core.maybe_pause(
+                "orchestrator = none: automatic decisions are recorded, not carried out".into(),
+            );
         }
         self.metrics.takeovers.inc();
         tracing::info!(epoch, ?reason, "scaling supervisor took over");
