@@ -156,8 +156,12 @@ async fn single_node_serves_grains() {
             "key of {} bytes",
             key.len()
         );
+        let expected = format!(
+            "invalid key of {} bytes for grain type counter: use 1 to 1024 bytes",
+            key.len()
+        );
         assert!(
-            rejected.message().contains("invalid grain key"),
+            rejected.message().contains(&expected),
             "{}",
             rejected.message()
         );

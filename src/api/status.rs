@@ -11,7 +11,7 @@ pub const ERROR_CODE_METADATA: &str = "gristmill-error-code";
 pub fn call_error_status(error: &CallError) -> Status {
     let code = match error {
         CallError::UnknownGrainType { .. } | CallError::UnknownMethod { .. } => Code::NotFound,
-        CallError::InvalidPayload { .. } => Code::InvalidArgument,
+        CallError::InvalidPayload { .. } | CallError::InvalidKey { .. } => Code::InvalidArgument,
         CallError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         CallError::NodeUnavailable { .. }
         | CallError::NoActiveNode { .. }

@@ -129,6 +129,19 @@ pub enum CallError {
     /// An internal failure, such as a reply that could not be encoded.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The grain key is empty or longer than the limit. Nothing ran. Last, so that its
+    /// encoding leaves the other variants' unchanged.
+    #[error(
+        "invalid key of {key_bytes} bytes for grain type {grain_type}: use 1 to {max_bytes} bytes"
+    )]
+    InvalidKey {
+        /// The grain type.
+        grain_type: String,
+        /// Length of the key given, in bytes.
+        key_bytes: usize,
+        /// The longest key allowed, in bytes.
+        max_bytes: usize,
+    },
 }
 
 impl CallError {
@@ -138,6 +151,7 @@ impl CallError {
             CallError::UnknownGrainType { .. }
             | CallError::UnknownMethod { .. }
             | CallError::InvalidPayload { .. }
+            | CallError::InvalidKey { .. }
             | CallError::NoActiveNode { .. }
             | CallError::ShuttingDown { .. }
             | CallError::TooManyHops { .. } => true,
@@ -154,6 +168,7 @@ impl CallError {
         match self {
             CallError::UnknownGrainType { .. } | CallError::UnknownMethod { .. } => "unknown",
             CallError::InvalidPayload { .. } => "invalid_payload",
+            CallError::InvalidKey { .. } => "invalid_key",
             CallError::DeadlineExceeded { .. } => "deadline_exceeded",
             CallError::NodeUnavailable { .. } => "node_unavailable",
             CallError::NoActiveNode { .. } => "no_active_node",

@@ -244,11 +244,19 @@ impl NodeConfig {
                 "set advertise_ip when bind_ip is unspecified, so peers know where to dial",
             ));
         }
-        if self.cookie.chars().count() < 16 {
+        let cookie_chars = self.cookie.chars().count();
+        if cookie_chars < 16 {
+            // The value is a secret, so the message gives only its length.
+            let value = if cookie_chars == 0 {
+                "(unset)".to_owned()
+            } else {
+                format!("({cookie_chars} characters, hidden)")
+            };
             return Err(ConfigError::new(
                 "cookie",
-                "(hidden)",
-                "use a random secret of at least 16 characters, the same on every node",
+                value,
+                "use a random secret of at least 16 characters, the same on every node, in \
+                 GRISTMILL_COOKIE or --cookie",
             ));
         }
         if !(1..=3_600_000).contains(&self.call_timeout_ms) {

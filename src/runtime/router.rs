@@ -101,13 +101,10 @@ impl Node {
         method: &str,
     ) -> Result<CheckedMethod, CallError> {
         if grain.key.is_empty() || grain.key.len() > MAX_KEY_BYTES {
-            return Err(CallError::InvalidPayload {
+            return Err(CallError::InvalidKey {
                 grain_type: grain.grain_type.clone(),
-                method: method.to_string(),
-                detail: format!(
-                    "invalid grain key of {} bytes; use 1 to {MAX_KEY_BYTES} bytes",
-                    grain.key.len()
-                ),
+                key_bytes: grain.key.len(),
+                max_bytes: MAX_KEY_BYTES,
             });
         }
         let factory = self.inner.registry.require(&grain.grain_type)?;

@@ -208,6 +208,19 @@ async fn invalid_flags_fail_naming_the_setting() {
 }
 
 #[tokio::test]
+async fn cookie_errors_hide_the_secret() {
+    let missing = run_expecting_config_error(&[], None).await;
+    assert!(missing.contains("`cookie` = \"(unset)\""), "{missing}");
+    assert!(missing.contains("GRISTMILL_COOKIE"), "{missing}");
+    let short = run_expecting_config_error(&[], Some("too-short")).await;
+    assert!(
+        short.contains("`cookie` = \"(9 characters, hidden)\""),
+        "{short}"
+    );
+    assert!(!short.contains("too-short"), "the secret leaked: {short}");
+}
+
+#[tokio::test]
 async fn invalid_log_filter_names_value_and_syntax() {
     let stderr = run_expecting_config_error(&["--log", "info,gristmill=loud"], Some(COOKIE)).await;
 
