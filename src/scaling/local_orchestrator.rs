@@ -283,6 +283,9 @@ impl Orchestrator for LocalOrchestrator {
             }
             let starts = names.iter().map(|name| self.start_node(name));
             let results = futures::future::join_all(starts).await;
+            // Every started node has read the file (it prints its ready line after), and a
+            // node killed with this one would leave it behind.
+            let _ = std::fs::remove_file(&self.config_path);
             let mut started = Vec::new();
             let mut first_error = None;
             for (name, result) in names.into_iter().zip(results) {

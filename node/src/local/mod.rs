@@ -168,6 +168,7 @@ pub async fn run(args: LocalArgs) -> ExitCode {
             crate::table::counted(nodes.len() as u64, "node", "nodes")
         );
     }
+    pause_scaling(&nodes).await;
     children::shut_down(&mut nodes, STOP_GRACE).await;
     let _ = std::fs::remove_file(&config_path);
     if own_database {
@@ -195,6 +196,30 @@ pub async fn run(args: LocalArgs) -> ExitCode {
         Err(code) => code,
     }
 }
+
+/// Pauses the scaling supervisor before the nodes stop. Otherwise the nodes that drain move
+/// their grains to the nodes the supervisor added, and one of those takes over the
+/// supervisor and starts another node to restore `min_nodes`. The pause is recorded in the
+/// supervisor register, so a supervisor that takes over stays paused. A node that does not
+/// act as supervisor rejects the request, so each node is asked in turn, each for at most 2 s.
+async fn pause_scaling(nodes: &[ChildNode]) {
+    let request = gristmill::api::pb::PauseRequest {
+        reason: "gristmill local is stopping its nodes".into(),
+    };
+    for node in nodes {
+        let addr = node.ready.grpc_addr.to_string();
+        let Ok(mut scaling) = crate::ctl::scaling::connect(&addr, PAUSE_TIMEOUT).await else {
+            continue;
+        };
+        if scaling.pause(request.clone()).await.is_ok() {
+            return;
+        }
+    }
+    tracing::debug!("no node paused the scaling supervisor before the shutdown");
+}
+
+/// Time one node has to answer the pause before the shutdown.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Removes a SQLite database file with its write-ahead log and shared-memory files.
 fn remove_sqlite_files(database: &Path) {
