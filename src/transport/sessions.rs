@@ -212,7 +212,9 @@ impl NodeEventSubscription for Subscription {
             let reason = reason.label();
             match logged {
                 Some(suppressed) => {
-                    tracing::warn!(%peer, reason, total, suppressed, "cluster connection closed before authenticating")
+                    // Two nodes that dial each other at once also end here: ractor_cluster
+                    // closes one of the two connections before it authenticates.
+                    tracing::warn!(%peer, reason, total, suppressed, "cluster connection closed before authenticating: a wrong cookie, junk bytes, or harmlessly two nodes that dialed each other at once")
                 }
                 None => {
                     tracing::debug!(%peer, reason, total, "cluster connection closed before authenticating")
