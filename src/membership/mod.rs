@@ -6,6 +6,7 @@ mod dissemination;
 mod gossip_auth;
 mod handle;
 mod identity;
+mod interner;
 mod lease;
 mod lease_input;
 mod lifecycle;
@@ -24,7 +25,7 @@ pub use dissemination::{
 };
 pub use gossip_auth::{AuthError, GossipKey, TAG_LEN};
 pub use handle::{MembershipError, MembershipHandle};
-pub use identity::{Incarnation, NodeId, boot_id_at};
+pub use identity::{Incarnation, NodeId, NodeIdFields, boot_id_at};
 pub use lease::{MembershipLease, is_minority, lease_duration};
 pub use lifecycle::{NodeLoad, NodeMeta, NodeState};
 pub use member_list::{
