@@ -65,16 +65,31 @@ impl From<LegacyMetaBroadcast> for MetaBroadcast {
 }
 
 /// Foca's dissemination key for a meta broadcast.
+///
+/// foca keeps one per item in its backlog, which contains an item of almost every member
+/// while many nodes join, so the key carries the name's hash instead of the name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetaKey {
-    incarnation: Incarnation,
+    /// XXH3-128 hash of the node name, as in [`SeenMeta`].
+    name: u128,
+    boot_id: u64,
     version: u64,
+}
+
+impl MetaKey {
+    fn new(name: &str, boot_id: u64, version: u64) -> Self {
+        Self {
+            name: name_key(name),
+            boot_id,
+            version,
+        }
+    }
 }
 
 impl Invalidates for MetaKey {
     /// A newer version of the same incarnation replaces the older one in foca's backlog.
     fn invalidates(&self, other: &Self) -> bool {
-        self.incarnation == other.incarnation && self.version > other.version
+        self.name == other.name && self.boot_id == other.boot_id && self.version > other.version
     }
 }
 
@@ -187,10 +202,7 @@ impl BroadcastHandler<NodeId> for MetaHandler {
         let incarnation = &item.incarnation;
         self.seen
             .record(&incarnation.name, incarnation.boot_id, item.meta.version);
-        let key = MetaKey {
-            incarnation: item.incarnation.clone(),
-            version: item.meta.version,
-        };
+        let key = MetaKey::new(&incarnation.name, incarnation.boot_id, item.meta.version);
         // The channel closes only when the agent stops, and then the item has no reader left.
         let _ = self.accepted.send(item);
         Ok(Some(key))
@@ -335,13 +347,7 @@ mod tests {
 
     #[test]
     fn key_invalidates_older_version_of_same_incarnation() {
-        let key = |name: &str, boot_id, version| MetaKey {
-            incarnation: Incarnation {
-                name: String::from(name),
-                boot_id,
-            },
-            version,
-        };
+        let key = MetaKey::new;
         let cases = [
             (key("a", 1, 2), key("a", 1, 1), true),
             (key("a", 1, 1), key("a", 1, 1), false),
