@@ -20,8 +20,8 @@ mod wire;
 pub use agent::{MembershipAgent, foca_config};
 pub use broadcast::{MalformedMeta, MetaBroadcast, MetaHandler, MetaKey, SeenMeta};
 pub use dissemination::{
-    MEMBER_LIST_ENTRIES_PER_SECOND, META_ITEMS_PER_SECOND, TransmissionTuner, max_transmissions,
-    member_list_period, meta_period,
+    MEMBER_LIST_ENTRIES_PER_SECOND, META_ITEMS_PER_SECOND, MetaJitter, TransmissionTuner,
+    max_transmissions, member_list_period, meta_period,
 };
 pub use gossip_auth::{AuthError, GossipKey, TAG_LEN};
 pub use handle::{MembershipError, MembershipHandle};
