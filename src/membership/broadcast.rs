@@ -1,6 +1,7 @@
 //! Foca broadcast handler for node meta: keeps the newest version per node, forwards new items.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -109,7 +110,31 @@ pub struct MalformedMeta(#[source] postcard::Error);
 /// task.
 #[derive(Clone, Debug, Default)]
 pub struct SeenMeta {
-    newest: Arc<Mutex<HashMap<u128, (u64, u64)>>>,
+    newest: Arc<Mutex<NewestMeta>>,
+}
+
+/// Newest `(boot_id, version)` by name hash.
+type NewestMeta = HashMap<u128, (u64, u64), BuildHasherDefault<PrehashedKey>>;
+
+/// Hasher for keys that are XXH3-128 hashes already: it takes their low 64 bits. The handler
+/// looks up every meta item of every datagram (about 5 % of the CPU time of a 1,000-node
+/// simulation), so hashing the key again with the default SipHash is wasted work.
+#[derive(Default)]
+struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is expected; any other input is hashed in full.
+        self.0 ^= xxhash_rust::xxh3::xxh3_64(bytes);
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
 }
 
 impl SeenMeta {
@@ -127,7 +152,7 @@ impl SeenMeta {
         *entry = (*entry).max((boot_id, version));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u128, (u64, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, NewestMeta> {
         // A panic while the table was locked leaves whole entries behind, never a torn one.
         self.newest.lock().unwrap_or_else(PoisonError::into_inner)
     }
