@@ -58,6 +58,9 @@ pub struct ScaleReport {
     pub messages_per_node_per_sec: f64,
     /// Virtual time over which `messages_per_node_per_sec` was measured.
     pub traffic_window: Duration,
+    /// Maximum number of nodes that broadcast their meta within one second of the traffic
+    /// window. Nodes that re-broadcast in step show up as a large share of the nodes.
+    pub max_meta_broadcasts_per_sec: usize,
     /// Time from the crash until the first node declared the crashed node down.
     pub detected_after: Option<Duration>,
     /// Time from the crash until every view dropped the crashed node.
@@ -88,6 +91,12 @@ impl fmt::Display for ScaleReport {
             "gossip datagrams per node per s: {:.1} (over {} s)",
             self.messages_per_node_per_sec,
             self.traffic_window.as_secs()
+        )?;
+        writeln!(
+            f,
+            "most meta broadcasts in 1 s:    {} ({:.1} % of nodes)",
+            self.max_meta_broadcasts_per_sec,
+            100.0 * self.max_meta_broadcasts_per_sec as f64 / self.nodes.max(1) as f64
         )?;
         writeln!(
             f,
@@ -136,7 +145,7 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
 
     let window = options.traffic_window;
     let before = world.stats().gossip_sent;
-    world.run_for(window);
+    let max_meta_broadcasts_per_sec = run_counting_meta_broadcasts(&mut world, window);
     let sent = world.stats().gossip_sent - before;
     let messages_per_node_per_sec = sent as f64 / nodes as f64 / window.as_secs_f64();
 
@@ -159,12 +168,45 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
         joined_after,
         messages_per_node_per_sec,
         traffic_window: window,
+        max_meta_broadcasts_per_sec,
         detected_after,
         agreed_after: agreed_at.map(|at| at.saturating_since(crashed_at)),
         false_downs: world.stats().false_downs,
         events: world.stats().events,
         wall_time: started.elapsed(),
     }
+}
+
+/// Runs for `window` in steps of one second; returns the maximum number of nodes whose meta
+/// version rose within one step, that is, that broadcast their meta.
+fn run_counting_meta_broadcasts(world: &mut World, window: Duration) -> usize {
+    let versions = |world: &World| -> Vec<Option<u64>> {
+        world
+            .slots()
+            .iter()
+            .map(|slot| {
+                slot.node
+                    .as_ref()
+                    .map(|node| node.view().local().meta_version)
+            })
+            .collect()
+    };
+    let step = Duration::from_secs(1);
+    let end = world.now() + window;
+    let mut before = versions(world);
+    let mut most = 0;
+    while world.now() < end {
+        world.run_for(step.min(end.saturating_since(world.now())));
+        let after = versions(world);
+        let broadcast = before
+            .iter()
+            .zip(&after)
+            .filter(|(old, new)| matches!((old, new), (Some(old), Some(new)) if new > old))
+            .count();
+        most = most.max(broadcast);
+        before = after;
+    }
+    most
 }
 
 /// Runs until `done` holds, polling every `poll`; returns when it first held.

@@ -17,7 +17,7 @@ use foca::Timer;
 use gristmill::clock::Millis;
 use gristmill::directory::DirectoryPartition;
 use gristmill::grain::GrainId;
-use gristmill::membership::{Incarnation, NodeId, NodeState, boot_id_at};
+use gristmill::membership::{Incarnation, NodeId, NodeIdFields, NodeState, boot_id_at};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use xxhash_rust::xxh3::Xxh3Default;
@@ -398,7 +398,7 @@ impl World {
         // against its previous incarnation.
         let boot_id = boot_id_at(self.now.0, self.rng.random());
         let name = self.slots[slot].name.clone();
-        let id = NodeId {
+        let id = NodeId::new(NodeIdFields {
             name: name.as_str().into(),
             boot_id,
             bump: 0,
@@ -411,7 +411,7 @@ impl World {
             gossip_port: 7946,
             cluster_port: 7947,
             grpc_port: 7948,
-        };
+        });
         let seeds = (0..self.config.seed_nodes.min(self.slots.len()))
             .map(|seed| format!("node-{seed}"))
             .collect();

@@ -18,9 +18,9 @@
 //! again from a random member about every `member_list_period_ms`, to repair updates that
 //! gossip missed.
 //!
-//! Meta: the local state and load are re-broadcast with a higher version once `meta_period_ms`
-//! (longer in large clusters, see the `dissemination` module) has passed since the last
-//! broadcast, because foca forgets a broadcast after a few transmissions and nodes that join
+//! Meta: the local state and load are re-broadcast with a higher version once a random 50 %
+//! to 150 % of `meta_period_ms` (longer in large clusters, see the `dissemination` module) has
+//! passed since the last broadcast, because foca forgets a broadcast after a few transmissions and nodes that join
 //! later would otherwise never learn the meta of older members. A state change is broadcast at
 //! once and restarts the period. The agent checks every `meta_period_ms`, so a node that just
 //! joined a large cluster waits for the period of that cluster, not of the few members it knew
@@ -45,7 +45,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
-use super::dissemination::{TransmissionTuner, member_list_period, meta_period};
+use super::dissemination::{MetaJitter, TransmissionTuner, member_list_period, meta_period};
 use super::handle::{AgentStatus, Command};
 use super::lease::{MembershipLease, is_minority, lease_duration};
 use super::lease_input::{self, RequestKey};
@@ -154,12 +154,15 @@ pub struct MembershipAgent {
     member_pull: MemberListPull,
     /// The snapshot this node pages through for joining nodes.
     member_pages: MemberListPages,
-    /// Draws the peers and delays of periodic member-list pulls.
+    /// Draws the peers and delays of periodic member-list pulls and the meta re-broadcast
+    /// jitter.
     rng: StdRng,
     /// The meta broadcast handler's table of the newest meta seen.
     seen_meta: SeenMeta,
     /// When the local meta was last broadcast.
     meta_published_at: Instant,
+    /// Stretch of the period until the next re-broadcast, drawn at the last broadcast.
+    meta_jitter: MetaJitter,
 }
 
 impl MembershipAgent {
@@ -258,6 +261,7 @@ impl MembershipAgent {
             rng: rand::make_rng(),
             seen_meta,
             meta_published_at: Instant::now(),
+            meta_jitter: MetaJitter::NONE,
         };
         agent.publish(vec![MembershipEvent::Joined(agent.view.local().clone())]);
         tokio::spawn(agent.run(command_receiver));
@@ -303,7 +307,7 @@ impl MembershipAgent {
                     self.follow_pull_step(step).await;
                 }
                 _ = meta.tick() => {
-                    if self.meta_published_at.elapsed() >= self.meta_period() {
+                    if self.meta_published_at.elapsed() >= self.meta_jitter.delay(self.meta_period()) {
                         self.publish_local_meta();
                     }
                     self.forget_expired();
@@ -624,6 +628,7 @@ impl MembershipAgent {
     /// Raises the meta version, applies the meta to the local entry and broadcasts it now.
     fn publish_local_meta(&mut self) {
         self.meta_published_at = Instant::now();
+        self.meta_jitter = MetaJitter::draw(&mut self.rng);
         self.meta.version += 1;
         let events = self.view.set_local_meta(&self.meta);
         self.publish(events);

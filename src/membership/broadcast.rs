@@ -1,6 +1,7 @@
 //! Foca broadcast handler for node meta: keeps the newest version per node, forwards new items.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -65,16 +66,31 @@ impl From<LegacyMetaBroadcast> for MetaBroadcast {
 }
 
 /// Foca's dissemination key for a meta broadcast.
+///
+/// foca keeps one per item in its backlog, which contains an item of almost every member
+/// while many nodes join, so the key carries the name's hash instead of the name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetaKey {
-    incarnation: Incarnation,
+    /// XXH3-128 hash of the node name, as in [`SeenMeta`].
+    name: u128,
+    boot_id: u64,
     version: u64,
+}
+
+impl MetaKey {
+    fn new(name: &str, boot_id: u64, version: u64) -> Self {
+        Self {
+            name: name_key(name),
+            boot_id,
+            version,
+        }
+    }
 }
 
 impl Invalidates for MetaKey {
     /// A newer version of the same incarnation replaces the older one in foca's backlog.
     fn invalidates(&self, other: &Self) -> bool {
-        self.incarnation == other.incarnation && self.version > other.version
+        self.name == other.name && self.boot_id == other.boot_id && self.version > other.version
     }
 }
 
@@ -94,7 +110,31 @@ pub struct MalformedMeta(#[source] postcard::Error);
 /// task.
 #[derive(Clone, Debug, Default)]
 pub struct SeenMeta {
-    newest: Arc<Mutex<HashMap<u128, (u64, u64)>>>,
+    newest: Arc<Mutex<NewestMeta>>,
+}
+
+/// Newest `(boot_id, version)` by name hash.
+type NewestMeta = HashMap<u128, (u64, u64), BuildHasherDefault<PrehashedKey>>;
+
+/// Hasher for keys that are XXH3-128 hashes already: it takes their low 64 bits. The handler
+/// looks up every meta item of every datagram (about 5 % of the CPU time of a 1,000-node
+/// simulation), so hashing the key again with the default SipHash is wasted work.
+#[derive(Default)]
+struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is expected; any other input is hashed in full.
+        self.0 ^= xxhash_rust::xxh3::xxh3_64(bytes);
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
 }
 
 impl SeenMeta {
@@ -112,7 +152,7 @@ impl SeenMeta {
         *entry = (*entry).max((boot_id, version));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u128, (u64, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, NewestMeta> {
         // A panic while the table was locked leaves whole entries behind, never a torn one.
         self.newest.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -187,10 +227,7 @@ impl BroadcastHandler<NodeId> for MetaHandler {
         let incarnation = &item.incarnation;
         self.seen
             .record(&incarnation.name, incarnation.boot_id, item.meta.version);
-        let key = MetaKey {
-            incarnation: item.incarnation.clone(),
-            version: item.meta.version,
-        };
+        let key = MetaKey::new(&incarnation.name, incarnation.boot_id, item.meta.version);
         // The channel closes only when the agent stops, and then the item has no reader left.
         let _ = self.accepted.send(item);
         Ok(Some(key))
@@ -335,13 +372,7 @@ mod tests {
 
     #[test]
     fn key_invalidates_older_version_of_same_incarnation() {
-        let key = |name: &str, boot_id, version| MetaKey {
-            incarnation: Incarnation {
-                name: String::from(name),
-                boot_id,
-            },
-            version,
-        };
+        let key = MetaKey::new;
         let cases = [
             (key("a", 1, 2), key("a", 1, 1), true),
             (key("a", 1, 1), key("a", 1, 1), false),

@@ -1,21 +1,20 @@
 //! Node identity as foca gossips it: a stable name, a boot id per process start, and addresses.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::NodeName;
+use super::interner;
 
-/// Identity of one node process, carried in every gossip datagram.
-///
-/// The name is stable across restarts (a StatefulSet pod name, or `node-N` locally) and is
-/// foca's address, so a restart under the same name shows up as a rename of the old identity.
-/// The boot id changes on every process start: a restarted node is a new member, and every
-/// activation of its previous incarnation is void. Mutable state and load travel in broadcasts,
-/// never in the identity, because changing an identity declares the old one down.
+/// The fields of a [`NodeId`], which shares them behind an `Arc`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct NodeId {
+pub struct NodeIdFields {
     /// Stable node name, with its hash that serves as foca's address.
     pub name: NodeName,
     /// Set once per process start by [`boot_id_at`], and never changed while the process runs.
@@ -30,6 +29,112 @@ pub struct NodeId {
     pub cluster_port: u16,
     /// TCP port of the gRPC API.
     pub grpc_port: u16,
+}
+
+/// Identity of one node process, carried in every gossip datagram.
+///
+/// The name is stable across restarts (a StatefulSet pod name, or `node-N` locally) and is
+/// foca's address, so a restart under the same name shows up as a rename of the old identity.
+/// The boot id changes on every process start: a restarted node is a new member, and every
+/// activation of its previous incarnation is void. Mutable state and load travel in broadcasts,
+/// never in the identity, because changing an identity declares the old one down.
+///
+/// The fields are immutable and shared: every `NodeId` with equal fields in the process points
+/// at one allocation (see `interner`), whether it was created here or decoded from a datagram.
+/// foca, the member view and the member list therefore keep 24 bytes per member instead of a
+/// copy of every field and of the name. Fields read through `Deref`, as in `id.boot_id`. The
+/// wire format is that of [`NodeIdFields`].
+#[derive(Clone)]
+pub struct NodeId {
+    /// foca's address (the name's XXH3-128 hash) as high and low halves, kept inline so that
+    /// foca's scans of its member list compare addresses without following the pointer.
+    addr: [u64; 2],
+    fields: Arc<NodeIdFields>,
+}
+
+impl NodeId {
+    /// Returns the identity with `fields`, sharing the allocation of an equal identity that
+    /// exists in the process.
+    pub fn new(fields: NodeIdFields) -> Self {
+        interner::intern_fields(fields)
+    }
+
+    /// Wraps interned fields; only the interner calls this.
+    pub(super) fn from_shared(fields: Arc<NodeIdFields>) -> Self {
+        let addr = fields.name.hash128();
+        Self {
+            addr: [(addr >> 64) as u64, addr as u64],
+            fields,
+        }
+    }
+
+    /// Returns the shared fields.
+    #[cfg(test)]
+    pub(super) fn shared(&self) -> &Arc<NodeIdFields> {
+        &self.fields
+    }
+}
+
+impl Deref for NodeId {
+    type Target = NodeIdFields;
+
+    #[inline]
+    fn deref(&self) -> &NodeIdFields {
+        &self.fields
+    }
+}
+
+impl PartialEq for NodeId {
+    /// Compares the pointers first: interned identities with equal fields share one.
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.fields, &other.fields)
+            || (self.addr == other.addr && *self.fields == *other.fields)
+    }
+}
+
+impl Eq for NodeId {}
+
+impl Hash for NodeId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.fields.hash(state);
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.fields, f)
+    }
+}
+
+impl Serialize for NodeId {
+    /// Serializes the fields, so the wire format is that of [`NodeIdFields`].
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.fields.serialize(serializer)
+    }
+}
+
+/// [`NodeIdFields`] as decoded, with the name borrowed from the input where the format allows,
+/// so that decoding a known identity allocates nothing. The field order is the wire format.
+#[derive(Deserialize)]
+#[serde(rename = "NodeIdFields")]
+pub(super) struct DecodedNodeId<'a> {
+    #[serde(borrow)]
+    pub(super) name: Cow<'a, str>,
+    pub(super) boot_id: u64,
+    pub(super) bump: u32,
+    pub(super) ip: IpAddr,
+    pub(super) gossip_port: u16,
+    pub(super) cluster_port: u16,
+    pub(super) grpc_port: u16,
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    /// Deserializes the fields and returns the interned identity with those fields.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let decoded = DecodedNodeId::deserialize(deserializer)?;
+        Ok(interner::intern_decoded(&decoded))
+    }
 }
 
 /// Returns the boot id of a process that starts at `unix_ms` (milliseconds since the Unix
@@ -86,15 +191,15 @@ impl foca::Identity for NodeId {
     type Addr = u128;
 
     fn renew(&self) -> Option<Self> {
-        Some(Self {
+        Some(Self::new(NodeIdFields {
             bump: self.bump.wrapping_add(1),
-            ..self.clone()
-        })
+            ..(*self.fields).clone()
+        }))
     }
 
     #[inline]
     fn addr(&self) -> u128 {
-        self.name.hash128()
+        (u128::from(self.addr[0]) << 64) | u128::from(self.addr[1])
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
@@ -133,7 +238,7 @@ mod tests {
     use super::*;
 
     fn node(boot_id: u64, bump: u32) -> NodeId {
-        NodeId {
+        NodeId::new(NodeIdFields {
             name: "node-1".into(),
             boot_id,
             bump,
@@ -141,7 +246,7 @@ mod tests {
             gossip_port: 1,
             cluster_port: 2,
             grpc_port: 3,
-        }
+        })
     }
 
     #[test]
@@ -156,6 +261,27 @@ mod tests {
         let restarted = node(boot_id_at(1_001, 0), 0);
         assert!(restarted.win_addr_conflict(&old));
         assert!(!old.win_addr_conflict(&restarted));
+    }
+
+    #[test]
+    fn wire_format_is_the_fields() {
+        let id = node(7, 2);
+        let as_id = postcard::to_allocvec(&id).expect("encode identity");
+        let as_fields = postcard::to_allocvec(&*id).expect("encode fields");
+        assert_eq!(as_id, as_fields);
+
+        let decoded: NodeId = postcard::from_bytes(&as_fields).expect("decode identity");
+        assert_eq!(decoded, id);
+    }
+
+    #[test]
+    fn identity_decodes_from_owned_text() {
+        // serde_json hands over escaped strings as owned text, not borrowed.
+        let json = r#"{"name":"node-\u0031","boot_id":7,"bump":0,"ip":"127.0.0.1","gossip_port":1,"cluster_port":2,"grpc_port":3}"#;
+
+        let decoded: NodeId = serde_json::from_str(json).expect("decode identity");
+
+        assert_eq!(decoded, node(7, 0));
     }
 
     #[test]

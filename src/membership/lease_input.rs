@@ -121,10 +121,11 @@ mod tests {
 
     use super::*;
     use crate::membership::MetaHandler;
+    use crate::membership::NodeIdFields;
     use crate::membership::agent::MembershipFoca;
 
     fn id(name: &str) -> NodeId {
-        NodeId {
+        NodeId::new(NodeIdFields {
             name: name.into(),
             boot_id: 7,
             bump: 0,
@@ -132,7 +133,7 @@ mod tests {
             gossip_port: name.len() as u16,
             cluster_port: 2,
             grpc_port: 3,
-        }
+        })
     }
 
     fn foca(identity: NodeId) -> MembershipFoca {

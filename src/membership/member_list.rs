@@ -190,7 +190,7 @@ impl MemberListPages {
         let local = Member::alive(view.local().id.clone());
         for member in members.cloned().chain(std::iter::once(local)) {
             let entry = MemberListEntry {
-                meta: view.meta_of(member.id()).cloned(),
+                meta: view.meta_of(member.id()),
                 member,
             };
             // An entry that does not encode could not be sent either; it is left out.

@@ -6,6 +6,7 @@ mod dissemination;
 mod gossip_auth;
 mod handle;
 mod identity;
+mod interner;
 mod lease;
 mod lease_input;
 mod lifecycle;
@@ -19,12 +20,12 @@ mod wire;
 pub use agent::{MembershipAgent, foca_config};
 pub use broadcast::{MalformedMeta, MetaBroadcast, MetaHandler, MetaKey, SeenMeta};
 pub use dissemination::{
-    MEMBER_LIST_ENTRIES_PER_SECOND, META_ITEMS_PER_SECOND, TransmissionTuner, max_transmissions,
-    member_list_period, meta_period,
+    MEMBER_LIST_ENTRIES_PER_SECOND, META_ITEMS_PER_SECOND, MetaJitter, TransmissionTuner,
+    max_transmissions, member_list_period, meta_period,
 };
 pub use gossip_auth::{AuthError, GossipKey, TAG_LEN};
 pub use handle::{MembershipError, MembershipHandle};
-pub use identity::{Incarnation, NodeId, boot_id_at};
+pub use identity::{Incarnation, NodeId, NodeIdFields, boot_id_at};
 pub use lease::{MembershipLease, is_minority, lease_duration};
 pub use lifecycle::{NodeLoad, NodeMeta, NodeState};
 pub use member_list::{

@@ -72,13 +72,13 @@ pub struct StoreMismatch {
 /// Members for tests of code that compares store ids.
 #[cfg(test)]
 pub(crate) mod test_members {
-    use crate::membership::{MemberInfo, NodeId, NodeLoad, NodeState};
+    use crate::membership::{MemberInfo, NodeId, NodeIdFields, NodeLoad, NodeState};
     use crate::storage::StoreId;
 
     /// Returns a member named `name` in `state` whose first broadcast reported `store_id`.
     pub(crate) fn member(name: &str, state: NodeState, store_id: Option<StoreId>) -> MemberInfo {
         MemberInfo {
-            id: NodeId {
+            id: NodeId::new(NodeIdFields {
                 name: name.into(),
                 boot_id: 1,
                 bump: 0,
@@ -86,7 +86,7 @@ pub(crate) mod test_members {
                 gossip_port: 1,
                 cluster_port: 2,
                 grpc_port: 3,
-            },
+            }),
             state,
             load: NodeLoad::default(),
             meta_version: 1,

@@ -84,9 +84,10 @@ mod tests {
 
     use super::*;
     use crate::membership::MetaHandler;
+    use crate::membership::NodeIdFields;
 
     fn id(name: &str, bump: u32) -> NodeId {
-        NodeId {
+        NodeId::new(NodeIdFields {
             name: name.into(),
             boot_id: 7,
             bump,
@@ -94,7 +95,7 @@ mod tests {
             gossip_port: 1,
             cluster_port: 2,
             grpc_port: 3,
-        }
+        })
     }
 
     /// A foca instance with the agent's configuration and broadcast handler, and its runtime.

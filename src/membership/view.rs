@@ -20,12 +20,13 @@
 //!    incarnation as declared down, because foca renews an identity only after the cluster
 //!    declared it down, and a node that learns this drops its activations and stops.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use foca::{Identity, OwnedNotification};
 
-use super::{Incarnation, NodeId, NodeLoad, NodeMeta, NodeState};
+use super::{Incarnation, NodeId, NodeLoad, NodeMeta, NodeName, NodeState};
 use crate::clock::Millis;
 use crate::storage::StoreId;
 
@@ -118,9 +119,11 @@ pub enum MembershipEvent {
 #[derive(Clone, Debug)]
 struct Entry {
     info: MemberInfo,
-    /// Latest applied broadcast of this incarnation. A renewed identity of the same process
-    /// resumes from it, because `info.state` turns `Dead` when the old identity departs.
-    last_meta: Option<NodeMeta>,
+    /// State of the latest applied broadcast of this incarnation, `None` before the first.
+    /// With the other fields of `info` it is that broadcast (see [`Entry::last_meta`]): a
+    /// renewed identity of the same process resumes from it, because `info.state` turns `Dead`
+    /// when the old identity departs.
+    broadcast_state: Option<NodeState>,
     dead_since: Option<Millis>,
     /// Whether the entry is dead only because foca has not reported its identity up yet (it
     /// came from a `Rename`), so a `MemberUp` for this identity makes it live.
@@ -132,8 +135,60 @@ struct Entry {
 }
 
 impl Entry {
-    fn last_version(&self) -> u64 {
-        self.last_meta.as_ref().map_or(0, |meta| meta.version)
+    /// Returns the latest applied broadcast of this incarnation, rebuilt from `info`, which
+    /// stores every field of it except the state.
+    fn last_meta(&self) -> Option<NodeMeta> {
+        let state = self.broadcast_state?;
+        Some(NodeMeta {
+            version: self.info.meta_version,
+            state,
+            load: self.info.load,
+            started_at_unix_ms: self.info.started_at_unix_ms.unwrap_or_default(),
+            store_id: self.info.store_id,
+        })
+    }
+
+    /// Stores `meta` as the latest applied broadcast. The entry's state follows it unless the
+    /// entry is dead, because a dead incarnation never returns (rule 6).
+    fn apply_meta(&mut self, meta: &NodeMeta) {
+        let state = self.info.state;
+        self.info.apply_meta(meta);
+        if self.dead_since.is_some() {
+            self.info.state = state;
+        }
+        self.broadcast_state = Some(meta.state);
+    }
+}
+
+/// A member-table key: the member's name, which shares the text of its identity, ordered and
+/// looked up as a `str`.
+#[derive(Clone, Debug)]
+struct NameKey(NodeName);
+
+impl Borrow<str> for NameKey {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for NameKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for NameKey {}
+
+impl PartialOrd for NameKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NameKey {
+    /// Orders by text, as `str` does, which `Borrow<str>` requires.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_str().cmp(other.0.as_str())
     }
 }
 
@@ -151,8 +206,11 @@ pub struct MemberView {
     local_name: String,
     dead_retention: Duration,
     connected: bool,
-    members: BTreeMap<String, Entry>,
+    members: BTreeMap<NameKey, Entry>,
     pending_meta: HashMap<String, PendingMeta>,
+    /// No entry turned dead before this time, or none is dead if `None`. An entry that turns
+    /// live again leaves it earlier than needed, which costs one extra scan.
+    oldest_dead_since: Option<Millis>,
 }
 
 impl MemberView {
@@ -166,10 +224,10 @@ impl MemberView {
         let local_name = info.id.name.to_string();
         let mut members = BTreeMap::new();
         members.insert(
-            local_name.clone(),
+            NameKey(info.id.name.clone()),
             Entry {
                 info,
-                last_meta: Some(meta.clone()),
+                broadcast_state: Some(meta.state),
                 dead_since: None,
                 awaits_up: false,
                 foca_up: true,
@@ -181,12 +239,13 @@ impl MemberView {
             connected: false,
             members,
             pending_meta: HashMap::new(),
+            oldest_dead_since: None,
         }
     }
 
     /// Returns the local node's entry.
     pub fn local(&self) -> &MemberInfo {
-        &self.members[&self.local_name].info
+        &self.members[self.local_name.as_str()].info
     }
 
     /// Returns whether foca reports this node as a member of at least one active member's view.
@@ -223,10 +282,10 @@ impl MemberView {
 
     /// Returns the latest broadcast applied for `id`'s incarnation, if that incarnation is
     /// live, to hand on to a joining node.
-    pub fn meta_of(&self, id: &NodeId) -> Option<&NodeMeta> {
+    pub fn meta_of(&self, id: &NodeId) -> Option<NodeMeta> {
         let entry = self.members.get(id.name.as_str())?;
         let current = entry.info.id.boot_id == id.boot_id && entry.dead_since.is_none();
-        entry.last_meta.as_ref().filter(|_| current)
+        entry.last_meta().filter(|_| current)
     }
 
     /// Applies a foca notification and returns the events it causes.
@@ -267,7 +326,7 @@ impl MemberView {
         if incarnation.name == self.local_name {
             return Vec::new();
         }
-        let Some(entry) = self.members.get_mut(&incarnation.name) else {
+        let Some(entry) = self.members.get_mut(incarnation.name.as_str()) else {
             self.keep_pending(incarnation, meta, now);
             return Vec::new();
         };
@@ -276,25 +335,25 @@ impl MemberView {
             self.keep_pending(incarnation, meta, now);
             return Vec::new();
         }
-        if incarnation.boot_id < known_boot_id || meta.version <= entry.last_version() {
+        if incarnation.boot_id < known_boot_id || meta.version <= entry.info.meta_version {
             return Vec::new();
         }
         if entry.dead_since.is_some() {
             // Delayed news of a member that is already dead: it stays dead.
-            entry.info.meta_version = meta.version;
-            entry.last_meta = Some(meta);
+            entry.apply_meta(&meta);
             return Vec::new();
         }
 
         let before = entry.info.clone();
-        entry.info.apply_meta(&meta);
-        entry.last_meta = Some(meta.clone());
+        entry.apply_meta(&meta);
         if meta.state == NodeState::Dead {
             entry.dead_since = Some(now);
-            return vec![MembershipEvent::Left {
+            let event = MembershipEvent::Left {
                 member: entry.info.clone(),
                 reason: LeaveReason::Left,
-            }];
+            };
+            self.note_dead(now);
+            return vec![event];
         }
         if before.state != entry.info.state || before.load != entry.info.load {
             return vec![MembershipEvent::Updated(entry.info.clone())];
@@ -307,11 +366,10 @@ impl MemberView {
     pub fn set_local_meta(&mut self, meta: &NodeMeta) -> Vec<MembershipEvent> {
         let entry = self
             .members
-            .get_mut(&self.local_name)
+            .get_mut(self.local_name.as_str())
             .expect("the local entry is never removed");
         let before = entry.info.clone();
-        entry.info.apply_meta(meta);
-        entry.last_meta = Some(meta.clone());
+        entry.apply_meta(meta);
         if before.state != entry.info.state || before.load != entry.info.load {
             return vec![MembershipEvent::Updated(entry.info.clone())];
         }
@@ -328,10 +386,18 @@ impl MemberView {
                 .is_some_and(|since| now.saturating_since(since) >= retention)
         };
         let before = self.members.len();
-        // The agent calls this every second, and a read-only scan of a large view costs less
-        // than `retain`, which takes every entry out and puts it back.
-        if self.members.values().any(expired) {
+        // The agent calls this every second, so the view scans its entries only when the
+        // oldest dead one may have expired.
+        let due = self
+            .oldest_dead_since
+            .is_some_and(|since| now.saturating_since(since) >= retention);
+        if due {
             self.members.retain(|_, entry| !expired(entry));
+            self.oldest_dead_since = self
+                .members
+                .values()
+                .filter_map(|entry| entry.dead_since)
+                .min();
         }
         self.pending_meta
             .retain(|_, pending| now.saturating_since(pending.received_at) < retention);
@@ -482,10 +548,12 @@ impl MemberView {
         entry.info.state = NodeState::Dead;
         entry.dead_since = Some(now);
         entry.awaits_up = false;
-        MembershipEvent::Left {
+        let event = MembershipEvent::Left {
             member: entry.info.clone(),
             reason,
-        }
+        };
+        self.note_dead(now);
+        event
     }
 
     /// Stores `id` as a live member, with the newest broadcast known for its incarnation, and
@@ -497,7 +565,7 @@ impl MemberView {
             .members
             .get(name.as_str())
             .filter(|previous| previous.info.incarnation() == id.incarnation())
-            .and_then(|previous| previous.last_meta.clone());
+            .and_then(Entry::last_meta);
         if let Some(pending) = self.pending_meta.remove(name.as_str()) {
             let known_version = last_meta.as_ref().map_or(0, |meta| meta.version);
             if pending.boot_id == id.boot_id && pending.meta.version > known_version {
@@ -512,11 +580,14 @@ impl MemberView {
             info.apply_meta(meta);
         }
         let dead_since = (info.state == NodeState::Dead).then_some(now);
+        if dead_since.is_some() {
+            self.note_dead(now);
+        }
         self.members.insert(
-            name.to_string(),
+            NameKey(name),
             Entry {
                 info: info.clone(),
-                last_meta,
+                broadcast_state: last_meta.map(|meta| meta.state),
                 dead_since,
                 awaits_up: false,
                 foca_up: true,
@@ -531,16 +602,22 @@ impl MemberView {
         let mut info = MemberInfo::joining(id);
         info.state = NodeState::Dead;
         let name = info.id.name.clone();
+        self.note_dead(now);
         self.members.insert(
-            name.to_string(),
+            NameKey(name),
             Entry {
                 info,
-                last_meta: None,
+                broadcast_state: None,
                 dead_since: Some(now),
                 awaits_up: true,
                 foca_up: false,
             },
         );
+    }
+
+    /// Records that an entry turned dead at `now`, the latest time yet, for `handle_tick`.
+    fn note_dead(&mut self, now: Millis) {
+        self.oldest_dead_since.get_or_insert(now);
     }
 
     fn keep_pending(&mut self, incarnation: &Incarnation, meta: NodeMeta, now: Millis) {

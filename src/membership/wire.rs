@@ -167,9 +167,10 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use crate::membership::NodeIdFields;
 
     fn node() -> NodeId {
-        NodeId {
+        NodeId::new(NodeIdFields {
             name: "a".repeat(63).into(),
             boot_id: u64::MAX,
             bump: u32::MAX,
@@ -177,7 +178,7 @@ mod tests {
             gossip_port: u16::MAX,
             cluster_port: u16::MAX,
             grpc_port: u16::MAX,
-        }
+        })
     }
 
     #[test]
@@ -215,10 +216,12 @@ mod tests {
         use rand::SeedableRng;
         use rand::rngs::StdRng;
 
-        let member = |name: &str, port| NodeId {
-            name: name.into(),
-            gossip_port: port,
-            ..node()
+        let member = |name: &str, port| {
+            NodeId::new(NodeIdFields {
+                name: name.into(),
+                gossip_port: port,
+                ..(*node()).clone()
+            })
         };
         let seed_id = member("seed", 1);
         let new_foca = |id: NodeId| {

@@ -152,8 +152,10 @@ pub struct MembershipConfig {
     /// Period of the re-sent state and load broadcast, in milliseconds. Default: 1000. Must be
     /// positive. Clusters of more than about 30 nodes stretch it so that each node forwards
     /// at most about 200 meta items per second (9 s at 200 nodes, 60 s at 1,000); state
-    /// changes are broadcast at once regardless and restart the period. The agent checks at
-    /// this interval whether a re-send is due, and forgets dead members whose retention ended.
+    /// changes are broadcast at once regardless and restart the period. Each wait until the
+    /// next re-send is a random 50 % to 150 % of the period, so that nodes that joined together
+    /// do not re-send in step. The agent checks at this interval whether a re-send is due, and
+    /// forgets dead members whose retention ended.
     pub meta_period_ms: u64,
     /// Interval between announce retries to the seeds until the node has joined, in
     /// milliseconds; also the time after which a member-list request is sent again when its page

@@ -29,7 +29,7 @@ use crate::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
 use crate::grain::{GrainRegistry, RegistryError};
 use crate::membership::{
     GossipKey, Incarnation, MemberInfo, MembershipAgent, MembershipError, MembershipEvent,
-    MembershipHandle, NodeId, NodeState, boot_id_at,
+    MembershipHandle, NodeId, NodeIdFields, NodeState, boot_id_at,
 };
 use crate::metrics::NodeMetrics;
 use crate::placement::PlacementConfig;
@@ -199,7 +199,7 @@ impl Node {
         };
         let local_port = |addr: std::io::Result<SocketAddr>| addr.map(|a| a.port()).unwrap_or(0);
         let boot_id = boot_id_at(unix_now_ms(), rand::random::<u16>());
-        let id = NodeId {
+        let id = NodeId::new(NodeIdFields {
             name: config.node_name.as_str().into(),
             boot_id,
             bump: 0,
@@ -207,7 +207,7 @@ impl Node {
             gossip_port: local_port(gossip.local_addr()),
             cluster_port: local_port(cluster.local_addr()),
             grpc_port: local_port(grpc.local_addr()),
-        };
+        });
         let grpc_addr = grpc.local_addr().map_err(|source| StartError::Bind {
             what: "gRPC",
             addr: bind(config.grpc_port),

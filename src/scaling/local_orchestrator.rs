@@ -96,7 +96,7 @@ impl LocalOrchestrator {
             .node
             .members()
             .into_iter()
-            .map(|member| member.id.name.into())
+            .map(|member| member.id.name.to_string())
             .collect();
         let children = self.children.lock().expect("children lock poisoned");
         taken.extend(children.keys().cloned());

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gristmill::grain::{GrainId, PayloadFormat};
-use gristmill::membership::NodeId;
+use gristmill::membership::{NodeId, NodeIdFields};
 use gristmill::migration::{MigrationEnvelope, MigrationReply};
 use gristmill::transport::{
     BoxFuture, CallEnvelope, CallReply, DirectoryEnvelope, DirectoryReplyEnvelope, Envelope,
@@ -106,7 +106,7 @@ pub async fn drive(args: &DriverArgs, cookie: String) -> Result<OnewayResult, St
     let metrics = args
         .peer_metrics
         .ok_or("--peer-metrics names the receiver's /metrics")?;
-    let peer = NodeId {
+    let peer = NodeId::new(NodeIdFields {
         name: args
             .peer_name
             .as_deref()
@@ -120,9 +120,9 @@ pub async fn drive(args: &DriverArgs, cookie: String) -> Result<OnewayResult, St
         gossip_port: 0,
         cluster_port: peer_addr.port(),
         grpc_port: 0,
-    };
+    });
     // The sender dials only if its cluster name sorts above the receiver's.
-    let local = NodeId {
+    let local = NodeId::new(NodeIdFields {
         name: "zz-bench-sender".into(),
         boot_id: rand::random(),
         bump: 0,
@@ -130,7 +130,7 @@ pub async fn drive(args: &DriverArgs, cookie: String) -> Result<OnewayResult, St
         gossip_port: 0,
         cluster_port: 0,
         grpc_port: 0,
-    };
+    });
     let listener = Transport::bind(SocketAddr::new(peer_addr.ip(), 0))
         .await
         .map_err(|error| error.to_string())?;

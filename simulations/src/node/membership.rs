@@ -5,8 +5,8 @@ use std::time::Duration;
 use gristmill::clock::Millis;
 use gristmill::membership::{
     Incarnation, LeaveReason, MemberInfo, MembersPage, MembersRequest, MembershipEvent,
-    MetaBroadcast, NodeState, PullStep, apply_page_meta, choose_peer, choose_random_peer,
-    member_list_period, meta_period, pull_delay,
+    MetaBroadcast, MetaJitter, NodeState, PullStep, apply_page_meta, choose_peer,
+    choose_random_peer, member_list_period, meta_period, pull_delay,
 };
 
 use super::{NodeTimer, Output, SimNode};
@@ -33,15 +33,18 @@ impl SimNode {
         self.timer(std::time::Duration::from_millis(retry), NodeTimer::Announce);
     }
 
-    /// Samples the load, re-broadcasts the meta once its period has passed since the last
-    /// broadcast, and forgets expired members, as the agent does every `meta_period_ms`.
+    /// Samples the load, re-broadcasts the meta once its period, stretched by the jitter drawn
+    /// at the last broadcast, has passed since then, and forgets expired members, as the agent
+    /// does every `meta_period_ms`.
     pub(super) fn handle_meta_tick(&mut self, now: Millis) {
         if self.stopping {
             return;
         }
         self.meta.load.activations = self.catalog.len() as u64;
         let base = Duration::from_millis(self.config.membership.meta_period_ms);
-        let period = meta_period(base, self.foca.num_members() + 1);
+        let period = self
+            .meta_jitter
+            .delay(meta_period(base, self.foca.num_members() + 1));
         let due = self
             .meta_published_at
             .is_none_or(|at| now.saturating_since(at) >= period);
@@ -58,6 +61,7 @@ impl SimNode {
     /// Raises the meta version, applies it locally and hands it to foca's broadcasts.
     pub(super) fn publish_local_meta(&mut self, now: Millis) {
         self.meta_published_at = Some(now);
+        self.meta_jitter = MetaJitter::draw(&mut self.meta_rng);
         self.meta.version += 1;
         let events = self.view.set_local_meta(&self.meta);
         let item = MetaBroadcast {

@@ -21,7 +21,8 @@ use gristmill::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
 use gristmill::grain::GrainId;
 use gristmill::membership::{
     DEFAULT_DEAD_RETENTION, Incarnation, MemberListPages, MemberListPull, MemberView,
-    MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState, SeenMeta, TransmissionTuner,
+    MetaBroadcast, MetaHandler, MetaJitter, NodeId, NodeMeta, NodeState, SeenMeta,
+    TransmissionTuner,
 };
 use gristmill::placement::PlacementConfig;
 use gristmill::runtime::MembershipConfig;
@@ -198,6 +199,10 @@ pub struct SimNode {
     seen_meta: SeenMeta,
     /// When the local meta was last broadcast; `None` before the first broadcast.
     meta_published_at: Option<Millis>,
+    /// Stretch of the period until the next re-broadcast, drawn at the last broadcast.
+    meta_jitter: MetaJitter,
+    /// Draws `meta_jitter`, apart from the other generators so that their draws do not move.
+    meta_rng: StdRng,
     /// Live incarnations of the view, sorted, as the runtime's member table keeps them.
     live: Vec<Incarnation>,
     partition: DirectoryPartition,
@@ -274,6 +279,8 @@ impl SimNode {
             member_list_rng: StdRng::seed_from_u64(rng_seed ^ 0x3e3b_e415_7000),
             seen_meta,
             meta_published_at: None,
+            meta_jitter: MetaJitter::NONE,
+            meta_rng: StdRng::seed_from_u64(rng_seed ^ 0x3e7a_0017_7e50),
             partition,
             cache,
             catalog: BTreeMap::new(),

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
 use super::*;
+use crate::membership::NodeIdFields;
 use crate::membership::{LeaveReason, NodeLoad};
 
 /// Upper bound for any single wait; generous because two cores may run several tests.
@@ -65,7 +66,7 @@ impl TestNode {
         key: GossipKey,
     ) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
-        let id = NodeId {
+        let id = NodeId::new(NodeIdFields {
             name: name.into(),
             boot_id,
             bump: 0,
@@ -73,7 +74,7 @@ impl TestNode {
             gossip_port: socket.local_addr().expect("bound").port(),
             cluster_port: 0,
             grpc_port: 0,
-        };
+        });
         let (handle, events) =
             MembershipAgent::start(id.clone(), config, seeds, socket, boot_id, None, key)
                 .expect("agent starts");
@@ -436,7 +437,7 @@ fn start_rejects_port_mismatch_and_invalid_config() {
         let socket = || async { UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback") };
         let first = socket().await;
         let port = first.local_addr().expect("bound").port();
-        let id = NodeId {
+        let id = NodeId::new(NodeIdFields {
             name: "a".into(),
             boot_id: 1,
             bump: 0,
@@ -444,7 +445,7 @@ fn start_rejects_port_mismatch_and_invalid_config() {
             gossip_port: port.wrapping_add(1),
             cluster_port: 0,
             grpc_port: 0,
-        };
+        });
         let invalid = MembershipConfig {
             probe_rtt_ms: 5_000,
             ..fast_config()
@@ -452,10 +453,10 @@ fn start_rejects_port_mismatch_and_invalid_config() {
 
         let mismatch =
             MembershipAgent::start(id.clone(), fast_config(), vec![], first, 0, None, key());
-        let id = NodeId {
+        let id = NodeId::new(NodeIdFields {
             gossip_port: port,
-            ..id
-        };
+            ..(*id).clone()
+        });
         let rejected = MembershipAgent::start(id, invalid, vec![], socket().await, 0, None, key());
 
         assert!(matches!(
@@ -526,7 +527,7 @@ async fn cut_off_agent_loses_lease_before_verdict() {
     while declared.len() < 2 {
         let name = a
             .wait_event("b and c to leave", |event| match event {
-                MembershipEvent::Left { member, .. } => Some(member.id.name),
+                MembershipEvent::Left { member, .. } => Some(member.id.name.clone()),
                 _ => None,
             })
             .await;
@@ -632,7 +633,7 @@ async fn member_list_request_is_answered() {
 #[tokio::test]
 async fn joining_agent_pulls_member_list_from_seed() {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
-    let seed_id = NodeId {
+    let seed_id = NodeId::new(NodeIdFields {
         name: "seed".into(),
         boot_id: 1,
         bump: 0,
@@ -640,7 +641,7 @@ async fn joining_agent_pulls_member_list_from_seed() {
         gossip_port: socket.local_addr().expect("bound").port(),
         cluster_port: 0,
         grpc_port: 0,
-    };
+    });
     let (accepted, _accepted_meta) = mpsc::unbounded_channel();
     let mut seed = foca::Foca::with_custom_broadcast(
         seed_id.clone(),
@@ -655,12 +656,12 @@ async fn joining_agent_pulls_member_list_from_seed() {
     };
     let seeds = vec![seed_id.gossip_addr().to_string()];
     let mut joiner = TestNode::start_with("joiner", 2, seeds, config, key()).await;
-    let listed_only = NodeId {
+    let listed_only = NodeId::new(NodeIdFields {
         name: "listed-only".into(),
         boot_id: 9,
         gossip_port: 9,
-        ..seed_id.clone()
-    };
+        ..(*seed_id).clone()
+    });
     let listed_meta = NodeMeta {
         version: 4,
         state: NodeState::Active,

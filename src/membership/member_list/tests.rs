@@ -7,13 +7,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::*;
+use crate::membership::NodeIdFields;
 use crate::membership::{NodeLoad, NodeState};
 
 const T0: Millis = Millis(10_000);
 const RETRY: Duration = Duration::from_millis(500);
 
 fn node(name: &str) -> NodeId {
-    NodeId {
+    NodeId::new(NodeIdFields {
         name: name.into(),
         boot_id: 7,
         bump: 0,
@@ -21,7 +22,7 @@ fn node(name: &str) -> NodeId {
         gossip_port: 1,
         cluster_port: 2,
         grpc_port: 3,
-    }
+    })
 }
 
 fn meta(version: u64) -> NodeMeta {

@@ -6,12 +6,13 @@ use std::time::Duration;
 use foca::OwnedNotification;
 
 use super::*;
+use crate::membership::NodeIdFields;
 
 const RETENTION: Duration = Duration::from_secs(60);
 const T0: Millis = Millis(1_000);
 
 fn node(name: &str, boot_id: u64, bump: u32) -> NodeId {
-    NodeId {
+    NodeId::new(NodeIdFields {
         name: name.into(),
         boot_id,
         bump,
@@ -19,7 +20,7 @@ fn node(name: &str, boot_id: u64, bump: u32) -> NodeId {
         gossip_port: 1,
         cluster_port: 2,
         grpc_port: 3,
-    }
+    })
 }
 
 fn meta(version: u64, state: NodeState, activations: u64) -> NodeMeta {

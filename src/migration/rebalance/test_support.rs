@@ -3,14 +3,14 @@
 use std::net::IpAddr;
 
 use crate::grain::GrainId;
-use crate::membership::{MemberInfo, NodeId, NodeLoad, NodeState};
+use crate::membership::{MemberInfo, NodeId, NodeIdFields, NodeLoad, NodeState};
 
 use super::planner::ActivationSample;
 
 /// A member named `name` in `state` with the gossiped `load`.
 pub(crate) fn member_with(name: &str, state: NodeState, load: NodeLoad) -> MemberInfo {
     MemberInfo {
-        id: NodeId {
+        id: NodeId::new(NodeIdFields {
             name: name.into(),
             boot_id: 1,
             bump: 0,
@@ -18,7 +18,7 @@ pub(crate) fn member_with(name: &str, state: NodeState, load: NodeLoad) -> Membe
             gossip_port: 1,
             cluster_port: 2,
             grpc_port: 3,
-        },
+        }),
         state,
         load,
         meta_version: 1,

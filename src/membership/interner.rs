@@ -1,0 +1,182 @@
+//! The process-wide table through which equal node identities share one allocation.
+//!
+//! Every member that foca lists, every view entry and every member-list entry contains a
+//! [`NodeId`]. Decoding one from a datagram used to allocate its fields and its name each
+//! time, so a node kept one copy per member per table, and a simulation of n nodes kept n²
+//! copies of n identities. The table maps each identity's name hash, boot id and bump to a
+//! weak reference to its fields, so it never keeps an identity alive, and a decoded identity
+//! that is already known costs no allocation.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+
+use super::NodeName;
+use super::identity::{DecodedNodeId, NodeId, NodeIdFields};
+
+/// Smallest table length at which [`Interner::insert`] sweeps out identities no `NodeId` references.
+const MIN_SWEEP_LEN: usize = 1024;
+
+/// Name hash, boot id and bump: the fields that tell identities apart in practice. Two
+/// identities that share them but differ in an address are not shared (see [`Interner`]).
+type Key = (u128, u64, u32);
+
+/// Weak references to the identities in use, by [`Key`].
+///
+/// An identity whose key is taken by a live identity with other fields (a node restarted with
+/// a new address within one millisecond, or a misconfigured peer) gets its own allocation.
+struct Interner {
+    by_key: HashMap<Key, Weak<NodeIdFields>>,
+    /// Length at which the next insert sweeps out dead references: twice the length after the
+    /// last sweep, so the sweeps cost O(1) per insert.
+    sweep_at: usize,
+}
+
+static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
+    Mutex::new(Interner {
+        by_key: HashMap::new(),
+        sweep_at: MIN_SWEEP_LEN,
+    })
+});
+
+/// Returns the identity with `fields`, shared with an equal identity in use.
+pub(super) fn intern_fields(fields: NodeIdFields) -> NodeId {
+    let key = (fields.name.hash128(), fields.boot_id, fields.bump);
+    let mut interner = lock();
+    if let Some(shared) = interner.find(key, |known| *known == fields) {
+        return NodeId::from_shared(shared);
+    }
+    NodeId::from_shared(interner.insert(key, Arc::new(fields)))
+}
+
+/// Returns the identity with the decoded fields, shared with an equal identity in use.
+pub(super) fn intern_decoded(decoded: &DecodedNodeId<'_>) -> NodeId {
+    let name_hash = xxhash_rust::xxh3::xxh3_128(decoded.name.as_bytes());
+    let key = (name_hash, decoded.boot_id, decoded.bump);
+    let matches = |known: &NodeIdFields| {
+        known.name.as_str() == decoded.name
+            && known.ip == decoded.ip
+            && known.gossip_port == decoded.gossip_port
+            && known.cluster_port == decoded.cluster_port
+            && known.grpc_port == decoded.grpc_port
+    };
+    let mut interner = lock();
+    if let Some(shared) = interner.find(key, matches) {
+        return NodeId::from_shared(shared);
+    }
+    let fields = NodeIdFields {
+        name: NodeName::new(&decoded.name),
+        boot_id: decoded.boot_id,
+        bump: decoded.bump,
+        ip: decoded.ip,
+        gossip_port: decoded.gossip_port,
+        cluster_port: decoded.cluster_port,
+        grpc_port: decoded.grpc_port,
+    };
+    NodeId::from_shared(interner.insert(key, Arc::new(fields)))
+}
+
+/// Returns how many identities the table references, live or not, for tests.
+#[cfg(test)]
+pub(super) fn table_len() -> usize {
+    lock().by_key.len()
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Interner> {
+    // Every update replaces one whole entry, so a panic elsewhere leaves no torn state.
+    INTERNER.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Interner {
+    /// Returns the live identity under `key` if `matches` accepts its fields.
+    fn find(
+        &self,
+        key: Key,
+        matches: impl FnOnce(&NodeIdFields) -> bool,
+    ) -> Option<Arc<NodeIdFields>> {
+        let shared = self.by_key.get(&key)?.upgrade()?;
+        matches(&shared).then_some(shared)
+    }
+
+    /// Records `fields` under `key` unless a live identity has the key, and returns them.
+    fn insert(&mut self, key: Key, fields: Arc<NodeIdFields>) -> Arc<NodeIdFields> {
+        if self.by_key.len() >= self.sweep_at {
+            self.by_key.retain(|_, weak| weak.strong_count() > 0);
+            self.sweep_at = (2 * self.by_key.len()).max(MIN_SWEEP_LEN);
+        }
+        match self.by_key.entry(key) {
+            Entry::Occupied(mut entry) => {
+                if entry.get().strong_count() == 0 {
+                    entry.insert(Arc::downgrade(&fields));
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(Arc::downgrade(&fields));
+            }
+        }
+        fields
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn fields(name: &str, boot_id: u64, grpc_port: u16) -> NodeIdFields {
+        NodeIdFields {
+            name: name.into(),
+            boot_id,
+            bump: 0,
+            ip: IpAddr::from([127, 0, 0, 1]),
+            gossip_port: 1,
+            cluster_port: 2,
+            grpc_port,
+        }
+    }
+
+    #[test]
+    fn equal_identities_share_fields() {
+        let created = NodeId::new(fields("interner-a", 1, 3));
+        let bytes = postcard::to_allocvec(&created).expect("encode identity");
+        let decoded: NodeId = postcard::from_bytes(&bytes).expect("decode identity");
+
+        assert!(Arc::ptr_eq(created.shared(), decoded.shared()));
+        assert_eq!(created, decoded);
+    }
+
+    #[test]
+    fn different_address_is_not_shared() {
+        let first = NodeId::new(fields("interner-b", 1, 3));
+        let other_port = NodeId::new(fields("interner-b", 1, 4));
+
+        assert!(!Arc::ptr_eq(first.shared(), other_port.shared()));
+        assert_ne!(first, other_port);
+        assert_eq!(other_port.grpc_port, 4);
+    }
+
+    #[test]
+    fn dropped_identity_is_not_kept() {
+        let first = NodeId::new(fields("interner-c", 1, 3));
+        let weak = Arc::downgrade(first.shared());
+        drop(first);
+
+        assert!(
+            weak.upgrade().is_none(),
+            "the table holds no strong reference"
+        );
+        let again = NodeId::new(fields("interner-c", 1, 3));
+        assert_eq!(again.boot_id, 1);
+    }
+
+    #[test]
+    fn table_sweeps_dropped_identities() {
+        for boot_id in 0..(3 * MIN_SWEEP_LEN as u64) {
+            drop(NodeId::new(fields("interner-d", boot_id, 3)));
+        }
+
+        // Other tests add identities concurrently, but far fewer than a sweep's worth.
+        assert!(table_len() < 3 * MIN_SWEEP_LEN, "{} entries", table_len());
+    }
+}
