@@ -197,6 +197,10 @@ async fn drive_remote(args: &DriverArgs, cookie: String) -> Result<RemoteResult,
     let workers = grains.into_iter().map(CounterWorker).collect();
     let many = stats::closed_loop(workers, warmup, duration).await?;
     let local_activations = node.metrics().activations.get();
+    // Leave instead of vanishing: a member that the host's failure detector declares down
+    // counts against the host's majority, and after two such drivers the host, alone with
+    // them, would hold its turns as a node on the minority side does.
+    node.leave().await;
     Ok(RemoteResult {
         one,
         many,

@@ -224,7 +224,11 @@ pub async fn drive_send(args: &DriverArgs, cookie: String) -> Result<OnewayResul
             "the sender node hosts {local} counters, so some sends were local; expected 0"
         ));
     }
-    wait_delivered(metrics, before, sent, started).await
+    let result = wait_delivered(metrics, before, sent, started).await;
+    // Leave instead of vanishing, so that the host does not count this node as declared
+    // down (see `drive_remote`).
+    node.leave().await;
+    result
 }
 
 /// Polls the receiver's turn count until it has run `sent` more turns than `before`, or made
