@@ -211,7 +211,7 @@ pub(crate) const WATCH_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_MARGIN: Duration = Duration::from_secs(15);
 
 /// Returns how long `ctl` waits for the reply to `command`: `query` for a request that the
-/// node answers at once. A migration or a drain runs for up to its own timeout before it
+/// node replies to at once. A migration or a drain runs for up to its own timeout before it
 /// replies: `timeout_ms`, or 120 s when unset, which is the drain default and above the
 /// migration default.
 fn request_timeout(command: &CtlCommand, query: Duration) -> Duration {

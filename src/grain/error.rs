@@ -139,7 +139,7 @@ pub enum CallError {
         grain_type: String,
         /// Length of the key given, in bytes.
         key_bytes: usize,
-        /// The longest key allowed, in bytes.
+        /// The maximum key length, in bytes.
         max_bytes: usize,
     },
 }

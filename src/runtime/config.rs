@@ -88,10 +88,11 @@ pub struct NodeConfig {
     /// Scaling supervisor settings: node bounds, policies, windows and cooldown. Default:
     /// [`crate::scaling::ScalingConfig::default`]; see its fields for units and ranges.
     pub scaling: crate::scaling::ScalingConfig,
-    /// What starts and stops nodes for the scaling supervisor: `none` (automatic decisions
-    /// are recorded but not carried out; manual drains and scale-ins ask the node to leave, and
-    /// a manual scale-out is rejected), `local` (node processes on loopback) or `kubernetes` (the
-    /// StatefulSet scale subresource). Default: `none`. `local` needs a loopback `bind_ip`.
+    /// What starts and stops nodes for the scaling supervisor: `none`, `local` (node
+    /// processes on loopback) or `kubernetes` (the StatefulSet scale subresource). Default:
+    /// `none`. `local` needs a loopback `bind_ip`. With `none`, automatic decisions are
+    /// recorded but not carried out. Manual drains and scale-ins ask the node to leave, and a
+    /// manual scale-out is rejected.
     pub orchestrator: crate::scaling::supervisor::OrchestratorKind,
     /// Forwarding between nodes: the circuit breaker per peer, and the stateless worker types
     /// whose calls are balanced over every Active node. Default:

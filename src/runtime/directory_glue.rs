@@ -412,7 +412,7 @@ impl Node {
             }
         }
         // A hand-off to a node that has just joined can fail while its session forms. Until
-        // it succeeds, this node cannot confirm the view, and the new owner holds lookups for
+        // it succeeds, this node cannot confirm the view, and the new owner delays lookups for
         // its grace period, which stalls every call to its partitions. So a failed hand-off
         // is sent again a few times, while the view lasts: a later view runs a sync of its
         // own. Entries that arrive twice are the same entries.

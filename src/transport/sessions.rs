@@ -60,7 +60,7 @@ pub enum TransportError {
 /// A one-way message that [`Transport::cast`] did not send, with the reason.
 #[derive(Debug)]
 pub struct NotSent {
-    /// Why the message was not sent.
+    /// The reason the message was not sent.
     pub error: PeerError,
     /// The message, as it was given.
     pub envelope: Envelope,

@@ -681,13 +681,7 @@ async fn resume_without_orchestrator_is_rejected() {
 
     // ScaleTo above the Active count needs a node that `none` cannot start: it is rejected
     // before a decision is recorded.
-    let decisions_before = scaling
-        .list_decisions(pb::ListDecisionsRequest::default())
-        .await
-        .expect("ListDecisions")
-        .into_inner()
-        .decisions
-        .len();
+    let decisions_before = decisions(&mut scaling).await.len();
     let status = scaling
         .scale_to(pb::ScaleToRequest { nodes: 2 })
         .await
@@ -701,13 +695,7 @@ async fn resume_without_orchestrator_is_rejected() {
         status.message().contains("gristmill run --seed"),
         "{status:?}"
     );
-    let decisions_after = scaling
-        .list_decisions(pb::ListDecisionsRequest::default())
-        .await
-        .expect("ListDecisions")
-        .into_inner()
-        .decisions
-        .len();
+    let decisions_after = decisions(&mut scaling).await.len();
     assert_eq!(decisions_after, decisions_before, "no decision recorded");
 }
 

@@ -115,7 +115,7 @@ async fn ctl_invokes_and_lists_members() {
         .collect();
     assert_eq!(states, ["ACTIVE", "ACTIVE"]);
 
-    // The node's other ports do not speak its gRPC API: the metrics endpoint answers HTTP 404,
+    // The node's other ports do not speak its gRPC API: the metrics endpoint replies with HTTP 404,
     // and the cluster port expects a ractor_cluster handshake.
     let ready = &cluster.nodes[0].ready;
     let metrics = ready.metrics_addr.expect("metrics are on").to_string();

@@ -218,7 +218,7 @@ async fn pause_scaling(nodes: &[ChildNode]) {
     tracing::debug!("no node paused the scaling supervisor before the shutdown");
 }
 
-/// Time one node has to answer the pause before the shutdown.
+/// Time one node has to reply to the pause before the shutdown.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Removes a SQLite database file with its write-ahead log and shared-memory files.
