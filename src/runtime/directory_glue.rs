@@ -243,10 +243,11 @@ impl Node {
         pending
     }
 
-    /// Returns whether `view` is still this node's view of the live members.
+    /// Returns whether `view` is still the membership agent's view of the live members. The
+    /// sync runs on the event loop, so the node's own copy of the view cannot change while a
+    /// sync waits; the agent's can.
     fn view_is_current(&self, view: ViewId) -> bool {
-        let members = self.inner.members.read().expect("members lock poisoned");
-        ViewId::of(&members.live) == view
+        ViewId::of(&self.current_live_set()) == view
     }
 
     /// Returns the local activations to re-assert. The caller holds the exclusive activation

@@ -571,6 +571,21 @@ impl Node {
 
     /// Copies the membership view into the node's member table, leaving out members that use
     /// another database, so nothing is placed on them or routed to them.
+    /// Returns the live members that share this node's database, sorted, as the membership
+    /// agent sees them now. The node's own copy (`members.live`) catches up only when the event
+    /// loop has applied the agent's events.
+    pub(crate) fn current_live_set(&self) -> Vec<Incarnation> {
+        let store_id = self.inner.storage.store_id();
+        let members: Vec<MemberInfo> = self
+            .inner
+            .membership
+            .members()
+            .into_iter()
+            .filter(|member| crate::membership::shares_store(store_id, member))
+            .collect();
+        live_incarnations(&members)
+    }
+
     pub(crate) fn refresh_members(&self) {
         let store_id = self.inner.storage.store_id();
         let (snapshot, mut foreign): (Vec<_>, Vec<MemberInfo>) = self
@@ -602,15 +617,8 @@ impl Node {
             }
         }
         members.foreign = foreign.iter().map(MemberInfo::incarnation).collect();
+        members.live = live_incarnations(&snapshot);
         members.by_incarnation = snapshot.into_iter().map(|m| (m.incarnation(), m)).collect();
-        let mut live: Vec<Incarnation> = members
-            .by_incarnation
-            .values()
-            .filter(|m| m.is_live())
-            .map(MemberInfo::incarnation)
-            .collect();
-        live.sort();
-        members.live = live;
         let names: std::collections::HashSet<&str> = members
             .by_incarnation
             .values()
@@ -620,4 +628,15 @@ impl Node {
         self.inner.forwarding.retain(|name| names.contains(name));
         self.forget_departures(|incarnation| members.by_incarnation.contains_key(incarnation));
     }
+}
+
+/// Returns the incarnations of the live members among `members`, sorted.
+fn live_incarnations(members: &[MemberInfo]) -> Vec<Incarnation> {
+    let mut live: Vec<Incarnation> = members
+        .iter()
+        .filter(|member| member.is_live())
+        .map(MemberInfo::incarnation)
+        .collect();
+    live.sort();
+    live
 }
