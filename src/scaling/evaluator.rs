@@ -481,27 +481,45 @@ impl ScalingCore {
             .collect();
         let target = self.limit_count(current, combined.desired_nodes, now, &mut limits);
 
-        let (action, summary) = match self.choose_action(&snapshot, current, target, now, true) {
-            Ok(Action::None) if target != current => {
-                let blocked_by = self.blocking_limit(now);
-                let summary = format!(
-                    "{} from {current} to {target} nodes is held back: {}",
-                    direction_verb(current, target),
-                    describe_limit(&blocked_by)
-                );
-                limits.push(blocked_by);
-                (Action::None, summary)
-            }
-            Ok(action) => {
-                let summary = summarize(&action, current, target, &combined.reason);
-                (action, summary)
-            }
-            Err(reason) => {
-                let summary =
-                    format!("scale in from {current} to {target} nodes is held back: {reason}");
-                limits.push(AppliedLimit::NoRemovalCandidate { reason });
-                (Action::None, summary)
-            }
+        // Joining nodes are on their way to Active, as when nodes were started by hand or the
+        // cluster is still forming: adding nodes for them too would overshoot, and the
+        // scale-in that follows would drain one of them again.
+        // A limit that holds every automatic action back is the reason recorded instead.
+        let joining = if self.running.is_some() || self.automatic_blocked(now) {
+            0
+        } else {
+            load.joining_nodes
+        };
+        let joining_nodes = if joining == 1 { "node" } else { "nodes" };
+        let (action, summary) = if target > current && current + joining >= target {
+            let summary = format!(
+                "scale out from {current} to {target} nodes is held back: {joining} joining \
+                 {joining_nodes} count once Active"
+            );
+            (Action::None, summary)
+        } else if target > current && joining > 0 {
+            // Only the nodes that no joining node stands for are added.
+            let pending = current + joining;
+            let (action, summary) = self.plan_action(
+                &snapshot,
+                pending,
+                target,
+                now,
+                &combined.reason,
+                &mut limits,
+            );
+            let summary =
+                format!("{summary} ({current} Active and {joining} joining {joining_nodes})");
+            (action, summary)
+        } else {
+            self.plan_action(
+                &snapshot,
+                current,
+                target,
+                now,
+                &combined.reason,
+                &mut limits,
+            )
         };
         Decision {
             id: DecisionId::DRY_RUN,
@@ -520,6 +538,41 @@ impl ScalingCore {
             duration: None,
             removals: Vec::new(),
             orchestrator_steps: Vec::new(),
+        }
+    }
+
+    /// Chooses the automatic action from `current` to `target` nodes and its summary, and adds
+    /// the limit that held it back, if one did.
+    fn plan_action(
+        &self,
+        snapshot: &ClusterSnapshot,
+        current: u32,
+        target: u32,
+        now: Millis,
+        reason: &str,
+        limits: &mut Vec<AppliedLimit>,
+    ) -> (Action, String) {
+        match self.choose_action(snapshot, current, target, now, true) {
+            Ok(Action::None) if target != current => {
+                let blocked_by = self.blocking_limit(now);
+                let summary = format!(
+                    "{} from {current} to {target} nodes is held back: {}",
+                    direction_verb(current, target),
+                    describe_limit(&blocked_by)
+                );
+                limits.push(blocked_by);
+                (Action::None, summary)
+            }
+            Ok(action) => {
+                let summary = summarize(&action, current, target, reason);
+                (action, summary)
+            }
+            Err(reason) => {
+                let summary =
+                    format!("scale in from {current} to {target} nodes is held back: {reason}");
+                limits.push(AppliedLimit::NoRemovalCandidate { reason });
+                (Action::None, summary)
+            }
         }
     }
 
@@ -585,11 +638,7 @@ impl ScalingCore {
         let Some(direction) = Direction::between(current, target) else {
             return Ok(Action::None);
         };
-        let blocked = self.running.is_some()
-            || (automatic
-                && (self.paused.is_some()
-                    || self.disruptions.is_holding()
-                    || !self.cooldown_remaining(now).is_zero()));
+        let blocked = self.running.is_some() || (automatic && self.automatic_blocked(now));
         if blocked {
             return Ok(Action::None);
         }
@@ -604,6 +653,13 @@ impl ScalingCore {
                 })
             }
         }
+    }
+
+    /// Returns whether a pause, a disruption or the cooldown holds automatic actions back.
+    fn automatic_blocked(&self, now: Millis) -> bool {
+        self.paused.is_some()
+            || self.disruptions.is_holding()
+            || !self.cooldown_remaining(now).is_zero()
     }
 
     /// Returns the limit that blocks an automatic action; call only when one does.

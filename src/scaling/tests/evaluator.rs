@@ -150,6 +150,42 @@ fn min_and_max_bound_target() {
     }
 }
 
+#[test]
+fn joining_nodes_hold_back_scale_out() {
+    // Goal: a supervisor that acts while the cluster forms does not add nodes for the ones
+    // still joining, which would overshoot and drain one of them again.
+    let config = ScalingConfig {
+        min_nodes: NonZeroU32::new(3).unwrap(),
+        max_nodes: NonZeroU32::new(3).unwrap(),
+        ..eager_config()
+    };
+    let mut nodes = nodes_at_cpu(3, 50.0);
+    nodes[1].state = crate::membership::NodeState::Joining;
+    nodes[2].state = crate::membership::NodeState::Joining;
+    let mut core = core(config.clone());
+    let decision = core.handle_evaluation(snapshot(nodes.clone()), secs(0));
+    assert_eq!(decision.target_nodes, 3, "min_nodes raises the target");
+    assert_eq!(decision.action, Action::None, "{}", decision.summary);
+    assert!(
+        decision
+            .summary
+            .contains("2 joining nodes count once Active"),
+        "{}",
+        decision.summary
+    );
+
+    // One joining node stands for one of the two missing nodes: only the other is added.
+    nodes.truncate(2);
+    let mut core = self::core(config);
+    let decision = core.handle_evaluation(snapshot(nodes), secs(0));
+    assert_eq!(decision.action, Action::ScaleOut { nodes: 1 });
+    assert!(
+        decision.summary.contains("(1 Active and 1 joining node)"),
+        "{}",
+        decision.summary
+    );
+}
+
 /// Returns a config without stabilization, so each test below checks one rule.
 fn eager_config() -> ScalingConfig {
     let mut config = cpu_config();
