@@ -213,7 +213,7 @@ impl Node {
 
     /// Sends every item of `pending` with `send`, which returns the item again if it failed,
     /// and sends the failed ones again after a pause, up to [`HANDOFF_ATTEMPTS`] rounds, while
-    /// `view` is this node's view. Returns the items that still failed.
+    /// `view` is the membership agent's view. Returns the items that still failed.
     async fn send_while_view_lasts<T, F, Fut>(
         &self,
         view: ViewId,

@@ -572,7 +572,7 @@ impl Node {
     /// Copies the membership view into the node's member table, leaving out members that use
     /// another database, so nothing is placed on them or routed to them.
     /// Returns the live members that share this node's database, sorted, as the membership
-    /// agent sees them now. The node's own copy (`members.live`) catches up only when the event
+    /// agent lists them now. The node's own copy (`members.live`) catches up only when the event
     /// loop has applied the agent's events.
     pub(crate) fn current_live_set(&self) -> Vec<Incarnation> {
         let store_id = self.inner.storage.store_id();

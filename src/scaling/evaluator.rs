@@ -655,7 +655,7 @@ impl ScalingCore {
         }
     }
 
-    /// Returns whether a pause, a disruption or the cooldown holds automatic actions back.
+    /// Returns whether a pause, a disruption or the cooldown blocks automatic actions.
     fn automatic_blocked(&self, now: Millis) -> bool {
         self.paused.is_some()
             || self.disruptions.is_holding()
