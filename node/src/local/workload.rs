@@ -80,7 +80,7 @@ impl Stats {
         }
     }
 
-    fn record(&mut self, latency: Duration, outcome: Result<(), tonic::Code>) {
+    fn record(&mut self, latency: Duration, outcome: Result<(), String>) {
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(MAX_LATENCY_US)
             .clamp(1, MAX_LATENCY_US);
@@ -91,7 +91,7 @@ impl Stats {
         if let Err(code) = outcome {
             self.errors += 1;
             self.window_errors += 1;
-            *self.errors_by_code.entry(format!("{code:?}")).or_default() += 1;
+            *self.errors_by_code.entry(code).or_default() += 1;
         }
     }
 
@@ -168,13 +168,29 @@ async fn run_worker(spec: WorkloadSpec, client: GristmillClient, stats: SharedSt
                 .invoke_json::<_, Value>("counter", &key, "add", &payload, timeout)
                 .await
         };
-        let outcome = outcome
-            .map(drop)
-            .map_err(|error| error.code().unwrap_or(tonic::Code::Unknown));
+        let outcome = outcome.map(drop).map_err(|error| error_label(&error));
         stats
             .lock()
             .expect("stats lock is never poisoned")
             .record(started.elapsed(), outcome);
+    }
+}
+
+/// Returns the label under which the summary counts `error`: its gRPC code, followed by the
+/// grain's own error code for an error that a grain returned, such as
+/// `FailedPrecondition:insufficient_funds`.
+fn error_label(error: &gristmill::routing::ClientError) -> String {
+    let code = error.code().unwrap_or(tonic::Code::Unknown);
+    let grain_code = match error {
+        gristmill::routing::ClientError::Status { status, .. } => status
+            .metadata()
+            .get(gristmill::api::ERROR_CODE_METADATA)
+            .and_then(|value| value.to_str().ok()),
+        _ => None,
+    };
+    match grain_code {
+        Some(grain_code) => format!("{code:?}:{grain_code}"),
+        None => format!("{code:?}"),
     }
 }
 
@@ -247,7 +263,7 @@ mod tests {
     fn window_resets_but_total_keeps_counting() {
         let mut stats = Stats::new();
         stats.record(Duration::from_micros(100), Ok(()));
-        stats.record(Duration::from_micros(300), Err(tonic::Code::Unavailable));
+        stats.record(Duration::from_micros(300), Err("Unavailable".to_owned()));
 
         let (calls, errors, p50, _) = stats.take_window();
         assert_eq!((calls, errors), (2, 1));
@@ -255,6 +271,21 @@ mod tests {
         assert_eq!(stats.take_window().0, 0);
         assert_eq!(stats.calls, 2);
         assert_eq!(stats.errors_by_code.get("Unavailable"), Some(&1));
+    }
+
+    #[test]
+    fn grain_error_label_names_its_code() {
+        let error = gristmill::grain::CallError::Grain {
+            grain: gristmill::grain::GrainId::new("account", "a-1"),
+            error: gristmill::grain::GrainError::new("insufficient_funds", "balance 3"),
+        };
+        let status = gristmill::api::call_error_status(&error);
+        let error = gristmill::routing::ClientError::Status {
+            node: "node-0".into(),
+            attempts: 1,
+            status,
+        };
+        assert_eq!(error_label(&error), "FailedPrecondition:insufficient_funds");
     }
 
     #[test]
