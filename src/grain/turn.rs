@@ -22,7 +22,7 @@ pub(crate) struct Turn {
     pub reply: TurnReply,
 }
 
-/// Where a turn's outcome goes: to the caller that waits for it, or nowhere for a one-way
+/// The destination of a turn's outcome: the caller that waits for it, or nothing for a one-way
 /// message, which then costs no channel.
 pub(crate) struct TurnReply(Option<oneshot::Sender<Result<Payload, TurnError>>>);
 

@@ -13,8 +13,8 @@ use prometheus::proto;
 /// `prometheus::Histogram` spends four atomic operations per observation, one of them a
 /// compare-and-swap loop on a float sum, so that a scrape reads the count, the buckets and the
 /// sum of the same observations. This one adds to one bucket and to an integer sum, and
-/// derives the count from the buckets when scraped: buckets and count always agree, and the
-/// sum may include an observation or two that the buckets do not yet show. A grain call
+/// derives the count from the buckets when scraped. So buckets and count always agree, and
+/// the sum may include an observation or two that the buckets do not yet show. A grain call
 /// records two or three histograms, so the difference shows in its latency.
 #[derive(Clone)]
 pub struct AtomicHistogram(Arc<Core>);

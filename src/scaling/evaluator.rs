@@ -484,7 +484,7 @@ impl ScalingCore {
         // Joining nodes are on their way to Active, as when nodes were started by hand or the
         // cluster is still forming: adding nodes for them too would overshoot, and the
         // scale-in that follows would drain one of them again.
-        // A limit that holds every automatic action back is the reason recorded instead.
+        // A limit that blocks every automatic action is the reason recorded instead.
         let joining = if self.running.is_some() || self.automatic_blocked(now) {
             0
         } else {
