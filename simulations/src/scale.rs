@@ -177,8 +177,8 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
     }
 }
 
-/// Runs for `window` in steps of one second; returns the maximum number of nodes whose meta
-/// version rose within one step, that is, that broadcast their meta.
+/// Runs for `window` in steps of one second. Returns the maximum number of nodes that
+/// broadcast their meta (their meta version rose) within one step.
 fn run_counting_meta_broadcasts(world: &mut World, window: Duration) -> usize {
     let versions = |world: &World| -> Vec<Option<u64>> {
         world

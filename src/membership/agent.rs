@@ -20,9 +20,9 @@
 //!
 //! Meta: the local state and load are re-broadcast with a higher version once a random 50 %
 //! to 150 % of `meta_period_ms` (longer in large clusters, see the `dissemination` module) has
-//! passed since the last broadcast, because foca forgets a broadcast after a few transmissions and nodes that join
-//! later would otherwise never learn the meta of older members. A state change is broadcast at
-//! once and restarts the period. The agent checks every `meta_period_ms`, so a node that just
+//! passed since the last broadcast. foca drops a broadcast after a few transmissions, so
+//! nodes that join later would otherwise never learn the meta of older members. A state change
+//! is broadcast at once and restarts the period. The agent checks every `meta_period_ms`, so a node that just
 //! joined a large cluster waits for the period of that cluster, not of the few members it knew
 //! when it started. foca's `max_transmissions` follows the cluster size too.
 //!

@@ -1,9 +1,9 @@
 //! The process-wide table through which equal node identities share one allocation.
 //!
 //! Every member that foca lists, every view entry and every member-list entry contains a
-//! [`NodeId`]. Decoding one from a datagram used to allocate its fields and its name each
-//! time, so a node kept one copy per member per table, and a simulation of n nodes kept n²
-//! copies of n identities. The table maps each identity's name hash, boot id and bump to a
+//! [`NodeId`]. Without the table, decoding one from a datagram would allocate its fields and
+//! its name each time, so a node would keep one copy per member per table, and a simulation
+//! of n nodes n² copies of n identities. The table maps each identity's name hash, boot id and bump to a
 //! weak reference to its fields, so it never keeps an identity alive, and a decoded identity
 //! that is already known costs no allocation.
 

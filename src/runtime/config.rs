@@ -88,8 +88,8 @@ pub struct NodeConfig {
     /// Scaling supervisor settings: node bounds, policies, windows and cooldown. Default:
     /// [`crate::scaling::ScalingConfig::default`]; see its fields for units and ranges.
     pub scaling: crate::scaling::ScalingConfig,
-    /// What starts and stops nodes for the scaling supervisor: `none`, `local` (node
-    /// processes on loopback) or `kubernetes` (the StatefulSet scale subresource). Default:
+    /// The backend that starts and stops nodes for the scaling supervisor: `none`, `local`
+    /// (node processes on loopback) or `kubernetes` (the StatefulSet scale subresource). Default:
     /// `none`. `local` needs a loopback `bind_ip`. With `none`, automatic decisions are
     /// recorded but not carried out. Manual drains and scale-ins ask the node to leave, and a
     /// manual scale-out is rejected.
@@ -156,7 +156,7 @@ pub struct MembershipConfig {
     /// changes are broadcast at once regardless and restart the period. Each wait until the
     /// next re-send is a random 50 % to 150 % of the period, so that nodes that joined together
     /// do not re-send in step. The agent checks at this interval whether a re-send is due, and
-    /// forgets dead members whose retention ended.
+    /// removes dead members whose retention ended.
     pub meta_period_ms: u64,
     /// Interval between announce retries to the seeds until the node has joined, in
     /// milliseconds; also the time after which a member-list request is sent again when its page

@@ -51,6 +51,7 @@ pub(crate) struct InvokeReply {
 /// A call's method, checked against the grain's type when the call enters the node.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CheckedMethod {
+    /// The method, resolved in the type's method table.
     pub id: MethodId,
     /// The type's per-node activation limit if it is a stateless worker.
     pub worker_limit: Option<usize>,

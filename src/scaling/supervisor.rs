@@ -39,8 +39,8 @@ use crate::scaling::supervisor_register::{
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OrchestratorKind {
-    /// Nothing: the supervisor records decisions but starts paused. A manual scale-in asks
-    /// the drained node to leave, and a manual scale-out is rejected.
+    /// Nothing: the supervisor records decisions but starts paused. A manual scale-in requests
+    /// that the drained node leave, and a manual scale-out is rejected.
     #[default]
     None,
     /// `gristmill run` processes on loopback, started by the acting node.

@@ -185,7 +185,7 @@ async fn ctl_gives_up_on_a_silent_node() {
         .await
         .expect("bind a port on loopback");
     let addr = listener.local_addr().expect("local address").to_string();
-    let held = tokio::spawn(async move {
+    let acceptor = tokio::spawn(async move {
         let mut open = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
             open.push(stream);
@@ -205,7 +205,7 @@ async fn ctl_gives_up_on_a_silent_node() {
             "ctl {command:?}, stderr: {stderr}"
         );
     }
-    held.abort();
+    acceptor.abort();
 }
 
 #[tokio::test]

@@ -34,7 +34,7 @@ impl SimNode {
     }
 
     /// Samples the load, re-broadcasts the meta once its period, stretched by the jitter drawn
-    /// at the last broadcast, has passed since then, and forgets expired members, as the agent
+    /// at the last broadcast, has passed since then, and removes expired members, as the agent
     /// does every `meta_period_ms`.
     pub(super) fn handle_meta_tick(&mut self, now: Millis) {
         if self.stopping {
