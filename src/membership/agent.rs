@@ -30,7 +30,7 @@
 //! A node that the cluster declared down sends nothing from then on, not even when it leaves.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::future::pending;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -47,8 +47,8 @@ use tracing::{debug, info, warn};
 
 use super::dissemination::{MetaJitter, TransmissionTuner, member_list_period, meta_period};
 use super::handle::{AgentStatus, Command};
-use super::lease::{MembershipLease, is_minority, lease_duration};
-use super::lease_input::{self, RequestKey};
+use super::lease_input::LeaseInput;
+use super::lease_tracker::LeaseTracker;
 use super::member_list::{
     MemberListPages, MemberListPull, MembersPage, MembersRequest, PullStep, apply_page_meta,
     choose_random_peer, pull_delay,
@@ -56,11 +56,11 @@ use super::member_list::{
 use super::suspicion;
 use super::wire::{self, Datagram, MAX_DATAGRAM_LEN};
 use super::{
-    DEFAULT_DEAD_RETENTION, GossipKey, LeaveReason, MemberInfo, MemberView, MembershipError,
-    MembershipEvent, MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeName,
-    NodeState, SeenMeta, choose_peer,
+    DEFAULT_DEAD_RETENTION, GossipKey, MemberInfo, MemberView, MembershipError, MembershipEvent,
+    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState, SeenMeta,
+    choose_peer,
 };
-use crate::clock::{Millis, MonotonicClock};
+use crate::clock::MonotonicClock;
 use crate::repeat_limit::RepeatLimit;
 use crate::runtime::MembershipConfig;
 use crate::storage::StoreId;
@@ -140,14 +140,9 @@ pub struct MembershipAgent {
     /// datagrams, because its member list may still contain down verdicts that it reached while
     /// cut off from the others. Gossiping them after a partition heals would stop those nodes.
     declared_down: bool,
-    /// Whether peers replied to this node's requests recently; see the `lease` module.
-    lease: MembershipLease<RequestKey>,
-    /// Incarnation that the last packet this node sent carried. A suspicion of a lower
-    /// incarnation is one that the node already refuted.
-    sent_incarnation: foca::Incarnation,
-    /// Members that the failure detector declared down, by name, with the time; they count
-    /// against the minority check until they rejoin or their dead retention ends.
-    declared_down_peers: HashMap<NodeName, Millis>,
+    /// Whether peers replied to this node's requests recently, and which members the failure
+    /// detector declared down; see the `lease` module.
+    lease: LeaseTracker,
     /// Seed identities the node announced to, the preferred peers of the member-list transfer.
     announced_seeds: Vec<NodeId>,
     /// The member-list transfer this node runs after joining.
@@ -227,7 +222,7 @@ impl MembershipAgent {
             identity.incarnation(),
         );
 
-        let lease = MembershipLease::new(lease_duration(&config));
+        let lease = LeaseTracker::new(&config);
         let mut agent = Self {
             foca,
             transmissions: TransmissionTuner::new(foca_config),
@@ -253,8 +248,6 @@ impl MembershipAgent {
             unjoined_warnings: RepeatLimit::new(UNJOINED_WARN_INTERVAL),
             declared_down: false,
             lease,
-            sent_incarnation: 0,
-            declared_down_peers: HashMap::new(),
             announced_seeds: Vec::new(),
             member_pull: MemberListPull::default(),
             member_pages: MemberListPages::default(),
@@ -358,8 +351,7 @@ impl MembershipAgent {
         };
         match wire::decode(datagram) {
             Ok(Datagram::Foca(packet)) => {
-                let received =
-                    lease_input::read_received(packet, self.foca.identity(), self.sent_incarnation);
+                let received = self.lease.read_received(packet, self.foca.identity());
                 match self.foca.handle_data(packet, &mut self.runtime) {
                     Ok(()) => self.handle_lease_input(received),
                     Err(error) => self.reject(from, &error),
@@ -663,37 +655,14 @@ impl MembershipAgent {
         if self.view.handle_tick(now) > 0 {
             self.refresh_members();
         }
-        let oldest_kept = now - DEFAULT_DEAD_RETENTION;
-        let before = self.declared_down_peers.len();
-        self.declared_down_peers
-            .retain(|_, declared_at| *declared_at > oldest_kept);
-        if self.declared_down_peers.len() != before {
+        if self.lease.forget_expired(now, DEFAULT_DEAD_RETENTION) {
             self.update_minority();
         }
     }
 
     /// Tracks the members that the failure detector declares down, for the minority check.
     fn track_declared_down(&mut self, events: &[MembershipEvent]) {
-        let mut changed = false;
-        for event in events {
-            match event {
-                MembershipEvent::Left {
-                    member,
-                    reason: LeaveReason::DeclaredDown,
-                } => {
-                    let name = member.id.name.clone();
-                    changed |= self
-                        .declared_down_peers
-                        .insert(name, self.clock.now())
-                        .is_none();
-                }
-                MembershipEvent::Joined(member) => {
-                    changed |= self.declared_down_peers.remove(&member.id.name).is_some();
-                }
-                _ => {}
-            }
-        }
-        if changed {
+        if self.lease.handle_events(events, self.clock.now()) {
             self.update_minority();
         }
     }
@@ -701,27 +670,28 @@ impl MembershipAgent {
     /// Publishes whether the view is on the minority side (see `lease::is_minority`).
     fn update_minority(&mut self) {
         let live_members = self.view.members().filter(|m| m.is_live()).count();
-        let minority = is_minority(live_members, self.declared_down_peers.len());
-        let was = self
-            .status
+        let Some(minority) = self.lease.update_minority(live_members) else {
+            return;
+        };
+        self.status
             .minority
-            .swap(minority, std::sync::atomic::Ordering::AcqRel);
-        let declared_down = self.declared_down_peers.len();
+            .store(minority, std::sync::atomic::Ordering::Release);
+        let declared_down = self.lease.declared_down_count();
         let node = self.foca.identity();
-        match (was, minority) {
-            (false, true) => warn!(
+        if minority {
+            warn!(
                 %node,
                 live_members,
                 declared_down,
                 "fewer live members than members declared down; turns wait"
-            ),
-            (true, false) => info!(
+            );
+        } else {
+            info!(
                 %node,
                 live_members,
                 declared_down,
                 "no longer fewer live members than members declared down; turns resume"
-            ),
-            _ => {}
+            );
         }
     }
 
@@ -762,7 +732,8 @@ impl MembershipAgent {
                 muted += 1;
                 continue;
             }
-            self.handle_packet_sent(&packet);
+            self.lease
+                .handle_packet_sent(&packet, self.status.clock.now());
             self.send(&wire::encode_foca(&packet), destination.gossip_addr())
                 .await;
         }
@@ -798,32 +769,16 @@ impl MembershipAgent {
         }
     }
 
-    /// Records a request in an outgoing foca packet for the lease, and the incarnation the
-    /// packet carries.
-    fn handle_packet_sent(&mut self, packet: &[u8]) {
-        if let Some(incarnation) = lease_input::sender_incarnation(packet) {
-            self.sent_incarnation = incarnation;
-        }
-        if let Some(request) = lease_input::request_sent(packet) {
-            self.lease
-                .handle_request_sent(request, self.status.clock.now());
-        }
-    }
-
     /// Applies what a received packet, which foca accepted, means for the lease, and
     /// publishes the lease's end to the handles.
-    fn handle_lease_input(&mut self, received: lease_input::Received) {
-        if received.suspects_local {
-            let was_fresh = self.lease.is_fresh(self.status.clock.now());
-            self.lease.handle_self_suspected();
-            if was_fresh {
-                info!(node = %self.foca.identity(), "a peer suspects this node; turns wait until a peer confirms it again");
-            }
+    fn handle_lease_input(&mut self, received: LeaseInput) {
+        let change = self
+            .lease
+            .handle_received(received, self.status.clock.now());
+        if change.lost_to_suspicion {
+            info!(node = %self.foca.identity(), "a peer suspects this node; turns wait until a peer confirms it again");
         }
-        let renewed = received
-            .reply_to
-            .is_some_and(|request| self.lease.handle_reply(&request));
-        if renewed || received.suspects_local {
+        if change.expiry_changed {
             let expires_at = self.lease.expires_at().map_or(0, |at| at.0);
             self.status
                 .lease_expires_at_ms

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{Incarnation, MemberInfo, MembershipEvent, NodeLoad, NodeState};
+use super::{Incarnation, LeaseStatus, MemberInfo, MembershipEvent, NodeLoad, NodeState};
 use crate::clock::{Millis, MonotonicClock};
 use crate::runtime::ConfigError;
 
@@ -203,17 +203,14 @@ impl MembershipHandle {
 
     /// [`Self::lease_is_fresh`] as of `now`, for a caller that has read the clock already.
     pub fn lease_is_fresh_at(&self, now: Instant) -> bool {
-        if self.status.stopped.load(Ordering::Acquire) {
-            return true;
-        }
-        if self.status.minority.load(Ordering::Acquire) {
-            return false;
-        }
-        if !self.status.joined.load(Ordering::Relaxed) {
-            return true;
-        }
         let expires_at = self.status.lease_expires_at_ms.load(Ordering::Acquire);
-        self.status.clock.at(now).0 < expires_at
+        let status = LeaseStatus {
+            stopped: self.status.stopped.load(Ordering::Acquire),
+            minority: self.status.minority.load(Ordering::Acquire),
+            joined: self.status.joined.load(Ordering::Relaxed),
+            expires_at: (expires_at > 0).then_some(Millis(expires_at)),
+        };
+        status.is_fresh_at(self.status.clock.at(now))
     }
 
     /// Returns how many received datagrams were rejected as malformed or invalid.

@@ -76,6 +76,38 @@ pub fn is_minority(live_members: usize, declared_down: usize) -> bool {
     live_members < declared_down
 }
 
+/// What decides whether this node's lease lets turns start: the agent's state and when the
+/// lease ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The agent stopped (it left, or every handle was dropped), so no lease is kept.
+    pub stopped: bool,
+    /// The view is on the minority side (see [`is_minority`]).
+    pub minority: bool,
+    /// The view lists a live peer. A node that never joined, or is alone, holds no lease.
+    pub joined: bool,
+    /// When the lease ends; `None` while no peer has confirmed this node.
+    pub expires_at: Option<Millis>,
+}
+
+impl LeaseStatus {
+    /// Returns whether turns may start at `now`. They may always once the agent stopped, and
+    /// never on the minority side. Otherwise a node that has not joined holds no lease and may,
+    /// and a joined node may only while its lease has not ended.
+    pub fn is_fresh_at(&self, now: Millis) -> bool {
+        if self.stopped {
+            return true;
+        }
+        if self.minority {
+            return false;
+        }
+        if !self.joined {
+            return true;
+        }
+        self.expires_at.is_some_and(|end| now < end)
+    }
+}
+
 /// The lease state of one node: requests that wait for a reply, and the send time of the
 /// latest request a peer replied to. `K` names one request, such as the peer and the probe
 /// number; the agent builds it from foca's headers.
@@ -257,6 +289,30 @@ mod tests {
                 minority,
                 "{live_members} live, {declared_down} declared down"
             );
+        }
+    }
+
+    #[test]
+    fn status_decides_turns_by_state() {
+        let fresh_until = Some(Millis(2_000));
+        // (stopped, minority, joined, expires_at, fresh at 1_000 ms)
+        let cases = [
+            (true, true, true, None, true),
+            (false, true, true, fresh_until, false),
+            (false, true, false, None, false),
+            (false, false, false, None, true),
+            (false, false, true, None, false),
+            (false, false, true, fresh_until, true),
+            (false, false, true, Some(Millis(1_000)), false),
+        ];
+        for (stopped, minority, joined, expires_at, fresh) in cases {
+            let status = LeaseStatus {
+                stopped,
+                minority,
+                joined,
+                expires_at,
+            };
+            assert_eq!(status.is_fresh_at(Millis(1_000)), fresh, "{status:?}");
         }
     }
 

@@ -30,7 +30,7 @@ pub(super) type RequestKey = (NodeId, RequestKind, ProbeNumber);
 
 /// Meaning of a received packet for the lease.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Received {
+pub struct LeaseInput {
     /// The request this packet replies to, if it is a reply addressed to this node.
     pub(super) reply_to: Option<RequestKey>,
     /// Whether the packet reports this node as suspected at an incarnation at least as high
@@ -64,8 +64,8 @@ pub(super) fn read_received(
     packet: &[u8],
     local: &NodeId,
     incarnation: foca::Incarnation,
-) -> Received {
-    let mut received = Received::default();
+) -> LeaseInput {
+    let mut received = LeaseInput::default();
     let mut rest = packet;
     let Ok(header) = PostcardCodec.decode_header(&mut rest) else {
         return received;
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn garbage_means_nothing() {
         let a = id("node-a");
-        assert_eq!(read_received(&[1, 2, 3], &a, 0), Received::default());
+        assert_eq!(read_received(&[1, 2, 3], &a, 0), LeaseInput::default());
         assert_eq!(request_sent(&[]), None);
     }
 }

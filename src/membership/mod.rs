@@ -9,6 +9,7 @@ mod identity;
 mod interner;
 mod lease;
 mod lease_input;
+mod lease_tracker;
 mod lifecycle;
 mod member_list;
 mod node_name;
@@ -26,7 +27,9 @@ pub use dissemination::{
 pub use gossip_auth::{AuthError, GossipKey, TAG_LEN};
 pub use handle::{MembershipError, MembershipHandle};
 pub use identity::{Incarnation, NodeId, NodeIdFields, boot_id_at};
-pub use lease::{MembershipLease, is_minority, lease_duration};
+pub use lease::{LeaseStatus, MembershipLease, is_minority, lease_duration};
+pub use lease_input::LeaseInput;
+pub use lease_tracker::{LeaseChange, LeaseTracker};
 pub use lifecycle::{NodeLoad, NodeMeta, NodeState};
 pub use member_list::{
     MemberListEntry, MemberListError, MemberListPages, MemberListPull, MembersPage, MembersRequest,

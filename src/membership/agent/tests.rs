@@ -15,7 +15,7 @@ use tokio::time::{Instant, timeout};
 
 use super::*;
 use crate::membership::NodeIdFields;
-use crate::membership::{LeaveReason, NodeLoad};
+use crate::membership::{LeaveReason, NodeLoad, lease_duration};
 
 /// Upper bound for any single wait; generous because two cores may run several tests.
 const WAIT: Duration = Duration::from_secs(10);
