@@ -16,6 +16,8 @@ pub enum Invariant {
     CallDeadline,
     /// The orchestrator removes only nodes that hold no activations.
     RemovedWithActivations,
+    /// No node starts a turn after another node declared it down.
+    TurnAfterDown,
     /// Once faults stop, every running node's view lists exactly the running nodes.
     ViewsConverge,
 }

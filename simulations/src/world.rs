@@ -45,6 +45,9 @@ pub struct SimConfig {
     pub store_delay: (Duration, Duration),
     /// Record a readable line per handled event, for replay.
     pub record_log: bool,
+    /// Check that no node starts a turn after a node that could start turns itself declared
+    /// it down ([`Invariant::TurnAfterDown`]). Default `true`.
+    pub check_turns_after_down: bool,
 }
 
 impl SimConfig {
@@ -58,6 +61,7 @@ impl SimConfig {
             restart_delay: Duration::from_secs(1),
             store_delay: (Duration::from_millis(1), Duration::from_millis(3)),
             record_log: false,
+            check_turns_after_down: true,
         }
     }
 }
@@ -253,6 +257,9 @@ pub struct World {
     log: Vec<String>,
     stats: Stats,
     first_down: BTreeMap<Incarnation, Millis>,
+    /// First down verdict on each incarnation by a node that could start turns then, with
+    /// that node's name; see [`World::check_turn_start`].
+    first_down_by_serving: BTreeMap<Incarnation, (Millis, String)>,
     /// Slot whose view disagreed at the last [`World::views_agree`].
     disagreeing_slot: Cell<usize>,
 }
@@ -284,6 +291,7 @@ impl World {
             log: Vec::new(),
             stats: Stats::default(),
             first_down: BTreeMap::new(),
+            first_down_by_serving: BTreeMap::new(),
             disagreeing_slot: Cell::new(0),
         }
     }
@@ -687,6 +695,10 @@ impl World {
                 }
                 Output::CallEnded { call, result } => self.end_call(call, result),
                 Output::DeclaredDown { member } => self.record_down(slot, member),
+                Output::TurnStarted {
+                    grain,
+                    activation_id,
+                } => self.check_turn_start(slot, &grain, activation_id),
                 Output::LiveSetChanged { live } => {
                     let live: Vec<String> = live.iter().map(ToString::to_string).collect();
                     let name = self.slots[slot].name.clone();
@@ -714,8 +726,44 @@ impl World {
             self.stats.false_downs += 1;
         }
         self.first_down.entry(member.clone()).or_insert(self.now);
+        let now = self.now;
+        let serving = self.slots[observer]
+            .node
+            .as_ref()
+            .is_some_and(|node| node.may_start_turns_at(now));
         let observer = self.slots[observer].name.clone();
+        if serving {
+            self.first_down_by_serving
+                .entry(member.clone())
+                .or_insert((now, observer.clone()));
+        }
         self.log_line(format!("{observer} declared {member} down"));
+    }
+
+    /// Records a violation if the process in `slot` starts a turn after another node
+    /// declared it down, because that node may run the grain's turns in a new activation.
+    ///
+    /// Only verdicts of nodes that could start turns themselves when they reached them
+    /// count. A node cut off alone declares the others down after its lease ended, and those
+    /// verdicts must not stop the rest of the cluster.
+    fn check_turn_start(&mut self, slot: usize, grain: &GrainId, activation_id: u64) {
+        if !self.config.check_turns_after_down {
+            return;
+        }
+        let Some(node) = &self.slots[slot].node else {
+            return;
+        };
+        let incarnation = node.id().incarnation();
+        let Some((declared_at, observer)) = self.first_down_by_serving.get(&incarnation) else {
+            return;
+        };
+        let detail = format!(
+            "{incarnation} started a turn of {grain} (activation {activation_id}) at {}, \
+             after {observer} declared it down at {declared_at}; its lease: {:?}",
+            self.now,
+            node.lease_status()
+        );
+        self.violate(Invariant::TurnAfterDown, detail);
     }
 
     /// Returns when some node first declared `member` down.

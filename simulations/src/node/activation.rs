@@ -50,6 +50,11 @@ impl Activation {
     pub fn is_busy(&self) -> bool {
         self.current.is_some()
     }
+
+    /// Returns whether a call waits for its turn while no turn runs, as behind the fence.
+    pub(super) fn has_waiting_turn(&self) -> bool {
+        self.current.is_none() && !self.mailbox.is_empty()
+    }
 }
 
 impl SimNode {
@@ -73,11 +78,18 @@ impl SimNode {
         true
     }
 
-    fn maybe_start_turn(&mut self, grain: &GrainId) {
+    /// Starts the next turn of the activation of `grain`, unless one runs, none waits, or
+    /// the membership lease holds turns back (see the `lease` module).
+    pub(super) fn maybe_start_turn(&mut self, grain: &GrainId) {
+        let may_start = self.may_start_turns_at(self.now);
         let Some(activation) = self.catalog.get_mut(grain) else {
             return;
         };
-        if activation.current.is_some() {
+        if !activation.has_waiting_turn() {
+            return;
+        }
+        if !may_start {
+            self.turns_held = true;
             return;
         }
         let Some(next) = activation.mailbox.pop_front() else {
@@ -85,6 +97,10 @@ impl SimNode {
         };
         activation.current = Some(next);
         let activation_id = activation.activation_id;
+        self.outputs.push(Output::TurnStarted {
+            grain: grain.clone(),
+            activation_id,
+        });
         if activation.state.is_none() {
             self.outputs.push(Output::StoreRead {
                 grain: grain.clone(),
@@ -161,6 +177,14 @@ impl SimNode {
                 self.resume_flow(flow, Resume::Turn(Err(CallFailure::StaleState)), now);
                 self.deactivate(grain, now);
             }
+        }
+    }
+
+    /// Removes the call of `flow` from the mailbox of `grain`'s activation, where it waited
+    /// for its turn until its deadline passed. The runtime rejects such a late turn too.
+    pub(super) fn remove_waiting_turn(&mut self, grain: &GrainId, flow: FlowId) {
+        if let Some(activation) = self.catalog.get_mut(grain) {
+            activation.mailbox.retain(|(waiting, _)| *waiting != flow);
         }
     }
 

@@ -511,8 +511,10 @@ impl SimNode {
     /// Ends a pause, or ends the flow at its deadline.
     pub(super) fn handle_wake(&mut self, id: FlowId, deadline: bool, now: Millis) {
         if deadline {
-            if self.flows.contains_key(&id) {
+            if let Some(flow) = self.flows.get(&id) {
+                let grain = flow.grain.clone();
                 self.finish(id, Err(CallFailure::DeadlineExceeded));
+                self.remove_waiting_turn(&grain, id);
             }
             return;
         }

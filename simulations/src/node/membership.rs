@@ -55,6 +55,7 @@ impl SimNode {
         if self.view.handle_tick(now) > 0 {
             self.refresh_live(now);
         }
+        self.forget_declared_down(now);
         self.timer(base, NodeTimer::Meta);
     }
 
@@ -163,6 +164,7 @@ impl SimNode {
     pub(super) fn drain_runtime(&mut self, now: Millis) {
         let was_connected = self.view.is_connected();
         while let Some((to, packet)) = self.runtime.to_send() {
+            self.record_packet_sent(&packet, now);
             self.send(&to.name, None, Message::Gossip(packet.to_vec()));
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
@@ -189,6 +191,7 @@ impl SimNode {
 
     /// Reacts to membership events as the runtime's event loop does.
     fn react(&mut self, events: Vec<MembershipEvent>, now: Millis) {
+        self.track_declared_down(&events, now);
         // The live set changes only through these events, at the first event, or while the
         // node leaves (its own entry turns dead without an event). Most gossip carries none
         // of them, and skipping the copy of the live set keeps large clusters cheap.

@@ -9,6 +9,7 @@
 
 mod activation;
 mod calls;
+mod lease;
 mod membership;
 mod sync;
 
@@ -20,7 +21,7 @@ use gristmill::clock::Millis;
 use gristmill::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
 use gristmill::grain::GrainId;
 use gristmill::membership::{
-    DEFAULT_DEAD_RETENTION, Incarnation, MemberListPages, MemberListPull, MemberView,
+    DEFAULT_DEAD_RETENTION, Incarnation, LeaseTracker, MemberListPages, MemberListPull, MemberView,
     MetaBroadcast, MetaHandler, MetaJitter, NodeId, NodeMeta, NodeState, SeenMeta,
     TransmissionTuner,
 };
@@ -67,6 +68,11 @@ pub struct NodeConfig {
     /// and the caller then unregisters the fresh entry, which lets a second activation start.
     /// Default `true`; `false` reproduces that bug for tests of the invariant checks.
     pub await_activation_before_not_here: bool,
+    /// Start turns only while the membership lease is fresh and the view is not on the
+    /// minority side, as the runtime does. Default `true`. With `false` a node that was cut
+    /// off goes on running turns after the others declared it down, for tests of the
+    /// invariant checks.
+    pub fence_turns_by_lease: bool,
     /// Report every change of the live set as [`Output::LiveSetChanged`], for replay logs.
     pub report_live_changes: bool,
 }
@@ -80,6 +86,7 @@ impl Default for NodeConfig {
             idle_after: Duration::from_secs(10),
             membership_only: false,
             await_activation_before_not_here: true,
+            fence_turns_by_lease: true,
             report_live_changes: false,
         }
     }
@@ -159,6 +166,13 @@ pub enum Output {
         /// `Ok(applied)` if acknowledged.
         result: Result<u64, CallFailure>,
     },
+    /// An activation on this node started a turn.
+    TurnStarted {
+        /// The grain.
+        grain: GrainId,
+        /// The activation.
+        activation_id: u64,
+    },
     /// The node stopped itself after the cluster declared it down.
     Stopped,
     /// The node's view of the live members changed to `live`.
@@ -183,6 +197,12 @@ pub struct SimNode {
     runtime: AccumulatingRuntime<NodeId>,
     accepted_meta: mpsc::UnboundedReceiver<MetaBroadcast>,
     view: MemberView,
+    /// The membership lease, which fences turns.
+    lease: LeaseTracker,
+    /// Some call waits for its turn because the lease was not fresh.
+    turns_held: bool,
+    /// The node left the cluster, so it keeps no lease, as a stopped agent.
+    left: bool,
     meta: NodeMeta,
     seeds: Vec<String>,
     /// Seeds sent an identity request; replies from others are ignored.
@@ -263,7 +283,11 @@ impl SimNode {
         let view = MemberView::new(id.clone(), &meta, DEFAULT_DEAD_RETENTION);
         let partition = DirectoryPartition::new(id.incarnation(), config.directory.clone());
         let cache = DirectoryCache::new(config.directory.cache_capacity);
+        let lease = LeaseTracker::new(&config.membership);
         Self {
+            lease,
+            turns_held: false,
+            left: false,
             live: Vec::new(),
             foca,
             transmissions,
@@ -369,11 +393,7 @@ impl SimNode {
     pub fn handle_message(&mut self, from: &str, message: Message, now: Millis) -> Vec<Output> {
         self.now = now;
         match message {
-            Message::Gossip(packet) => {
-                // Errors are rejected datagrams, counted by the real agent; nothing changed.
-                let _ = self.foca.handle_data(&packet, &mut self.runtime);
-                self.drain_runtime(now);
-            }
+            Message::Gossip(packet) => self.handle_gossip(&packet, now),
             Message::IdentityRequest => {
                 let reply = Message::IdentityReply(self.foca.identity().clone());
                 self.send(from, None, reply);
@@ -469,10 +489,14 @@ impl SimNode {
         self.publish_local_meta(now);
         let _ = self.foca.leave_cluster(&mut self.runtime);
         self.drain_runtime(now);
+        self.left = true;
         self.take_outputs()
     }
 
+    /// Ends the handling of an input: starts the turns that the input let past the fence and
+    /// returns the outputs.
     fn take_outputs(&mut self) -> Vec<Output> {
+        self.resume_held_turns(self.now);
         std::mem::take(&mut self.outputs)
     }
 
