@@ -31,7 +31,7 @@
 //! period after the probe started, and then a whole suspicion timeout later. A probe that
 //! started before `c - probe_rtt` succeeds, so the earliest verdict comes at
 //! `c - probe_rtt + probe_period + suspect_to_down`. [`lease_duration`] is `suspect_to_down`,
-//! so the lease ends at least `probe_period - probe_rtt` before that verdict (700 ms with the
+//! so the lease ends at least `probe_period - probe_rtt` before that verdict (500 ms with the
 //! default settings). That margin is what a turn that started just before the lease ended
 //! has to finish in.
 //!

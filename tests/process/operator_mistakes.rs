@@ -12,7 +12,7 @@ use common::{
 use gristmill::api::pb;
 
 /// Time a node that lost its process needs to be declared down with `Timing::DEFAULT`
-/// (1 s probes, 3 s suspicion), with a margin for a loaded machine.
+/// (750 ms probes, 2.5 s suspicion), with a margin for a loaded machine.
 const DOWN_WITHIN: Duration = Duration::from_secs(15);
 
 fn state_of(members: &[pb::Member], name: &str) -> Option<pb::NodeState> {

@@ -79,12 +79,11 @@ impl Timing {
         suspect_to_down_ms: 3_000,
     };
 
-    /// The node's own defaults: the partition tests measured 4 to 7 s from the cut until a node
-    /// that stops replying to probes was declared down.
+    /// The node's own defaults.
     pub const DEFAULT: Timing = Timing {
-        probe_period_ms: 1_000,
-        probe_rtt_ms: 300,
-        suspect_to_down_ms: 3_000,
+        probe_period_ms: 750,
+        probe_rtt_ms: 250,
+        suspect_to_down_ms: 2_500,
     };
 
     fn args(self) -> Vec<String> {
