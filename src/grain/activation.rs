@@ -328,12 +328,14 @@ async fn run_queued(myself: &ActivationRef, state: &mut ActivationState, work: A
             // A node that may be declared down soon (its lease ended) or that may not have
             // read the news yet (its membership agent lags) holds the turn until it knows.
             // The one clock reading at the start of the turn serves the fence, the deadline
-            // check and the turn's duration.
+            // check and the turn's duration. A turn that went straight to this runner, driven by
+            // its caller, reuses the caller's reading from a moment ago.
             let may_start_at = if state.stopping {
                 None
             } else {
                 let node = state.ctx.node();
-                node.await_turn_fence(turn.deadline, Instant::now()).await
+                let now = turn.sent_at.unwrap_or_else(Instant::now);
+                node.await_turn_fence(turn.deadline, now).await
             };
             if state.stopping || state.ctx.node().is_declared_down() {
                 turn.reply.send(Err(TurnError::Gone(turn.payload)));

@@ -118,6 +118,11 @@ impl ActivationRef {
             return Err(message);
         }
         if inner.running {
+            let mut message = message;
+            if let ActivationMsg::Turn(turn) = &mut message {
+                // The turn waits, so its start must read the clock.
+                turn.sent_at = None;
+            }
             inner.queue.push_back(message);
             return Ok(None);
         }

@@ -19,6 +19,10 @@ pub(crate) struct Turn {
     pub method: MethodId,
     pub payload: Payload,
     pub deadline: Instant,
+    /// The caller's clock reading when it sent the turn, set only by a caller that drives an
+    /// idle activation's runner itself. The turn then starts without reading the clock again.
+    /// The mailbox clears it when the turn has to wait in the queue.
+    pub sent_at: Option<Instant>,
     pub reply: TurnReply,
 }
 

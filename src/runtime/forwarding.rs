@@ -291,7 +291,10 @@ impl Node {
             }
         };
         let started = Instant::now();
-        let result = match self.deliver_local(grain, method, payload, deadline).await {
+        let result = match self
+            .deliver_local(grain, method, payload, started, deadline)
+            .await
+        {
             Ok(result) => result,
             Err(_) => Err(CallError::Internal(format!(
                 "the worker pool of {grain} returned the call"

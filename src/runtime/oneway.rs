@@ -80,6 +80,7 @@ impl Node {
             method: method.id,
             payload,
             deadline,
+            sent_at: None,
             reply: TurnReply::none(),
         };
         let runner = self

@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -237,7 +238,10 @@ impl Node {
                     }
                 },
             };
-            match self.deliver_local(grain, checked, current, deadline).await {
+            match self
+                .deliver_local(grain, checked, current, now, deadline)
+                .await
+            {
                 Ok(reply) => return reply.map(|payload| self.local_reply(payload, 0)),
                 Err(returned) => payload = Some(returned),
             }
@@ -327,6 +331,7 @@ impl Node {
         grain: &GrainId,
         method: CheckedMethod,
         payload: Payload,
+        sent_at: Instant,
         deadline: Instant,
     ) -> Result<Result<Payload, CallError>, Payload> {
         if let Some(max) = method.worker_limit {
@@ -335,10 +340,13 @@ impl Node {
                 .await);
         }
         let (reply, receive) = TurnReply::channel();
+        // This task drives the runner that `try_send` returns at once, so the turn may start
+        // with `sent_at` as its clock reading.
         let turn = Turn {
             method: method.id,
             payload,
             deadline,
+            sent_at: Some(sent_at),
             reply,
         };
         match self.inner.catalog.try_send(grain, turn) {
@@ -364,6 +372,7 @@ impl Node {
                 method,
                 payload,
                 deadline,
+                sent_at: None,
                 reply,
             };
             match self.inner.catalog.try_send_worker(grain, max, turn) {
@@ -877,9 +886,15 @@ impl Node {
             format: call.format,
             bytes: call.payload,
         };
-        for _ in 0..2 {
+        for attempt in 0..2 {
+            // The second attempt follows a wait for an activation, so it reads the clock again.
+            let sent_at = if attempt == 0 {
+                started
+            } else {
+                Instant::now()
+            };
             match self
-                .deliver_local(&call.grain, checked, payload, deadline)
+                .deliver_local(&call.grain, checked, payload, sent_at, deadline)
                 .await
             {
                 Ok(result) => {
@@ -957,11 +972,17 @@ async fn await_turn_driving(
     mut receive: oneshot::Receiver<Result<Payload, TurnError>>,
     mut runner: Runner,
 ) -> Result<Result<Payload, CallError>, Payload> {
-    let reply = std::future::poll_fn(|cx| {
+    let mut reply = std::pin::pin!(std::future::poll_fn(|cx| {
         runner.poll_run(cx);
         Pin::new(&mut receive).poll(cx)
-    });
-    let outcome = tokio::time::timeout_at(deadline.into(), reply).await;
+    }));
+    // Most turns end within the first poll. Only a turn that waits needs the deadline's
+    // timer, and creating the timer looks up the runtime's handle.
+    let first = std::future::poll_fn(|cx| Poll::Ready(reply.as_mut().poll(cx))).await;
+    let outcome = match first {
+        Poll::Ready(received) => Ok(received),
+        Poll::Pending => tokio::time::timeout_at(deadline.into(), reply).await,
+    };
     drop(runner);
     turn_outcome(grain, outcome)
 }
