@@ -22,8 +22,15 @@ const EXIT_INVALID_INPUT: u8 = 2;
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
     /// gRPC address of the node to ask, as host:port (the `grpc_addr` of its ready line).
-    #[arg(long, env = "GRISTMILL_ADDR", value_name = "HOST:PORT", value_parser = parse_addr)]
-    pub addr: String,
+    /// Required, before or after the subcommand.
+    #[arg(
+        long,
+        global = true,
+        env = "GRISTMILL_ADDR",
+        value_name = "HOST:PORT",
+        value_parser = parse_addr
+    )]
+    pub addr: Option<String>,
 
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -123,8 +130,23 @@ pub enum CtlCommand {
     },
 }
 
+impl CtlArgs {
+    /// Returns `--addr`, which [`run`] checked before it sends anything.
+    fn addr(&self) -> &str {
+        self.addr.as_deref().unwrap_or_default()
+    }
+}
+
 /// Runs one `ctl` request and prints its result on stdout, or the error on stderr.
 pub async fn run(args: CtlArgs) -> ExitCode {
+    // clap cannot require an option that may follow the subcommand, so `ctl` checks it.
+    if args.addr.is_none() {
+        eprintln!(
+            "error: missing --addr HOST:PORT: give the grpc_addr of a node's ready line, \
+             or set GRISTMILL_ADDR"
+        );
+        return ExitCode::from(EXIT_INVALID_INPUT);
+    }
     match execute(&args).await {
         Ok(output) => {
             print!("{output}");
@@ -149,7 +171,7 @@ pub async fn run(args: CtlArgs) -> ExitCode {
                 CtlError::Client(ClientError::Status(status))
                 | CtlError::Scaling(scaling::ScalingCtlError::Client(ClientError::Status(
                     status,
-                ))) => client::wrong_port_hint(status, &args.addr),
+                ))) => client::wrong_port_hint(status, args.addr()),
                 _ => None,
             };
             if let Some(hint) = hint {
@@ -235,7 +257,7 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
         _ => Value::Null,
     };
     let timeout = request_timeout(&args.command, args.request_timeout.into());
-    let mut node = NodeClient::connect_with(&args.addr, Some(timeout)).await?;
+    let mut node = NodeClient::connect_with(args.addr(), Some(timeout)).await?;
 
     match &args.command {
         CtlCommand::Members => {
@@ -269,7 +291,7 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
             // The cluster-aware client learns the members from `--addr` and sends the call
             // straight to the grain's node where it can, saving a forward.
             let config = ClientConfig {
-                seeds: vec![args.addr.clone()],
+                seeds: vec![args.addr().to_owned()],
                 strategy: StrategyKind::GrainAware,
                 ..ClientConfig::default()
             };
@@ -366,7 +388,7 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
         }
         CtlCommand::Scaling { command } => {
             Ok(
-                scaling::execute(&args.addr, command, args.json, args.request_timeout.into())
+                scaling::execute(args.addr(), command, args.json, args.request_timeout.into())
                     .await?,
             )
         }

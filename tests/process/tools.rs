@@ -12,6 +12,7 @@ use serde_json::Value;
 async fn run_binary(args: &[&str], within: Duration) -> (Option<i32>, String, String) {
     let output = tokio::process::Command::new(BIN)
         .args(args)
+        .env_remove("GRISTMILL_ADDR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -64,7 +65,7 @@ async fn local_runs_workload_and_conserves_balance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_options_exit_with_code_two() {
     // Each case names the option and exits 2 before it starts or connects to anything.
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["local", "--nodes", "3", "--max-nodes", "2"],
             "--max-nodes 2",
@@ -72,6 +73,7 @@ async fn invalid_options_exit_with_code_two() {
         (&["local", "--start-timeout", "0s"], "--start-timeout"),
         (&["local", "--duration", "0s"], "--duration"),
         (&["ctl", "--addr", "localhost", "members"], "HOST:PORT"),
+        (&["ctl", "members"], "missing --addr"),
     ];
     for (args, expected) in cases {
         let (code, _, stderr) = run_binary(args, Duration::from_secs(20)).await;
@@ -103,7 +105,8 @@ async fn ctl_invokes_and_lists_members() {
     let reply: Value = serde_json::from_str(stdout.trim()).expect("invoke prints JSON");
     assert_eq!(reply["reply"], 5);
 
-    let members = ["ctl", "--addr", &addr, "members", "--json"];
+    // `--addr` may follow the subcommand too.
+    let members = ["ctl", "members", "--addr", &addr, "--json"];
     let (code, stdout, stderr) = run_binary(&members, within).await;
     assert_eq!(code, Some(0), "stderr: {stderr}");
     let listed: Value = serde_json::from_str(stdout.trim()).expect("members prints JSON");
