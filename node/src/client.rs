@@ -138,22 +138,7 @@ impl NodeClient {
         addr: &str,
         request_timeout: Option<Duration>,
     ) -> Result<NodeClient, ClientError> {
-        let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| ClientError::Address {
-                addr: addr.to_owned(),
-                source,
-            })?
-            .connect_timeout(CONNECT_TIMEOUT);
-        if let Some(timeout) = request_timeout {
-            endpoint = endpoint.timeout(timeout);
-        }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
+        let channel = connect_channel(addr, request_timeout).await?;
         Ok(NodeClient {
             cluster: ClusterClient::new(channel.clone()),
             grains: GrainsClient::new(channel),
@@ -256,6 +241,30 @@ pub fn activation_json(activation: &pb::Activation) -> Value {
         "idle_ms": activation.idle_ms,
         "mailbox_depth": activation.mailbox_depth,
     })
+}
+
+/// Connects a gRPC channel to the node at `addr` (host:port), with the connect timeout and,
+/// when given, a timeout for each request.
+pub async fn connect_channel(
+    addr: &str,
+    request_timeout: Option<Duration>,
+) -> Result<Channel, ClientError> {
+    let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|source| ClientError::Address {
+            addr: addr.to_owned(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(timeout) = request_timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    endpoint
+        .connect()
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: addr.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use gristmill::api::pb::scaling_client::ScalingClient;
 use gristmill::scaling::ScalingConfig;
 use gristmill::scaling::proto_convert::policy_to_proto;
 use serde_json::{Value, json};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::client::ClientError;
 use crate::table::Table;
@@ -87,22 +87,9 @@ pub async fn connect(
     addr: &str,
     request_timeout: Duration,
 ) -> Result<ScalingClient<Channel>, ClientError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|source| ClientError::Address {
-            addr: addr.to_owned(),
-            source,
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        // Every scaling request replies at once (an action runs after the reply), so a node
-        // that does not reply within this is paused or stuck.
-        .timeout(request_timeout);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect {
-            addr: addr.to_owned(),
-            source,
-        })?;
+    // Every scaling request replies at once (an action runs after the reply), so a node that
+    // does not reply within `request_timeout` is paused or stuck.
+    let channel = crate::client::connect_channel(addr, Some(request_timeout)).await?;
     Ok(ScalingClient::new(channel))
 }
 
