@@ -89,7 +89,8 @@ pub enum CtlCommand {
         key: String,
         /// Method name, such as `add` or `balance`.
         method: String,
-        /// Request payload as JSON, such as '{"amount": 5}'. [default: null]
+        /// Request payload as JSON, such as '{"amount": 5}', or `-` to read it from standard
+        /// input. [default: null]
         payload: Option<String>,
         /// Deadline of the call in milliseconds. [default: 5000]
         #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=3_600_000))]
@@ -250,6 +251,12 @@ fn request_timeout(command: &CtlCommand, query: Duration) -> Duration {
 async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
     // Parse the payload before connecting, so a typo fails fast and offline.
     let payload = match &args.command {
+        CtlCommand::Invoke {
+            payload: Some(text),
+            ..
+        } if text == "-" => {
+            serde_json::from_reader(std::io::stdin().lock()).map_err(CtlError::InvalidPayload)?
+        }
         CtlCommand::Invoke {
             payload: Some(text),
             ..

@@ -10,18 +10,38 @@ use serde_json::Value;
 
 /// Runs the binary with `args` within `within` and returns its exit code, stdout and stderr.
 async fn run_binary(args: &[&str], within: Duration) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(BIN)
+    run_binary_with_input(args, "", within).await
+}
+
+/// Runs the binary with `args` and `input` on its standard input within `within`, and returns
+/// its exit code, stdout and stderr.
+async fn run_binary_with_input(
+    args: &[&str],
+    input: &str,
+    within: Duration,
+) -> (Option<i32>, String, String) {
+    use tokio::io::AsyncWriteExt;
+
+    let mut child = tokio::process::Command::new(BIN)
         .args(args)
         .env_remove("GRISTMILL_ADDR")
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(within, output)
+        .spawn()
+        .expect("start the gristmill binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(input.as_bytes())
+        .await
+        .expect("write the input");
+    // Closing stdin ends the input.
+    drop(stdin);
+    let output = tokio::time::timeout(within, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("gristmill {args:?} did not finish within {within:?}"))
-        .expect("run the gristmill binary");
+        .expect("wait for the gristmill binary");
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -104,6 +124,16 @@ async fn ctl_invokes_and_lists_members() {
     assert_eq!(code, Some(0), "stderr: {stderr}");
     let reply: Value = serde_json::from_str(stdout.trim()).expect("invoke prints JSON");
     assert_eq!(reply["reply"], 5);
+
+    // `-` reads the payload from standard input.
+    let from_stdin = [
+        "ctl", "--addr", &addr, "invoke", "counter", "ctl-test", "add", "-", "--json",
+    ];
+    let (code, stdout, stderr) =
+        run_binary_with_input(&from_stdin, r#"{"amount": 2}"#, within).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let reply: Value = serde_json::from_str(stdout.trim()).expect("invoke prints JSON");
+    assert_eq!(reply["reply"], 7);
 
     // `--addr` may follow the subcommand too.
     let members = ["ctl", "members", "--addr", &addr, "--json"];
