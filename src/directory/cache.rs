@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use super::{CacheCounters, DirectoryEntry};
 use crate::grain::GrainId;
@@ -15,8 +16,9 @@ use crate::membership::Incarnation;
 #[derive(Debug)]
 pub struct DirectoryCache {
     capacity: NonZeroUsize,
-    /// Cached entries with the tick of their last use.
-    entries: HashMap<GrainId, (DirectoryEntry, u64)>,
+    /// Cached entries with the tick of their last use. Shared, so that a caller takes one
+    /// out per call without copying the grain id and host names.
+    entries: HashMap<GrainId, (Arc<DirectoryEntry>, u64)>,
     /// Grains by the tick of their last use, least recent first.
     by_use: BTreeMap<u64, GrainId>,
     next_tick: u64,
@@ -52,6 +54,12 @@ impl DirectoryCache {
 
     /// Returns the cached entry of `grain` and marks it as recently used.
     pub fn get(&mut self, grain: &GrainId) -> Option<&DirectoryEntry> {
+        self.get_shared(grain).map(|entry| &**entry)
+    }
+
+    /// Returns the cached entry of `grain` as the cache shares it, and marks it as recently
+    /// used.
+    pub fn get_shared(&mut self, grain: &GrainId) -> Option<&Arc<DirectoryEntry>> {
         let tick = self.take_tick();
         let Some((entry, last_use)) = self.entries.get_mut(grain) else {
             self.counters.misses += 1;
@@ -80,7 +88,8 @@ impl DirectoryCache {
             self.counters.evictions += 1;
         }
         self.by_use.insert(tick, entry.grain.clone());
-        self.entries.insert(entry.grain.clone(), (entry, tick));
+        self.entries
+            .insert(entry.grain.clone(), (Arc::new(entry), tick));
     }
 
     /// Removes the entry of `grain` after `host` replied that it does not hold the grain.

@@ -49,7 +49,26 @@ pub struct NodeId {
     /// foca's address (the name's XXH3-128 hash) as high and low halves, kept inline so that
     /// foca's scans of its member list compare addresses without following the pointer.
     addr: [u64; 2],
-    fields: Arc<NodeIdFields>,
+    shared: Arc<SharedIdentity>,
+}
+
+/// The fields of a [`NodeId`] and the names derived from them, computed once per interned
+/// identity.
+pub(super) struct SharedIdentity {
+    pub(super) fields: NodeIdFields,
+    /// The ractor_cluster node name, `{name}-{boot_id}` (see [`NodeId::cluster_node_name`]).
+    /// The transport looks peers up by it several times per message, so it is formatted once.
+    cluster_node_name: Arc<str>,
+}
+
+impl SharedIdentity {
+    pub(super) fn new(fields: NodeIdFields) -> Self {
+        let cluster_node_name = format!("{}-{:016x}", fields.name, fields.boot_id).into();
+        Self {
+            fields,
+            cluster_node_name,
+        }
+    }
 }
 
 impl NodeId {
@@ -59,19 +78,19 @@ impl NodeId {
         interner::intern_fields(fields)
     }
 
-    /// Wraps interned fields; only the interner calls this.
-    pub(super) fn from_shared(fields: Arc<NodeIdFields>) -> Self {
-        let addr = fields.name.hash128();
+    /// Wraps an interned identity; only the interner calls this.
+    pub(super) fn from_shared(shared: Arc<SharedIdentity>) -> Self {
+        let addr = shared.fields.name.hash128();
         Self {
             addr: [(addr >> 64) as u64, addr as u64],
-            fields,
+            shared,
         }
     }
 
-    /// Returns the shared fields.
+    /// Returns the shared identity.
     #[cfg(test)]
-    pub(super) fn shared(&self) -> &Arc<NodeIdFields> {
-        &self.fields
+    pub(super) fn shared(&self) -> &Arc<SharedIdentity> {
+        &self.shared
     }
 }
 
@@ -80,7 +99,7 @@ impl Deref for NodeId {
 
     #[inline]
     fn deref(&self) -> &NodeIdFields {
-        &self.fields
+        &self.shared.fields
     }
 }
 
@@ -88,8 +107,8 @@ impl PartialEq for NodeId {
     /// Compares the pointers first: interned identities with equal fields share one.
     #[inline]
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.fields, &other.fields)
-            || (self.addr == other.addr && *self.fields == *other.fields)
+        Arc::ptr_eq(&self.shared, &other.shared)
+            || (self.addr == other.addr && self.shared.fields == other.shared.fields)
     }
 }
 
@@ -97,20 +116,20 @@ impl Eq for NodeId {}
 
 impl Hash for NodeId {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.fields.hash(state);
+        self.shared.fields.hash(state);
     }
 }
 
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.fields, f)
+        fmt::Debug::fmt(&self.shared.fields, f)
     }
 }
 
 impl Serialize for NodeId {
     /// Serializes the fields, so the wire format is that of [`NodeIdFields`].
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.fields.serialize(serializer)
+        self.shared.fields.serialize(serializer)
     }
 }
 
@@ -173,12 +192,24 @@ impl NodeId {
         SocketAddr::new(self.ip, self.grpc_port)
     }
 
-    /// Returns the name the node uses as a ractor_cluster peer: `{name}-{boot_id}`.
+    /// Returns the name the node uses as a ractor_cluster peer: `{name}-{boot_id}`, with the
+    /// boot id as 16 hexadecimal digits.
     ///
     /// Including the boot id makes a restarted process a new peer, so it can never lose the
     /// session election against a stale session of its previous incarnation.
-    pub fn cluster_node_name(&self) -> String {
-        format!("{}-{:016x}", self.name, self.boot_id)
+    pub fn cluster_node_name(&self) -> &str {
+        &self.shared.cluster_node_name
+    }
+
+    /// Returns [`NodeId::cluster_node_name`] as a shared string, which clones without copying.
+    pub(crate) fn cluster_node_name_shared(&self) -> &Arc<str> {
+        &self.shared.cluster_node_name
+    }
+
+    /// Returns whether this identity belongs to `incarnation`, without building an
+    /// [`Incarnation`].
+    pub fn is_incarnation(&self, incarnation: &Incarnation) -> bool {
+        self.boot_id == incarnation.boot_id && *self.name == *incarnation.name
     }
 }
 
@@ -193,7 +224,7 @@ impl foca::Identity for NodeId {
     fn renew(&self) -> Option<Self> {
         Some(Self::new(NodeIdFields {
             bump: self.bump.wrapping_add(1),
-            ..(*self.fields).clone()
+            ..self.shared.fields.clone()
         }))
     }
 
@@ -282,6 +313,27 @@ mod tests {
         let decoded: NodeId = serde_json::from_str(json).expect("decode identity");
 
         assert_eq!(decoded, node(7, 0));
+    }
+
+    #[test]
+    fn cluster_node_name_has_boot_id_in_hex() {
+        let id = node(0x2a, 0);
+
+        assert_eq!(id.cluster_node_name(), "node-1-000000000000002a");
+        assert_eq!(&**id.cluster_node_name_shared(), id.cluster_node_name());
+    }
+
+    #[test]
+    fn is_incarnation_compares_name_and_boot_id() {
+        let id = node(7, 3);
+
+        assert!(id.is_incarnation(&node(7, 0).incarnation()));
+        assert!(!id.is_incarnation(&node(8, 3).incarnation()));
+        let other_name = Incarnation {
+            name: "node-2".into(),
+            boot_id: 7,
+        };
+        assert!(!id.is_incarnation(&other_name));
     }
 
     #[test]

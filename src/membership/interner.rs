@@ -12,7 +12,7 @@ use std::collections::hash_map::Entry;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use super::NodeName;
-use super::identity::{DecodedNodeId, NodeId, NodeIdFields};
+use super::identity::{DecodedNodeId, NodeId, NodeIdFields, SharedIdentity};
 
 /// Smallest table length at which [`Interner::insert`] sweeps out identities no `NodeId` references.
 const MIN_SWEEP_LEN: usize = 1024;
@@ -26,7 +26,7 @@ type Key = (u128, u64, u32);
 /// An identity whose key is taken by a live identity with other fields (a node restarted with
 /// a new address within one millisecond, or a misconfigured peer) gets its own allocation.
 struct Interner {
-    by_key: HashMap<Key, Weak<NodeIdFields>>,
+    by_key: HashMap<Key, Weak<SharedIdentity>>,
     /// Length at which the next insert sweeps out dead references: twice the length after the
     /// last sweep, so the sweeps cost O(1) per insert.
     sweep_at: usize,
@@ -46,7 +46,7 @@ pub(super) fn intern_fields(fields: NodeIdFields) -> NodeId {
     if let Some(shared) = interner.find(key, |known| *known == fields) {
         return NodeId::from_shared(shared);
     }
-    NodeId::from_shared(interner.insert(key, Arc::new(fields)))
+    NodeId::from_shared(interner.insert(key, Arc::new(SharedIdentity::new(fields))))
 }
 
 /// Returns the identity with the decoded fields, shared with an equal identity in use.
@@ -73,7 +73,7 @@ pub(super) fn intern_decoded(decoded: &DecodedNodeId<'_>) -> NodeId {
         cluster_port: decoded.cluster_port,
         grpc_port: decoded.grpc_port,
     };
-    NodeId::from_shared(interner.insert(key, Arc::new(fields)))
+    NodeId::from_shared(interner.insert(key, Arc::new(SharedIdentity::new(fields))))
 }
 
 /// Returns how many identities the table references, live or not, for tests.
@@ -93,13 +93,13 @@ impl Interner {
         &self,
         key: Key,
         matches: impl FnOnce(&NodeIdFields) -> bool,
-    ) -> Option<Arc<NodeIdFields>> {
+    ) -> Option<Arc<SharedIdentity>> {
         let shared = self.by_key.get(&key)?.upgrade()?;
-        matches(&shared).then_some(shared)
+        matches(&shared.fields).then_some(shared)
     }
 
-    /// Records `fields` under `key` unless a live identity has the key, and returns them.
-    fn insert(&mut self, key: Key, fields: Arc<NodeIdFields>) -> Arc<NodeIdFields> {
+    /// Records `identity` under `key` unless a live identity has the key, and returns it.
+    fn insert(&mut self, key: Key, identity: Arc<SharedIdentity>) -> Arc<SharedIdentity> {
         if self.by_key.len() >= self.sweep_at {
             self.by_key.retain(|_, weak| weak.strong_count() > 0);
             self.sweep_at = (2 * self.by_key.len()).max(MIN_SWEEP_LEN);
@@ -107,14 +107,14 @@ impl Interner {
         match self.by_key.entry(key) {
             Entry::Occupied(mut entry) => {
                 if entry.get().strong_count() == 0 {
-                    entry.insert(Arc::downgrade(&fields));
+                    entry.insert(Arc::downgrade(&identity));
                 }
             }
             Entry::Vacant(entry) => {
-                entry.insert(Arc::downgrade(&fields));
+                entry.insert(Arc::downgrade(&identity));
             }
         }
-        fields
+        identity
     }
 }
 

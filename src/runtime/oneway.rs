@@ -15,7 +15,9 @@
 use std::time::Instant;
 
 use super::node::Node;
-use super::router::{CheckedMethod, Target, deadline_to_unix_ms, encode_once, unix_ms_to_deadline};
+use super::router::{
+    CheckedMethod, Target, deadline_to_unix_ms, encode_payload, unix_ms_to_deadline,
+};
 use crate::grain::activation::{Turn, TurnReply};
 use crate::grain::{CallError, GrainId, Payload};
 use crate::transport::{CallEnvelope, Envelope, Route};
@@ -53,7 +55,9 @@ impl Node {
             }
             Some(payload) => payload,
         };
-        match self.invoke(grain, method, payload, deadline).await {
+        // Boxed, because the call path's future is large: inline, it would enlarge the future
+        // of every one-way message and slow down its creation.
+        match Box::pin(self.invoke(grain, method, payload, deadline)).await {
             // The turn ran; its outcome is not the sender's business.
             Ok(_) | Err(CallError::Grain { .. } | CallError::GrainPanicked { .. }) => {
                 self.inner.metrics.oneway_sent.inc();
@@ -107,7 +111,7 @@ impl Node {
         let Some(Target::Host(entry, peer)) = self.cached_target(grain) else {
             return Ok(Some(payload));
         };
-        let (format, bytes) = encode_once(&mut Some(payload), &mut None, grain, method)?;
+        let (format, bytes) = encode_payload(payload, grain, method)?;
         self.check_frame(grain, method, bytes.len())?;
         let envelope = Envelope::V1(CallEnvelope {
             grain: grain.clone(),

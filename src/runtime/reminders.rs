@@ -42,7 +42,7 @@ pub(crate) async fn run_reminder_loop(node: Node) {
         }
         let leases = match node
             .storage()
-            .claim_due(unix_now_ms(), &owner, LEASE, limit)
+            .claim_due(unix_now_ms(), owner, LEASE, limit)
             .await
         {
             Ok(leases) => leases,

@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,13 +62,13 @@ pub(crate) struct CheckedMethod {
 /// The next destination of a call.
 pub(super) enum Target {
     /// The grain's activation is (per the directory) on this peer.
-    Host(DirectoryEntry, NodeId),
+    Host(Arc<DirectoryEntry>, NodeId),
     /// Placement chose this node.
     ActivateHere,
     /// Placement chose a peer, which activates the grain.
     ActivateOn(NodeId),
     /// The directory names an activation on this node.
-    Here(DirectoryEntry),
+    Here(Arc<DirectoryEntry>),
 }
 
 /// Returns `duration` in whole milliseconds, rounded up. A caller that computed its deadline
@@ -203,9 +204,7 @@ impl Node {
         if checked.worker_limit.is_some()
             && self.inner.forwarding.is_spread_worker(&grain.grain_type)
         {
-            return self
-                .invoke_spread_worker(grain, checked, payload, deadline)
-                .await;
+            return Box::pin(self.invoke_spread_worker(grain, checked, payload, deadline)).await;
         }
         // `invoke_ref` replaces the 0 with the timeout the caller gave.
         let timed_out = || CallError::DeadlineExceeded {
@@ -252,13 +251,17 @@ impl Node {
                 });
             }
             match self.resolve(grain, deadline).await? {
+                // The rare steps here and below are boxed. Every call's future has room for its
+                // largest step and is copied when it is created, so an inline rare step would
+                // slow down every call.
                 Target::Here(entry) => {
-                    if self.wait_for_local_activation(&entry, deadline).await == Some(false) {
-                        self.handle_not_here(&entry, deadline).await;
+                    let found = Box::pin(self.wait_for_local_activation(&entry, deadline)).await;
+                    if found == Some(false) {
+                        Box::pin(self.handle_not_here(&entry, deadline)).await;
                     }
                 }
                 Target::ActivateHere => {
-                    if let Err(winner) = self.activate_local(grain, deadline).await? {
+                    if let Err(winner) = Box::pin(self.activate_local(grain, deadline)).await? {
                         self.inner
                             .cache
                             .lock()
@@ -273,9 +276,9 @@ impl Node {
                         .await
                     {
                         Ok(Some(reply)) => return Ok(reply),
-                        Ok(None) => self.handle_not_here(&entry, deadline).await,
+                        Ok(None) => Box::pin(self.handle_not_here(&entry, deadline)).await,
                         Err(error) if self.may_retry_forward(&peer, &error) => {
-                            self.handle_unreachable_host(&entry, &peer, &error, deadline)
+                            Box::pin(self.handle_unreachable_host(&entry, &peer, &error, deadline))
                                 .await;
                             retried = Some(error);
                         }
@@ -435,6 +438,17 @@ impl Node {
         if let Some(target) = self.cached_target(grain) {
             return Ok(target);
         }
+        // Boxed, so that the future of a call that hits the cache stays small.
+        Box::pin(self.resolve_uncached(grain, deadline)).await
+    }
+
+    /// Finds where a call goes that the route cache has no live host for, through the
+    /// directory and placement.
+    async fn resolve_uncached(
+        &self,
+        grain: &GrainId,
+        deadline: Instant,
+    ) -> Result<Target, CallError> {
         loop {
             if Instant::now() >= deadline {
                 return Err(CallError::DeadlineExceeded {
@@ -452,7 +466,7 @@ impl Node {
                         .lock()
                         .expect("cache lock poisoned")
                         .insert(entry.clone());
-                    if let Some(target) = self.target_of(entry) {
+                    if let Some(target) = self.target_of(Arc::new(entry)) {
                         return Ok(target);
                     }
                 }
@@ -478,14 +492,14 @@ impl Node {
             .cache
             .lock()
             .expect("cache lock poisoned")
-            .get(grain)
+            .get_shared(grain)
             .cloned();
         self.target_of(cached?)
     }
 
     /// Returns where an entry points, or `None` if its host is no longer a live member.
-    fn target_of(&self, entry: DirectoryEntry) -> Option<Target> {
-        if entry.host == self.inner.id.incarnation() {
+    fn target_of(&self, entry: Arc<DirectoryEntry>) -> Option<Target> {
+        if self.inner.id.is_incarnation(&entry.host) {
             // The activation may have arrived (by migration) after the caller looked in the
             // catalog, or may be starting right now.
             return Some(Target::Here(entry));
@@ -1018,22 +1032,31 @@ pub(super) fn encode_once(
     method: &str,
 ) -> Result<(PayloadFormat, Vec<u8>), CallError> {
     if let Some(payload) = payload.take() {
-        let format = match &payload {
-            Payload::Encoded { format, .. } => *format,
-            Payload::Local { .. } => PayloadFormat::Postcard,
-        };
-        let bytes = payload
-            .into_bytes(format)
-            .map_err(|e| CallError::InvalidPayload {
-                grain_type: grain.grain_type.clone(),
-                method: method.to_string(),
-                detail: e.to_string(),
-            })?;
-        *encoded = Some((format, bytes));
+        *encoded = Some(encode_payload(payload, grain, method)?);
     }
     encoded
         .clone()
         .ok_or_else(|| CallError::Internal("payload lost between attempts".into()))
+}
+
+/// Encodes a request to leave the node: a local value in postcard, encoded bytes as they are.
+pub(super) fn encode_payload(
+    payload: Payload,
+    grain: &GrainId,
+    method: &str,
+) -> Result<(PayloadFormat, Vec<u8>), CallError> {
+    let format = match &payload {
+        Payload::Encoded { format, .. } => *format,
+        Payload::Local { .. } => PayloadFormat::Postcard,
+    };
+    let bytes = payload
+        .into_bytes(format)
+        .map_err(|e| CallError::InvalidPayload {
+            grain_type: grain.grain_type.clone(),
+            method: method.to_string(),
+            detail: e.to_string(),
+        })?;
+    Ok((format, bytes))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use super::wire::Wire;
 /// A call waiting for its reply.
 struct Pending {
     /// ractor_cluster node name of the peer that serves the call.
-    peer: String,
+    peer: Arc<str>,
     reply: oneshot::Sender<Result<CallReply, PeerError>>,
 }
 
@@ -82,19 +82,17 @@ impl Outboxes {
     }
 
     /// Registers a call to the peer `peer` (its ractor_cluster node name) that waits for a reply.
-    pub(crate) fn register(&self, peer: &str) -> PendingCall<'_> {
+    pub(crate) fn register(&self, peer: impl Into<Arc<str>>) -> PendingCall<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
+        let pending = Pending {
+            peer: peer.into(),
+            reply: sender,
+        };
         self.pending
             .lock()
             .expect("pending calls lock poisoned")
-            .insert(
-                id,
-                Pending {
-                    peer: peer.to_string(),
-                    reply: sender,
-                },
-            );
+            .insert(id, pending);
         PendingCall {
             outboxes: self,
             id,
@@ -107,7 +105,7 @@ impl Outboxes {
         let pending = {
             let mut pending = self.pending.lock().expect("pending calls lock poisoned");
             match pending.get(&id) {
-                Some(call) if call.peer == from => pending.remove(&id),
+                Some(call) if *call.peer == *from => pending.remove(&id),
                 _ => None,
             }
         };
@@ -138,7 +136,7 @@ impl Outboxes {
             let mut pending = self.pending.lock().expect("pending calls lock poisoned");
             let ids: Vec<u64> = pending
                 .iter()
-                .filter(|(_, call)| call.peer == peer)
+                .filter(|(_, call)| *call.peer == *peer)
                 .map(|(id, _)| *id)
                 .collect();
             ids.iter().filter_map(|id| pending.remove(id)).collect()

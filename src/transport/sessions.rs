@@ -268,7 +268,7 @@ impl Transport {
         listener: TcpListener,
         handler: Arc<dyn InboundHandler>,
     ) -> Result<Transport, TransportError> {
-        let local_cluster_name = identity.cluster_node_name();
+        let local_cluster_name = identity.cluster_node_name().to_string();
         // ractor_cluster always binds a listener of its own; keep it on an unused loopback
         // port, because peers connect through `listener` instead.
         let server = NodeServer::new(
@@ -347,13 +347,13 @@ impl Transport {
     /// Returns whether a ready session to `peer` exists.
     pub fn is_connected(&self, peer: &NodeId) -> bool {
         let table = self.table.lock().expect("session table lock poisoned");
-        table.ready.contains(&peer.cluster_node_name())
+        table.ready.contains(peer.cluster_node_name())
     }
 
     /// Starts keeping a session to `peer`. This node dials only if its cluster name sorts higher,
     /// and redials with backoff while the peer stays wanted and unconnected.
     pub fn handle_peer_up(&self, peer: &NodeId) {
-        let name = peer.cluster_node_name();
+        let name = peer.cluster_node_name().to_string();
         if name == self.local_cluster_name {
             return;
         }
@@ -399,7 +399,7 @@ impl Transport {
 
     /// Stops every session to `peer` and forgets it.
     pub async fn handle_peer_down(&self, peer: &NodeId) {
-        let name = peer.cluster_node_name();
+        let name = peer.cluster_node_name().to_string();
         self.wanted
             .lock()
             .expect("wanted lock poisoned")
@@ -440,7 +440,7 @@ impl Transport {
         if name == self.local_cluster_name {
             return Some(self.gateway.clone());
         }
-        remote_gateway(&name)
+        remote_gateway(name)
     }
 
     /// Waits until `peer`'s gateway is reachable, up to `deadline`.
@@ -457,7 +457,7 @@ impl Transport {
                 .wanted
                 .lock()
                 .expect("wanted lock poisoned")
-                .contains_key(&peer.cluster_node_name());
+                .contains_key(peer.cluster_node_name());
             if !wanted || Instant::now() + Duration::from_millis(10) >= deadline {
                 return Err(PeerError::NotConnected(peer.name.to_string()));
             }
@@ -488,7 +488,9 @@ impl Transport {
         if ready {
             return Ok(());
         }
-        self.gateway_by(peer, deadline).await.map(drop)
+        // Boxed, because this rare path sleeps: inline, it would enlarge the future of every
+        // call and one-way message, which is copied each time one is created.
+        Box::pin(self.gateway_by(peer, deadline)).await.map(drop)
     }
 
     /// Sends a grain call to `peer` and waits for its reply until `deadline`.
@@ -501,11 +503,11 @@ impl Transport {
         envelope: Envelope,
         deadline: Instant,
     ) -> Result<CallReply, PeerError> {
-        let name = peer.cluster_node_name();
-        self.wait_for_session(peer, &name, deadline).await?;
-        let mut pending = self.outboxes.register(&name);
+        let name = peer.cluster_node_name_shared();
+        self.wait_for_session(peer, name, deadline).await?;
+        let mut pending = self.outboxes.register(Arc::clone(name));
         let id = pending.id;
-        self.outboxes.push(&name, BatchItem::Call { id, envelope });
+        self.outboxes.push(name, BatchItem::Call { id, envelope });
         match tokio::time::timeout_at(deadline.into(), &mut pending.reply).await {
             Ok(Ok(outcome)) => outcome.map_err(|error| error.naming(&peer.name)),
             Ok(Err(_)) => Err(PeerError::Lost(
@@ -525,10 +527,10 @@ impl Transport {
         deadline: Instant,
     ) -> Result<(), Box<NotSent>> {
         let name = peer.cluster_node_name();
-        if let Err(error) = self.wait_for_session(peer, &name, deadline).await {
+        if let Err(error) = self.wait_for_session(peer, name, deadline).await {
             return Err(Box::new(NotSent { error, envelope }));
         }
-        self.outboxes.push(&name, BatchItem::Cast(envelope));
+        self.outboxes.push(name, BatchItem::Cast(envelope));
         Ok(())
     }
 
