@@ -11,8 +11,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use crate::grain::GrainId;
 use crate::grain::activation::{ActivationMsg, ActivationRef, ActivationShared, Runner, Turn};
+use crate::grain::{GrainId, Payload};
 
 /// A live activation on this node.
 #[derive(Clone)]
@@ -54,21 +54,31 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
-    /// Sends `turn` to the grain's activation, or gives it back if the grain is not active here.
+    /// Sends the turn that `make_turn` builds around `payload` to the grain's activation, or
+    /// gives the payload back if the grain is not active here. Returns what `make_turn`
+    /// returned next to the turn, such as the receiver of its reply.
     ///
-    /// If the activation was idle, the caller gets its runner to drive (see
-    /// `crate::grain::mailbox`); the runner runs the turn however the caller treats it.
-    pub fn try_send(&self, grain: &GrainId, turn: Turn) -> Result<Option<Runner>, Turn> {
+    /// `make_turn` runs only once the activation is found, so a call for a grain that is not
+    /// active here creates no reply channel. If the activation was idle, the caller gets its
+    /// runner to drive (see `crate::grain::mailbox`), and the runner runs the turn however the
+    /// caller treats it.
+    pub fn try_send<R>(
+        &self,
+        grain: &GrainId,
+        payload: Payload,
+        make_turn: impl FnOnce(Payload) -> (Turn, R),
+    ) -> Result<(Option<Runner>, R), Payload> {
         let active = self.active.lock().expect("catalog lock poisoned");
         let Some(handle) = active.get(grain) else {
-            return Err(turn);
+            return Err(payload);
         };
+        let (turn, returned) = make_turn(payload);
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         match handle.actor.cast_inline(ActivationMsg::Turn(turn)) {
-            Ok(runner) => Ok(runner),
+            Ok(runner) => Ok((runner, returned)),
             Err(ActivationMsg::Turn(turn)) => {
                 handle.shared.pending.fetch_sub(1, Ordering::AcqRel);
-                Err(turn)
+                Err(turn.payload)
             }
             Err(_) => unreachable!("cast returns the message it could not send"),
         }

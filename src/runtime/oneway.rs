@@ -80,18 +80,17 @@ impl Node {
         if method.worker_limit.is_some() {
             return Err(payload);
         }
-        let turn = Turn {
-            method: method.id,
-            payload,
-            deadline,
-            sent_at: None,
-            reply: TurnReply::none(),
+        let make_turn = |payload| {
+            let turn = Turn {
+                method: method.id,
+                payload,
+                deadline,
+                sent_at: None,
+                reply: TurnReply::none(),
+            };
+            (turn, ())
         };
-        let runner = self
-            .inner
-            .catalog
-            .try_send(grain, turn)
-            .map_err(|turn| turn.payload)?;
+        let (runner, ()) = self.inner.catalog.try_send(grain, payload, make_turn)?;
         // Nothing waits for a one-way message, so the runner goes on a task of its own.
         if let Some(runner) = runner {
             runner.spawn();

@@ -342,20 +342,25 @@ impl Node {
                 .deliver_worker(grain, method.id, payload, deadline, max)
                 .await);
         }
-        let (reply, receive) = TurnReply::channel();
         // This task drives the runner that `try_send` returns at once, so the turn may start
         // with `sent_at` as its clock reading.
-        let turn = Turn {
-            method: method.id,
-            payload,
-            deadline,
-            sent_at: Some(sent_at),
-            reply,
+        let make_turn = |payload| {
+            let (reply, receive) = TurnReply::channel();
+            let turn = Turn {
+                method: method.id,
+                payload,
+                deadline,
+                sent_at: Some(sent_at),
+                reply,
+            };
+            (turn, receive)
         };
-        match self.inner.catalog.try_send(grain, turn) {
-            Err(turn) => Err(turn.payload),
-            Ok(None) => await_turn(grain, deadline, receive).await,
-            Ok(Some(runner)) => await_turn_driving(grain, deadline, receive, runner).await,
+        match self.inner.catalog.try_send(grain, payload, make_turn) {
+            Err(payload) => Err(payload),
+            Ok((None, receive)) => await_turn(grain, deadline, receive).await,
+            Ok((Some(runner), receive)) => {
+                await_turn_driving(grain, deadline, receive, runner).await
+            }
         }
     }
 
