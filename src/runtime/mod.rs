@@ -13,6 +13,7 @@ mod oneway;
 mod reminders;
 mod router;
 mod upkeep;
+mod wall_clock;
 
 pub use config::{ConfigError, MembershipConfig, NodeConfig};
 pub(crate) use migrate::HandOff;

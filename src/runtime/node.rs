@@ -281,6 +281,7 @@ impl Node {
         node.refresh_members();
         tokio::spawn(super::events::run_event_loop(node.clone(), events));
         tokio::spawn(super::upkeep::run_load_loop(node.clone()));
+        tokio::spawn(super::upkeep::run_wall_clock_refresh(node.clone()));
         tokio::spawn(super::upkeep::run_idle_sweeper(node.clone()));
         tokio::spawn(super::upkeep::run_join(node.clone()));
         tokio::spawn(super::reminders::run_reminder_loop(node.clone()));

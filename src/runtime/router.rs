@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -80,19 +80,11 @@ fn millis_rounded_up(duration: Duration) -> u64 {
 }
 
 pub(crate) fn deadline_to_unix_ms(deadline: Instant) -> u64 {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let at = SystemTime::now() + remaining;
-    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+    super::wall_clock::to_unix_ms(deadline)
 }
 
 pub(crate) fn unix_ms_to_deadline(unix_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    let remaining = u64::try_from(u128::from(unix_ms).saturating_sub(now_ms)).unwrap_or(0);
-    Instant::now() + Duration::from_millis(remaining)
+    super::wall_clock::from_unix_ms(unix_ms)
 }
 
 impl Node {

@@ -1,4 +1,5 @@
-//! Periodic work of a node: joining, load sampling, idle collection, and deactivating all.
+//! Periodic work of a node: joining, load sampling, the wall-clock pairing, idle collection,
+//! and deactivating all.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,19 @@ pub(crate) async fn run_join(node: Node) {
             node.set_state(NodeState::Active);
             return;
         }
+    }
+}
+
+/// Measures again how the monotonic clock maps to Unix time, for the deadlines that calls
+/// carry across the network, until the node stops.
+pub(crate) async fn run_wall_clock_refresh(node: Node) {
+    let mut tick = tokio::time::interval(super::wall_clock::REFRESH_PERIOD);
+    loop {
+        tick.tick().await;
+        if *node.inner.stopped.borrow() {
+            return;
+        }
+        super::wall_clock::refresh();
     }
 }
 
