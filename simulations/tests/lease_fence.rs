@@ -60,14 +60,15 @@ fn lone_node_cut_off_one_way_is_fenced() {
     }
 }
 
-/// Two nodes cut off together confirm each other's lease, so both keep starting turns after
-/// the majority declared them down, until they have declared enough of the majority down to
-/// see themselves on the minority side. The majority, meanwhile, reactivates their grains.
+/// Two nodes cut off together confirm each other's lease, so only the minority check can fence
+/// them, once they suspect all three others. Their probes find the three in a random order,
+/// which in some seeds takes longer than the suspicion timeout: seeds 6, 12, 16, 17 and 21
+/// of 1 to 30 fail.
 #[test]
-#[ignore = "known gap: the lease does not fence a group of two or more nodes that is cut off"]
+#[ignore = "known gap: the lease does not always fence a group of two or more cut-off nodes"]
 fn pair_cut_off_is_fenced() {
     let scenario = Scenario::named("partition", NODES).expect("built-in scenario");
-    for seed in 1..=5 {
+    for seed in 1..=30 {
         let outcome = run(World::new(SimConfig::new(seed)), &scenario, seed);
         assert!(outcome.violations.is_empty(), "{}", outcome.violations[0]);
     }

@@ -669,28 +669,31 @@ impl MembershipAgent {
 
     /// Publishes whether the view is on the minority side (see `lease::is_minority`).
     fn update_minority(&mut self) {
-        let live_members = self.view.members().filter(|m| m.is_live()).count();
+        let live_members = self.view.live().count();
         let Some(minority) = self.lease.update_minority(live_members) else {
             return;
         };
         self.status
             .minority
             .store(minority, std::sync::atomic::Ordering::Release);
+        let suspected = self.lease.suspected_count();
         let declared_down = self.lease.declared_down_count();
         let node = self.foca.identity();
         if minority {
             warn!(
                 %node,
                 live_members,
+                suspected,
                 declared_down,
-                "fewer live members than members declared down; turns wait"
+                "members suspected or declared down outnumber the live members not suspected; turns wait"
             );
         } else {
             info!(
                 %node,
                 live_members,
+                suspected,
                 declared_down,
-                "no longer fewer live members than members declared down; turns resume"
+                "members suspected or declared down no longer outnumber the live members not suspected; turns resume"
             );
         }
     }
@@ -763,7 +766,15 @@ impl MembershipAgent {
         if self.view.is_connected() {
             self.announce_rounds = 0;
         }
+        // Counted before `publish` applies the verdicts, so that a member just declared down
+        // is not counted as suspected as well.
+        let suspicions_changed = self
+            .lease
+            .count_suspected(self.foca.iter_membership_state(), &self.view);
         self.publish(events);
+        if suspicions_changed {
+            self.update_minority();
+        }
         if !was_connected && self.view.is_connected() && !self.declared_down {
             self.start_member_pull().await;
         }

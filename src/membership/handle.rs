@@ -63,8 +63,8 @@ pub(super) struct AgentStatus {
     /// Time on `clock` at which the membership lease ends; zero while no peer has confirmed
     /// this node (see the `lease` module).
     pub(super) lease_expires_at_ms: AtomicU64,
-    /// Set while the view lists fewer live members than members declared down (see
-    /// `lease::is_minority`).
+    /// Set while the members that the view lists as suspected or declared down outnumber the
+    /// live members not suspected (see `lease::is_minority`).
     pub(super) minority: AtomicBool,
 }
 

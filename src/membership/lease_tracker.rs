@@ -1,5 +1,5 @@
 //! The membership lease of one node as its agent keeps it: fed from the foca packets it sends
-//! and accepts, with the members declared down for the minority check.
+//! and accepts, with the members suspected and declared down for the minority check.
 //!
 //! The membership agent and the simulator both drive this core, so that a simulated node
 //! fences its turns by the same rules as a real one. Both pass time in; neither the tracker
@@ -8,9 +8,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use foca::{Member, State};
+
 use super::lease::{MembershipLease, is_minority, lease_duration};
 use super::lease_input::{self, LeaseInput, RequestKey};
-use super::{LeaveReason, MembershipEvent, NodeId, NodeName};
+use super::{LeaveReason, MemberView, MembershipEvent, NodeId, NodeName};
 use crate::clock::Millis;
 use crate::runtime::MembershipConfig;
 
@@ -24,7 +26,7 @@ pub struct LeaseChange {
 }
 
 /// The lease state of one node: requests waiting for replies, the incarnation its last packet
-/// carried, and the members its failure detector declared down.
+/// carried, and the members its failure detector suspects or declared down.
 #[derive(Debug)]
 pub struct LeaseTracker {
     lease: MembershipLease<RequestKey>,
@@ -34,6 +36,8 @@ pub struct LeaseTracker {
     /// Members that the failure detector declared down, by name, with the time. They count
     /// against the minority check until they rejoin or their dead retention ends.
     declared_down_peers: HashMap<NodeName, Millis>,
+    /// Live members that the failure detector suspects, as last counted.
+    suspected: usize,
     /// Result of the last [`Self::update_minority`].
     minority: bool,
 }
@@ -45,6 +49,7 @@ impl LeaseTracker {
             lease: MembershipLease::new(lease_duration(config)),
             sent_incarnation: 0,
             declared_down_peers: HashMap::new(),
+            suspected: 0,
             minority: false,
         }
     }
@@ -119,11 +124,32 @@ impl LeaseTracker {
         self.declared_down_peers.len() != before
     }
 
-    /// Decides again whether the view, with `live_members` live members (the local node
-    /// included), is on the minority side (see `lease::is_minority`). Returns the new value
-    /// if it changed.
+    /// Counts the members that foca suspects (`members`, from `Foca::iter_membership_state`)
+    /// among the live members of `view`. Returns whether the count changed, after which
+    /// [`Self::update_minority`] is due.
+    ///
+    /// foca reports no notification when it suspects a member, so call this after every call
+    /// into foca.
+    pub fn count_suspected<'a>(
+        &mut self,
+        members: impl Iterator<Item = &'a Member<NodeId>>,
+        view: &MemberView,
+    ) -> bool {
+        let suspected = members
+            .filter(|member| member.state() == State::Suspect)
+            .filter(|member| {
+                view.get(&member.id().incarnation())
+                    .is_some_and(|info| info.is_live())
+            })
+            .count();
+        std::mem::replace(&mut self.suspected, suspected) != suspected
+    }
+
+    /// Decides again whether the view, with `live_members` live members (the local node and
+    /// the suspected members included), is on the minority side (see `lease::is_minority`).
+    /// Returns the new value if it changed.
     pub fn update_minority(&mut self, live_members: usize) -> Option<bool> {
-        let minority = is_minority(live_members, self.declared_down_peers.len());
+        let minority = is_minority(live_members, self.suspected, self.declared_down_peers.len());
         let was = std::mem::replace(&mut self.minority, minority);
         (was != minority).then_some(minority)
     }
@@ -137,27 +163,36 @@ impl LeaseTracker {
     pub fn declared_down_count(&self) -> usize {
         self.declared_down_peers.len()
     }
+
+    /// Returns how many live members the failure detector suspected at the last
+    /// [`Self::count_suspected`].
+    pub fn suspected_count(&self) -> usize {
+        self.suspected
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
 
-    use super::*;
-    use crate::membership::{
-        DEFAULT_DEAD_RETENTION, MemberView, NodeIdFields, NodeMeta, NodeState,
-    };
+    use foca::OwnedNotification;
 
-    fn down_event(name: &str) -> MembershipEvent {
-        let id = NodeId::new(NodeIdFields {
+    use super::*;
+    use crate::membership::{DEFAULT_DEAD_RETENTION, NodeIdFields, NodeMeta, NodeState};
+
+    fn id(name: &str, boot_id: u64) -> NodeId {
+        NodeId::new(NodeIdFields {
             name: name.into(),
-            boot_id: 7,
+            boot_id,
             bump: 0,
             ip: IpAddr::from([127, 0, 0, 1]),
             gossip_port: 1,
             cluster_port: 2,
             grpc_port: 3,
-        });
+        })
+    }
+
+    fn view_of(local: NodeId) -> MemberView {
         let meta = NodeMeta {
             version: 1,
             state: NodeState::Active,
@@ -165,7 +200,11 @@ mod tests {
             started_at_unix_ms: 0,
             store_id: None,
         };
-        let view = MemberView::new(id, &meta, DEFAULT_DEAD_RETENTION);
+        MemberView::new(local, &meta, DEFAULT_DEAD_RETENTION)
+    }
+
+    fn down_event(name: &str) -> MembershipEvent {
+        let view = view_of(id(name, 7));
         MembershipEvent::Left {
             member: view.local().clone(),
             reason: LeaveReason::DeclaredDown,
@@ -193,6 +232,48 @@ mod tests {
         assert!(tracker.forget_expired(Millis(11_100), retention));
         assert_eq!(tracker.declared_down_count(), 0);
         assert_eq!(tracker.update_minority(1), Some(false));
+    }
+
+    #[test]
+    fn minority_counts_suspected_live_members() {
+        let mut view = view_of(id("node-a", 7));
+        for peer in ["node-b", "node-c", "node-d", "node-e"] {
+            view.handle_notification(OwnedNotification::MemberUp(id(peer, 7)), Millis(0));
+        }
+        let live_members = view.live().count();
+        assert_eq!(live_members, 5);
+        let mut tracker = LeaseTracker::new(&MembershipConfig::default());
+
+        let mut members = [
+            Member::alive(id("node-b", 7)),
+            Member::new(id("node-c", 7), 0, State::Suspect),
+            Member::new(id("node-d", 7), 0, State::Suspect),
+            Member::alive(id("node-e", 7)),
+            // Neither is live in the view: an older incarnation and a member it never listed.
+            Member::new(id("node-e", 6), 0, State::Suspect),
+            Member::new(id("node-f", 7), 0, State::Suspect),
+        ];
+        assert!(tracker.count_suspected(members.iter(), &view));
+        assert_eq!(tracker.suspected_count(), 2);
+        assert_eq!(tracker.update_minority(live_members), None, "3 against 2");
+
+        members[3] = Member::new(id("node-e", 7), 0, State::Suspect);
+        assert!(tracker.count_suspected(members.iter(), &view));
+        assert_eq!(tracker.suspected_count(), 3);
+        assert_eq!(
+            tracker.update_minority(live_members),
+            Some(true),
+            "2 against 3"
+        );
+        assert!(!tracker.count_suspected(members.iter(), &view), "unchanged");
+
+        members[1] = Member::new(id("node-c", 7), 1, State::Alive);
+        assert!(tracker.count_suspected(members.iter(), &view));
+        assert_eq!(
+            tracker.update_minority(live_members),
+            Some(false),
+            "c refuted"
+        );
     }
 
     #[test]

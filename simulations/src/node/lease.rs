@@ -51,6 +51,16 @@ impl SimNode {
         }
     }
 
+    /// Counts the members that foca suspects for the minority check, as the agent does after
+    /// every call into foca. Returns whether the count changed, after which
+    /// [`Self::update_minority`] is due.
+    pub(super) fn count_suspected(&mut self) -> bool {
+        self.keeps_lease()
+            && self
+                .lease
+                .count_suspected(self.foca.iter_membership_state(), &self.view)
+    }
+
     /// Forgets members declared down longer ago than the dead retention, as the agent does
     /// at every meta tick.
     pub(super) fn forget_declared_down(&mut self, now: Millis) {
@@ -59,8 +69,8 @@ impl SimNode {
         }
     }
 
-    fn update_minority(&mut self) {
-        let live_members = self.view.members().filter(|m| m.is_live()).count();
+    pub(super) fn update_minority(&mut self) {
+        let live_members = self.view.live().count();
         self.lease.update_minority(live_members);
     }
 

@@ -181,7 +181,12 @@ impl SimNode {
         while let Ok(item) = self.accepted_meta.try_recv() {
             events.extend(self.view.handle_meta(&item.incarnation, item.meta, now));
         }
+        // Counted before `react` applies the verdicts, as the agent does.
+        let suspicions_changed = self.count_suspected();
         self.react(events, now);
+        if suspicions_changed {
+            self.update_minority();
+        }
         let joined = !was_connected && self.view.is_connected() && !self.stopping;
         if joined && let Some(peer) = choose_peer(self.foca.iter_members(), &self.announced_seeds) {
             let step = self.member_pull.start(peer, now);
