@@ -74,6 +74,9 @@ fn init_tool_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A failed write to stderr (its reader went away) drops the line. Reporting it would
+        // write to stderr again, and the standard library panics when that fails.
+        .log_internal_errors(false)
         .init();
 }
 

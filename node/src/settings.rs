@@ -84,17 +84,17 @@ pub struct RunArgs {
     pub idle_after_secs: Option<u64>,
 
     /// Time between two failure-detector probes, in milliseconds (50 to 60000).
-    /// [default: 1000]
+    /// [default: 750]
     #[arg(long, env = "GRISTMILL_PROBE_PERIOD_MS", value_name = "MS")]
     pub probe_period_ms: Option<u64>,
 
     /// Time a probed node has to acknowledge before indirect probes start, in milliseconds
-    /// (at least 1 and below the probe period). [default: 300]
+    /// (at least 1 and below the probe period). [default: 250]
     #[arg(long, env = "GRISTMILL_PROBE_RTT_MS", value_name = "MS")]
     pub probe_rtt_ms: Option<u64>,
 
     /// Time a suspected node has to refute the suspicion before it is declared down, in
-    /// milliseconds (at least 1). [default: 3000]
+    /// milliseconds (at least 1). [default: 2500]
     #[arg(long, env = "GRISTMILL_SUSPECT_TO_DOWN_MS", value_name = "MS")]
     pub suspect_to_down_ms: Option<u64>,
 
@@ -318,6 +318,8 @@ fn replace<T: Clone>(slot: &mut T, value: &Option<T>) {
 mod tests {
     use std::io::Write;
 
+    use clap::Args as _;
+
     use super::*;
 
     const COOKIE: &str = "0123456789abcdef0123456789abcdef";
@@ -361,7 +363,7 @@ mod tests {
 
         assert_eq!(config.storage.provider.to_string(), "postgres");
         assert_eq!(config.call_timeout_ms, 5000);
-        assert_eq!(config.membership.suspect_to_down_ms, 3000);
+        assert_eq!(config.membership.suspect_to_down_ms, 2500);
     }
 
     #[test]
@@ -490,6 +492,31 @@ mod tests {
             assert!(
                 help.contains(&format!("[default: {value}]")),
                 "help does not show default {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_shows_membership_defaults() {
+        let command = RunArgs::augment_args(clap::Command::new("run"));
+        let defaults = gristmill::runtime::MembershipConfig::default();
+        for (id, value) in [
+            ("probe_period_ms", defaults.probe_period_ms),
+            ("probe_rtt_ms", defaults.probe_rtt_ms),
+            ("suspect_to_down_ms", defaults.suspect_to_down_ms),
+        ] {
+            let argument = command
+                .get_arguments()
+                .find(|argument| argument.get_id() == id)
+                .unwrap_or_else(|| panic!("no argument {id}"));
+            let help = argument
+                .get_long_help()
+                .or_else(|| argument.get_help())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                help.contains(&format!("[default: {value}]")),
+                "{id}: {help}"
             );
         }
     }

@@ -320,3 +320,59 @@ async fn ctl_migrates_a_grain_and_drains_a_node() {
     assert_eq!(report["remaining"], 0, "{report}");
     assert_eq!(report["migrated"], 1, "{report}");
 }
+
+// Goal: a node whose stderr reader goes away (a log shipper that restarts, `| head`) keeps
+// running. The log lines of its start then fail to write, and reporting that failure on
+// stderr used to panic the node (exit 101) before it printed its ready line.
+#[tokio::test]
+async fn node_survives_closed_stderr() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let data_dir = tempfile::tempdir().expect("a temporary directory");
+    let sqlite_path = data_dir.path().join("node.sqlite3");
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "run",
+            "--node-name",
+            "stderr-closed",
+            "--bind-ip",
+            "127.0.0.1",
+        ])
+        .args([
+            "--gossip-port",
+            "0",
+            "--cluster-port",
+            "0",
+            "--grpc-port",
+            "0",
+        ])
+        .args(["--metrics-port", "0", "--log", "info"])
+        .arg("--sqlite-path")
+        .arg(&sqlite_path)
+        .env("GRISTMILL_COOKIE", common::COOKIE)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the gristmill binary");
+    drop(child.stderr.take());
+
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the node prints its ready line within 30 s")
+        .expect("read stdout");
+    let line = line.unwrap_or_else(|| {
+        panic!(
+            "stdout closed before the ready line; exit: {:?}",
+            child.try_wait()
+        )
+    });
+    assert!(line.contains(r#""event":"ready""#), "first line: {line}");
+    assert!(
+        child.try_wait().expect("query the node").is_none(),
+        "the node exited after its ready line"
+    );
+}
