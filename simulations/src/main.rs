@@ -62,6 +62,13 @@ enum Command {
         /// foca's backlogs are.
         #[arg(long)]
         progress: bool,
+        /// Nodes that start in one wave, 10 ms apart; without it every node starts in one
+        /// wave.
+        #[arg(long)]
+        wave_size: Option<usize>,
+        /// Virtual seconds from the start of one wave to the start of the next.
+        #[arg(long, default_value_t = 5)]
+        wave_secs: u64,
     },
 }
 
@@ -84,10 +91,20 @@ fn main() -> ExitCode {
             seed,
             traffic_secs,
             progress,
+            wave_size,
+            wave_secs,
         } => {
+            let schedule = match wave_size {
+                Some(size) => scale::JoinSchedule {
+                    size: size.max(1),
+                    interval: std::time::Duration::from_secs(wave_secs),
+                },
+                None => scale::JoinSchedule::ALL_AT_ONCE,
+            };
             let options = scale::ScaleOptions {
                 traffic_window: std::time::Duration::from_secs(traffic_secs.max(1)),
                 progress,
+                schedule,
                 ..scale::ScaleOptions::new(nodes, seed)
             };
             let report = scale::run_membership_with(options);

@@ -16,6 +16,39 @@ use crate::world::{SimConfig, World};
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
 /// Virtual time between two progress lines.
 const PROGRESS_PERIOD: Duration = Duration::from_secs(5);
+/// Virtual time between the starts of two nodes of one wave.
+const START_GAP: Duration = Duration::from_millis(10);
+
+/// When the nodes of a run start: in waves of `size` nodes, 10 ms apart within a wave, one
+/// wave every `interval`, as a rollout in batches starts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinSchedule {
+    /// Nodes per wave; at least 1.
+    pub size: usize,
+    /// Virtual time from the start of one wave to the start of the next. A wave whose nodes
+    /// take longer to start than this is followed at once by the next.
+    pub interval: Duration,
+}
+
+impl JoinSchedule {
+    /// Every node in one wave, 10 ms apart.
+    pub const ALL_AT_ONCE: Self = Self {
+        size: usize::MAX,
+        interval: Duration::ZERO,
+    };
+
+    /// Returns the pause after the node with index `started` (counted from 0) started.
+    fn pause_after(&self, started: usize) -> Duration {
+        let size = self.size.max(1);
+        let in_wave = started % size + 1;
+        if in_wave < size {
+            return START_GAP;
+        }
+        let gaps = u32::try_from(size - 1).unwrap_or(u32::MAX);
+        let wave_took = START_GAP.saturating_mul(gaps);
+        self.interval.saturating_sub(wave_took).max(START_GAP)
+    }
+}
 
 /// Settings of a membership run.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +64,8 @@ pub struct ScaleOptions {
     /// Print to standard error, every 5 s of virtual time, how far the views are from
     /// agreement and how full foca's backlogs are.
     pub progress: bool,
+    /// When the nodes start.
+    pub schedule: JoinSchedule,
 }
 
 impl ScaleOptions {
@@ -42,6 +77,7 @@ impl ScaleOptions {
             seed,
             traffic_window: Duration::from_secs(10),
             progress: false,
+            schedule: JoinSchedule::ALL_AT_ONCE,
         }
     }
 }
@@ -67,6 +103,11 @@ pub struct ScaleReport {
     pub agreed_after: Option<Duration>,
     /// Members declared down while their process was running and not stalled.
     pub false_downs: u64,
+    /// Largest member update backlog of one node, sampled every second of virtual time.
+    /// foca keeps the capacity of a backlog's peak, so this bounds its memory.
+    pub max_update_backlog: usize,
+    /// Largest node meta backlog of one node, sampled every second of virtual time.
+    pub max_meta_backlog: usize,
     /// Events handled.
     pub events: u64,
     /// Real time the run took.
@@ -109,6 +150,11 @@ impl fmt::Display for ScaleReport {
             phase(self.agreed_after)
         )?;
         writeln!(f, "false Down events:              {}", self.false_downs)?;
+        writeln!(
+            f,
+            "largest backlogs of one node:   {} member updates, {} meta items",
+            self.max_update_backlog, self.max_meta_backlog
+        )?;
         writeln!(f, "events handled:                 {}", self.events)?;
         write!(
             f,
@@ -130,22 +176,27 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
     let mut config = SimConfig::new(seed);
     config.node.membership_only = true;
     let mut world = World::new(config);
-    let mut progress = options.progress.then(|| Progress::new(&world));
-    for _ in 0..nodes {
+    let mut monitor = Monitor::new(&world, options.progress);
+    for started in 0..nodes {
         world.add_node();
-        world.run_for(Duration::from_millis(10));
-        if let Some(progress) = progress.as_mut() {
-            progress.maybe_print(&world);
-        }
+        let last = started + 1 == nodes;
+        let pause = if last {
+            START_GAP
+        } else {
+            options.schedule.pause_after(started)
+        };
+        world.run_for(pause);
+        monitor.observe(&world);
     }
     let last_start = world.now();
     let poll = Duration::from_secs(1);
-    let joined_after = wait_until(&mut world, poll, World::views_agree, &mut progress)
+    let joined_after = wait_until(&mut world, poll, World::views_agree, &mut monitor)
         .map(|at| at.saturating_since(last_start));
 
     let window = options.traffic_window;
     let before = world.stats().gossip_sent;
-    let max_meta_broadcasts_per_sec = run_counting_meta_broadcasts(&mut world, window);
+    let max_meta_broadcasts_per_sec =
+        run_counting_meta_broadcasts(&mut world, window, &mut monitor);
     let sent = world.stats().gossip_sent - before;
     let messages_per_node_per_sec = sent as f64 / nodes as f64 / window.as_secs_f64();
 
@@ -158,7 +209,7 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
     let crashed_at = world.now();
     world.crash(victim);
     let poll = Duration::from_millis(100);
-    let agreed_at = wait_until(&mut world, poll, World::views_agree, &mut progress);
+    let agreed_at = wait_until(&mut world, poll, World::views_agree, &mut monitor);
     let detected_after = incarnation
         .and_then(|incarnation| world.first_down(&incarnation))
         .map(|at| at.saturating_since(crashed_at));
@@ -172,6 +223,8 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
         detected_after,
         agreed_after: agreed_at.map(|at| at.saturating_since(crashed_at)),
         false_downs: world.stats().false_downs,
+        max_update_backlog: monitor.max_update_backlog,
+        max_meta_backlog: monitor.max_meta_backlog,
         events: world.stats().events,
         wall_time: started.elapsed(),
     }
@@ -179,7 +232,11 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
 
 /// Runs for `window` in steps of one second. Returns the maximum number of nodes that
 /// broadcast their meta (their meta version rose) within one step.
-fn run_counting_meta_broadcasts(world: &mut World, window: Duration) -> usize {
+fn run_counting_meta_broadcasts(
+    world: &mut World,
+    window: Duration,
+    monitor: &mut Monitor,
+) -> usize {
     let versions = |world: &World| -> Vec<Option<u64>> {
         world
             .slots()
@@ -197,6 +254,7 @@ fn run_counting_meta_broadcasts(world: &mut World, window: Duration) -> usize {
     let mut most = 0;
     while world.now() < end {
         world.run_for(step.min(end.saturating_since(world.now())));
+        monitor.observe(world);
         let after = versions(world);
         let broadcast = before
             .iter()
@@ -214,7 +272,7 @@ fn wait_until(
     world: &mut World,
     poll: Duration,
     done: fn(&World) -> bool,
-    progress: &mut Option<Progress>,
+    monitor: &mut Monitor,
 ) -> Option<Millis> {
     let give_up = world.now() + PHASE_LIMIT;
     while world.now() < give_up {
@@ -222,11 +280,41 @@ fn wait_until(
             return Some(world.now());
         }
         world.run_for(poll);
-        if let Some(progress) = progress.as_mut() {
+        monitor.observe(world);
+    }
+    None
+}
+
+/// Samples the largest backlogs once per second of virtual time, and prints progress lines
+/// if asked to.
+struct Monitor {
+    progress: Option<Progress>,
+    next_sample_at: Millis,
+    max_update_backlog: usize,
+    max_meta_backlog: usize,
+}
+
+impl Monitor {
+    fn new(world: &World, print_progress: bool) -> Self {
+        Self {
+            progress: print_progress.then(|| Progress::new(world)),
+            next_sample_at: world.now(),
+            max_update_backlog: 0,
+            max_meta_backlog: 0,
+        }
+    }
+
+    fn observe(&mut self, world: &World) {
+        if world.now() >= self.next_sample_at {
+            let (updates, meta) = world.largest_backlogs();
+            self.max_update_backlog = self.max_update_backlog.max(updates);
+            self.max_meta_backlog = self.max_meta_backlog.max(meta);
+            self.next_sample_at = world.now() + Duration::from_secs(1);
+        }
+        if let Some(progress) = self.progress.as_mut() {
             progress.maybe_print(world);
         }
     }
-    None
 }
 
 /// Prints how far the views are from agreement, every [`PROGRESS_PERIOD`] of virtual time.

@@ -1130,6 +1130,16 @@ impl World {
         gaps
     }
 
+    /// Returns the largest member update backlog and the largest node meta backlog of any
+    /// running node.
+    pub fn largest_backlogs(&self) -> (usize, usize) {
+        let nodes = self.slots.iter().filter_map(|slot| slot.node.as_ref());
+        nodes.fold((0, 0), |(updates, meta), node| {
+            let (node_updates, node_meta) = node.gossip_backlogs();
+            (updates.max(node_updates), meta.max(node_meta))
+        })
+    }
+
     /// Returns, per running node, the members its view disagrees about, for reports.
     pub fn view_differences(&self) -> Vec<String> {
         let running = self.running();
