@@ -1078,9 +1078,9 @@ impl World {
         let disagreeing = after.iter().chain(before).position(|slot| {
             slot.node.as_ref().is_some_and(|node| {
                 let mut live = 0;
-                let all_running = node.view().live().all(|member| {
+                let all_running = node.view().live_ids().all(|member| {
                     live += 1;
-                    running.contains(&(member.id.name.as_str(), member.id.boot_id))
+                    running.contains(&(member.name.as_str(), member.boot_id))
                 });
                 !all_running || live != running.len()
             })
@@ -1107,8 +1107,8 @@ impl World {
         {
             let live: BTreeSet<(&str, u64)> = node
                 .view()
-                .live()
-                .map(|member| (member.id.name.as_str(), member.id.boot_id))
+                .live_ids()
+                .map(|member| (member.name.as_str(), member.boot_id))
                 .collect();
             let missing: Vec<&(&str, u64)> = running.difference(&live).collect();
             let older = missing
@@ -1145,7 +1145,11 @@ impl World {
         let running = self.running();
         let mut differences = Vec::new();
         for node in self.slots.iter().filter_map(|slot| slot.node.as_ref()) {
-            let mut live: Vec<Incarnation> = node.view().live().map(|m| m.incarnation()).collect();
+            let mut live: Vec<Incarnation> = node
+                .view()
+                .live_ids()
+                .map(NodeIdFields::incarnation)
+                .collect();
             live.sort();
             let missing: Vec<String> = running
                 .iter()

@@ -57,7 +57,7 @@ use super::suspicion;
 use super::wire::{self, Datagram, MAX_DATAGRAM_LEN};
 use super::{
     DEFAULT_DEAD_RETENTION, GossipKey, MemberInfo, MemberView, MembershipError, MembershipEvent,
-    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState, SeenMeta,
+    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState, SeenMeta, SharedMeta,
     choose_peer,
 };
 use crate::clock::MonotonicClock;
@@ -123,7 +123,7 @@ pub struct MembershipAgent {
     meta: NodeMeta,
     view: MemberView,
     clock: MonotonicClock,
-    accepted_meta: mpsc::UnboundedReceiver<MetaBroadcast>,
+    accepted_meta: mpsc::UnboundedReceiver<SharedMeta>,
     events: mpsc::UnboundedSender<MembershipEvent>,
     watchers: broadcast::Sender<MembershipEvent>,
     members: watch::Sender<Vec<MemberInfo>>,
@@ -212,7 +212,7 @@ impl MembershipAgent {
         let view = MemberView::new(identity.clone(), &meta, DEFAULT_DEAD_RETENTION);
         let (events, event_receiver) = mpsc::unbounded_channel();
         let (watchers, _) = broadcast::channel(WATCHER_CAPACITY);
-        let (members, members_receiver) = watch::channel(view.members().cloned().collect());
+        let (members, members_receiver) = watch::channel(view.members().collect());
         let (commands, command_receiver) = mpsc::unbounded_channel();
         let handle = MembershipHandle::new(
             commands,
@@ -256,7 +256,7 @@ impl MembershipAgent {
             meta_published_at: Instant::now(),
             meta_jitter: MetaJitter::NONE,
         };
-        agent.publish(vec![MembershipEvent::Joined(agent.view.local().clone())]);
+        agent.publish(vec![MembershipEvent::Joined(agent.view.local())]);
         tokio::spawn(agent.run(command_receiver));
         Ok((handle, event_receiver))
     }
@@ -747,8 +747,8 @@ impl MembershipAgent {
             self.timers.push(Reverse((now + after, timer)));
         }
 
-        while let Ok(item) = self.accepted_meta.try_recv() {
-            events.extend(self.view.handle_meta(&item.incarnation, item.meta, millis));
+        while let Ok(meta) = self.accepted_meta.try_recv() {
+            events.extend(self.view.handle_meta(meta, millis));
         }
         if let Some(config) = self.transmissions.retune(self.foca.num_members() + 1) {
             debug!(
@@ -816,8 +816,7 @@ impl MembershipAgent {
     }
 
     fn refresh_members(&mut self) {
-        self.members
-            .send_replace(self.view.members().cloned().collect());
+        self.members.send_replace(self.view.members().collect());
     }
 
     async fn send(&mut self, datagram: &[u8], to: SocketAddr) {

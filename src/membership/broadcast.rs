@@ -1,7 +1,8 @@
 //! Foca broadcast handler for node meta: keeps the newest version per node, forwards new items.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -9,7 +10,7 @@ use foca::{BroadcastHandler, Invalidates};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Incarnation, NodeId, NodeLoad, NodeMeta, NodeState};
+use super::{Incarnation, NodeId, NodeLoad, NodeMeta, NodeState, SharedMeta};
 
 /// One node's meta as it travels in a foca custom broadcast.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,32 +66,21 @@ impl From<LegacyMetaBroadcast> for MetaBroadcast {
     }
 }
 
-/// Foca's dissemination key for a meta broadcast.
+/// Foca's dissemination key for a meta broadcast: the broadcast itself, shared.
 ///
 /// foca keeps one per item in its backlog, which contains an item of almost every member
-/// while many nodes join, so the key carries the name's hash instead of the name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetaKey {
-    /// XXH3-128 hash of the node name, as in [`SeenMeta`].
-    name: u128,
-    boot_id: u64,
-    version: u64,
-}
-
-impl MetaKey {
-    fn new(name: &str, boot_id: u64, version: u64) -> Self {
-        Self {
-            name: name_key(name),
-            boot_id,
-            version,
-        }
-    }
-}
+/// while many nodes join, in two heaps that keep their peak capacity, so the key is a pointer
+/// of 8 bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetaKey(SharedMeta);
 
 impl Invalidates for MetaKey {
     /// A newer version of the same incarnation replaces the older one in foca's backlog.
     fn invalidates(&self, other: &Self) -> bool {
-        self.name == other.name && self.boot_id == other.boot_id && self.version > other.version
+        let (newer, older) = (&self.0, &other.0);
+        newer.name_hash == older.name_hash
+            && newer.boot_id == older.boot_id
+            && newer.meta.version > older.meta.version
     }
 }
 
@@ -100,7 +90,7 @@ impl Invalidates for MetaKey {
 #[error("malformed node meta broadcast")]
 pub struct MalformedMeta(#[source] postcard::Error);
 
-/// The newest `(boot_id, version)` of node meta seen per node name.
+/// The newest node meta seen per node name.
 ///
 /// The broadcast handler inside foca and the agent share it: the agent records the meta that a
 /// member-list page carries, so that the handler drops the gossiped copies of that meta
@@ -113,8 +103,34 @@ pub struct SeenMeta {
     newest: Arc<Mutex<NewestMeta>>,
 }
 
-/// Newest `(boot_id, version)` by name hash.
-type NewestMeta = HashMap<u128, (u64, u64), BuildHasherDefault<PrehashedKey>>;
+/// Newest meta by name hash. A node keeps this table for every member, so each slot is only
+/// the 8-byte pointer to the shared meta, which contains the key.
+type NewestMeta = HashSet<ByName, BuildHasherDefault<PrehashedKey>>;
+
+/// A shared meta that is hashed, compared and looked up by its name hash alone.
+#[derive(Debug)]
+struct ByName(SharedMeta);
+
+impl Hash for ByName {
+    /// Hashes as the `u128` name hash does, which `Borrow<u128>` requires.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.name_hash.hash(state);
+    }
+}
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name_hash == other.0.name_hash
+    }
+}
+
+impl Eq for ByName {}
+
+impl Borrow<u128> for ByName {
+    fn borrow(&self) -> &u128 {
+        &self.0.name_hash
+    }
+}
 
 /// Hasher for keys that are XXH3-128 hashes already: it takes their low 64 bits. The handler
 /// looks up every meta item of every datagram (about 5 % of the CPU time of a 1,000-node
@@ -142,14 +158,18 @@ impl SeenMeta {
     pub fn is_newer(&self, name: &str, boot_id: u64, version: u64) -> bool {
         self.lock()
             .get(&name_key(name))
-            .is_none_or(|newest| *newest < (boot_id, version))
+            .is_none_or(|newest| (newest.0.boot_id, newest.0.meta.version) < (boot_id, version))
     }
 
-    /// Records `(boot_id, version)` of `name` unless a newer one was seen.
-    pub fn record(&self, name: &str, boot_id: u64, version: u64) {
+    /// Records `meta` unless a newer one of its name was seen.
+    pub fn record(&self, meta: &SharedMeta) {
         let mut newest = self.lock();
-        let entry = newest.entry(name_key(name)).or_insert((boot_id, version));
-        *entry = (*entry).max((boot_id, version));
+        let newer = newest.get(&meta.name_hash).is_none_or(|known| {
+            (known.0.boot_id, known.0.meta.version) < (meta.boot_id, meta.meta.version)
+        });
+        if newer {
+            newest.replace(ByName(meta.clone()));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, NewestMeta> {
@@ -160,19 +180,19 @@ impl SeenMeta {
 
 /// Broadcast handler that accepts a node's meta only if it is newer than any seen before.
 ///
-/// Per node name it keeps the newest `(boot_id, version)` in a [`SeenMeta`]: a newer version
-/// of the same boot is accepted, and so is any version of a newer boot (a restart). Accepted
-/// items go to the agent over `accepted`, because foca offers no access to its handler.
+/// Per node name it keeps the newest meta in a [`SeenMeta`]: a newer version of the same boot
+/// is accepted, and so is any version of a newer boot (a restart). Accepted items go to the
+/// agent over `accepted`, because foca offers no access to its handler.
 pub struct MetaHandler {
     seen: SeenMeta,
-    accepted: mpsc::UnboundedSender<MetaBroadcast>,
+    accepted: mpsc::UnboundedSender<SharedMeta>,
     malformed: Arc<AtomicU64>,
 }
 
 impl MetaHandler {
     /// Creates a handler that forwards accepted items to `accepted` and counts malformed ones
     /// in `malformed`.
-    pub fn new(accepted: mpsc::UnboundedSender<MetaBroadcast>, malformed: Arc<AtomicU64>) -> Self {
+    pub fn new(accepted: mpsc::UnboundedSender<SharedMeta>, malformed: Arc<AtomicU64>) -> Self {
         Self {
             seen: SeenMeta::default(),
             accepted,
@@ -224,13 +244,11 @@ impl BroadcastHandler<NodeId> for MetaHandler {
             return Ok(None);
         }
         let item = MetaBroadcast::decode(data).map_err(count_malformed)?;
-        let incarnation = &item.incarnation;
-        self.seen
-            .record(&incarnation.name, incarnation.boot_id, item.meta.version);
-        let key = MetaKey::new(&incarnation.name, incarnation.boot_id, item.meta.version);
+        let meta = SharedMeta::from_broadcast(item);
+        self.seen.record(&meta);
         // The channel closes only when the agent stops, and then the item has no reader left.
-        let _ = self.accepted.send(item);
-        Ok(Some(key))
+        let _ = self.accepted.send(meta.clone());
+        Ok(Some(MetaKey(meta)))
     }
 }
 
@@ -257,7 +275,7 @@ mod tests {
 
     fn handler() -> (
         MetaHandler,
-        mpsc::UnboundedReceiver<MetaBroadcast>,
+        mpsc::UnboundedReceiver<SharedMeta>,
         Arc<AtomicU64>,
     ) {
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -295,7 +313,8 @@ mod tests {
             let forwarded = accepted.try_recv().ok();
             assert_eq!(forwarded.is_some(), expected, "forwarded {item:?}");
             if let Some(forwarded) = forwarded {
-                assert_eq!(forwarded, item);
+                assert_eq!(forwarded.incarnation(), item.incarnation);
+                assert_eq!(forwarded.meta, item.meta);
             }
         }
     }
@@ -304,7 +323,7 @@ mod tests {
     fn handler_drops_meta_recorded_outside() {
         let (mut handler, mut accepted, _) = handler();
         let seen = handler.seen_meta();
-        seen.record("a", 1, 5);
+        seen.record(&SharedMeta::from_broadcast(item("a", 1, 5)));
 
         let cases = [(item("a", 1, 5), false), (item("a", 1, 6), true)];
         for (item, expected) in cases {
@@ -320,8 +339,8 @@ mod tests {
     #[test]
     fn seen_meta_keeps_newest() {
         let seen = SeenMeta::default();
-        seen.record("a", 2, 1);
-        seen.record("a", 1, 9);
+        seen.record(&SharedMeta::from_broadcast(item("a", 2, 1)));
+        seen.record(&SharedMeta::from_broadcast(item("a", 1, 9)));
 
         assert!(!seen.is_newer("a", 1, 9));
         assert!(!seen.is_newer("a", 2, 1));
@@ -372,7 +391,9 @@ mod tests {
 
     #[test]
     fn key_invalidates_older_version_of_same_incarnation() {
-        let key = MetaKey::new;
+        let key = |name, boot_id, version| {
+            MetaKey(SharedMeta::from_broadcast(item(name, boot_id, version)))
+        };
         let cases = [
             (key("a", 1, 2), key("a", 1, 1), true),
             (key("a", 1, 1), key("a", 1, 1), false),

@@ -92,6 +92,12 @@ impl NodeId {
     pub(super) fn shared(&self) -> &Arc<SharedIdentity> {
         &self.shared
     }
+
+    /// Returns the shared identity without the inline address: 8 bytes, for tables that
+    /// keep an identity per member. [`NodeId::from_shared`] restores the identity.
+    pub(super) fn into_shared(self) -> Arc<SharedIdentity> {
+        self.shared
+    }
 }
 
 impl Deref for NodeId {
@@ -168,7 +174,7 @@ pub fn boot_id_at(unix_ms: u64, random: u16) -> u64 {
     (unix_ms << 16) | u64::from(random)
 }
 
-impl NodeId {
+impl NodeIdFields {
     /// Returns the incarnation this identity belongs to (name plus boot id).
     pub fn incarnation(&self) -> Incarnation {
         Incarnation {
@@ -176,7 +182,9 @@ impl NodeId {
             boot_id: self.boot_id,
         }
     }
+}
 
+impl NodeId {
     /// Returns the UDP address of the node's gossip socket.
     pub fn gossip_addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.gossip_port)

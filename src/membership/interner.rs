@@ -1,4 +1,5 @@
-//! The process-wide table through which equal node identities share one allocation.
+//! The process-wide tables through which equal node identities, and equal node meta, share
+//! one allocation.
 //!
 //! Every member that foca lists, every view entry and every member-list entry contains a
 //! [`NodeId`]. Without the table, decoding one from a datagram would allocate its fields and
@@ -6,44 +7,57 @@
 //! of n nodes n² copies of n identities. The table maps each identity's name hash, boot id and bump to a
 //! weak reference to its fields, so it never keeps an identity alive, and a decoded identity
 //! that is already known costs no allocation.
+//!
+//! Node meta works the same way: the member view, the broadcast handler's table and foca's
+//! meta backlog each keep a member's latest meta, and every node that receives a broadcast
+//! decodes its own copy. The meta table maps name hash, boot id and version to the one
+//! [`SharedMeta`] in use, so a process keeps one copy per broadcast however many tables hold
+//! it. A real node holds one view, so there the table saves only the copies between its own
+//! tables; a simulation of n nodes keeps one copy instead of n.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::hash::Hash;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
-use super::NodeName;
 use super::identity::{DecodedNodeId, NodeId, NodeIdFields, SharedIdentity};
+use super::shared_meta::{MetaRecord, SharedMeta};
+use super::{NodeMeta, NodeName};
 
-/// Smallest table length at which [`Interner::insert`] sweeps out identities no `NodeId` references.
+/// Smallest table length at which [`Interner::insert`] sweeps out values nothing references.
 const MIN_SWEEP_LEN: usize = 1024;
 
 /// Name hash, boot id and bump: the fields that tell identities apart in practice. Two
 /// identities that share them but differ in an address are not shared (see [`Interner`]).
-type Key = (u128, u64, u32);
+type IdKey = (u128, u64, u32);
 
-/// Weak references to the identities in use, by [`Key`].
+/// Name hash, boot id and meta version: what tells broadcasts apart. Two broadcasts that
+/// share them but differ in a field are not shared.
+type MetaKey = (u128, u64, u64);
+
+/// Weak references to the values in use, by key.
 ///
-/// An identity whose key is taken by a live identity with other fields (a node restarted with
-/// a new address within one millisecond, or a misconfigured peer) gets its own allocation.
-struct Interner {
-    by_key: HashMap<Key, Weak<SharedIdentity>>,
+/// A value whose key is taken by a live value with other fields (for identities, a node
+/// restarted with a new address within one millisecond, or a misconfigured peer) gets its own
+/// allocation.
+struct Interner<K, V> {
+    by_key: HashMap<K, Weak<V>>,
     /// Length at which the next insert sweeps out dead references: twice the length after the
     /// last sweep, so the sweeps cost O(1) per insert.
     sweep_at: usize,
 }
 
-static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
-    Mutex::new(Interner {
-        by_key: HashMap::new(),
-        sweep_at: MIN_SWEEP_LEN,
-    })
-});
+static IDENTITIES: LazyLock<Mutex<Interner<IdKey, SharedIdentity>>> =
+    LazyLock::new(|| Mutex::new(Interner::new()));
+
+static METAS: LazyLock<Mutex<Interner<MetaKey, MetaRecord>>> =
+    LazyLock::new(|| Mutex::new(Interner::new()));
 
 /// Returns the identity with `fields`, shared with an equal identity in use.
 pub(super) fn intern_fields(fields: NodeIdFields) -> NodeId {
     let key = (fields.name.hash128(), fields.boot_id, fields.bump);
-    let mut interner = lock();
-    if let Some(shared) = interner.find(key, |known| *known == fields) {
+    let mut interner = lock(&IDENTITIES);
+    if let Some(shared) = interner.find(key, |known| known.fields == fields) {
         return NodeId::from_shared(shared);
     }
     NodeId::from_shared(interner.insert(key, Arc::new(SharedIdentity::new(fields))))
@@ -53,14 +67,15 @@ pub(super) fn intern_fields(fields: NodeIdFields) -> NodeId {
 pub(super) fn intern_decoded(decoded: &DecodedNodeId<'_>) -> NodeId {
     let name_hash = xxhash_rust::xxh3::xxh3_128(decoded.name.as_bytes());
     let key = (name_hash, decoded.boot_id, decoded.bump);
-    let matches = |known: &NodeIdFields| {
+    let matches = |known: &SharedIdentity| {
+        let known = &known.fields;
         known.name.as_str() == decoded.name
             && known.ip == decoded.ip
             && known.gossip_port == decoded.gossip_port
             && known.cluster_port == decoded.cluster_port
             && known.grpc_port == decoded.grpc_port
     };
-    let mut interner = lock();
+    let mut interner = lock(&IDENTITIES);
     if let Some(shared) = interner.find(key, matches) {
         return NodeId::from_shared(shared);
     }
@@ -76,30 +91,51 @@ pub(super) fn intern_decoded(decoded: &DecodedNodeId<'_>) -> NodeId {
     NodeId::from_shared(interner.insert(key, Arc::new(SharedIdentity::new(fields))))
 }
 
+/// Returns the meta of `name`'s incarnation `boot_id`, shared with an equal one in use.
+pub(super) fn intern_meta(name: &str, boot_id: u64, meta: NodeMeta) -> SharedMeta {
+    let name_hash = xxhash_rust::xxh3::xxh3_128(name.as_bytes());
+    let key = (name_hash, boot_id, meta.version);
+    let matches = |known: &MetaRecord| known.name.as_str() == name && known.meta == meta;
+    let mut interner = lock(&METAS);
+    if let Some(shared) = interner.find(key, matches) {
+        return SharedMeta::from_shared(shared);
+    }
+    let record = MetaRecord {
+        name_hash,
+        name: NodeName::new(name),
+        boot_id,
+        meta,
+    };
+    SharedMeta::from_shared(interner.insert(key, Arc::new(record)))
+}
+
 /// Returns how many identities the table references, live or not, for tests.
 #[cfg(test)]
 pub(super) fn table_len() -> usize {
-    lock().by_key.len()
+    lock(&IDENTITIES).by_key.len()
 }
 
-fn lock() -> std::sync::MutexGuard<'static, Interner> {
+fn lock<K, V>(table: &'static Mutex<Interner<K, V>>) -> MutexGuard<'static, Interner<K, V>> {
     // Every update replaces one whole entry, so a panic elsewhere leaves no torn state.
-    INTERNER.lock().unwrap_or_else(PoisonError::into_inner)
+    table.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Interner {
-    /// Returns the live identity under `key` if `matches` accepts its fields.
-    fn find(
-        &self,
-        key: Key,
-        matches: impl FnOnce(&NodeIdFields) -> bool,
-    ) -> Option<Arc<SharedIdentity>> {
-        let shared = self.by_key.get(&key)?.upgrade()?;
-        matches(&shared.fields).then_some(shared)
+impl<K: Hash + Eq, V> Interner<K, V> {
+    fn new() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            sweep_at: MIN_SWEEP_LEN,
+        }
     }
 
-    /// Records `identity` under `key` unless a live identity has the key, and returns it.
-    fn insert(&mut self, key: Key, identity: Arc<SharedIdentity>) -> Arc<SharedIdentity> {
+    /// Returns the live value under `key` if `matches` accepts it.
+    fn find(&self, key: K, matches: impl FnOnce(&V) -> bool) -> Option<Arc<V>> {
+        let shared = self.by_key.get(&key)?.upgrade()?;
+        matches(&shared).then_some(shared)
+    }
+
+    /// Records `value` under `key` unless a live value has the key, and returns it.
+    fn insert(&mut self, key: K, value: Arc<V>) -> Arc<V> {
         if self.by_key.len() >= self.sweep_at {
             self.by_key.retain(|_, weak| weak.strong_count() > 0);
             self.sweep_at = (2 * self.by_key.len()).max(MIN_SWEEP_LEN);
@@ -107,14 +143,14 @@ impl Interner {
         match self.by_key.entry(key) {
             Entry::Occupied(mut entry) => {
                 if entry.get().strong_count() == 0 {
-                    entry.insert(Arc::downgrade(&identity));
+                    entry.insert(Arc::downgrade(&value));
                 }
             }
             Entry::Vacant(entry) => {
-                entry.insert(Arc::downgrade(&identity));
+                entry.insert(Arc::downgrade(&value));
             }
         }
-        identity
+        value
     }
 }
 
@@ -168,6 +204,28 @@ mod tests {
         );
         let again = NodeId::new(fields("interner-c", 1, 3));
         assert_eq!(again.boot_id, 1);
+    }
+
+    #[test]
+    fn equal_meta_is_shared() {
+        let meta = |activations| NodeMeta {
+            version: 3,
+            state: crate::membership::NodeState::Active,
+            load: crate::membership::NodeLoad {
+                activations,
+                ..Default::default()
+            },
+            started_at_unix_ms: 5,
+            store_id: None,
+        };
+
+        let first = intern_meta("interner-e", 1, meta(2));
+        let again = intern_meta("interner-e", 1, meta(2));
+        let other_load = intern_meta("interner-e", 1, meta(9));
+
+        assert!(Arc::ptr_eq(first.shared(), again.shared()));
+        assert!(!Arc::ptr_eq(first.shared(), other_load.shared()));
+        assert_eq!(other_load.meta.load.activations, 9);
     }
 
     #[test]

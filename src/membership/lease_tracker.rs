@@ -206,7 +206,7 @@ mod tests {
     fn down_event(name: &str) -> MembershipEvent {
         let view = view_of(id(name, 7));
         MembershipEvent::Left {
-            member: view.local().clone(),
+            member: view.local(),
             reason: LeaveReason::DeclaredDown,
         }
     }

@@ -41,7 +41,7 @@ use rand::seq::IteratorRandom;
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
-use super::{MemberView, MembershipEvent, NodeId, NodeMeta, SeenMeta};
+use super::{MemberView, MembershipEvent, NodeId, NodeMeta, SeenMeta, SharedMeta};
 use crate::clock::Millis;
 
 /// Length of a request body: the largest frame the agent sends less the two-byte framing
@@ -187,7 +187,7 @@ impl MemberListPages {
         now: Millis,
     ) {
         self.entries.clear();
-        let local = Member::alive(view.local().id.clone());
+        let local = Member::alive(view.local().id);
         for member in members.cloned().chain(std::iter::once(local)) {
             let entry = MemberListEntry {
                 meta: view.meta_of(member.id()),
@@ -391,9 +391,10 @@ pub fn apply_page_meta(
         let Some(meta) = entry.meta else {
             continue;
         };
-        let incarnation = entry.member.id().incarnation();
-        seen.record(&incarnation.name, incarnation.boot_id, meta.version);
-        events.extend(view.handle_meta(&incarnation, meta, now));
+        let id = entry.member.id();
+        let meta = SharedMeta::new(&id.name, id.boot_id, meta);
+        seen.record(&meta);
+        events.extend(view.handle_meta(meta, now));
     }
     events
 }

@@ -13,6 +13,7 @@ mod lease_tracker;
 mod lifecycle;
 mod member_list;
 mod node_name;
+mod shared_meta;
 mod store_check;
 mod suspicion;
 mod view;
@@ -36,6 +37,7 @@ pub use member_list::{
     PullStep, apply_page_meta, choose_peer, choose_random_peer, pull_delay,
 };
 pub use node_name::NodeName;
+pub use shared_meta::{MetaRecord, SharedMeta};
 #[cfg(test)]
 pub(crate) use store_check::test_members;
 pub use store_check::{StoreMismatch, check_before_active, shares_store};

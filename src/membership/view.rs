@@ -22,11 +22,13 @@
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use foca::{Identity, OwnedNotification};
 
-use super::{Incarnation, NodeId, NodeLoad, NodeMeta, NodeName, NodeState};
+use super::identity::SharedIdentity;
+use super::{Incarnation, NodeId, NodeIdFields, NodeLoad, NodeMeta, NodeState, SharedMeta};
 use crate::clock::Millis;
 use crate::storage::StoreId;
 
@@ -55,17 +57,6 @@ pub struct MemberInfo {
 }
 
 impl MemberInfo {
-    fn joining(id: NodeId) -> Self {
-        Self {
-            id,
-            state: NodeState::Joining,
-            load: NodeLoad::default(),
-            meta_version: 0,
-            started_at_unix_ms: None,
-            store_id: None,
-        }
-    }
-
     /// Returns the incarnation (name plus boot id) of the member.
     pub fn incarnation(&self) -> Incarnation {
         self.id.incarnation()
@@ -74,14 +65,6 @@ impl MemberInfo {
     /// Returns whether the member is not `Dead`.
     pub fn is_live(&self) -> bool {
         self.state != NodeState::Dead
-    }
-
-    fn apply_meta(&mut self, meta: &NodeMeta) {
-        self.state = meta.state;
-        self.load = meta.load;
-        self.meta_version = meta.version;
-        self.started_at_unix_ms = Some(meta.started_at_unix_ms);
-        self.store_id = meta.store_id;
     }
 }
 
@@ -115,16 +98,20 @@ pub enum MembershipEvent {
     SelfDeclaredDown,
 }
 
-/// One member's row.
+/// One member's row: 24 bytes, because a node keeps one for every member. The identity is the
+/// row's key, and the meta is shared with the other tables that keep it (see [`SharedMeta`]).
 #[derive(Clone, Debug)]
 struct Entry {
-    info: MemberInfo,
-    /// State of the latest applied broadcast of this incarnation, `None` before the first.
-    /// With the other fields of `info` it is that broadcast (see [`Entry::last_meta`]): a
-    /// renewed identity of the same process resumes from it, because `info.state` turns `Dead`
-    /// when the old identity departs.
-    broadcast_state: Option<NodeState>,
-    dead_since: Option<Millis>,
+    /// Latest applied broadcast of this incarnation, `None` before the first. A renewed
+    /// identity of the same process resumes from it, because `state` turns `Dead` when the old
+    /// identity departs.
+    meta: Option<SharedMeta>,
+    /// When the entry turned dead; read only while `dead` is set.
+    died_at: Millis,
+    /// Lifecycle state, as [`MemberInfo::state`] describes it.
+    state: NodeState,
+    /// Whether the entry is dead since `died_at`.
+    dead: bool,
     /// Whether the entry is dead only because foca has not reported its identity up yet (it
     /// came from a `Rename`), so a `MemberUp` for this identity makes it live.
     awaits_up: bool,
@@ -135,68 +122,117 @@ struct Entry {
 }
 
 impl Entry {
-    /// Returns the latest applied broadcast of this incarnation, rebuilt from `info`, which
-    /// stores every field of it except the state.
-    fn last_meta(&self) -> Option<NodeMeta> {
-        let state = self.broadcast_state?;
-        Some(NodeMeta {
-            version: self.info.meta_version,
-            state,
-            load: self.info.load,
-            started_at_unix_ms: self.info.started_at_unix_ms.unwrap_or_default(),
-            store_id: self.info.store_id,
-        })
+    /// Returns the row of a member before its first broadcast.
+    fn joining() -> Self {
+        Self {
+            meta: None,
+            died_at: Millis(0),
+            state: NodeState::Joining,
+            dead: false,
+            awaits_up: false,
+            foca_up: true,
+        }
+    }
+
+    fn dead_since(&self) -> Option<Millis> {
+        self.dead.then_some(self.died_at)
+    }
+
+    fn set_dead_since(&mut self, since: Millis) {
+        self.dead = true;
+        self.died_at = since;
+    }
+
+    fn meta_version(&self) -> u64 {
+        self.meta.as_ref().map_or(0, |shared| shared.meta.version)
+    }
+
+    fn load(&self) -> NodeLoad {
+        self.meta
+            .as_ref()
+            .map(|shared| shared.meta.load)
+            .unwrap_or_default()
     }
 
     /// Stores `meta` as the latest applied broadcast. The entry's state follows it unless the
     /// entry is dead, because a dead incarnation never returns (rule 6).
-    fn apply_meta(&mut self, meta: &NodeMeta) {
-        let state = self.info.state;
-        self.info.apply_meta(meta);
-        if self.dead_since.is_some() {
-            self.info.state = state;
+    fn apply_meta(&mut self, meta: SharedMeta) {
+        if !self.dead {
+            self.state = meta.meta.state;
         }
-        self.broadcast_state = Some(meta.state);
+        self.meta = Some(meta);
+    }
+
+    /// Returns the member as [`MemberInfo`], with the identity `key`.
+    fn info(&self, key: &IdKey) -> MemberInfo {
+        let meta = self.meta.as_ref().map(|shared| &shared.meta);
+        MemberInfo {
+            id: key.id(),
+            state: self.state,
+            load: meta.map(|meta| meta.load).unwrap_or_default(),
+            meta_version: meta.map_or(0, |meta| meta.version),
+            started_at_unix_ms: meta.map(|meta| meta.started_at_unix_ms),
+            store_id: meta.and_then(|meta| meta.store_id),
+        }
     }
 }
 
-/// A member-table key: the member's name, which shares the text of its identity, ordered and
-/// looked up as a `str`.
-#[derive(Clone, Debug)]
-struct NameKey(NodeName);
+/// A member-table key: the member's identity as an 8-byte pointer, ordered and looked up by
+/// the member's name as a `str`.
+#[derive(Clone)]
+struct IdKey(Arc<SharedIdentity>);
 
-impl Borrow<str> for NameKey {
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0.fields, f)
+    }
+}
+
+impl IdKey {
+    fn new(id: NodeId) -> Self {
+        Self(id.into_shared())
+    }
+
+    fn id(&self) -> NodeId {
+        NodeId::from_shared(self.0.clone())
+    }
+}
+
+impl Borrow<str> for IdKey {
     fn borrow(&self) -> &str {
-        self.0.as_str()
+        self.0.fields.name.as_str()
     }
 }
 
-impl PartialEq for NameKey {
+impl PartialEq for IdKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
+        self.0.fields.name.as_str() == other.0.fields.name.as_str()
     }
 }
 
-impl Eq for NameKey {}
+impl Eq for IdKey {}
 
-impl PartialOrd for NameKey {
+impl PartialOrd for IdKey {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for NameKey {
-    /// Orders by text, as `str` does, which `Borrow<str>` requires.
+impl Ord for IdKey {
+    /// Orders by name, as `str` does, which `Borrow<str>` requires.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.as_str().cmp(other.0.as_str())
+        self.0
+            .fields
+            .name
+            .as_str()
+            .cmp(other.0.fields.name.as_str())
     }
 }
 
 /// A broadcast for an incarnation that foca has not reported yet.
 #[derive(Clone, Debug)]
 struct PendingMeta {
-    boot_id: u64,
-    meta: NodeMeta,
+    meta: SharedMeta,
     received_at: Millis,
 }
 
@@ -206,7 +242,7 @@ pub struct MemberView {
     local_name: String,
     dead_retention: Duration,
     connected: bool,
-    members: BTreeMap<NameKey, Entry>,
+    members: BTreeMap<IdKey, Entry>,
     pending_meta: HashMap<String, PendingMeta>,
     /// No entry turned dead before this time, or none is dead if `None`. An entry that turns
     /// live again leaves it earlier than needed, which costs one extra scan.
@@ -219,20 +255,11 @@ impl MemberView {
     /// `dead_retention` is how long a dead member stays listed before [`Self::handle_tick`]
     /// removes it.
     pub fn new(local: NodeId, meta: &NodeMeta, dead_retention: Duration) -> Self {
-        let mut info = MemberInfo::joining(local);
-        info.apply_meta(meta);
-        let local_name = info.id.name.to_string();
+        let local_name = local.name.to_string();
+        let mut entry = Entry::joining();
+        entry.apply_meta(SharedMeta::new(&local_name, local.boot_id, meta.clone()));
         let mut members = BTreeMap::new();
-        members.insert(
-            NameKey(info.id.name.clone()),
-            Entry {
-                info,
-                broadcast_state: Some(meta.state),
-                dead_since: None,
-                awaits_up: false,
-                foca_up: true,
-            },
-        );
+        members.insert(IdKey::new(local), entry);
         Self {
             local_name,
             dead_retention,
@@ -244,8 +271,9 @@ impl MemberView {
     }
 
     /// Returns the local node's entry.
-    pub fn local(&self) -> &MemberInfo {
-        &self.members[self.local_name.as_str()].info
+    pub fn local(&self) -> MemberInfo {
+        self.by_name(&self.local_name)
+            .expect("the local entry is never removed")
     }
 
     /// Returns whether foca reports this node as a member of at least one active member's view.
@@ -254,38 +282,55 @@ impl MemberView {
     }
 
     /// Returns every member, dead ones included, ordered by name.
-    pub fn members(&self) -> impl Iterator<Item = &MemberInfo> {
-        self.members.values().map(|entry| &entry.info)
+    pub fn members(&self) -> impl Iterator<Item = MemberInfo> + '_ {
+        self.members.iter().map(|(key, entry)| entry.info(key))
     }
 
     /// Returns the members that are not `Dead`.
-    pub fn live(&self) -> impl Iterator<Item = &MemberInfo> {
-        self.members().filter(|info| info.is_live())
+    pub fn live(&self) -> impl Iterator<Item = MemberInfo> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, entry)| entry.state != NodeState::Dead)
+            .map(|(key, entry)| entry.info(key))
+    }
+
+    /// Returns the identities of the members that are not `Dead`, ordered by name. Cheaper
+    /// than [`Self::live`], which builds a [`MemberInfo`] per member.
+    pub fn live_ids(&self) -> impl Iterator<Item = &NodeIdFields> {
+        self.members
+            .iter()
+            .filter(|(_, entry)| entry.state != NodeState::Dead)
+            .map(|(key, _)| &key.0.fields)
     }
 
     /// Returns the members in state `Active`, the only ones that receive new activations.
-    pub fn active(&self) -> impl Iterator<Item = &MemberInfo> {
-        self.members()
-            .filter(|info| info.state.accepts_activations())
+    pub fn active(&self) -> impl Iterator<Item = MemberInfo> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, entry)| entry.state.accepts_activations())
+            .map(|(key, entry)| entry.info(key))
     }
 
     /// Returns the member of exactly this incarnation, if the view contains it.
-    pub fn get(&self, incarnation: &Incarnation) -> Option<&MemberInfo> {
+    pub fn get(&self, incarnation: &Incarnation) -> Option<MemberInfo> {
         self.by_name(&incarnation.name)
             .filter(|info| info.id.boot_id == incarnation.boot_id)
     }
 
     /// Returns the member with this name, whatever its incarnation.
-    pub fn by_name(&self, name: &str) -> Option<&MemberInfo> {
-        self.members.get(name).map(|entry| &entry.info)
+    pub fn by_name(&self, name: &str) -> Option<MemberInfo> {
+        self.members
+            .get_key_value(name)
+            .map(|(key, entry)| entry.info(key))
     }
 
     /// Returns the latest broadcast applied for `id`'s incarnation, if that incarnation is
     /// live, to hand on to a joining node.
     pub fn meta_of(&self, id: &NodeId) -> Option<NodeMeta> {
-        let entry = self.members.get(id.name.as_str())?;
-        let current = entry.info.id.boot_id == id.boot_id && entry.dead_since.is_none();
-        entry.last_meta().filter(|_| current)
+        let (key, entry) = self.members.get_key_value(id.name.as_str())?;
+        let current = key.0.fields.boot_id == id.boot_id && !entry.dead;
+        let meta = entry.meta.as_ref().filter(|_| current)?;
+        Some(meta.meta.clone())
     }
 
     /// Applies a foca notification and returns the events it causes.
@@ -313,50 +358,47 @@ impl MemberView {
         }
     }
 
-    /// Applies a broadcast of `incarnation`'s meta and returns the events it causes.
+    /// Applies a broadcast of a member's meta and returns the events it causes.
     ///
     /// Broadcasts about the local name are ignored: the local entry changes only through
     /// [`Self::set_local_meta`].
-    pub fn handle_meta(
-        &mut self,
-        incarnation: &Incarnation,
-        meta: NodeMeta,
-        now: Millis,
-    ) -> Vec<MembershipEvent> {
-        if incarnation.name == self.local_name {
+    pub fn handle_meta(&mut self, meta: SharedMeta, now: Millis) -> Vec<MembershipEvent> {
+        if meta.name.as_str() == self.local_name {
             return Vec::new();
         }
-        let Some(entry) = self.members.get_mut(incarnation.name.as_str()) else {
-            self.keep_pending(incarnation, meta, now);
+        let Some((key, entry)) = self.members.get_key_value(meta.name.as_str()) else {
+            self.keep_pending(meta, now);
             return Vec::new();
         };
-        let known_boot_id = entry.info.id.boot_id;
-        if incarnation.boot_id > known_boot_id {
-            self.keep_pending(incarnation, meta, now);
+        let known_boot_id = key.0.fields.boot_id;
+        if meta.boot_id > known_boot_id {
+            self.keep_pending(meta, now);
             return Vec::new();
         }
-        if incarnation.boot_id < known_boot_id || meta.version <= entry.info.meta_version {
+        if meta.boot_id < known_boot_id || meta.meta.version <= entry.meta_version() {
             return Vec::new();
         }
-        if entry.dead_since.is_some() {
+        let name = meta.name.clone();
+        let entry = self.entry_mut(&name);
+        if entry.dead {
             // Delayed news of a member that is already dead: it stays dead.
-            entry.apply_meta(&meta);
+            entry.apply_meta(meta);
             return Vec::new();
         }
 
-        let before = entry.info.clone();
-        entry.apply_meta(&meta);
-        if meta.state == NodeState::Dead {
-            entry.dead_since = Some(now);
-            let event = MembershipEvent::Left {
-                member: entry.info.clone(),
-                reason: LeaveReason::Left,
-            };
+        let (state_before, load_before) = (entry.state, entry.load());
+        entry.apply_meta(meta);
+        if entry.state == NodeState::Dead {
+            entry.set_dead_since(now);
             self.note_dead(now);
-            return vec![event];
+            let member = self.info_of(&name);
+            return vec![MembershipEvent::Left {
+                member,
+                reason: LeaveReason::Left,
+            }];
         }
-        if before.state != entry.info.state || before.load != entry.info.load {
-            return vec![MembershipEvent::Updated(entry.info.clone())];
+        if state_before != entry.state || load_before != entry.load() {
+            return vec![MembershipEvent::Updated(self.info_of(&name))];
         }
         Vec::new()
     }
@@ -364,14 +406,17 @@ impl MemberView {
     /// Replaces the local node's state and load with those of `meta`; returns `Updated` for
     /// the local node if either changed.
     pub fn set_local_meta(&mut self, meta: &NodeMeta) -> Vec<MembershipEvent> {
-        let entry = self
+        let (key, _) = self
             .members
-            .get_mut(self.local_name.as_str())
+            .get_key_value(self.local_name.as_str())
             .expect("the local entry is never removed");
-        let before = entry.info.clone();
-        entry.apply_meta(meta);
-        if before.state != entry.info.state || before.load != entry.info.load {
-            return vec![MembershipEvent::Updated(entry.info.clone())];
+        let shared = SharedMeta::new(&self.local_name, key.0.fields.boot_id, meta.clone());
+        let local_name = self.local_name.clone();
+        let entry = self.entry_mut(&local_name);
+        let (state_before, load_before) = (entry.state, entry.load());
+        entry.apply_meta(shared);
+        if state_before != entry.state || load_before != entry.load() {
+            return vec![MembershipEvent::Updated(self.info_of(&local_name))];
         }
         Vec::new()
     }
@@ -382,7 +427,7 @@ impl MemberView {
         let retention = self.dead_retention;
         let expired = |entry: &Entry| {
             entry
-                .dead_since
+                .dead_since()
                 .is_some_and(|since| now.saturating_since(since) >= retention)
         };
         let before = self.members.len();
@@ -393,11 +438,7 @@ impl MemberView {
             .is_some_and(|since| now.saturating_since(since) >= retention);
         if due {
             self.members.retain(|_, entry| !expired(entry));
-            self.oldest_dead_since = self
-                .members
-                .values()
-                .filter_map(|entry| entry.dead_since)
-                .min();
+            self.oldest_dead_since = self.members.values().filter_map(Entry::dead_since).min();
         }
         self.pending_meta
             .retain(|_, pending| now.saturating_since(pending.received_at) < retention);
@@ -409,23 +450,23 @@ impl MemberView {
             return Vec::new();
         }
         let mut events = Vec::new();
-        if let Some(entry) = self.members.get(id.name.as_str()) {
-            let known = &entry.info.id;
-            let awaited = *known == id && entry.awaits_up;
-            if *known == id && !awaited {
+        if let Some((key, entry)) = self.members.get_key_value(id.name.as_str()) {
+            let known = key.id();
+            let awaited = known == id && entry.awaits_up;
+            if known == id && !awaited {
                 // The same identity again: nothing changed here, and a dead identity stays
                 // dead (rule 6), but foca counts it as up.
                 self.entry_mut(&id.name).foca_up = true;
                 return events;
             }
-            if !awaited && !id.win_addr_conflict(known) {
+            if !awaited && !id.win_addr_conflict(&known) {
                 // An older identity: nothing changed.
                 return events;
             }
             if id.boot_id == known.boot_id && !awaited {
                 return self.handle_renewed(id, Some(true), now);
             }
-            if entry.dead_since.is_none() {
+            if !entry.dead {
                 events.push(self.become_dead(&id.name, now, LeaveReason::Replaced));
             }
         }
@@ -444,41 +485,39 @@ impl MemberView {
         now: Millis,
     ) -> Vec<MembershipEvent> {
         let name = id.name.clone();
-        let entry = self.entry_mut(&name);
-        entry.info.id = id;
+        let entry = self.replace_id(id);
         entry.awaits_up = false;
         if let Some(up) = foca_up {
             entry.foca_up = up;
         }
-        if entry.dead_since.is_some() {
+        if entry.dead {
             return Vec::new();
         }
         vec![self.become_dead(&name, now, LeaveReason::DeclaredDown)]
     }
 
     fn handle_member_down(&mut self, id: &NodeId, now: Millis) -> Vec<MembershipEvent> {
-        let Some(entry) = self.members.get(id.name.as_str()) else {
+        let Some((key, entry)) = self.members.get_key_value(id.name.as_str()) else {
             return Vec::new();
         };
-        let matches = entry.info.id == *id || id.win_addr_conflict(&entry.info.id);
+        let known = key.id();
+        let matches = known == *id || id.win_addr_conflict(&known);
         if id.name == self.local_name || !matches {
             return Vec::new();
         }
-        if entry.dead_since.is_some() {
+        if entry.dead {
             let entry = self.entry_mut(&id.name);
             entry.foca_up = false;
             entry.awaits_up = false;
             return Vec::new();
         }
-        let reason = if entry.info.state == NodeState::Leaving {
+        let reason = if entry.state == NodeState::Leaving {
             LeaveReason::Left
         } else {
             LeaveReason::DeclaredDown
         };
         let event = self.become_dead(&id.name, now, reason);
-        let entry = self.entry_mut(&id.name);
-        entry.info.id = id.clone();
-        entry.foca_up = false;
+        self.replace_id(id.clone()).foca_up = false;
         vec![event]
     }
 
@@ -490,19 +529,19 @@ impl MemberView {
         if new.name == self.local_name {
             return Vec::new();
         }
-        let Some(entry) = self.members.get(new.name.as_str()) else {
+        let Some((key, entry)) = self.members.get_key_value(new.name.as_str()) else {
             // Neither identity was reported up; a `MemberUp` for `new` may follow.
             self.insert_dead(new, now);
             return Vec::new();
         };
-        let known = &entry.info.id;
-        if *known == new || (*known != *old && !new.win_addr_conflict(known)) {
+        let known = key.id();
+        if known == new || (known != *old && !new.win_addr_conflict(&known)) {
             return Vec::new();
         }
         if new.boot_id == known.boot_id {
             return self.handle_renewed(new, None, now);
         }
-        if entry.dead_since.is_some() {
+        if entry.dead {
             if entry.foca_up {
                 // A new incarnation whose predecessor foca counted as up: foca reports no
                 // `MemberUp` for it, because the rename did not change its liveness.
@@ -522,22 +561,23 @@ impl MemberView {
             self.connected = false;
         }
         let local_name = self.local_name.clone();
-        let local = &mut self.entry_mut(&local_name).info;
         match new_id {
             Some(id) => {
                 debug_assert_eq!(
                     id.incarnation(),
-                    local.incarnation(),
+                    self.local().incarnation(),
                     "renew keeps the boot id"
                 );
-                local.id = id;
+                self.replace_id(id);
             }
-            None if matches!(local.state, NodeState::Leaving | NodeState::Dead) => {
-                // Expected after leaving the cluster: nothing is left to drop.
-                local.state = NodeState::Dead;
-                return Vec::new();
+            None => {
+                let local = self.entry_mut(&local_name);
+                if matches!(local.state, NodeState::Leaving | NodeState::Dead) {
+                    // Expected after leaving the cluster: nothing is left to drop.
+                    local.state = NodeState::Dead;
+                    return Vec::new();
+                }
             }
-            None => {}
         }
         vec![MembershipEvent::SelfDeclaredDown]
     }
@@ -545,15 +585,14 @@ impl MemberView {
     /// Marks a live entry dead and returns its `Left` event.
     fn become_dead(&mut self, name: &str, now: Millis, reason: LeaveReason) -> MembershipEvent {
         let entry = self.entry_mut(name);
-        entry.info.state = NodeState::Dead;
-        entry.dead_since = Some(now);
+        entry.state = NodeState::Dead;
+        entry.set_dead_since(now);
         entry.awaits_up = false;
-        let event = MembershipEvent::Left {
-            member: entry.info.clone(),
-            reason,
-        };
         self.note_dead(now);
-        event
+        MembershipEvent::Left {
+            member: self.info_of(name),
+            reason,
+        }
     }
 
     /// Stores `id` as a live member, with the newest broadcast known for its incarnation, and
@@ -563,56 +602,43 @@ impl MemberView {
         let name = id.name.clone();
         let mut last_meta = self
             .members
-            .get(name.as_str())
-            .filter(|previous| previous.info.incarnation() == id.incarnation())
-            .and_then(Entry::last_meta);
+            .get_key_value(name.as_str())
+            .filter(|(key, _)| key.0.fields.boot_id == id.boot_id)
+            .and_then(|(_, previous)| previous.meta.clone());
         if let Some(pending) = self.pending_meta.remove(name.as_str()) {
-            let known_version = last_meta.as_ref().map_or(0, |meta| meta.version);
-            if pending.boot_id == id.boot_id && pending.meta.version > known_version {
+            let known_version = last_meta.as_ref().map_or(0, |meta| meta.meta.version);
+            if pending.meta.boot_id == id.boot_id && pending.meta.meta.version > known_version {
                 last_meta = Some(pending.meta);
-            } else if pending.boot_id > id.boot_id {
+            } else if pending.meta.boot_id > id.boot_id {
                 self.pending_meta.insert(name.to_string(), pending);
             }
         }
 
-        let mut info = MemberInfo::joining(id);
-        if let Some(meta) = &last_meta {
-            info.apply_meta(meta);
+        let mut entry = Entry::joining();
+        if let Some(meta) = last_meta {
+            entry.apply_meta(meta);
         }
-        let dead_since = (info.state == NodeState::Dead).then_some(now);
-        if dead_since.is_some() {
+        let dead = entry.state == NodeState::Dead;
+        if dead {
+            entry.set_dead_since(now);
             self.note_dead(now);
         }
-        self.members.insert(
-            NameKey(name),
-            Entry {
-                info: info.clone(),
-                broadcast_state: last_meta.map(|meta| meta.state),
-                dead_since,
-                awaits_up: false,
-                foca_up: true,
-            },
-        );
-        dead_since
-            .is_none()
-            .then_some(MembershipEvent::Joined(info))
+        let key = IdKey::new(id);
+        let event = (!dead).then(|| MembershipEvent::Joined(entry.info(&key)));
+        self.members.remove(name.as_str());
+        self.members.insert(key, entry);
+        event
     }
 
     fn insert_dead(&mut self, id: NodeId, now: Millis) {
-        let mut info = MemberInfo::joining(id);
-        info.state = NodeState::Dead;
-        let name = info.id.name.clone();
+        let mut entry = Entry::joining();
+        entry.state = NodeState::Dead;
+        entry.set_dead_since(now);
+        entry.awaits_up = true;
+        entry.foca_up = false;
         self.note_dead(now);
-        self.members.insert(
-            NameKey(name),
-            Entry {
-                info,
-                broadcast_state: None,
-                dead_since: Some(now),
-                awaits_up: true,
-                foca_up: false,
-            },
-        );
+        self.members.remove(id.name.as_str());
+        self.members.insert(IdKey::new(id), entry);
     }
 
     /// Records that an entry turned dead at `now`, the latest time yet, for `handle_tick`.
@@ -620,23 +646,40 @@ impl MemberView {
         self.oldest_dead_since.get_or_insert(now);
     }
 
-    fn keep_pending(&mut self, incarnation: &Incarnation, meta: NodeMeta, now: Millis) {
+    fn keep_pending(&mut self, meta: SharedMeta, now: Millis) {
         let newer = self
             .pending_meta
-            .get(&incarnation.name)
+            .get(meta.name.as_str())
             .is_none_or(|pending| {
-                (incarnation.boot_id, meta.version) > (pending.boot_id, pending.meta.version)
+                (meta.boot_id, meta.meta.version)
+                    > (pending.meta.boot_id, pending.meta.meta.version)
             });
         if newer {
             self.pending_meta.insert(
-                incarnation.name.clone(),
+                meta.name.to_string(),
                 PendingMeta {
-                    boot_id: incarnation.boot_id,
                     meta,
                     received_at: now,
                 },
             );
         }
+    }
+
+    /// Replaces the identity of the entry with `id`'s name by `id`, and returns the entry.
+    /// The key carries the identity, so the entry moves to a new key of the same name.
+    fn replace_id(&mut self, id: NodeId) -> &mut Entry {
+        let name = id.name.clone();
+        let entry = self
+            .members
+            .remove(name.as_str())
+            .expect("callers look the entry up first");
+        self.members.insert(IdKey::new(id), entry);
+        self.entry_mut(&name)
+    }
+
+    /// Returns the entry with `name` as [`MemberInfo`].
+    fn info_of(&self, name: &str) -> MemberInfo {
+        self.by_name(name).expect("callers look the entry up first")
     }
 
     fn entry_mut(&mut self, name: &str) -> &mut Entry {

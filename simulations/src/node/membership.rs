@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use gristmill::clock::Millis;
 use gristmill::membership::{
-    Incarnation, LeaveReason, MemberInfo, MembersPage, MembersRequest, MembershipEvent,
-    MetaBroadcast, MetaJitter, NodeState, PullStep, apply_page_meta, choose_peer,
+    Incarnation, LeaveReason, MembersPage, MembersRequest, MembershipEvent, MetaBroadcast,
+    MetaJitter, NodeIdFields, NodeState, PullStep, apply_page_meta, choose_peer,
     choose_random_peer, member_list_period, meta_period, pull_delay,
 };
 
@@ -178,8 +178,8 @@ impl SimNode {
         while let Some(notification) = self.runtime.to_notify() {
             events.extend(self.view.handle_notification(notification, now));
         }
-        while let Ok(item) = self.accepted_meta.try_recv() {
-            events.extend(self.view.handle_meta(&item.incarnation, item.meta, now));
+        while let Ok(meta) = self.accepted_meta.try_recv() {
+            events.extend(self.view.handle_meta(meta, now));
         }
         // Counted before `react` applies the verdicts, as the agent does.
         let suspicions_changed = self.count_suspected();
@@ -237,7 +237,11 @@ impl SimNode {
         if !self.tracks_live_set() {
             return;
         }
-        let mut live: Vec<Incarnation> = self.view.live().map(MemberInfo::incarnation).collect();
+        let mut live: Vec<Incarnation> = self
+            .view
+            .live_ids()
+            .map(NodeIdFields::incarnation)
+            .collect();
         live.sort();
         if live == self.live || self.stopping {
             return;
@@ -268,8 +272,8 @@ impl SimNode {
             self.live.iter().any(|member| member.name != self.id.name)
         } else {
             self.view
-                .live()
-                .any(|member| member.id.name != self.id.name)
+                .live_ids()
+                .any(|member| member.name != self.id.name)
         };
         if has_peer && !self.activate_after_sync {
             self.become_active(now);
@@ -283,7 +287,11 @@ impl SimNode {
             self.publish_local_meta(now);
             return;
         }
-        let mut live: Vec<Incarnation> = self.view.live().map(MemberInfo::incarnation).collect();
+        let mut live: Vec<Incarnation> = self
+            .view
+            .live_ids()
+            .map(NodeIdFields::incarnation)
+            .collect();
         live.sort();
         self.live = live;
         self.activate_after_sync = true;

@@ -22,7 +22,7 @@ use gristmill::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
 use gristmill::grain::GrainId;
 use gristmill::membership::{
     DEFAULT_DEAD_RETENTION, Incarnation, LeaseTracker, MemberListPages, MemberListPull, MemberView,
-    MetaBroadcast, MetaHandler, MetaJitter, NodeId, NodeMeta, NodeState, SeenMeta,
+    MetaBroadcast, MetaHandler, MetaJitter, NodeId, NodeMeta, NodeState, SeenMeta, SharedMeta,
     TransmissionTuner,
 };
 use gristmill::placement::PlacementConfig;
@@ -195,7 +195,7 @@ pub struct SimNode {
     /// Keeps foca's `max_transmissions` in step with the cluster size, as the agent does.
     transmissions: TransmissionTuner,
     runtime: AccumulatingRuntime<NodeId>,
-    accepted_meta: mpsc::UnboundedReceiver<MetaBroadcast>,
+    accepted_meta: mpsc::UnboundedReceiver<SharedMeta>,
     view: MemberView,
     /// The membership lease, which fences turns.
     lease: LeaseTracker,

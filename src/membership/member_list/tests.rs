@@ -40,7 +40,7 @@ fn view_with(local: &str, others: &[NodeId]) -> MemberView {
     let mut view = MemberView::new(node(local), &meta(1), Duration::from_secs(60));
     for id in others {
         view.handle_notification(OwnedNotification::MemberUp(id.clone()), T0);
-        view.handle_meta(&id.incarnation(), meta(3), T0);
+        view.handle_meta(SharedMeta::new(&id.name, id.boot_id, meta(3)), T0);
     }
     view
 }

@@ -57,7 +57,7 @@ fn rename(view: &mut MemberView, old: &NodeId, new: &NodeId) -> Vec<MembershipEv
 }
 
 fn broadcast(view: &mut MemberView, id: &NodeId, meta: NodeMeta) -> Vec<MembershipEvent> {
-    view.handle_meta(&id.incarnation(), meta, T0)
+    view.handle_meta(SharedMeta::new(&id.name, id.boot_id, meta), T0)
 }
 
 fn left(events: &[MembershipEvent]) -> Vec<(String, LeaveReason)> {
@@ -566,7 +566,7 @@ fn queries_filter_by_state() {
     broadcast(&mut view, &active, meta(1, NodeState::Active, 0));
     down(&mut view, &dead, T0);
 
-    let names = |infos: Vec<&MemberInfo>| -> Vec<String> {
+    let names = |infos: Vec<MemberInfo>| -> Vec<String> {
         infos.iter().map(|info| info.id.name.to_string()).collect()
     };
     assert_eq!(
