@@ -62,13 +62,15 @@ enum Command {
         /// foca's backlogs are.
         #[arg(long)]
         progress: bool,
-        /// Nodes that start in one wave, 10 ms apart; without it every node starts in one
-        /// wave.
-        #[arg(long)]
-        wave_size: Option<usize>,
+        /// Nodes that start in one wave, 10 ms apart.
+        #[arg(long, default_value_t = 50)]
+        wave_size: usize,
         /// Virtual seconds from the start of one wave to the start of the next.
         #[arg(long, default_value_t = 5)]
         wave_secs: u64,
+        /// Start every node 10 ms after the previous one, in one wave, instead of in waves.
+        #[arg(long, conflicts_with_all = ["wave_size", "wave_secs"])]
+        all_at_once: bool,
     },
 }
 
@@ -93,13 +95,15 @@ fn main() -> ExitCode {
             progress,
             wave_size,
             wave_secs,
+            all_at_once,
         } => {
-            let schedule = match wave_size {
-                Some(size) => scale::JoinSchedule {
-                    size: size.max(1),
+            let schedule = if all_at_once {
+                scale::JoinSchedule::ALL_AT_ONCE
+            } else {
+                scale::JoinSchedule {
+                    size: wave_size.max(1),
                     interval: std::time::Duration::from_secs(wave_secs),
-                },
-                None => scale::JoinSchedule::ALL_AT_ONCE,
+                }
             };
             let options = scale::ScaleOptions {
                 traffic_window: std::time::Duration::from_secs(traffic_secs.max(1)),

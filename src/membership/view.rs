@@ -106,7 +106,7 @@ struct Entry {
     /// identity of the same process resumes from it, because `state` turns `Dead` when the old
     /// identity departs.
     meta: Option<SharedMeta>,
-    /// When the entry turned dead; read only while `dead` is set.
+    /// When the entry turned dead. Read only while `dead` is set.
     died_at: Millis,
     /// Lifecycle state, as [`MemberInfo::state`] describes it.
     state: NodeState,

@@ -608,3 +608,10 @@ fn restart_after_suppressed_renew_joins_without_member_up() {
         Some((restarted, NodeState::Joining))
     );
 }
+
+#[test]
+fn member_row_stays_small() {
+    // A node keeps a row per member, so a simulation of n nodes keeps n² of them.
+    assert_eq!(std::mem::size_of::<Entry>(), 24);
+    assert_eq!(std::mem::size_of::<IdKey>(), 8);
+}
