@@ -57,8 +57,8 @@ use super::suspicion;
 use super::wire::{self, Datagram, MAX_DATAGRAM_LEN};
 use super::{
     DEFAULT_DEAD_RETENTION, GossipKey, MemberInfo, MemberView, MembershipError, MembershipEvent,
-    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState, SeenMeta, SharedMeta,
-    choose_peer,
+    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState, SeenMeta,
+    SharedMeta, choose_peer,
 };
 use crate::clock::MonotonicClock;
 use crate::repeat_limit::RepeatLimit;

@@ -22,8 +22,7 @@ use gristmill::directory::{DirectoryCache, DirectoryConfig, DirectoryPartition};
 use gristmill::grain::GrainId;
 use gristmill::membership::{
     DEFAULT_DEAD_RETENTION, Incarnation, LeaseTracker, MemberListPages, MemberListPull, MemberView,
-    MetaBroadcast, MetaHandler, MetaJitter, NodeId, NodeMeta, NodeState, SeenMeta, SharedMeta,
-    TransmissionTuner,
+    MetaHandler, MetaJitter, NodeId, NodeMeta, NodeState, SeenMeta, SharedMeta, TransmissionTuner,
 };
 use gristmill::placement::PlacementConfig;
 use gristmill::runtime::MembershipConfig;
