@@ -12,7 +12,7 @@
 //! meta backlog each keep a member's latest meta, and every node that receives a broadcast
 //! decodes its own copy. The meta table maps name hash, boot id and version to the one
 //! [`SharedMeta`] in use, so a process keeps one copy per broadcast however many tables hold
-//! it. A real node holds one view, so there the table saves only the copies between its own
+//! it. A real node keeps one view, so there the table saves only the copies between its own
 //! tables; a simulation of n nodes keeps one copy instead of n.
 
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ const MIN_SWEEP_LEN: usize = 1024;
 /// identities that share them but differ in an address are not shared (see [`Interner`]).
 type IdKey = (u128, u64, u32);
 
-/// Name hash, boot id and meta version: what tells broadcasts apart. Two broadcasts that
+/// Name hash, boot id and meta version, which tell broadcasts apart. Two broadcasts that
 /// share them but differ in a field are not shared.
 type MetaKey = (u128, u64, u64);
 
