@@ -24,6 +24,9 @@ pub struct Summary {
     pub errors: u64,
     /// Errors by gRPC status code name.
     pub errors_by_code: BTreeMap<String, u64>,
+    /// Transfers that failed in a way that may have left them half done, such as a node lost
+    /// between the withdrawal and the deposit.
+    pub uncertain_transfers: u64,
     /// Calls per second over the whole run.
     pub calls_per_sec: f64,
     /// Median call latency, in microseconds.
@@ -84,6 +87,12 @@ impl Summary {
             self.errors,
             format_counts(&self.errors_by_code, " (", ")")
         ));
+        if self.uncertain_transfers > 0 {
+            line(format_args!(
+                "transfers that failed without a known outcome: {}",
+                self.uncertain_transfers
+            ));
+        }
         line(format_args!(
             "activations: {}",
             format_counts(&self.activations_per_node, "", "")
@@ -244,6 +253,7 @@ mod tests {
             calls: 10,
             errors: 0,
             errors_by_code: BTreeMap::new(),
+            uncertain_transfers: 0,
             calls_per_sec: 10.0,
             p50_us: 100,
             p99_us: 900,
@@ -294,6 +304,7 @@ mod tests {
                 calls: 1,
                 errors: 0,
                 errors_by_code: BTreeMap::new(),
+                uncertain_transfers: 0,
                 calls_per_sec: 1.0,
                 p50_us: 1,
                 p99_us: 1,
@@ -398,6 +409,7 @@ mod tests {
             calls: 1_000,
             errors: 0,
             errors_by_code: BTreeMap::new(),
+            uncertain_transfers: 0,
             calls_per_sec: 8.3,
             p50_us: 800,
             p99_us: 4_000,

@@ -58,6 +58,8 @@ pub struct Stats {
     pub errors: u64,
     /// Error counts by gRPC status code name.
     pub errors_by_code: BTreeMap<String, u64>,
+    /// Transfers that failed without a known outcome (see [`settles_transfer`]).
+    pub uncertain_transfers: u64,
     /// Calls in the current progress window.
     pub window_calls: u64,
     /// Errors in the current progress window.
@@ -75,6 +77,7 @@ impl Stats {
             calls: 0,
             errors: 0,
             errors_by_code: BTreeMap::new(),
+            uncertain_transfers: 0,
             window_calls: 0,
             window_errors: 0,
         }
@@ -169,11 +172,34 @@ async fn run_worker(spec: WorkloadSpec, client: GristmillClient, stats: SharedSt
                 .await
         };
         let outcome = outcome.map(drop).map_err(|error| error_label(&error));
-        stats
-            .lock()
-            .expect("stats lock is never poisoned")
-            .record(started.elapsed(), outcome);
+        let uncertain = is_transfer
+            && outcome
+                .as_ref()
+                .is_err_and(|label| !settles_transfer(label));
+        let mut stats = stats.lock().expect("stats lock is never poisoned");
+        stats.record(started.elapsed(), outcome);
+        if uncertain {
+            stats.uncertain_transfers += 1;
+        }
     }
+}
+
+/// Returns whether a transfer that failed with the error `label` is known to have left every
+/// balance as it was: the bank rejected it before the withdrawal, the withdrawal was rejected,
+/// or the deposit failed and the refund succeeded (`transfer_failed`). Any other failure, such as
+/// a lost node or a deadline in the middle of the transfer, may have left the amount withdrawn
+/// and not deposited, because the sample's transfer is two grain calls and not atomic.
+fn settles_transfer(label: &str) -> bool {
+    const SETTLED: [&str; 5] = [
+        "invalid_transfer",
+        "invalid_amount",
+        "insufficient_funds",
+        "overflow",
+        "transfer_failed",
+    ];
+    label
+        .split_once(':')
+        .is_some_and(|(_, grain_code)| SETTLED.contains(&grain_code))
 }
 
 /// Returns the label under which the summary counts `error`: its gRPC code, followed by the
@@ -271,6 +297,25 @@ mod tests {
         assert_eq!(stats.take_window().0, 0);
         assert_eq!(stats.calls, 2);
         assert_eq!(stats.errors_by_code.get("Unavailable"), Some(&1));
+    }
+
+    #[test]
+    fn transfer_outcome_known_only_for_settled_codes() {
+        for settled in [
+            "FailedPrecondition:insufficient_funds",
+            "FailedPrecondition:transfer_failed",
+            "FailedPrecondition:invalid_transfer",
+        ] {
+            assert!(settles_transfer(settled), "{settled}");
+        }
+        for uncertain in [
+            "FailedPrecondition:call_failed",
+            "Unavailable",
+            "DeadlineExceeded",
+            "Unknown",
+        ] {
+            assert!(!settles_transfer(uncertain), "{uncertain}");
+        }
     }
 
     #[test]
