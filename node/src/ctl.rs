@@ -168,7 +168,11 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         }
         Err(error @ (CtlError::Client(_) | CtlError::Routing(_) | CtlError::Scaling(_))) => {
             eprintln!("error: {error}");
+            // `invoke` sends its call through the node that owns the grain, so a failed call
+            // says nothing about `--addr` itself.
+            let routed = matches!(args.command, CtlCommand::Invoke { .. });
             let hint = match &error {
+                _ if routed => None,
                 CtlError::Client(ClientError::Status(status))
                 | CtlError::Scaling(scaling::ScalingCtlError::Client(ClientError::Status(
                     status,
@@ -212,7 +216,11 @@ impl From<gristmill::routing::ClientError> for CtlError {
     /// failed request does.
     fn from(error: gristmill::routing::ClientError) -> Self {
         match error {
-            gristmill::routing::ClientError::Status { status, .. } => {
+            gristmill::routing::ClientError::Status { status, node, .. } => {
+                // The call may have gone to another node than `--addr`, so name it.
+                let message = format!("{} (from node {node})", status.message());
+                let status =
+                    tonic::Status::with_metadata(status.code(), message, status.metadata().clone());
                 CtlError::Client(ClientError::Status(status))
             }
             other => CtlError::Routing(other),

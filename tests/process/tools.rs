@@ -168,6 +168,9 @@ async fn ctl_invokes_and_lists_members() {
     assert_eq!(code, Some(1), "exit code for an error status");
     assert!(stderr.contains("error: NOT_FOUND: "), "stderr: {stderr}");
     assert!(stderr.contains("no-such-type"), "stderr: {stderr}");
+    // A routed call names the node that replied, and gets no hint about `--addr`.
+    assert!(stderr.contains("(from node node-"), "stderr: {stderr}");
+    assert!(!stderr.contains("hint:"), "stderr: {stderr}");
     let activations = [
         "ctl",
         "--addr",
