@@ -66,6 +66,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Returns whether `status` is tonic's report that the client's request timeout passed, which
+/// tonic 0.14 gives as `CANCELLED: Timeout expired`.
+pub fn is_request_timeout(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled && status.message() == "Timeout expired"
+}
+
 /// Returns a hint for a status that a server which is not a Gristmill gRPC API causes on the
 /// client side (an HTTP/1 server, a cluster or metrics port), or `None`.
 ///
@@ -75,7 +81,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 pub fn wrong_port_hint(status: &tonic::Status, addr: &str) -> Option<String> {
     use tonic::Code;
 
-    if status.code() == Code::Cancelled && status.message() == "Timeout expired" {
+    if is_request_timeout(status) {
         return Some(format!(
             "{addr} accepted the connection but sent no reply in time; the node may be \
              paused (SIGSTOP), overloaded or stuck, so check its process and log"

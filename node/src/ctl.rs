@@ -167,7 +167,22 @@ pub async fn run(args: CtlArgs) -> ExitCode {
             ExitCode::from(EXIT_REQUEST_FAILED)
         }
         Err(error @ (CtlError::Client(_) | CtlError::Routing(_) | CtlError::Scaling(_))) => {
-            eprintln!("error: {error}");
+            let timed_out = match &error {
+                CtlError::Client(ClientError::Status(status))
+                | CtlError::Scaling(scaling::ScalingCtlError::Client(ClientError::Status(
+                    status,
+                ))) => client::is_request_timeout(status),
+                _ => false,
+            };
+            if timed_out {
+                eprintln!(
+                    "error: DEADLINE_EXCEEDED: no reply from {} within --request-timeout {}",
+                    args.addr(),
+                    args.request_timeout
+                );
+            } else {
+                eprintln!("error: {error}");
+            }
             // `invoke` sends its call through the node that owns the grain, so a failed call
             // says nothing about `--addr` itself.
             let routed = matches!(args.command, CtlCommand::Invoke { .. });
