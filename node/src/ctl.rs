@@ -184,7 +184,7 @@ pub async fn run(args: CtlArgs) -> ExitCode {
                 eprintln!("error: {error}");
             }
             // `invoke` sends its call through the node that owns the grain, so a failed call
-            // says nothing about `--addr` itself.
+            // does not show that `--addr` is wrong.
             let routed = matches!(args.command, CtlCommand::Invoke { .. });
             let hint = match &error {
                 _ if routed => None,

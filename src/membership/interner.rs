@@ -13,7 +13,7 @@
 //! decodes its own copy. The meta table maps name hash, boot id and version to the one
 //! [`SharedMeta`] in use, so a process keeps one copy per broadcast however many tables hold
 //! it. A real node keeps one view, so there the table saves only the copies between its own
-//! tables; a simulation of n nodes keeps one copy instead of n.
+//! tables. A simulation of n nodes keeps one copy instead of n.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -58,9 +58,9 @@
 //! suspects more than half of the other members at once, because the live members it does not
 //! suspect include itself. A stalled peer of a three-node cluster leaves two members not
 //! suspected against one suspected, so turns go on. The survivor of a two-node cluster whose
-//! peer crashed counts one against one, first suspected and then declared down, and goes on
-//! serving once the verdict has made it a lone node (its lease ends meanwhile, as its probes
-//! get no reply). Suspicions that other members gossip count as well, so a healthy node is
+//! peer crashed counts one against one, first suspected and then declared down. It goes on
+//! serving once the verdict has made it a lone node, and its lease ends meanwhile because its
+//! probes get no reply. Suspicions that other members gossip count as well, so a healthy node is
 //! fenced if more than half of the others are suspected before they refute it. In a partition
 //! into two equal halves neither side is fenced.
 //!
