@@ -67,10 +67,10 @@
 //! NOTE: the rule narrows the gap for groups of two or more but does not close it. Each node
 //! probes its members in a shuffled order that includes the rest of its group and members it
 //! suspects already, so the group may take longer than the suspicion timeout to suspect the
-//! whole other side. In the simulator, with five nodes and a pair cut off by a full
-//! partition, the pair still started turns after a verdict, or declared a majority node down
-//! while it could still run turns, in 1 of 30 seeds with the default settings (5 of 30 with
-//! a 1 s probe period and a 3 s suspicion timeout). In 4 of 30 seeds of a one-way partition
+//! whole other side. In the simulator, five nodes had a pair cut off by a full partition.
+//! The pair still started turns after a verdict, or declared a majority node down while it
+//! could still run turns, in 1 of 30 seeds with the default settings (5 of 30 with a 1 s probe
+//! period and a 3 s suspicion timeout). In 4 of 30 seeds of a one-way partition
 //! the same happened after pair nodes had learned their verdict and restarted, because a
 //! restarted node starts with empty counts. In a
 //! larger cluster a small group needs `n / (2 * g)` probe periods or more, longer than the
