@@ -68,13 +68,12 @@
 //! probes its members in a shuffled order that includes the rest of its group and members it
 //! suspects already, so the group may take longer than the suspicion timeout to suspect the
 //! whole other side. In the simulator, five nodes had a pair cut off by a full partition.
-//! The pair still started turns after a verdict, or declared a majority node down while it
-//! could still run turns, in 1 of 30 seeds with the default settings (5 of 30 with a 1 s probe
-//! period and a 3 s suspicion timeout). In 4 of 30 seeds of a one-way partition
-//! the same happened after pair nodes had learned their verdict and restarted, because a
-//! restarted node starts with empty counts. In a
-//! larger cluster a small group needs `n / (2 * g)` probe periods or more, longer than the
-//! suspicion timeout. A fence that holds for any group would need confirmations from a
+//! In 1 of 30 seeds with the default settings, the pair still started turns after a verdict
+//! or declared a majority node down while it could still run turns. With a 1 s probe period
+//! and a 3 s suspicion timeout, 5 of 30 seeds did. In 4 of 30 seeds of a one-way partition the
+//! same happened after pair nodes had learned their verdict and restarted, because a restarted
+//! node starts with empty counts. In a larger cluster a small group of `g` nodes out of `n`
+//! needs `n / (2 * g)` probe periods or more, longer than the suspicion timeout. A fence that holds for any group would need confirmations from a
 //! majority of the members within each lease, which SWIM's one probe a period does not give.
 //!
 //! NOTE: the margin does not cover a suspicion that started before the cut and never reached
