@@ -8,7 +8,7 @@ use tonic::Status;
 use super::pb;
 use super::status::call_error_status;
 use crate::directory::LookupOutcome;
-use crate::grain::GrainId;
+use crate::grain::{CallError, GrainId};
 use crate::membership::NodeState;
 use crate::migration::MigrationError;
 use crate::runtime::Node;
@@ -27,8 +27,20 @@ fn migration_status(error: &MigrationError) -> Status {
             Status::aborted(error.to_string())
         }
         MigrationError::Failed { .. } => Status::unavailable(error.to_string()),
-        MigrationError::TimedOut { .. } => Status::deadline_exceeded(error.to_string()),
+        MigrationError::TimedOut { .. } => {
+            Status::deadline_exceeded(format!("{error}; raise timeout_ms (ctl: --timeout-ms)"))
+        }
     }
+}
+
+/// Returns the status of a migration that failed because its deadline passed, which a longer
+/// deadline may avoid.
+fn deadline_passed(grain: &GrainId, timeout: Duration, cause: &dyn std::fmt::Display) -> Status {
+    Status::deadline_exceeded(format!(
+        "migration of {grain} did not finish within its {} ms deadline ({cause}); raise \
+         timeout_ms (ctl: --timeout-ms)",
+        timeout.as_millis()
+    ))
 }
 
 /// Returns a gRPC channel to a peer's API, reusing one channel per address; tonic channels
@@ -80,6 +92,9 @@ pub(crate) async fn migrate(
             });
         }
         Err(MigrationError::NotHere { .. }) => {}
+        Err(error @ MigrationError::Failed { .. }) if Instant::now() >= deadline => {
+            return Err(deadline_passed(&grain, timeout, &error));
+        }
         Err(error) => return Err(migration_status(&error)),
     }
     // Not active here: ask the directory where it is and forward the request to that node.
@@ -97,6 +112,9 @@ pub(crate) async fn migrate(
             return Err(Status::unavailable(
                 "the directory is settling after a membership change; retry",
             ));
+        }
+        Err(error @ CallError::DeadlineExceeded { .. }) => {
+            return Err(deadline_passed(&grain, timeout, &error));
         }
         Err(error) => return Err(super::call_error_status(&error)),
     };

@@ -536,6 +536,9 @@ async fn migrate_out(
                 duration: started.elapsed(),
             })
         }
+        HandOff::Expired => Err(MigrationError::TimedOut {
+            grain: grain.clone(),
+        }),
         HandOff::Rejected(detail) => Err(MigrationError::Rejected {
             grain: grain.clone(),
             target: target.name.to_string(),

@@ -61,6 +61,8 @@ pub enum MigrationReply {
     Rejected(String),
     /// The target registered but could not start the activation, and removed its entry.
     Failed(String),
+    /// The deadline passed at the target before it registered; the source keeps the grain.
+    Expired(String),
 }
 
 /// The record of a completed migration.

@@ -63,13 +63,28 @@ impl Node {
         let owner = self.directory_owner(grain).ok_or(CallError::NoActiveNode {
             grain: grain.clone(),
         })?;
+        let started = Instant::now();
         self.directory_request_to(&owner, request, deadline)
             .await
-            .map_err(|detail| CallError::NodeUnavailable {
-                node: owner.name.clone(),
-                grain: grain.clone(),
-                detail,
-                before_send: false,
+            .map_err(|detail| {
+                // A request that failed because its time ran out is the caller's deadline, not
+                // the owner's health: the owner may be fine, and a longer deadline may succeed.
+                if Instant::now() >= deadline {
+                    CallError::DeadlineExceeded {
+                        grain: grain.clone(),
+                        after_ms: u64::try_from(
+                            deadline.saturating_duration_since(started).as_millis(),
+                        )
+                        .unwrap_or(u64::MAX),
+                    }
+                } else {
+                    CallError::NodeUnavailable {
+                        node: owner.name.clone(),
+                        grain: grain.clone(),
+                        detail,
+                        before_send: false,
+                    }
+                }
             })
     }
 

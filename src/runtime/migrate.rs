@@ -31,6 +31,8 @@ pub(crate) enum HandOff {
     Accepted(DirectoryEntry),
     /// The target changed nothing.
     Rejected(String),
+    /// The target changed nothing because the deadline passed first.
+    Expired,
     /// The source cannot tell; it must ask the directory.
     Unknown(String),
 }
@@ -214,6 +216,7 @@ impl Node {
         match self.transport().migrate(target, request, deadline).await {
             Ok(MigrationReply::Accepted(entry)) => HandOff::Accepted(entry),
             Ok(MigrationReply::Rejected(detail)) => HandOff::Rejected(detail),
+            Ok(MigrationReply::Expired(_)) => HandOff::Expired,
             Ok(MigrationReply::Failed(detail)) => HandOff::Unknown(detail),
             Err(error) if error.before_send() => HandOff::Rejected(error.to_string()),
             Err(error) => HandOff::Unknown(error.to_string()),
@@ -262,7 +265,7 @@ impl Node {
         let lock = self.inner.catalog.activation_lock(&grain);
         let reply = match tokio::time::timeout_at(deadline.into(), lock.lock()).await {
             Ok(_guard) => self.take_over(request, deadline).await,
-            Err(_) => MigrationReply::Rejected(format!(
+            Err(_) => MigrationReply::Expired(format!(
                 "deadline passed while another activation of {grain} was starting here"
             )),
         };
@@ -291,14 +294,14 @@ impl Node {
         };
         loop {
             if Instant::now() >= deadline {
-                return MigrationReply::Rejected("deadline passed before the registration".into());
+                return MigrationReply::Expired("deadline passed before the registration".into());
             }
             // Registration and start under the shared activation gate, as in
             // `register_and_start`, so a directory sync re-asserts this activation.
             let Ok(gate) =
                 tokio::time::timeout_at(deadline.into(), self.inner.activation_gate.read()).await
             else {
-                return MigrationReply::Rejected(
+                return MigrationReply::Expired(
                     "deadline passed while a directory sync held the activation gate".into(),
                 );
             };

@@ -429,3 +429,46 @@ async fn drained_node_ends_empty_without_failed_calls() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn short_migration_deadline_is_deadline_exceeded() {
+    // Goal: a migration whose deadline is too short fails with DEADLINE_EXCEEDED, so the
+    // operator knows to allow more time, never with UNAVAILABLE, which blames a healthy node.
+    // Method: ask node-0 to move 40 counters, spread over both nodes, each with a 1 ms
+    // deadline; the grains still answer afterwards, each with its value.
+    let _slot = cluster_slot().await;
+    let cluster = Cluster::start(2, Timing::LOADED).await;
+    let mut clients = cluster.clients().await;
+    common::spread_counters(&mut clients, 40).await;
+
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    for index in 0..40 {
+        let request = pb::MigrateRequest {
+            grain_type: "counter".into(),
+            key: format!("c-{index}"),
+            target_node: String::new(),
+            timeout_ms: 1,
+        };
+        let code = match clients[0].grains.migrate(request).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => {
+                assert_eq!(
+                    status.code(),
+                    tonic::Code::DeadlineExceeded,
+                    "c-{index}: {status}"
+                );
+                status.code()
+            }
+        };
+        *codes.entry(format!("{code:?}")).or_default() += 1;
+    }
+
+    println!("codes of 40 migrations with a 1 ms deadline: {codes:?}");
+    assert!(
+        codes.contains_key("DeadlineExceeded"),
+        "no migration ran out of its 1 ms: {codes:?}"
+    );
+    for index in 0..40 {
+        assert_eq!(get(&mut clients[0], &format!("c-{index}")).await, 1);
+    }
+}
