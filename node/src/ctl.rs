@@ -39,7 +39,13 @@ pub struct CtlArgs {
     /// How long to wait for a reply before giving up on a paused or stuck node, such as 30s
     /// or 500ms. A drain or a migration is given its own timeout plus 15 s when that is
     /// longer.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "30s")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = crate::duration_arg::parse_positive
+    )]
     pub request_timeout: humantime::Duration,
 
     /// The request to send.

@@ -5,6 +5,7 @@
 mod bench;
 mod client;
 mod ctl;
+mod duration_arg;
 mod local;
 mod ready;
 mod run;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::scaling::behavior::Direction;
 use crate::scaling::config::{UnknownName, parse_name};
+use crate::scaling::decision::node_count;
 use crate::scaling::policy::{PolicyKind, Recommendation};
 
 /// The ways to combine recommendations.
@@ -95,7 +96,10 @@ pub fn combine(
         reason,
     };
     if recommendations.is_empty() {
-        return hold(format!("no policy is enabled; keep {current} nodes"));
+        return hold(format!(
+            "no policy is enabled; keep {}",
+            node_count(current)
+        ));
     }
     match combiner {
         CombinerKind::HighestPriority => {
@@ -118,7 +122,8 @@ pub fn combine(
                     ),
                 ),
                 None => hold(format!(
-                    "no policy recommends a change; keep {current} nodes"
+                    "no policy recommends a change; keep {}",
+                    node_count(current)
                 )),
             }
         }
@@ -136,8 +141,8 @@ pub fn combine(
                 .max()
             else {
                 return hold(format!(
-                    "only policies that add nodes are enabled, and none recommends it; keep \
-                     {current} nodes"
+                    "only policies that add nodes are enabled, and none recommends it; keep {}",
+                    node_count(current)
                 ));
             };
             let deciding: Vec<&Recommendation> = voting
@@ -183,13 +188,14 @@ pub fn combine(
                 return decided(combiner, conservative, deciding, reason);
             }
             hold(format!(
-                "fewer than {min_agree} policies agree on a direction; keep {current} nodes"
+                "fewer than {min_agree} policies agree on a direction; keep {}",
+                node_count(current)
             ))
         }
         CombinerKind::WeightedAverage => {
             let total_weight: f64 = recommendations.iter().map(|r| r.weight).sum();
             if total_weight <= 0.0 {
-                return hold(format!("every weight is 0; keep {current} nodes"));
+                return hold(format!("every weight is 0; keep {}", node_count(current)));
             }
             let weighted: f64 = recommendations
                 .iter()
@@ -217,6 +223,6 @@ fn decided(
         combiner,
         desired_nodes,
         deciding_policies: deciding.iter().map(|r| r.policy).collect(),
-        reason: format!("{reason}: {desired_nodes} nodes"),
+        reason: format!("{reason}: {}", node_count(desired_nodes)),
     }
 }

@@ -12,6 +12,14 @@ use crate::membership::Incarnation;
 use crate::scaling::behavior::Direction;
 use crate::scaling::combiner::Combined;
 use crate::scaling::load::{ClusterLoad, ClusterSnapshot};
+
+/// Returns `count` with the noun it counts, such as `1 node` or `3 nodes`, for summaries.
+pub(crate) fn node_count(count: u32) -> String {
+    match count {
+        1 => "1 node".to_owned(),
+        _ => format!("{count} nodes"),
+    }
+}
 use crate::scaling::policy::{PolicyKind, Recommendation};
 
 /// Identifier of a decision; ids increase by one per recorded decision. A supervisor of

@@ -28,7 +28,7 @@ use crate::scaling::combiner::combine;
 use crate::scaling::config::{ConfigError, ScalingConfig};
 use crate::scaling::decision::{
     Action, ActionOutcome, AppliedLimit, Decision, DecisionHistory, DecisionId, NodeRemoval,
-    Trigger,
+    Trigger, node_count,
 };
 use crate::scaling::disruption::DisruptionHold;
 use crate::scaling::load::{ClusterLoad, ClusterSnapshot};
@@ -493,8 +493,9 @@ impl ScalingCore {
         let joining_nodes = if joining == 1 { "node" } else { "nodes" };
         let (action, summary) = if target > current && current + joining >= target {
             let summary = format!(
-                "scale out from {current} to {target} nodes is held back: {joining} joining \
-                 {joining_nodes} count once Active"
+                "scale out from {current} to {} is held back: {joining} joining {joining_nodes} \
+                 count once Active",
+                node_count(target)
             );
             (Action::None, summary)
         } else if target > current && joining > 0 {
@@ -556,20 +557,28 @@ impl ScalingCore {
             Ok(Action::None) if target != current => {
                 let blocked_by = self.blocking_limit(now);
                 let summary = format!(
-                    "{} from {current} to {target} nodes is held back: {}",
+                    "{} from {current} to {} is held back: {}",
                     direction_verb(current, target),
+                    node_count(target),
                     describe_limit(&blocked_by)
                 );
                 limits.push(blocked_by);
                 (Action::None, summary)
             }
             Ok(action) => {
-                let summary = summarize(&action, current, target, reason);
+                // The limits that moved the count away from the policies' recommendation.
+                let mut reason = reason.to_owned();
+                for limit in limits.iter() {
+                    reason = format!("{reason}; {}", describe_limit(limit));
+                }
+                let summary = summarize(&action, current, target, &reason);
                 (action, summary)
             }
             Err(reason) => {
-                let summary =
-                    format!("scale in from {current} to {target} nodes is held back: {reason}");
+                let summary = format!(
+                    "scale in from {current} to {} is held back: {reason}",
+                    node_count(target)
+                );
                 limits.push(AppliedLimit::NoRemovalCandidate { reason });
                 (Action::None, summary)
             }
@@ -706,14 +715,18 @@ fn direction_verb(current: u32, target: u32) -> &'static str {
 
 fn summarize(action: &Action, current: u32, target: u32, reason: &str) -> String {
     match action {
-        Action::None => format!("keep {current} nodes: {reason}"),
+        Action::None => format!("keep {}: {reason}", node_count(current)),
         Action::ScaleOut { nodes } => {
-            format!("scale out from {current} to {target} nodes, adding {nodes}: {reason}")
+            format!(
+                "scale out from {current} to {}, adding {nodes}: {reason}",
+                node_count(target)
+            )
         }
         Action::ScaleIn { nodes } => {
             let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
             format!(
-                "scale in from {current} to {target} nodes, draining {}: {reason}",
+                "scale in from {current} to {}, draining {}: {reason}",
+                node_count(target),
                 names.join(", ")
             )
         }
@@ -733,6 +746,30 @@ fn describe_limit(limit: &AppliedLimit) -> String {
         AppliedLimit::Cooldown { remaining } => {
             format!("cooldown has {} ms left", remaining.as_millis())
         }
-        other => format!("{other:?}"),
+        AppliedLimit::Tolerance {
+            policy,
+            ratio,
+            tolerance,
+        } => format!(
+            "{policy} is within its tolerance ({ratio:.2} of target, tolerance {tolerance})"
+        ),
+        AppliedLimit::Stabilization {
+            direction,
+            window,
+            from,
+            to,
+        } => format!("the {direction} stabilization window of {window:?} holds {from} at {to}"),
+        AppliedLimit::Rate {
+            direction,
+            from,
+            to,
+        } => format!("the {direction} rate policies allow {to} of {from}"),
+        AppliedLimit::MinNodes { min, from } => {
+            format!("raised from {from} to min_nodes {min}")
+        }
+        AppliedLimit::MaxNodes { max, from } => {
+            format!("lowered from {from} to max_nodes {max}")
+        }
+        AppliedLimit::NoRemovalCandidate { reason } => format!("no node can be removed: {reason}"),
     }
 }

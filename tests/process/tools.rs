@@ -85,13 +85,33 @@ async fn local_runs_workload_and_conserves_balance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_options_exit_with_code_two() {
     // Each case names the option and exits 2 before it starts or connects to anything.
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["local", "--nodes", "3", "--max-nodes", "2"],
             "--max-nodes 2",
         ),
         (&["local", "--start-timeout", "0s"], "--start-timeout"),
         (&["local", "--duration", "0s"], "--duration"),
+        (
+            &["local", "--duration", "banana"],
+            "such as 500ms, 30s or 2m",
+        ),
+        (&["local", "--node-log", "nonsense[["], "--node-log"),
+        (
+            &["local", "--sqlite-path", "/nonexistent/gristmill.db"],
+            "directory /nonexistent does not exist",
+        ),
+        (
+            &[
+                "ctl",
+                "--addr",
+                "127.0.0.1:1",
+                "--request-timeout",
+                "0s",
+                "members",
+            ],
+            "longer than 0",
+        ),
         (&["ctl", "--addr", "localhost", "members"], "HOST:PORT"),
         (&["ctl", "members"], "missing --addr"),
     ];

@@ -43,7 +43,7 @@ pub struct BenchArgs {
 
     /// Recorded time of each closed-loop measurement, such as `10s`. A tenth of it (at most
     /// 1 s) runs before it as unrecorded warm-up.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration_arg::parse_positive)]
     pub duration: humantime::Duration,
 
     /// Calls in flight in the concurrent measurements.

@@ -80,7 +80,7 @@ pub struct LocalArgs {
     pub transfer_percent: u8,
 
     /// How long the workload runs, spike and quiet period together, such as `30s` or `2m`.
-    #[arg(long, default_value = "120s", value_name = "DURATION")]
+    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = crate::duration_arg::parse_positive)]
     pub duration: humantime::Duration,
 
     /// Calls in flight at once over all nodes during the spike; an eighth of them (at least
@@ -93,7 +93,7 @@ pub struct LocalArgs {
     pub call_timeout_ms: u32,
 
     /// Time the cluster has to start and converge, such as `60s`.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = crate::duration_arg::parse_positive)]
     pub start_timeout: humantime::Duration,
 
     /// Log filter of the nodes, whose logs go to this process's stderr.
@@ -257,13 +257,24 @@ fn check_args(args: &LocalArgs) -> Result<(), String> {
             args.max_nodes, args.nodes
         ));
     }
-    for (flag, value) in [
-        ("--start-timeout", args.start_timeout),
-        ("--duration", args.duration),
-    ] {
-        if value.is_zero() {
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(&args.node_log) {
+        return Err(format!(
+            "invalid --node-log {:?}: {error}; expected comma-separated directives such as \
+             `warn` or `warn,gristmill::scaling=info`",
+            args.node_log
+        ));
+    }
+    if let Some(path) = &args.sqlite_path {
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if !directory.is_dir() {
             return Err(format!(
-                "invalid {flag} {value}: it must be longer than 0s, such as 60s"
+                "invalid --sqlite-path {}: directory {} does not exist; create it or name a \
+                 file in an existing directory",
+                path.display(),
+                directory.display()
             ));
         }
     }

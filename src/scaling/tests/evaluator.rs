@@ -58,6 +58,13 @@ fn scale_in_waits_for_stabilization_window() {
             held,
             "at {second} s the window must be recorded as the reason"
         );
+        assert!(
+            decision
+                .summary
+                .contains("scale_in stabilization window of 300s"),
+            "at {second} s the summary names the window: {}",
+            decision.summary
+        );
     }
     // The 50 % sample from 0 s is exactly 300 s old now, which HPA also no longer counts.
     let decision = core.handle_evaluation(snapshot(nodes_at_cpu(4, 10.0)), secs(300));
@@ -140,7 +147,21 @@ fn min_and_max_bound_target() {
         });
         let decision = core.handle_evaluation(snapshot(nodes_at_cpu(count, cpu)), secs(0));
         assert_eq!(decision.target_nodes, expected, "{count} nodes at {cpu}");
+        assert!(
+            !decision.summary.contains("1 nodes"),
+            "{count} nodes: {}",
+            decision.summary
+        );
         if let Some(limit) = limit {
+            let bound = match limit {
+                AppliedLimit::MinNodes { .. } => "min_nodes",
+                _ => "max_nodes",
+            };
+            assert!(
+                decision.summary.contains(bound),
+                "{count} nodes: {}",
+                decision.summary
+            );
             assert!(
                 decision.limits.contains(&limit),
                 "{count} nodes: {:?}",
