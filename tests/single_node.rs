@@ -89,14 +89,18 @@ async fn single_node_serves_grains() {
     // Grain-to-grain calls: the bank worker moves money between two account grains.
     let bank = node.grain::<samples::Bank>("main");
     let bob = node.grain::<samples::Account>("bob");
-    let transfer = |amount| Transfer {
+    let transfer = |amount, id| Transfer {
         from: "alice".into(),
         to: "bob".into(),
         amount,
+        id: Some(id),
     };
-    assert_eq!(bank.call(transfer(300)).await, Ok(700));
+    assert_eq!(bank.call(transfer(300, 1)).await, Ok(700));
     assert_eq!(bob.call(Balance).await, Ok(1_300));
-    let overdraft = bank.call(transfer(5_000)).await;
+    // A retry with the same id, as after a lost reply, moves nothing more.
+    assert_eq!(bank.call(transfer(300, 1)).await, Ok(700));
+    assert_eq!(bob.call(Balance).await, Ok(1_300));
+    let overdraft = bank.call(transfer(5_000, 2)).await;
     assert!(
         matches!(overdraft, Err(CallError::Grain { ref error, .. }) if error.code == "insufficient_funds"),
         "{overdraft:?}"

@@ -6,6 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{BIN, Cluster, Timing, cluster_slot};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::Value;
 
 /// Runs the binary with `args` within `within` and returns its exit code, stdout and stderr.
@@ -397,5 +399,106 @@ async fn node_survives_closed_stderr() {
     assert!(
         child.try_wait().expect("query the node").is_none(),
         "the node exited after its ready line"
+    );
+}
+
+/// Returns the pid of the child of `parent` that runs the node named `node`, read from /proc.
+fn child_node_pid(parent: u32, node: &str) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{parent}/task")).ok()?;
+    let children: Vec<String> = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .collect();
+    children
+        .iter()
+        .flat_map(|line| line.split_whitespace())
+        .filter_map(|pid| pid.parse::<i32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+            args.windows(2)
+                .any(|pair| pair[0] == b"--node-name" && pair[1] == node.as_bytes())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_finishes_transfers_after_node_kill() {
+    // Goal: a node killed under the workload leaves the account total conserved, because a
+    // transfer cut short between its withdrawal and its deposit is sent again with its id.
+    // Method: kill node-1 of `gristmill local` with SIGKILL once the workload has run for a
+    // few seconds, then read the summary and the exit code.
+    use tokio::io::AsyncBufReadExt;
+
+    let _slot = cluster_slot().await;
+    let args = [
+        "local",
+        "--nodes",
+        "3",
+        "--max-nodes",
+        "3",
+        "--grains",
+        "200",
+        "--accounts",
+        "20",
+        "--transfer-percent",
+        "50",
+        "--duration",
+        "20s",
+        "--concurrency",
+        "16",
+        "--json",
+    ];
+    let mut child = tokio::process::Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start gristmill local");
+    let local_pid = child.id().expect("local runs");
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let mut progress_lines = 0;
+    let mut line = String::new();
+    while progress_lines < 4 {
+        line.clear();
+        let read = tokio::time::timeout(Duration::from_secs(120), stderr.read_line(&mut line))
+            .await
+            .expect("local prints progress within 120 s")
+            .expect("read stderr");
+        assert!(read > 0, "local ended before its workload ran");
+        if line.contains("calls/s") {
+            progress_lines += 1;
+        }
+    }
+    let node_pid = child_node_pid(local_pid, "node-1").expect("local runs node-1");
+    kill(Pid::from_raw(node_pid), Signal::SIGKILL).expect("kill node-1");
+    println!("killed node-1 (pid {node_pid}) after {progress_lines} progress lines");
+    // Keep reading stderr so that local never blocks on a full pipe.
+    let drain = tokio::spawn(async move {
+        let mut rest = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut rest).await;
+        rest
+    });
+    let output = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("local ends within 180 s")
+        .expect("wait for local");
+    let rest = drain.await.expect("stderr reader");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("summary is not JSON ({error}): {stdout}\n{rest}"));
+    println!(
+        "transfer retries {}, uncertain {}, errors {}",
+        summary["transfer_retries"], summary["uncertain_transfers"], summary["errors_by_code"]
+    );
+    assert_eq!(output.status.code(), Some(0), "{summary}\n{rest}");
+    assert_eq!(
+        summary["total_balance_actual"], summary["total_balance_expected"],
+        "{summary}"
+    );
+    assert_eq!(summary["uncertain_transfers"], 0, "{summary}");
+    assert!(
+        summary["transfer_retries"].as_u64().unwrap_or(0) > 0,
+        "no transfer was cut short by the kill: {summary}"
     );
 }

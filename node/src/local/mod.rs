@@ -126,9 +126,11 @@ Phases of the demo:
 Each scaling decision that acts is printed on stderr with its reason, as it starts and ends.
 
 Exit codes: 0 when the total balance is conserved, 4 when it is not or a balance could not be
-read (an acknowledged transfer was lost or applied twice, or, in a run where nodes were killed,
-a transfer was cut short between its withdrawal and its deposit), 1 when the cluster did not start
-or converge, 2 for invalid options, 130 after Ctrl-C.";
+read (an acknowledged transfer was lost or applied twice, or a transfer cut short between its
+withdrawal and its deposit was not finished by its retries), 1 when the cluster did not start or
+converge, 2 for invalid options, 130 after Ctrl-C. A transfer that fails without a known
+outcome, as when a node is killed, is sent again with its id until it finishes, for at most
+20 s after the workload ends.";
 
 /// Time each node has to drain and exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -191,10 +193,9 @@ pub async fn run(args: LocalArgs) -> ExitCode {
             if summary.uncertain_transfers > 0 {
                 eprintln!(
                     "error: the total balance is not conserved or not readable, and {} \
-                     transfers failed without a known outcome. The sample's transfer withdraws \
-                     and then deposits in two grain calls, so a node lost or a deadline passed \
-                     between them can leave an amount withdrawn and not deposited. Only a run \
-                     in which no transfer failed that way shows lost or doubled writes",
+                     transfers were still without a known outcome when their retries ran out. \
+                     Such a transfer may have withdrawn its amount and not deposited it yet; \
+                     only a run without them shows lost or doubled writes",
                     summary.uncertain_transfers
                 );
             } else {
@@ -518,6 +519,7 @@ async fn run_workload(
         errors: stats.errors,
         errors_by_code: stats.errors_by_code.clone(),
         uncertain_transfers: stats.uncertain_transfers,
+        transfer_retries: stats.transfer_retries,
         calls_per_sec: stats.calls as f64 / duration.as_secs_f64(),
         p50_us: stats.total.value_at_quantile(0.5),
         p99_us: stats.total.value_at_quantile(0.99),

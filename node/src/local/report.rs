@@ -24,9 +24,11 @@ pub struct Summary {
     pub errors: u64,
     /// Errors by gRPC status code name.
     pub errors_by_code: BTreeMap<String, u64>,
-    /// Transfers that failed in a way that may have left them half done, such as a node lost
-    /// between the withdrawal and the deposit.
+    /// Transfers that may have been left half done, such as by a node lost between the
+    /// withdrawal and the deposit, and whose retries with the same id ran out.
     pub uncertain_transfers: u64,
+    /// Transfers sent again with their id after a failure without a known outcome.
+    pub transfer_retries: u64,
     /// Calls per second over the whole run.
     pub calls_per_sec: f64,
     /// Median call latency, in microseconds.
@@ -87,9 +89,15 @@ impl Summary {
             self.errors,
             format_counts(&self.errors_by_code, " (", ")")
         ));
+        if self.transfer_retries > 0 {
+            line(format_args!(
+                "transfers sent again with their id to finish them: {}",
+                self.transfer_retries
+            ));
+        }
         if self.uncertain_transfers > 0 {
             line(format_args!(
-                "transfers that failed without a known outcome: {}",
+                "transfers still without a known outcome when their retries ran out: {}",
                 self.uncertain_transfers
             ));
         }
@@ -254,6 +262,7 @@ mod tests {
             errors: 0,
             errors_by_code: BTreeMap::new(),
             uncertain_transfers: 0,
+            transfer_retries: 0,
             calls_per_sec: 10.0,
             p50_us: 100,
             p99_us: 900,
@@ -305,6 +314,7 @@ mod tests {
                 errors: 0,
                 errors_by_code: BTreeMap::new(),
                 uncertain_transfers: 0,
+                transfer_retries: 0,
                 calls_per_sec: 1.0,
                 p50_us: 1,
                 p99_us: 1,
@@ -410,6 +420,7 @@ mod tests {
             errors: 0,
             errors_by_code: BTreeMap::new(),
             uncertain_transfers: 0,
+            transfer_retries: 0,
             calls_per_sec: 8.3,
             p50_us: 800,
             p99_us: 4_000,

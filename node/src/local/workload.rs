@@ -21,6 +21,11 @@ pub const INITIAL_BALANCE: i64 = 1_000;
 const MAX_TRANSFER: i64 = 10;
 /// Highest latency the histograms record, in microseconds; slower calls count as this value.
 const MAX_LATENCY_US: u64 = 60_000_000;
+/// Time after the end of the workload during which a transfer without a known outcome is
+/// still sent again with its id, so that it finishes before the balances are read.
+const TRANSFER_RETRY_GRACE: Duration = Duration::from_secs(20);
+/// Pause before a transfer is sent again, so that membership can catch up with a lost node.
+const TRANSFER_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// Shape of the workload.
 #[derive(Clone, Debug)]
@@ -58,8 +63,11 @@ pub struct Stats {
     pub errors: u64,
     /// Error counts by gRPC status code name.
     pub errors_by_code: BTreeMap<String, u64>,
-    /// Transfers that failed without a known outcome (see [`settles_transfer`]).
+    /// Transfers that still had no known outcome when their retries ran out (see
+    /// [`settles_transfer`]).
     pub uncertain_transfers: u64,
+    /// Transfers sent again with the same id after a failure without a known outcome.
+    pub transfer_retries: u64,
     /// Calls in the current progress window.
     pub window_calls: u64,
     /// Errors in the current progress window.
@@ -78,6 +86,7 @@ impl Stats {
             errors: 0,
             errors_by_code: BTreeMap::new(),
             uncertain_transfers: 0,
+            transfer_retries: 0,
             window_calls: 0,
             window_errors: 0,
         }
@@ -152,7 +161,7 @@ async fn run_worker(spec: WorkloadSpec, client: GristmillClient, stats: SharedSt
         let is_transfer =
             spec.accounts >= 2 && rng.random_range(0..100) < u32::from(spec.transfer_percent);
         let started = Instant::now();
-        let outcome = if is_transfer {
+        if is_transfer {
             let from = rng.random_range(0..spec.accounts);
             // Pick a different account by offsetting the source by 1 to accounts - 1.
             let to = (from + rng.random_range(1..spec.accounts)) % spec.accounts;
@@ -160,43 +169,65 @@ async fn run_worker(spec: WorkloadSpec, client: GristmillClient, stats: SharedSt
                 "from": account_key(from),
                 "to": account_key(to),
                 "amount": rng.random_range(1..=MAX_TRANSFER),
+                "id": rng.random::<u64>(),
             });
-            client
-                .invoke_json::<_, Value>("bank", "main", "transfer", &payload, timeout)
-                .await
+            let retry_until = spec.until + TRANSFER_RETRY_GRACE;
+            let (outcome, retries) = transfer(&client, &payload, timeout, retry_until).await;
+            let uncertain = outcome
+                .as_ref()
+                .is_err_and(|label| !settles_transfer(label));
+            let mut stats = stats.lock().expect("stats lock is never poisoned");
+            stats.record(started.elapsed(), outcome);
+            stats.transfer_retries += retries;
+            if uncertain {
+                stats.uncertain_transfers += 1;
+            }
         } else {
             let key = format!("c-{}", rng.random_range(0..counters));
             let payload = json!({ "amount": 1 });
-            client
+            let outcome = client
                 .invoke_json::<_, Value>("counter", &key, "add", &payload, timeout)
                 .await
-        };
-        let outcome = outcome.map(drop).map_err(|error| error_label(&error));
-        let uncertain = is_transfer
-            && outcome
-                .as_ref()
-                .is_err_and(|label| !settles_transfer(label));
-        let mut stats = stats.lock().expect("stats lock is never poisoned");
-        stats.record(started.elapsed(), outcome);
-        if uncertain {
-            stats.uncertain_transfers += 1;
+                .map(drop)
+                .map_err(|error| error_label(&error));
+            let mut stats = stats.lock().expect("stats lock is never poisoned");
+            stats.record(started.elapsed(), outcome);
+        }
+    }
+}
+
+/// Sends the transfer `payload`, which carries its id, until its outcome is known or
+/// `retry_until` passes. Returns the last outcome and the number of retries.
+async fn transfer(
+    client: &GristmillClient,
+    payload: &Value,
+    timeout: Option<Duration>,
+    retry_until: Instant,
+) -> (Result<(), String>, u64) {
+    let mut retries = 0;
+    loop {
+        let outcome = client
+            .invoke_json::<_, Value>("bank", "main", "transfer", payload, timeout)
+            .await
+            .map(drop)
+            .map_err(|error| error_label(&error));
+        match outcome {
+            Err(label) if !settles_transfer(&label) && Instant::now() < retry_until => {
+                retries += 1;
+                tokio::time::sleep(TRANSFER_RETRY_PAUSE).await;
+            }
+            outcome => return (outcome, retries),
         }
     }
 }
 
 /// Returns whether a transfer that failed with the error `label` is known to have left every
-/// balance as it was: the bank rejected it before the withdrawal, the withdrawal was rejected,
-/// or the deposit failed and the refund succeeded (`transfer_failed`). Any other failure, such as
-/// a lost node or a deadline in the middle of the transfer, may have left the amount withdrawn
-/// and not deposited, because the sample's transfer is two grain calls and not atomic.
+/// balance as it was: the bank rejected it before the withdrawal, or the withdrawal was
+/// rejected. Any other failure, such as a lost node or a deadline in the middle of the
+/// transfer (`transfer_incomplete`), may have left the amount withdrawn and not yet deposited,
+/// until the transfer is sent again with its id.
 fn settles_transfer(label: &str) -> bool {
-    const SETTLED: [&str; 5] = [
-        "invalid_transfer",
-        "invalid_amount",
-        "insufficient_funds",
-        "overflow",
-        "transfer_failed",
-    ];
+    const SETTLED: [&str; 3] = ["invalid_transfer", "invalid_amount", "insufficient_funds"];
     label
         .split_once(':')
         .is_some_and(|(_, grain_code)| SETTLED.contains(&grain_code))
@@ -303,12 +334,12 @@ mod tests {
     fn transfer_outcome_known_only_for_settled_codes() {
         for settled in [
             "FailedPrecondition:insufficient_funds",
-            "FailedPrecondition:transfer_failed",
             "FailedPrecondition:invalid_transfer",
         ] {
             assert!(settles_transfer(settled), "{settled}");
         }
         for uncertain in [
+            "FailedPrecondition:transfer_incomplete",
             "FailedPrecondition:call_failed",
             "Unavailable",
             "DeadlineExceeded",

@@ -10,7 +10,9 @@ use std::num::NonZeroU32;
 use serde::{Deserialize, Serialize};
 
 use super::account::{Account, Deposit, Withdraw, check_amount};
-use crate::grain::{Grain, GrainContext, GrainError, GrainTypeOptions, Handler, Method, Methods};
+use crate::grain::{
+    CallError, Grain, GrainContext, GrainError, GrainTypeOptions, Handler, Method, Methods,
+};
 
 /// Worker activations per node.
 pub const BANK_WORKERS: u32 = 8;
@@ -20,6 +22,9 @@ pub const BANK_WORKERS: u32 = 8;
 pub struct Bank;
 
 /// Moves `amount` from account `from` to account `to` and returns the new balance of `from`.
+///
+/// Sending a transfer again with the same `id` is safe: each account applies its step of a
+/// transfer once, so a retry finishes a transfer that was cut short and repeats nothing.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Transfer {
     /// Key of the paying account.
@@ -28,6 +33,10 @@ pub struct Transfer {
     pub to: String,
     /// Amount to move; must be positive.
     pub amount: i64,
+    /// Id that makes the transfer safe to retry, unique per transfer. Without one the bank
+    /// picks a random id and names it in the error of a transfer that did not finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
 }
 
 impl Method for Transfer {
@@ -58,12 +67,10 @@ impl Grain for Bank {
 }
 
 impl Handler<Transfer> for Bank {
-    /// Withdraws first, then deposits; if the deposit fails the amount is deposited back into
-    /// the source, so the total over all accounts stays the same.
-    ///
-    /// NOTE: a deposit that times out may still have been applied by the receiver, and the
-    /// refund then creates money. Exactly-once transfers need deposits made idempotent by a
-    /// transfer id.
+    /// Withdraws, then deposits, both tagged with the transfer id. If either step fails
+    /// without a known outcome, the transfer fails with `transfer_incomplete`, and sending it
+    /// again with the same id finishes it. There is no refund: a deposit that timed out may
+    /// have been applied, and a refund would then create money.
     async fn handle(
         &mut self,
         request: Transfer,
@@ -76,31 +83,38 @@ impl Handler<Transfer> for Bank {
                 "cannot transfer to the same account",
             ));
         }
+        let id = request.id.unwrap_or_else(rand::random);
+        let incomplete = |step: &str, error: CallError| {
+            GrainError::new(
+                "transfer_incomplete",
+                format!(
+                    "transfer {id} of {} from {} to {} stopped at the {step}: {error}; send it \
+                     again with \"id\": {id} to finish it",
+                    request.amount, request.from, request.to
+                ),
+            )
+        };
         let source = ctx.grain::<Account>(request.from.clone());
-        let balance = source
+        let withdrawal = source
             .call(Withdraw {
                 amount: request.amount,
+                transfer: Some(id),
             })
-            .await?;
+            .await;
+        let balance = match withdrawal {
+            Ok(balance) => balance,
+            // The account replied, so its error (such as insufficient funds) is final.
+            Err(CallError::Grain { error, .. }) => return Err(error),
+            Err(error) => return Err(incomplete("withdrawal", error)),
+        };
         let receiver = ctx.grain::<Account>(request.to.clone());
-        match receiver
+        receiver
             .call(Deposit {
                 amount: request.amount,
+                transfer: Some(id),
             })
             .await
-        {
-            Ok(_) => Ok(balance),
-            Err(error) => {
-                source
-                    .call(Deposit {
-                        amount: request.amount,
-                    })
-                    .await?;
-                Err(GrainError::new(
-                    "transfer_failed",
-                    format!("deposit into {} failed: {error}", request.to),
-                ))
-            }
-        }
+            .map_err(|error| incomplete("deposit", error))?;
+        Ok(balance)
     }
 }
