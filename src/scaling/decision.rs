@@ -297,10 +297,28 @@ impl DecisionHistory {
         self.decisions.get_mut(index)
     }
 
+    /// Finds `id` among the decisions, which are in id order but need not be contiguous: a
+    /// history restored after a failover starts with the ids of earlier supervisors.
     fn index_of(&self, id: DecisionId) -> Option<usize> {
-        let first = self.decisions.front()?.id.0;
-        let index = usize::try_from(id.0.checked_sub(first)?).ok()?;
-        (index < self.decisions.len()).then_some(index)
+        self.decisions
+            .binary_search_by_key(&id, |decision| decision.id)
+            .ok()
+    }
+
+    /// Adds decisions recorded by earlier supervisors, with their own ids, before the ones
+    /// recorded here. A decision whose id is not below every stored one, or is above the last
+    /// id given out, is skipped to keep the ids in order. The oldest go beyond capacity.
+    pub fn restore<'a>(&mut self, earlier: impl DoubleEndedIterator<Item = &'a Decision>) {
+        for decision in earlier.rev() {
+            let below = self
+                .decisions
+                .front()
+                .is_none_or(|first| decision.id < first.id);
+            if below && decision.id <= self.last_id {
+                self.decisions.push_front(decision.clone());
+            }
+        }
+        self.trim();
     }
 
     /// Iterates over stored decisions with ids above `after`, oldest first.

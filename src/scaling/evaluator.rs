@@ -163,6 +163,12 @@ impl ScalingCore {
         self.history.continue_after(id);
     }
 
+    /// Adds decisions of earlier supervisors before the ones recorded here (see
+    /// [`DecisionHistory::restore`]).
+    pub fn restore_history<'a>(&mut self, earlier: impl DoubleEndedIterator<Item = &'a Decision>) {
+        self.history.restore(earlier);
+    }
+
     /// Returns the recorded decisions.
     pub fn history(&self) -> &DecisionHistory {
         &self.history

@@ -7,6 +7,7 @@
 //!
 //! [`Millis`]: crate::clock::Millis
 
+pub mod action_journal;
 pub mod behavior;
 pub mod combiner;
 pub mod config;

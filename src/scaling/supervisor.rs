@@ -23,6 +23,7 @@ use tokio::sync::broadcast;
 
 use crate::membership::{Incarnation, MemberInfo, NodeState};
 use crate::runtime::Node;
+use crate::scaling::action_journal::ActionJournal;
 use crate::scaling::config::{ConfigError, ScalingConfig};
 use crate::scaling::decision::{ActionOutcome, Decision, DecisionId};
 use crate::scaling::evaluator::{RequestError, ScalingCore, ScalingStatus};
@@ -239,7 +240,12 @@ pub struct SupervisorState {
 
 enum Role {
     Standby,
-    Acting { core: Box<ScalingCore>, epoch: u64 },
+    Acting {
+        core: Box<ScalingCore>,
+        epoch: u64,
+        /// The actions of this and earlier supervisors, as kept in the state store.
+        journal: ActionJournal,
+    },
 }
 
 impl Actor for Supervisor {
@@ -461,6 +467,18 @@ impl SupervisorState {
             }
         };
         core.continue_ids_after(DecisionId::epoch_base(epoch));
+        let journal = match ActionJournal::read(self.store()).await {
+            Ok(mut journal) => {
+                journal.mark_unfinished_interrupted(epoch);
+                core.restore_history(journal.decisions());
+                journal
+            }
+            Err(error) => {
+                // The history then starts empty, and this supervisor's actions are not kept.
+                tracing::warn!(%error, "cannot read the action journal of earlier supervisors");
+                ActionJournal::default()
+            }
+        };
         if let Some(reason) = &self.register.record.paused {
             core.maybe_pause(reason.clone());
         } else if self.node.inner.config.orchestrator == OrchestratorKind::None {
@@ -473,6 +491,7 @@ impl SupervisorState {
         self.role = Role::Acting {
             core: Box::new(core),
             epoch,
+            journal,
         };
     }
 
@@ -538,7 +557,19 @@ impl SupervisorState {
         self.metrics.record_decision(&decision);
         let _ = self.decisions.send(decision.clone());
         if decision.action.change().is_some() {
+            self.record_in_journal(&decision).await;
             self.start_action(myself, decision).await;
+        }
+    }
+
+    /// Keeps a decision with an action in the action journal, so a later supervisor lists it.
+    async fn record_in_journal(&mut self, decision: &Decision) {
+        let store = self.node.storage();
+        let Role::Acting { journal, .. } = &mut self.role else {
+            return;
+        };
+        if let Err(error) = journal.record(store, decision).await {
+            tracing::warn!(%error, decision = %decision.id, "cannot keep the action in the journal");
         }
     }
 
@@ -563,7 +594,7 @@ impl SupervisorState {
                 completed_nodes: 0,
                 error: format!("not started: {error}"),
             };
-            self.finish(decision.id, ActionReport::from(outcome));
+            self.finish(decision.id, ActionReport::from(outcome)).await;
             return;
         }
         let context = ActionContext {
@@ -597,7 +628,7 @@ impl SupervisorState {
             ActionOutcome::Succeeded => "succeeded".to_owned(),
             ActionOutcome::Failed { error, .. } => format!("failed: {error}"),
         };
-        self.finish(id, report);
+        self.finish(id, report).await;
         let mut next = self.register.record.clone();
         if let Some(action) = next
             .last_action
@@ -609,19 +640,29 @@ impl SupervisorState {
         let _ = self.write_or_step_down(next).await;
     }
 
-    /// Reports an outcome to the core, counts it, and publishes the updated decision.
-    fn finish(&mut self, id: DecisionId, report: ActionReport) {
+    /// Reports an outcome to the core, counts it, and publishes and journals the updated
+    /// decision.
+    async fn finish(&mut self, id: DecisionId, report: ActionReport) {
         let now = self.node.inner.clock.now();
         let Role::Acting { core, .. } = &mut self.role else {
             return;
         };
-        match core.handle_action_outcome(id, report.outcome, report.removals, report.steps, now) {
-            Ok(decision) => {
-                self.metrics.record_outcome(decision);
-                let _ = self.decisions.send(decision.clone());
+        let decision = match core.handle_action_outcome(
+            id,
+            report.outcome,
+            report.removals,
+            report.steps,
+            now,
+        ) {
+            Ok(decision) => decision.clone(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot record an action outcome");
+                return;
             }
-            Err(error) => tracing::warn!(%error, "cannot record an action outcome"),
-        }
+        };
+        self.metrics.record_outcome(&decision);
+        let _ = self.decisions.send(decision.clone());
+        self.record_in_journal(&decision).await;
     }
 
     fn not_leader(&self) -> SupervisorError {

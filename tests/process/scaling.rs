@@ -456,9 +456,9 @@ async fn oscillating_load_does_not_flap() {
     );
 }
 
-// Goal: when the acting supervisor's node dies, another node takes over and does not start
-// the interrupted action again. Method: paused scaling, ScaleTo 3 on node-0, kill -9 of
-// node-0 right away; node-1 must act and no further node may start.
+// Goal: when the acting supervisor's node dies, another node takes over, does not start the
+// interrupted action again, and lists it as interrupted. Method: paused scaling, ScaleTo 4 on
+// node-0, kill -9 of node-0 right away; node-1 must act and no further node may start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_failover_does_not_repeat_action() {
     let _slot = cluster_slot().await;
@@ -516,11 +516,26 @@ async fn supervisor_failover_does_not_repeat_action() {
         "a node of the interrupted action is alive: {}",
         describe(&members)
     );
-    let repeated = decisions(&mut scaling)
-        .await
+    let listed = decisions(&mut scaling).await;
+    let repeated = listed
         .iter()
+        .filter(|decision| decision.supervisor == "node-1")
         .any(|decision| action_kind(decision) != pb::action::Kind::None);
     assert!(!repeated, "the new supervisor started an action");
+
+    // The action of node-0 is still listed, under its id, as interrupted.
+    let earlier = listed
+        .iter()
+        .find(|listed| listed.id == decision.id)
+        .unwrap_or_else(|| panic!("decision {} of node-0 is not listed", decision.id));
+    assert_eq!(earlier.supervisor, "node-0");
+    let outcome = earlier.outcome.as_ref().expect("an outcome");
+    assert_eq!(
+        outcome.kind,
+        pb::action_outcome::Kind::Failed as i32,
+        "{outcome:?}"
+    );
+    assert!(outcome.error.contains("interrupted"), "{outcome:?}");
 }
 
 // Goal: SetPolicy rejects invalid policies naming the field and keeps the running policy.

@@ -8,7 +8,8 @@ use crate::scaling::load::ClusterLoad;
 
 use super::snapshot;
 
-fn decision(at: u64) -> Decision {
+/// Returns a dry-run decision that changes nothing, made at `at`.
+pub(super) fn decision_at(at: u64) -> Decision {
     Decision {
         id: DecisionId::DRY_RUN,
         at: Millis(at),
@@ -34,7 +35,7 @@ fn history_ids_increase_and_oldest_drop() {
     let mut history = DecisionHistory::new(NonZeroUsize::new(3).unwrap());
     assert_eq!(history.last_id(), None);
     for at in 0..5 {
-        history.push(decision(at));
+        history.push(decision_at(at));
     }
     let ids: Vec<u64> = history.iter().map(|d| d.id.0).collect();
     assert_eq!(ids, [3, 4, 5]);
@@ -49,11 +50,11 @@ fn history_ids_increase_and_oldest_drop() {
 fn history_shrinks_to_new_capacity() {
     let mut history = DecisionHistory::new(NonZeroUsize::new(10).unwrap());
     for at in 0..6 {
-        history.push(decision(at));
+        history.push(decision_at(at));
     }
     history.set_capacity(NonZeroUsize::new(2).unwrap());
     assert_eq!(history.len(), 2);
-    history.push(decision(6));
+    history.push(decision_at(6));
     assert_eq!(history.last_id(), Some(DecisionId(7)), "ids never restart");
 }
 
@@ -65,14 +66,61 @@ fn later_epoch_ids_follow_earlier_ones() {
 
     let mut history = DecisionHistory::new(NonZeroUsize::new(4).unwrap());
     history.continue_after(DecisionId::epoch_base(2));
-    history.push(decision(0));
+    history.push(decision_at(0));
     assert_eq!(history.last_id(), Some(DecisionId(1_000_001)));
 
     history.continue_after(DecisionId(5));
-    history.push(decision(1));
+    history.push(decision_at(1));
     assert_eq!(
         history.last_id(),
         Some(DecisionId(1_000_002)),
         "ids never go back"
+    );
+}
+
+#[test]
+fn restored_decisions_keep_their_ids() {
+    // Goal: after a failover the history lists the earlier supervisor's decisions under their
+    // own ids, before the new ones, and finds each by id although the ids jump.
+    let mut earlier = DecisionHistory::new(NonZeroUsize::new(10).unwrap());
+    earlier.continue_after(DecisionId::epoch_base(1));
+    for at in 0..3 {
+        earlier.push(decision_at(at));
+    }
+    let mut history = DecisionHistory::new(NonZeroUsize::new(4).unwrap());
+    history.continue_after(DecisionId::epoch_base(2));
+    history.restore(earlier.iter());
+    history.push(decision_at(10));
+    history.push(decision_at(11));
+
+    let ids: Vec<u64> = history.iter().map(|d| d.id.0).collect();
+    assert_eq!(
+        ids,
+        [2, 3, 1_000_001, 1_000_002],
+        "the oldest beyond capacity go"
+    );
+    assert_eq!(history.get(DecisionId(3)).map(|d| d.at), Some(Millis(2)));
+    assert_eq!(
+        history.get(DecisionId(1_000_002)).map(|d| d.at),
+        Some(Millis(11))
+    );
+    assert!(history.get(DecisionId(1)).is_none());
+}
+
+#[test]
+fn restore_skips_ids_out_of_order() {
+    let mut history = DecisionHistory::new(NonZeroUsize::new(10).unwrap());
+    history.continue_after(DecisionId(5));
+    let mut later = decision_at(0);
+    later.id = DecisionId(9);
+    let mut earlier = decision_at(1);
+    earlier.id = DecisionId(4);
+    history.restore([earlier, later].iter());
+
+    let ids: Vec<u64> = history.iter().map(|d| d.id.0).collect();
+    assert_eq!(
+        ids,
+        [4],
+        "an id above the last one given out would break the order"
     );
 }

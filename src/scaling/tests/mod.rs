@@ -1,5 +1,6 @@
 //! Tests of the scaling policy core, one file per concept, with shared builders.
 
+mod action_journal;
 mod behavior;
 mod combiner;
 mod config;
