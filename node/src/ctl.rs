@@ -159,7 +159,10 @@ pub async fn run(args: CtlArgs) -> ExitCode {
             print!("{output}");
             ExitCode::SUCCESS
         }
-        Err(CtlError::Scaling(error @ scaling::ScalingCtlError::PolicyFile { .. })) => {
+        Err(CtlError::Scaling(
+            error @ (scaling::ScalingCtlError::PolicyFile { .. }
+            | scaling::ScalingCtlError::PolicyFileUnreadable { .. }),
+        )) => {
             eprintln!("error: {error}");
             ExitCode::from(EXIT_INVALID_INPUT)
         }
@@ -292,6 +295,11 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
         } => serde_json::from_str(text).map_err(CtlError::InvalidPayload)?,
         _ => Value::Null,
     };
+    if let CtlCommand::Scaling { command } = &args.command {
+        // The scaling client reads a policy file offline first, and then connects by itself.
+        let timeout = args.request_timeout.into();
+        return Ok(scaling::execute(args.addr(), command, args.json, timeout).await?);
+    }
     let timeout = request_timeout(&args.command, args.request_timeout.into());
     let mut node = NodeClient::connect_with(args.addr(), Some(timeout)).await?;
 
@@ -422,12 +430,7 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
             }
             Ok(output)
         }
-        CtlCommand::Scaling { command } => {
-            Ok(
-                scaling::execute(args.addr(), command, args.json, args.request_timeout.into())
-                    .await?,
-            )
-        }
+        CtlCommand::Scaling { .. } => unreachable!("scaling commands return before connecting"),
     }
 }
 

@@ -80,6 +80,13 @@ pub(crate) async fn migrate(
         0 => node.call_timeout(),
         ms => Duration::from_millis(u64::from(ms)),
     };
+    if !node.is_movable(&grain) {
+        // Checked first: a stateless worker has no directory entry to look up elsewhere.
+        return Err(migration_status(&MigrationError::Immovable {
+            grain_type: grain.grain_type.clone(),
+            grain,
+        }));
+    }
     let deadline = Instant::now() + timeout;
     let target = (!request.target_node.is_empty()).then_some(request.target_node.as_str());
     match node.migrate(&grain, target, deadline).await {

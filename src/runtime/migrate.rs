@@ -136,7 +136,9 @@ impl Node {
         }
     }
 
-    fn is_movable(&self, grain: &GrainId) -> bool {
+    /// Returns whether grains of `grain`'s type can migrate: not immovable, not stateless
+    /// workers.
+    pub(crate) fn is_movable(&self, grain: &GrainId) -> bool {
         self.inner
             .registry
             .get(&grain.grain_type)

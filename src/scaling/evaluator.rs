@@ -89,7 +89,7 @@ pub enum RequestError {
         decision: DecisionId,
     },
     /// The node to drain is not in the Active state (or not known at all).
-    #[error("node {name} is not an Active node")]
+    #[error("node {name:?} is not an Active node; list the nodes with gristmill ctl members")]
     NodeNotActive {
         /// The requested node name.
         name: String,

@@ -63,7 +63,11 @@ pub enum SupervisorError {
     /// This node's supervisor does not act; `leader` names the node that does, if known.
     /// Nothing changed; send the request there.
     #[error("this node's supervisor is standing by; the acting supervisor runs on {}",
-        .leader.as_ref().map_or("no node yet", |leader| leader.name.as_str()))]
+        .leader.as_ref().map_or(
+            "no node yet (one takes over at its first evaluation, one evaluation_interval after \
+             it becomes the oldest Active node; retry then)",
+            |leader| leader.name.as_str()
+        ))]
     NotLeader {
         /// The acting node and its gRPC address.
         leader: Option<LeaderAddress>,

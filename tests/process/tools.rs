@@ -215,6 +215,32 @@ async fn ctl_invokes_and_lists_members() {
         stderr.contains("counter"),
         "registered types in stderr: {stderr}"
     );
+
+    // A stateless worker has no single activation to move, wherever the request lands.
+    let worker = ["ctl", "--addr", &addr, "migrate", "bank", "main"];
+    let (code, _, stderr) = run_binary(&worker, within).await;
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("FAILED_PRECONDITION"), "stderr: {stderr}");
+    assert!(stderr.contains("stateless worker"), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn set_policy_names_unreadable_file() {
+    // The policy is read before connecting, so no node is needed.
+    let args = [
+        "ctl",
+        "--addr",
+        "127.0.0.1:1",
+        "scaling",
+        "set-policy",
+        "/nonexistent/policy.toml",
+    ];
+    let (code, _, stderr) = run_binary(&args, Duration::from_secs(20)).await;
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("cannot read policy file /nonexistent/policy.toml"),
+        "stderr: {stderr}"
+    );
 }
 
 #[tokio::test]

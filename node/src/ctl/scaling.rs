@@ -66,13 +66,21 @@ pub enum ScalingCtlError {
     /// The connection or the call failed.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// The policy file could not be read or is not a valid scaling table.
+    /// The policy file is not a valid scaling table.
     #[error("invalid policy file {path}: {reason}")]
     PolicyFile {
         /// The file given.
         path: PathBuf,
         /// The reason.
         reason: String,
+    },
+    /// The policy file could not be read.
+    #[error("cannot read policy file {path}: {source}")]
+    PolicyFileUnreadable {
+        /// The file given.
+        path: PathBuf,
+        /// The reason.
+        source: std::io::Error,
     },
 }
 
@@ -191,7 +199,11 @@ fn read_policy(path: &Path) -> Result<pb::ScalingPolicy, ScalingCtlError> {
         path: path.to_owned(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|error| invalid(error.to_string()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ScalingCtlError::PolicyFileUnreadable {
+            path: path.to_owned(),
+            source,
+        })?;
     let mut table: toml::Table =
         toml::from_str(&text).map_err(|error| invalid(error.to_string()))?;
     let table = match table.remove("scaling") {
