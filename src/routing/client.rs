@@ -91,6 +91,7 @@ impl ClientBuilder {
             metrics: RoutingMetrics::new(),
             gateways_tx,
             watch_task: Mutex::new(None),
+            watch_problem: Mutex::new(None),
         });
         let task = tokio::spawn(super::watch::watch_membership(Arc::downgrade(&inner)));
         *inner.watch_task.lock().expect("watch task lock poisoned") = Some(task.abort_handle());
@@ -98,7 +99,19 @@ impl ClientBuilder {
         let known = tokio::time::timeout(waited, gateways_rx.wait_for(|count| *count > 0)).await;
         match known {
             Ok(Ok(_)) => Ok(GristmillClient { inner }),
-            _ => Err(ClientError::NoMembers { seeds, waited }),
+            _ => {
+                let problem = inner
+                    .watch_problem
+                    .lock()
+                    .expect("watch problem lock poisoned")
+                    .take()
+                    .unwrap_or_else(|| "no seed listed an Active node".to_owned());
+                Err(ClientError::NoMembers {
+                    seeds,
+                    waited,
+                    problem,
+                })
+            }
         }
     }
 }
@@ -129,6 +142,9 @@ pub(super) struct Inner {
     pub(super) metrics: RoutingMetrics,
     gateways_tx: watch::Sender<usize>,
     watch_task: Mutex<Option<AbortHandle>>,
+    /// What the membership watch last found wrong with a seed or gateway, for the error of a
+    /// client that learns no gateway.
+    pub(super) watch_problem: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]

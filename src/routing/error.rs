@@ -12,12 +12,15 @@ pub enum ClientError {
     #[error(transparent)]
     Config(#[from] ClientConfigError),
     /// No seed answered and no gateway is known yet. Nothing changed; retry once a seed is up.
-    #[error("no gateway known after {waited:?}: no seed in {seeds:?} listed an Active node")]
+    #[error("no gateway known after {waited:?} from seeds {seeds:?}: {problem}")]
     NoMembers {
         /// The seeds tried.
         seeds: Vec<String>,
         /// How long the client waited.
         waited: Duration,
+        /// What the last seed tried showed: a connection error, or members none of which
+        /// is Active yet.
+        problem: String,
     },
     /// Every Active gateway's circuit breaker is open, or no node is Active. The call was not
     /// sent; retrying after the breakers' `open_for` may help.

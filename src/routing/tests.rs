@@ -447,6 +447,28 @@ async fn refused_connection_is_not_sent() {
     assert_eq!(failure_of(&status), Failure::NotSent, "{status:?}");
 }
 
+#[tokio::test]
+async fn unreachable_seed_is_named_in_error() {
+    // Goal: a client whose only seed refuses connections says so, instead of blaming the
+    // cluster for listing no Active node.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    drop(listener);
+    let config = ClientConfig {
+        seeds: vec![addr.to_string()],
+        connect_timeout: Duration::from_millis(200),
+        ..ClientConfig::default()
+    };
+    let Err(error) = super::ClientBuilder::new(config).connect().await else {
+        panic!("a client without a reachable seed connected");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("{addr}: cannot connect")),
+        "{message}"
+    );
+}
+
 fn valid_config() -> ClientConfig {
     ClientConfig {
         seeds: vec!["127.0.0.1:7000".into()],

@@ -39,7 +39,10 @@ pub(super) async fn watch_membership(inner: Weak<Inner>) {
         round = round.wrapping_add(1);
         match watch_once(&inner, &addr).await {
             Ok(()) => info!(addr = %addr, "membership stream ended; watching again"),
-            Err(error) => warn!(addr = %addr, %error, "membership watch failed; watching again"),
+            Err(error) => {
+                warn!(addr = %addr, %error, "membership watch failed; watching again");
+                note_problem(&inner, format!("{addr}: {error}"));
+            }
         }
         tokio::time::sleep(pause).await;
     }
@@ -103,7 +106,7 @@ async fn watch_once(inner: &Weak<Inner>, addr: &str) -> Result<(), WatchError> {
             match tokio::time::timeout(SNAPSHOT_SETTLE, stream.message()).await {
                 Ok(event) => event,
                 Err(_) => {
-                    end_snapshot(inner);
+                    end_snapshot(inner, addr);
                     in_snapshot = false;
                     continue;
                 }
@@ -115,7 +118,7 @@ async fn watch_once(inner: &Weak<Inner>, addr: &str) -> Result<(), WatchError> {
             return Ok(());
         };
         if in_snapshot && event.kind != i32::from(Kind::Snapshot) {
-            end_snapshot(inner);
+            end_snapshot(inner, addr);
             in_snapshot = false;
         }
         let Some(client) = inner.upgrade() else {
@@ -130,10 +133,31 @@ async fn watch_once(inner: &Weak<Inner>, addr: &str) -> Result<(), WatchError> {
 }
 
 /// Ends the snapshot, dropping the members it did not list.
-fn end_snapshot(inner: &Weak<Inner>) {
+fn end_snapshot(inner: &Weak<Inner>, addr: &str) {
     if let Some(client) = inner.upgrade() {
-        let changes = client.lock_core().balancer.end_snapshot();
+        let (changes, no_gateway) = {
+            let mut core = client.lock_core();
+            let changes = core.balancer.end_snapshot();
+            (changes, core.balancer.gateways().is_empty())
+        };
         client.apply_changes(changes);
+        if no_gateway {
+            let problem = format!(
+                "{addr} lists no Active node yet; a cluster that is still forming lists only \
+                 Joining nodes, so wait until `gristmill ctl members` shows ACTIVE"
+            );
+            note_problem(inner, problem);
+        }
+    }
+}
+
+/// Keeps `problem` as the latest reason why no gateway is known.
+fn note_problem(inner: &Weak<Inner>, problem: String) {
+    if let Some(client) = inner.upgrade() {
+        *client
+            .watch_problem
+            .lock()
+            .expect("watch problem lock poisoned") = Some(problem);
     }
 }
 
