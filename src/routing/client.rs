@@ -142,8 +142,8 @@ pub(super) struct Inner {
     pub(super) metrics: RoutingMetrics,
     gateways_tx: watch::Sender<usize>,
     watch_task: Mutex<Option<AbortHandle>>,
-    /// What the membership watch last found wrong with a seed or gateway, for the error of a
-    /// client that learns no gateway.
+    /// The latest problem the membership watch found with a seed or gateway, for the error
+    /// of a client that learns no gateway.
     pub(super) watch_problem: Mutex<Option<String>>,
 }
 

@@ -18,7 +18,7 @@ pub enum ClientError {
         seeds: Vec<String>,
         /// How long the client waited.
         waited: Duration,
-        /// What the last seed tried showed: a connection error, or members none of which
+        /// The problem of the last seed tried: a connection error, or members none of which
         /// is Active yet.
         problem: String,
     },

@@ -449,8 +449,8 @@ async fn refused_connection_is_not_sent() {
 
 #[tokio::test]
 async fn unreachable_seed_is_named_in_error() {
-    // Goal: a client whose only seed refuses connections says so, instead of blaming the
-    // cluster for listing no Active node.
+    // Goal: a client whose only seed refuses connections reports the refusal, instead of
+    // blaming the cluster for listing no Active node.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().expect("local address");
     drop(listener);
