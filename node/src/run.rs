@@ -86,7 +86,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
                 tracing::info!(node = %node.id(), "node drained and left the cluster on request, exiting");
                 return ExitCode::SUCCESS;
             }
-            tracing::error!(node = %node.id(), "node stopped without a signal, exiting");
+            if node.is_declared_down() {
+                tracing::error!(node = %node.id(), "the cluster declared this node down, exiting; a restart joins again with a new boot id");
+            } else {
+                tracing::error!(node = %node.id(), "node stopped without a signal, exiting");
+            }
             return ExitCode::from(EXIT_STOPPED);
         }
     };

@@ -867,7 +867,7 @@ fn log_notification(
         }
         OwnedNotification::Defunct => warn!(%node, "this node was declared down"),
         OwnedNotification::Rejoin(renewed) => {
-            warn!(%node, %renewed, "declared down, rejoined with a renewed identity")
+            warn!(%node, %renewed, "declared down; the runtime stops this node instead of rejoining under the renewed identity")
         }
         #[allow(unreachable_patterns)] // foca's `unstable-notifications` feature adds kinds.
         other => debug!(%node, ?other, "foca notification"),

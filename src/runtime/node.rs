@@ -457,7 +457,7 @@ impl Node {
     /// Returns whether the cluster declared this node down, in which case its activations are
     /// void and must run no further turn. True from the moment the membership agent learns it,
     /// before [`Self::stop_declared_down`] runs.
-    pub(crate) fn is_declared_down(&self) -> bool {
+    pub fn is_declared_down(&self) -> bool {
         self.inner.membership.is_declared_down()
     }
 

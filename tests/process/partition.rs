@@ -37,8 +37,8 @@ const DEADLINE: Duration = Duration::from_secs(2);
 /// activation.
 const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 /// Part of the warnings of a node that declares a peer down ("member declared down by the
-/// failure detector") and of a node that learns the others declared it down ("declared down,
-/// rejoined with a renewed identity").
+/// failure detector") and of a node that learns the others declared it down ("declared down;
+/// the runtime stops this node ...").
 const DECLARED_DOWN: &str = "declared down";
 
 /// Returns the time within which the failure detector with `timing` declares an unreachable
