@@ -17,6 +17,7 @@
 pub mod api;
 pub mod clock;
 pub mod directory;
+mod duration_text;
 mod first_byte;
 pub mod grain;
 pub mod membership;

@@ -32,30 +32,30 @@ pub struct ClientConfig {
     pub idempotent_methods: BTreeSet<String>,
     /// Deadline of a call whose caller gives none, from the first attempt to the last reply.
     /// Default 5 s; valid range 1 ms to 1 hour (the nodes' maximum).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub call_timeout: Duration,
     /// Maximum duration of one attempt. Each attempt sends the smaller of this and the time left in
     /// the call's deadline, so a stuck gateway leaves time for a retry. Default: none (an
     /// attempt may use the whole deadline); when set, 1 ms to 1 hour.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text::option")]
     pub attempt_timeout: Option<Duration>,
     /// Maximum number of attempts per call, the first included. Default 3; 1 disables retries.
     pub max_attempts: NonZeroU32,
     /// Time allowed to open a connection to a gateway or seed. Default 2 s; valid range
     /// 1 ms to 60 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub connect_timeout: Duration,
     /// Pause before watching membership again after the stream failed. Default 500 ms;
     /// valid range 1 ms to 60 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub resubscribe_after: Duration,
     /// Response time that new gateways start with in the peak EWMA of `p2c-ewma`. Lower
     /// values send new nodes more trial traffic. Default 10 ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub ewma_initial: Duration,
     /// Time constant of the peak EWMA: how fast a gateway's average recovers after a slow
     /// reply. Default 10 s; valid range 1 ms to 10 minutes.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub ewma_decay: Duration,
     /// Most grains whose serving node the `grain-aware` strategy remembers. Default 100 000;
     /// each entry costs roughly 100 bytes plus the grain id's strings.
@@ -75,7 +75,7 @@ pub struct BreakerConfig {
     pub failure_threshold: u32,
     /// Time an open breaker keeps calls away before one probe call may pass. Default 5 s;
     /// valid range 1 ms to 10 minutes.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub open_for: Duration,
 }
 

@@ -79,7 +79,7 @@ pub enum RatePolicy {
         /// Node count; at least 1.
         value: NonZeroU32,
         /// Length of the sliding period; positive.
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::duration_text")]
         period: Duration,
     },
     /// At most `value` percent of the node count at the period's start per `period`.
@@ -87,7 +87,7 @@ pub enum RatePolicy {
         /// Percent; at least 1. Scale-out rounds the allowed count up, scale-in down.
         value: NonZeroU32,
         /// Length of the sliding period; positive.
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::duration_text")]
         period: Duration,
     },
 }
@@ -137,7 +137,7 @@ impl RatePolicy {
 #[serde(deny_unknown_fields)]
 pub struct ScalingRules {
     /// How far back recommendations count; zero acts on the latest alone.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub stabilization_window: Duration,
     /// Limits on the change per period; empty means no limit.
     #[serde(default)]

@@ -26,7 +26,7 @@ pub struct ScalingConfig {
     pub max_nodes: NonZeroU32,
     /// Time between two evaluations, used by the supervisor's timer. Default 15 s (HPA's sync
     /// period); sane range 1 s to a few minutes.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub evaluation_interval: Duration,
     /// Relative distance from a policy's target within which the policy recommends no change:
     /// no change when `|metric / target - 1| <= tolerance`. Default 0.1 (HPA's); range [0, 1).
@@ -35,7 +35,7 @@ pub struct ScalingConfig {
     /// Time after an action ends during which no automatic action starts. Default 60 s; zero
     /// disables it. HPA has no cooldown and relies on stabilization alone, but a Gristmill
     /// action moves grains, and the load it shifts needs time to settle in the gossip.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub cooldown: Duration,
     /// The rule that combines the policies' recommendations into one. Default `most_aggressive`, which is what
     /// HPA does with several metrics.

@@ -80,7 +80,7 @@ pub struct StorageConfig {
     pub sqlite_path: PathBuf,
     /// Time a SQLite request waits for another connection's write lock before it fails as
     /// unavailable. Default: 5 s. Range: 10 ms to 10 min. Used only by `sqlite`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub sqlite_busy_timeout: Duration,
     /// PostgreSQL connection string, as a URI (`postgres://user:password@host:port/db`) or as
     /// `key=value` pairs. Required by `postgres`; there is no default server.
@@ -90,12 +90,12 @@ pub struct StorageConfig {
     pub postgres_max_connections: NonZeroUsize,
     /// Time allowed to open a database connection before the request fails as unavailable.
     /// Default: 5 s. Range: 10 ms to 10 min.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub connect_timeout: Duration,
     /// Time allowed for one PostgreSQL request, including the wait for a pooled connection,
     /// before it fails as unavailable. Default: 10 s. Range: 10 ms to 10 min. Used only by
     /// `postgres`; SQLite requests are bounded by `sqlite_busy_timeout`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub request_timeout: Duration,
 }
 

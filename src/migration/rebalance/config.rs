@@ -28,7 +28,7 @@ pub struct RebalancerConfig {
     /// Time between two rounds. Default 10 s; valid range 100 ms to 1 hour. Keep it several
     /// times the membership broadcast period, because each round plans on the gossiped loads
     /// and those reflect the previous round's moves only after the next broadcast.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub round_interval: Duration,
     /// Half-width of the balanced band around the mean load, as a fraction of the mean. A node
     /// sheds load when its score exceeds `mean * (1 + tolerance)`, or when it is above the
@@ -53,13 +53,13 @@ pub struct RebalancerConfig {
     pub max_move_fraction: f64,
     /// Time after a move of a grain (succeeded or failed) before this node moves it again.
     /// Default 60 s; valid range 0 to 1 day.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub min_move_interval: Duration,
     /// Maximum number of migrations of one round in flight at once. Default 4; 1 to 256.
     pub max_concurrent_moves: NonZeroUsize,
     /// Deadline of one migration, from its start. Default 10 s; valid range 100 ms to 10
     /// minutes.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub move_timeout: Duration,
     /// Rounds kept in the history that `GetRebalancer` returns. Default 50; 1 to 10,000.
     pub history_rounds: NonZeroU32,
