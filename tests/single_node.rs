@@ -105,6 +105,16 @@ async fn single_node_serves_grains() {
         matches!(overdraft, Err(CallError::Grain { ref error, .. }) if error.code == "insufficient_funds"),
         "{overdraft:?}"
     );
+    let too_long = Transfer {
+        to: "k".repeat(2_000),
+        ..transfer(10, 3)
+    };
+    let invalid = bank.call(too_long).await;
+    assert!(
+        matches!(invalid, Err(CallError::Grain { ref error, .. }) if error.code == "invalid_transfer"),
+        "{invalid:?}"
+    );
+    assert_eq!(bob.call(Balance).await, Ok(1_300), "nothing moved");
 
     // gRPC: JSON payloads, unknown names are rejected with the name in the message.
     let mut client =

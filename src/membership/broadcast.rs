@@ -34,10 +34,14 @@ impl MetaBroadcast {
     /// fails to decode as the current layout and is decoded as the older one, without a store
     /// id. Older releases read the current layout, because postcard ignores trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(bytes).or_else(|error| {
+        let mut decoded: MetaBroadcast = postcard::from_bytes(bytes).or_else(|error| {
             let legacy: LegacyMetaBroadcast = postcard::from_bytes(bytes).map_err(|_| error)?;
-            Ok(legacy.into())
-        })
+            Ok::<_, postcard::Error>(legacy.into())
+        })?;
+        if decoded.meta.load.sanitize() {
+            tracing::debug!(node = %decoded.incarnation, "replaced invalid load figures in a broadcast with 0");
+        }
+        Ok(decoded)
     }
 }
 
@@ -271,6 +275,20 @@ mod tests {
                 store_id: Some(crate::storage::StoreId(7)),
             },
         }
+    }
+
+    #[test]
+    fn invalid_load_figures_decode_as_zero() {
+        let mut sent = item("node-1", 1, 1);
+        sent.meta.load.cpu_percent = f64::NAN;
+        sent.meta.load.calls_per_sec = -5.0;
+        sent.meta.load.mailbox_depth_max = 3;
+
+        let decoded =
+            MetaBroadcast::decode(&sent.encode().expect("meta encodes")).expect("decodes");
+        assert_eq!(decoded.meta.load.cpu_percent, 0.0);
+        assert_eq!(decoded.meta.load.calls_per_sec, 0.0);
+        assert_eq!(decoded.meta.load.mailbox_depth_max, 3, "valid figures stay");
     }
 
     fn handler() -> (

@@ -74,6 +74,22 @@ pub struct NodeLoad {
     pub memory_bytes: u64,
 }
 
+impl NodeLoad {
+    /// Replaces rates that no node measures, which only a faulty or hostile peer sends (not a
+    /// number, infinite or negative), with 0, so that the scaling policies never compute with
+    /// them. Returns whether a figure was replaced.
+    pub fn sanitize(&mut self) -> bool {
+        let mut replaced = false;
+        for figure in [&mut self.calls_per_sec, &mut self.cpu_percent] {
+            if !figure.is_finite() || *figure < 0.0 {
+                *figure = 0.0;
+                replaced = true;
+            }
+        }
+        replaced
+    }
+}
+
 /// What a node broadcasts about itself: its lifecycle state and load, with a version.
 ///
 /// Receivers keep the item with the highest version per incarnation and ignore older ones, so

@@ -129,9 +129,18 @@ impl MembersPage {
         postcard::to_allocvec(self).map_err(MemberListError::Malformed)
     }
 
-    /// Decodes a page.
+    /// Decodes a page; invalid load figures in it become 0 (see [`NodeLoad::sanitize`]).
+    ///
+    /// [`NodeLoad::sanitize`]: super::NodeLoad::sanitize
     pub fn decode(body: &[u8]) -> Result<Self, MemberListError> {
-        postcard::from_bytes(body).map_err(MemberListError::Malformed)
+        let mut page: MembersPage =
+            postcard::from_bytes(body).map_err(MemberListError::Malformed)?;
+        for entry in &mut page.entries {
+            if let Some(meta) = &mut entry.meta {
+                meta.load.sanitize();
+            }
+        }
+        Ok(page)
     }
 
     /// Returns whether the entries follow `after` in strictly increasing name order, and a page

@@ -20,3 +20,4 @@ pub(crate) use migrate::HandOff;
 pub use migrate::{ActivationLoad, DrainReport};
 pub(crate) use node::unix_now_ms;
 pub use node::{Node, StartError};
+pub(crate) use router::MAX_KEY_BYTES;

@@ -11,6 +11,9 @@ use crate::scaling::combiner::CombinerKind;
 use crate::scaling::load::HealthLimits;
 use crate::scaling::policy::PolicyKind;
 
+/// Shortest `evaluation_interval` allowed.
+pub const MIN_EVALUATION_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Settings of the scaling supervisor, read from the `[scaling]` table of the node config.
 ///
 /// Defaults follow the Kubernetes HorizontalPodAutoscaler (autoscaling/v2) where it has one:
@@ -25,7 +28,7 @@ pub struct ScalingConfig {
     /// Most Active nodes the supervisor runs. Default 10; at least `min_nodes`.
     pub max_nodes: NonZeroU32,
     /// Time between two evaluations, used by the supervisor's timer. Default 15 s (HPA's sync
-    /// period); sane range 1 s to a few minutes.
+    /// period); at least 100 ms, sane range 1 s to a few minutes.
     #[serde(with = "crate::duration_text")]
     pub evaluation_interval: Duration,
     /// Relative distance from a policy's target within which the policy recommends no change:
@@ -156,9 +159,11 @@ impl ScalingConfig {
             0.0..=1.0,
             "[0, 1]",
         )?;
-        if self.evaluation_interval.is_zero() {
-            return Err(ConfigError::ZeroDuration {
+        if self.evaluation_interval < MIN_EVALUATION_INTERVAL {
+            return Err(ConfigError::TooShort {
                 field: "evaluation_interval".into(),
+                value: self.evaluation_interval,
+                min: MIN_EVALUATION_INTERVAL,
             });
         }
         self.scale_out.validate("scale_out")?;
@@ -406,6 +411,19 @@ pub enum ConfigError {
         /// The allowed range in interval notation.
         range: &'static str,
     },
+    /// A duration is below its minimum.
+    #[error(
+        "invalid scaling config: {field} is {value:?}, below the minimum of {min:?}; a shorter \
+         interval only burns CPU and flushes the decision history"
+    )]
+    TooShort {
+        /// Path of the field.
+        field: String,
+        /// The configured value.
+        value: Duration,
+        /// The smallest value allowed.
+        min: Duration,
+    },
     /// A duration that must be positive is zero.
     #[error("invalid scaling config: {field} is zero, but it must be positive")]
     ZeroDuration {
@@ -464,6 +482,7 @@ impl ConfigError {
             ConfigError::NotPositive { field, .. }
             | ConfigError::OutOfRange { field, .. }
             | ConfigError::ZeroDuration { field }
+            | ConfigError::TooShort { field, .. }
             | ConfigError::NegativeWeight { field, .. }
             | ConfigError::DuplicatePolicy { field, .. }
             | ConfigError::MissingMemoryLimit { field }

@@ -77,6 +77,19 @@ impl Handler<Transfer> for Bank {
         ctx: &mut GrainContext,
     ) -> Result<i64, GrainError> {
         check_amount(request.amount)?;
+        // Checked before the withdrawal: a deposit rejected for its key would strand the amount.
+        let max = crate::runtime::MAX_KEY_BYTES;
+        for (field, key) in [("from", &request.from), ("to", &request.to)] {
+            if key.is_empty() || key.len() > max {
+                return Err(GrainError::new(
+                    "invalid_transfer",
+                    format!(
+                        "invalid `{field}` key of {} bytes: use 1 to {max} bytes",
+                        key.len()
+                    ),
+                ));
+            }
+        }
         if request.from == request.to {
             return Err(GrainError::new(
                 "invalid_transfer",
@@ -105,6 +118,16 @@ impl Handler<Transfer> for Bank {
             Ok(balance) => balance,
             // The account replied, so its error (such as insufficient funds) is final.
             Err(CallError::Grain { error, .. }) => return Err(error),
+            // Nothing ran, so nothing moved: the transfer failed as a whole.
+            Err(error @ (CallError::InvalidKey { .. } | CallError::UnknownGrainType { .. })) => {
+                return Err(GrainError::new("invalid_transfer", error.to_string()));
+            }
+            Err(error) if error.is_before_execution() => {
+                return Err(GrainError::new(
+                    "transfer_not_started",
+                    format!("transfer {id} moved nothing: {error}"),
+                ));
+            }
             Err(error) => return Err(incomplete("withdrawal", error)),
         };
         let receiver = ctx.grain::<Account>(request.to.clone());

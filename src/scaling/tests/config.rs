@@ -142,6 +142,13 @@ fn validate_names_invalid_field() {
             },
             "evaluation_interval",
         ),
+        (
+            ScalingConfig {
+                evaluation_interval: Duration::from_millis(1),
+                ..ScalingConfig::default()
+            },
+            "evaluation_interval",
+        ),
     ];
     for (config, field) in cases {
         let error = config.validate().expect_err(field);
