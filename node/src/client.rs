@@ -249,6 +249,9 @@ pub fn activation_json(activation: &pb::Activation) -> Value {
     })
 }
 
+/// Maximum interval between two HTTP/2 pings on a channel with a request timeout.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Connects a gRPC channel to the node at `addr` (host:port), with the connect timeout and,
 /// when given, a timeout for each request.
 pub async fn connect_channel(
@@ -262,7 +265,13 @@ pub async fn connect_channel(
         })?
         .connect_timeout(CONNECT_TIMEOUT);
     if let Some(timeout) = request_timeout {
-        endpoint = endpoint.timeout(timeout);
+        // The timeout ends a request that gets no response, but not a stream that stops
+        // (`scaling watch` on a paused node), so HTTP/2 pings unanswered for as long end it.
+        endpoint = endpoint
+            .timeout(timeout)
+            .http2_keep_alive_interval(timeout.min(KEEPALIVE_INTERVAL))
+            .keep_alive_timeout(timeout)
+            .keep_alive_while_idle(true);
     }
     endpoint
         .connect()

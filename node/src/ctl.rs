@@ -192,11 +192,18 @@ pub async fn run(args: CtlArgs) -> ExitCode {
             } else {
                 eprintln!("error: {error}");
             }
-            // `invoke` sends its call through the node that owns the grain, so a failed call
-            // does not show that `--addr` is wrong.
-            let routed = matches!(args.command, CtlCommand::Invoke { .. });
+            // `invoke` sends its call through the node that owns the grain, and a watch stream
+            // that breaks off was served by `--addr` before, so neither failure shows that
+            // `--addr` is wrong.
+            let addr_proven = matches!(
+                args.command,
+                CtlCommand::Invoke { .. }
+                    | CtlCommand::Scaling {
+                        command: scaling::ScalingCommand::Watch { .. }
+                    }
+            );
             let hint = match &error {
-                _ if routed => None,
+                _ if addr_proven => None,
                 CtlError::Client(ClientError::Status(status))
                 | CtlError::Scaling(scaling::ScalingCtlError::Client(ClientError::Status(
                     status,

@@ -770,3 +770,51 @@ async fn keda_scaler_forwards_to_supervisor() {
         assert!(*active, "{node}: the count is above the Active nodes");
     }
 }
+
+// Goal: `ctl scaling watch` ends with an error when the node it watches stops responding,
+// instead of waiting forever, and does not blame the address it watched through. Method:
+// watch a one-node cluster until a decision arrives, then SIGSTOP the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_watch_ends_on_paused_node() {
+    use tokio::io::AsyncBufReadExt;
+
+    let _slot = cluster_slot().await;
+    let (cluster, _config) = start(1, &fast_policy(1, 1, 30_000), Timing::FAST).await;
+    let node = &cluster.nodes[0];
+    let addr = node.ready.grpc_addr.to_string();
+    let args = [
+        "ctl",
+        "--addr",
+        &addr,
+        "--request-timeout",
+        "2s",
+        "scaling",
+        "watch",
+    ];
+    let mut watch = tokio::process::Command::new(common::BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ctl scaling watch");
+    let mut stdout = tokio::io::BufReader::new(watch.stdout.take().expect("stdout is piped"));
+    let mut first = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut first))
+        .await
+        .expect("a decision within 30 s")
+        .expect("read the watch output");
+    assert!(!first.is_empty(), "the watch ended before any decision");
+
+    node.signal(nix::sys::signal::Signal::SIGSTOP);
+    node.wait_stopped().await;
+    let ended = tokio::time::timeout(Duration::from_secs(30), watch.wait_with_output()).await;
+    node.signal(nix::sys::signal::Signal::SIGCONT);
+    let output = ended
+        .expect("the watch ends within 30 s of the pause")
+        .expect("wait for ctl");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("watch ended with {:?}: {stderr}", output.status.code());
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("hint:"), "stderr: {stderr}");
+}

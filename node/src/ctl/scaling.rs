@@ -74,6 +74,19 @@ pub enum ScalingCtlError {
         /// The reason.
         reason: String,
     },
+    /// A decision stream that had started broke off.
+    #[error(
+        "the decision stream from {addr} broke off ({code}: {message}); the node may be paused, \
+         stopped or overloaded"
+    )]
+    StreamBroken {
+        /// The node watched.
+        addr: String,
+        /// The gRPC code of the failure.
+        code: &'static str,
+        /// Its message.
+        message: String,
+    },
     /// The policy file could not be read.
     #[error("cannot read policy file {path}: {source}")]
     PolicyFileUnreadable {
@@ -133,7 +146,12 @@ pub async fn execute(
         ScalingCommand::Watch { after } => {
             let request = pb::WatchDecisionsRequest { after_id: *after };
             let mut stream = client.watch_decisions(request).await?.into_inner();
-            while let Some(decision) = stream.message().await? {
+            let broken = |status: tonic::Status| ScalingCtlError::StreamBroken {
+                addr: addr.to_owned(),
+                code: crate::client::code_name(status.code()),
+                message: status.message().to_owned(),
+            };
+            while let Some(decision) = stream.message().await.map_err(broken)? {
                 println!("{}", render_decision_line(&decision, as_json));
             }
             String::new()
