@@ -5,7 +5,7 @@
 
 use gristmill::clock::Millis;
 use gristmill::grain::GrainId;
-use gristmill::membership::{Incarnation, NodeId};
+use gristmill::membership::{DeclaredDown, Incarnation, NodeId};
 pub use gristmill::transport::{DirectoryRequest, DirectoryResponse};
 use serde::Serialize;
 
@@ -23,6 +23,22 @@ pub enum Message {
     MembersRequest(Vec<u8>),
     /// A page of the member list: an encoded `MembersPage`.
     MembersPage(Vec<u8>),
+    /// A probe of the sender's quorum sweep (the real agent frames and pads it).
+    LeaseProbe {
+        /// The sender's identity.
+        from: NodeId,
+        /// Id of the sweep.
+        sweep: u64,
+    },
+    /// The ack of a [`Message::LeaseProbe`].
+    LeaseProbeAck {
+        /// The acking node's identity.
+        from: NodeId,
+        /// Id of the sweep the probe carried.
+        sweep: u64,
+        /// Members the acking node counts as declared down.
+        declared_down: Vec<DeclaredDown>,
+    },
     /// A request that expects a [`Message::Reply`] with the same id.
     Request {
         /// Id the requester chose; unique per requester incarnation.

@@ -15,15 +15,6 @@ const NODES: usize = 5;
 /// Seeds that failed once, with the scenario they failed in, run on top of `1..=30`. The
 /// scenario is fixed here because a new scenario shifts the rotation by seed.
 const REGRESSION_SEEDS: [(u64, &str); 1] = [(164, "stall")];
-/// Scenarios that cut off two of the five nodes together, whose runs skip the turn check.
-///
-/// TODO: check turns in these too once the lease fences a group of two or more nodes that is
-/// cut off. Each of the pair confirms the other's lease, and the pair counts as the minority
-/// side only once it suspects all three others, which can take longer than the suspicion
-/// timeout. So in some seeds the pair starts turns after the majority declared it down, or
-/// declares a majority node down while it still runs turns
-/// (`lease_fence::pair_cut_off_is_fenced`, ignored until then).
-const PAIR_CUT_OFF: [&str; 2] = ["partition", "one-way-partition"];
 
 fn scenario_for(seed: u64) -> Scenario {
     let name = SCENARIOS[(seed % SCENARIOS.len() as u64) as usize];
@@ -42,9 +33,7 @@ fn ci_runs() -> impl Iterator<Item = (u64, Scenario)> {
 #[test]
 fn ci_seeds_keep_every_invariant() {
     for (seed, scenario) in ci_runs() {
-        let mut config = SimConfig::new(seed);
-        config.check_turns_after_down = !PAIR_CUT_OFF.contains(&scenario.name);
-        let outcome = run(World::new(config), &scenario, seed);
+        let outcome = run(World::new(SimConfig::new(seed)), &scenario, seed);
         assert!(
             outcome.violations.is_empty(),
             "{}\nreplay: cargo run --release -p gristmill-simulations -- replay {seed} --scenario {}",

@@ -48,13 +48,14 @@ use tracing::{debug, info, warn};
 use super::dissemination::{MetaJitter, TransmissionTuner, member_list_period, meta_period};
 use super::handle::{AgentStatus, Command};
 use super::lease_input::LeaseInput;
-use super::lease_tracker::LeaseTracker;
+use super::lease_tracker::{LeaseTracker, acks_lease_probe};
 use super::member_list::{
     MemberListPages, MemberListPull, MembersPage, MembersRequest, PullStep, apply_page_meta,
     choose_random_peer, pull_delay,
 };
+use super::quorum_sweep::SweepResult;
 use super::suspicion;
-use super::wire::{self, Datagram, MAX_DATAGRAM_LEN};
+use super::wire::{self, Datagram, LeaseProbe, LeaseProbeAck, MAX_DATAGRAM_LEN};
 use super::{
     DEFAULT_DEAD_RETENTION, GossipKey, MemberInfo, MemberView, MembershipError, MembershipEvent,
     MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState, SeenMeta,
@@ -222,7 +223,7 @@ impl MembershipAgent {
             identity.incarnation(),
         );
 
-        let lease = LeaseTracker::new(&config);
+        let lease = LeaseTracker::new(&config, rand::random());
         let mut agent = Self {
             foca,
             transmissions: TransmissionTuner::new(foca_config),
@@ -282,12 +283,15 @@ impl MembershipAgent {
 
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            let next_sweep = self.next_sweep_wake();
             tokio::select! {
                 received = self.socket.recv_from(&mut buffer) => match received {
                     Ok((len, from)) => self.handle_datagram(&buffer[..len], from).await,
                     Err(error) => debug!(node, %error, "gossip socket receive failed"),
                 },
                 () = sleep_until_next(next_timer) => self.handle_due_timers(&mut buffer).await,
+                // `drain_runtime`, at the end of every iteration, ends and starts the sweeps.
+                () = sleep_until_next(next_sweep) => {}
                 _ = announce.tick(), if !self.seeds.is_empty() && !self.view.is_connected() => {
                     self.announce_to_seeds().await;
                 }
@@ -377,8 +381,118 @@ impl MembershipAgent {
                 self.answer_members_request(&request, body_len, from).await;
             }
             Ok(Datagram::MembersPage(page)) => self.handle_members_page(page, from).await,
+            Ok(Datagram::LeaseProbe { probe, len }) => {
+                self.answer_lease_probe(probe, len, from).await;
+            }
+            Ok(Datagram::LeaseProbeAck(ack)) => self.handle_lease_probe_ack(ack),
             Err(error) => self.reject(from, &error),
         }
+    }
+
+    /// Counts an ack of this node's quorum sweep, and the members declared down that it hands
+    /// on.
+    fn handle_lease_probe_ack(&mut self, ack: LeaseProbeAck) {
+        let now = self.status.clock.now();
+        if !self.lease.awaits_sweep_ack(&ack.from, ack.sweep, now) {
+            debug!(node = %self.foca.identity(), peer = %ack.from, sweep = ack.sweep, "ignored a lease probe ack that no sweep waits for");
+            return;
+        }
+        let adopted = self.lease.adopt_declared_down(
+            &ack.declared_down,
+            &self.view,
+            self.clock.now(),
+            DEFAULT_DEAD_RETENTION,
+        );
+        if adopted {
+            self.update_minority();
+        }
+        if let Some(result) = self.lease.handle_sweep_ack(&ack.from, ack.sweep, now) {
+            self.finish_sweep(result);
+        }
+    }
+
+    /// Acks a probe of a peer's quorum sweep, unless the view lists the peer as dead or this
+    /// node was declared down. The ack is no longer than the probe.
+    async fn answer_lease_probe(&mut self, probe: LeaseProbe, probe_len: usize, from: SocketAddr) {
+        if self.declared_down {
+            return;
+        }
+        if !acks_lease_probe(&self.view, &probe.from) {
+            debug!(node = %self.foca.identity(), peer = %probe.from, sweep = probe.sweep, "not acking a lease probe from a dead member");
+            return;
+        }
+        let ack = LeaseProbeAck {
+            from: self.foca.identity().clone(),
+            sweep: probe.sweep,
+            declared_down: self.lease.declared_down_ages(self.clock.now()),
+        };
+        match wire::encode_lease_probe_ack(ack, probe_len) {
+            Ok(Some(datagram)) => self.send(&datagram, from).await,
+            Ok(None) => self.reject(from, &"lease probe shorter than its ack"),
+            Err(error) => warn!(%error, "failed to encode a lease probe ack"),
+        }
+    }
+
+    /// Ends the running quorum sweep once its reply window has closed, and starts the next
+    /// one if it is due, sending its probes.
+    async fn drive_sweep(&mut self) {
+        let now = self.status.clock.now();
+        if let Some(result) = self.lease.handle_sweep_tick(now) {
+            self.finish_sweep(result);
+        }
+        if self.declared_down {
+            return;
+        }
+        let Some(start) = self.lease.maybe_start_sweep(now, &self.view) else {
+            return;
+        };
+        self.status
+            .quorum_sweeps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        debug!(
+            node = %self.foca.identity(),
+            sweep = start.sweep,
+            targets = start.targets.len(),
+            "quorum sweep started"
+        );
+        let probe = LeaseProbe {
+            from: self.foca.identity().clone(),
+            sweep: start.sweep,
+        };
+        let datagram = match wire::encode_lease_probe(&probe) {
+            Ok(datagram) => datagram,
+            Err(error) => {
+                warn!(%error, "failed to encode a lease probe");
+                return;
+            }
+        };
+        for target in start.targets {
+            self.send(&datagram, target.gossip_addr()).await;
+        }
+    }
+
+    /// Logs the result of a quorum sweep and decides the minority side again.
+    fn finish_sweep(&mut self, result: SweepResult) {
+        debug!(
+            node = %self.foca.identity(),
+            sweep = result.sweep,
+            replies = result.replies,
+            missing = result.missing,
+            lost_quorum = result.lost_quorum(),
+            "quorum sweep ended"
+        );
+        self.update_minority();
+    }
+
+    /// Returns when the running quorum sweep ends or the next one is due; `None` once the
+    /// node was declared down, because it sweeps no more.
+    fn next_sweep_wake(&self) -> Option<Instant> {
+        if self.declared_down {
+            return None;
+        }
+        let wake = self.lease.next_sweep_wake()?;
+        let delay = wake.saturating_since(self.status.clock.now());
+        Some(Instant::now() + delay)
     }
 
     /// Sends the page of the member list that `request` names, at most `body_len` bytes long.
@@ -678,14 +792,22 @@ impl MembershipAgent {
             .store(minority, std::sync::atomic::Ordering::Release);
         let suspected = self.lease.suspected_count();
         let declared_down = self.lease.declared_down_count();
+        let sweep = self.lease.last_sweep();
+        let sweep_replies = sweep.map(|result| result.replies);
+        let sweep_missing = sweep.map(|result| result.missing);
         let node = self.foca.identity();
         if minority {
+            self.status
+                .minority_fences
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             warn!(
                 %node,
                 live_members,
                 suspected,
                 declared_down,
-                "members suspected or declared down outnumber the live members not suspected; turns wait"
+                ?sweep_replies,
+                ?sweep_missing,
+                "on the minority side: members suspected or declared down outnumber the others, or too few acked the last quorum sweep; turns wait"
             );
         } else {
             info!(
@@ -693,7 +815,9 @@ impl MembershipAgent {
                 live_members,
                 suspected,
                 declared_down,
-                "members suspected or declared down no longer outnumber the live members not suspected; turns resume"
+                ?sweep_replies,
+                ?sweep_missing,
+                "no longer on the minority side; turns resume"
             );
         }
     }
@@ -775,6 +899,7 @@ impl MembershipAgent {
         if suspicions_changed {
             self.update_minority();
         }
+        self.drive_sweep().await;
         if !was_connected && self.view.is_connected() && !self.declared_down {
             self.start_member_pull().await;
         }

@@ -64,8 +64,13 @@ pub(super) struct AgentStatus {
     /// this node (see the `lease` module).
     pub(super) lease_expires_at_ms: AtomicU64,
     /// Set while the members that the view lists as suspected or declared down outnumber the
-    /// live members not suspected (see `lease::is_minority`).
+    /// live members not suspected (see `lease::is_minority`), or while the last quorum sweep
+    /// lost the quorum.
     pub(super) minority: AtomicBool,
+    /// Quorum sweeps started.
+    pub(super) quorum_sweeps: AtomicU64,
+    /// Times the node turned to the minority side, which fences its turns.
+    pub(super) minority_fences: AtomicU64,
 }
 
 impl AgentStatus {
@@ -194,7 +199,8 @@ impl MembershipHandle {
     /// this node recently enough that no member can have declared it down yet (see the
     /// `lease` module). Activations start turns only while it is.
     ///
-    /// It is never fresh while the view is on the minority side of a partition. Otherwise a
+    /// It is never fresh while the node is on the minority side of a partition, by its view's
+    /// counts or by its last quorum sweep. Otherwise a
     /// node with no live peer in its view (alone, or before it joined) and a stopped agent
     /// hold no lease, and this returns true for them.
     pub fn lease_is_fresh(&self) -> bool {
@@ -216,6 +222,17 @@ impl MembershipHandle {
     /// Returns how many received datagrams were rejected as malformed or invalid.
     pub fn rejected_datagrams(&self) -> u64 {
         self.status.rejected_datagrams.load(Ordering::Relaxed)
+    }
+
+    /// Returns how many quorum sweeps the agent started (see the `lease` module).
+    pub fn quorum_sweeps(&self) -> u64 {
+        self.status.quorum_sweeps.load(Ordering::Relaxed)
+    }
+
+    /// Returns how many times the node turned to the minority side, by its view's counts or
+    /// by a quorum sweep, which fences turns until it is no longer there.
+    pub fn minority_fences(&self) -> u64 {
+        self.status.minority_fences.load(Ordering::Relaxed)
     }
 
     /// Returns how many received meta broadcast items failed to decode.

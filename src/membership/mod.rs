@@ -13,6 +13,7 @@ mod lease_tracker;
 mod lifecycle;
 mod member_list;
 mod node_name;
+mod quorum_sweep;
 mod shared_meta;
 mod store_check;
 mod suspicion;
@@ -30,13 +31,14 @@ pub use handle::{MembershipError, MembershipHandle};
 pub use identity::{Incarnation, NodeId, NodeIdFields, boot_id_at};
 pub use lease::{LeaseStatus, MembershipLease, is_minority, lease_duration};
 pub use lease_input::LeaseInput;
-pub use lease_tracker::{LeaseChange, LeaseTracker};
+pub use lease_tracker::{DeclaredDown, LeaseChange, LeaseTracker, acks_lease_probe};
 pub use lifecycle::{NodeLoad, NodeMeta, NodeState};
 pub use member_list::{
     MemberListEntry, MemberListError, MemberListPages, MemberListPull, MembersPage, MembersRequest,
     PullStep, apply_page_meta, choose_peer, choose_random_peer, pull_delay,
 };
 pub use node_name::NodeName;
+pub use quorum_sweep::{QuorumSweep, SweepResult, SweepStart};
 pub use shared_meta::{MetaRecord, SharedMeta};
 #[cfg(test)]
 pub(crate) use store_check::test_members;

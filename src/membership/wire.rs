@@ -10,13 +10,19 @@
 //! - [`Kind::MembersRequest`] and [`Kind::MembersPage`]: the member-list transfer (see the
 //!   `member_list` module), with the same rule against amplification: a page is never longer
 //!   than the request it answers.
+//! - [`Kind::LeaseProbe`] and [`Kind::LeaseProbeAck`]: a quorum sweep (see the `lease`
+//!   module), each a postcard-encoded [`LeaseProbe`] or [`LeaseProbeAck`]. A probe is padded
+//!   to [`LEASE_PROBE_LEN`] bytes and a node acks only probes at least as long as its ack.
 //!
 //! The identity exchange exists because foca 2.0 accepts an `Announce` only when the
 //! destination identity's `addr()` equals the receiver's, and our `addr()` is the node name.
 //! A seed is configured as `host:port`, so a joining node first asks the seed for its
 //! identity and then announces to exactly that identity.
 
+use serde::{Deserialize, Serialize};
+
 use super::NodeId;
+use super::lease_tracker::DeclaredDown;
 use super::member_list::{MemberListError, MembersPage, MembersRequest};
 
 /// Largest datagram the agent sends, framing and authentication tag included. It stays below
@@ -36,6 +42,10 @@ pub const HEADER_LEN: usize = 2;
 /// bytes stay well below it.
 pub const IDENTITY_REQUEST_LEN: usize = 256;
 
+/// Length of a lease probe on the wire, in bytes. An ack of a name of up to 63 bytes leaves
+/// room for at least four declared-down members of such names.
+pub const LEASE_PROBE_LEN: usize = 512;
+
 /// Kind of content a datagram carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -50,6 +60,31 @@ pub enum Kind {
     MembersRequest = 4,
     /// A page of the sender's member list, in reply to a request.
     MembersPage = 5,
+    /// A probe of a quorum sweep.
+    LeaseProbe = 6,
+    /// The ack of a quorum sweep's probe.
+    LeaseProbeAck = 7,
+}
+
+/// A probe of a quorum sweep, which the receiver acks while its view lists the sender as live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseProbe {
+    /// The sender's identity, which the receiver looks up in its view.
+    pub from: NodeId,
+    /// Id of the sweep, which the ack echoes.
+    pub sweep: u64,
+}
+
+/// The ack of a [`LeaseProbe`], sent only by a member that has not declared the prober down.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseProbeAck {
+    /// The acking member's identity, which the prober matches against the members it swept.
+    pub from: NodeId,
+    /// Id of the sweep the probe carried.
+    pub sweep: u64,
+    /// Members the acking member counts as declared down, newest verdict first, as many as
+    /// fit in the probe's length.
+    pub declared_down: Vec<DeclaredDown>,
 }
 
 /// A decoded datagram.
@@ -73,6 +108,15 @@ pub enum Datagram<'a> {
     },
     /// A page of a peer's member list.
     MembersPage(MembersPage),
+    /// A probe of a peer's quorum sweep.
+    LeaseProbe {
+        /// The probe.
+        probe: LeaseProbe,
+        /// Length of the whole datagram, header included, which bounds the ack.
+        len: usize,
+    },
+    /// An ack of a probe of our quorum sweep.
+    LeaseProbeAck(LeaseProbeAck),
 }
 
 /// A datagram that is not valid framing. Nothing changed; the datagram is dropped.
@@ -93,6 +137,9 @@ pub enum WireError {
     /// A member-list request or page that does not decode, or a request that is too short.
     #[error("invalid member list datagram")]
     MemberList(#[source] MemberListError),
+    /// A lease probe or its ack whose body does not decode.
+    #[error("malformed lease probe datagram")]
+    MalformedLeaseProbe(#[source] postcard::Error),
 }
 
 /// Decodes the framing of a received datagram.
@@ -120,6 +167,16 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, WireError> {
         kind if kind == Kind::MembersPage as u8 => MembersPage::decode(body)
             .map(Datagram::MembersPage)
             .map_err(WireError::MemberList),
+        // The probe's padding follows the encoded body.
+        kind if kind == Kind::LeaseProbe as u8 => postcard::take_from_bytes(body)
+            .map(|(probe, _padding)| Datagram::LeaseProbe {
+                probe,
+                len: datagram.len(),
+            })
+            .map_err(WireError::MalformedLeaseProbe),
+        kind if kind == Kind::LeaseProbeAck as u8 => postcard::from_bytes(body)
+            .map(Datagram::LeaseProbeAck)
+            .map_err(WireError::MalformedLeaseProbe),
         other => Err(WireError::UnknownKind(other)),
     }
 }
@@ -155,6 +212,41 @@ pub fn encode_members_page(page: &MembersPage) -> Result<Vec<u8>, MemberListErro
     Ok(frame(Kind::MembersPage, &page.encode()?))
 }
 
+/// Builds a lease probe, zero-padded to at least [`LEASE_PROBE_LEN`] bytes.
+pub fn encode_lease_probe(probe: &LeaseProbe) -> Result<Vec<u8>, postcard::Error> {
+    let header = vec![MAGIC, Kind::LeaseProbe as u8];
+    let mut datagram = postcard::to_extend(probe, header)?;
+    if datagram.len() < LEASE_PROBE_LEN {
+        datagram.resize(LEASE_PROBE_LEN, 0);
+    }
+    Ok(datagram)
+}
+
+/// Builds the ack of a lease probe, at most `max_len` bytes long: it drops the oldest
+/// declared-down members that do not fit. Returns `None` if even the ack without them is
+/// longer.
+pub fn encode_lease_probe_ack(
+    mut ack: LeaseProbeAck,
+    max_len: usize,
+) -> Result<Option<Vec<u8>>, postcard::Error> {
+    let header = [MAGIC, Kind::LeaseProbeAck as u8];
+    let mut datagram = postcard::to_extend(&ack, header.to_vec())?;
+    if datagram.len() > max_len {
+        // Each entry's own length, plus two bytes for the longer count in front of the list.
+        let declared_down = std::mem::take(&mut ack.declared_down);
+        let mut len = postcard::to_extend(&ack, header.to_vec())?.len() + 2;
+        for peer in declared_down {
+            len += postcard::to_allocvec(&peer)?.len();
+            if len > max_len {
+                break;
+            }
+            ack.declared_down.push(peer);
+        }
+        datagram = postcard::to_extend(&ack, header.to_vec())?;
+    }
+    Ok((datagram.len() <= max_len).then_some(datagram))
+}
+
 fn frame(kind: Kind, body: &[u8]) -> Vec<u8> {
     let mut datagram = Vec::with_capacity(HEADER_LEN + body.len());
     datagram.extend_from_slice(&[MAGIC, kind as u8]);
@@ -167,7 +259,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::membership::NodeIdFields;
+    use crate::membership::{NodeIdFields, NodeName};
 
     fn node() -> NodeId {
         NodeId::new(NodeIdFields {
@@ -196,6 +288,82 @@ mod tests {
             })
         );
         assert_eq!(decode(&reply).ok(), Some(Datagram::IdentityReply(node())));
+    }
+
+    fn declared_down(count: usize) -> Vec<DeclaredDown> {
+        (0..count)
+            .map(|index| DeclaredDown {
+                name: NodeName::new(&format!("{index:063}")),
+                age_ms: index as u64,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lease_probe_and_ack_round_trip() {
+        let probe = LeaseProbe {
+            from: node(),
+            sweep: u64::MAX,
+        };
+        let ack = LeaseProbeAck {
+            from: node(),
+            sweep: 7,
+            declared_down: declared_down(2),
+        };
+        let probe_datagram = encode_lease_probe(&probe).expect("probe encodes");
+        let ack_datagram = encode_lease_probe_ack(ack.clone(), LEASE_PROBE_LEN)
+            .expect("ack encodes")
+            .expect("ack fits");
+
+        assert_eq!(probe_datagram.len(), LEASE_PROBE_LEN, "padded");
+        assert_eq!(
+            decode(&probe_datagram).ok(),
+            Some(Datagram::LeaseProbe {
+                probe,
+                len: LEASE_PROBE_LEN
+            })
+        );
+        assert_eq!(
+            decode(&ack_datagram).ok(),
+            Some(Datagram::LeaseProbeAck(ack))
+        );
+    }
+
+    #[test]
+    fn lease_probe_ack_drops_oldest_members_to_fit() {
+        let ack = LeaseProbeAck {
+            from: node(),
+            sweep: u64::MAX,
+            declared_down: declared_down(100),
+        };
+        let datagram = encode_lease_probe_ack(ack, LEASE_PROBE_LEN)
+            .expect("ack encodes")
+            .expect("ack fits");
+
+        assert!(
+            datagram.len() <= LEASE_PROBE_LEN,
+            "{} bytes",
+            datagram.len()
+        );
+        let Ok(Datagram::LeaseProbeAck(decoded)) = decode(&datagram) else {
+            panic!("ack decodes");
+        };
+        assert!(
+            decoded.declared_down.len() >= 4,
+            "{:?}",
+            decoded.declared_down
+        );
+        assert_eq!(
+            decoded.declared_down,
+            declared_down(decoded.declared_down.len()),
+            "the newest verdicts are kept"
+        );
+        let none_fit = LeaseProbeAck {
+            from: node(),
+            sweep: 1,
+            declared_down: Vec::new(),
+        };
+        assert_eq!(encode_lease_probe_ack(none_fit, 20).ok(), Some(None));
     }
 
     #[test]
@@ -271,6 +439,15 @@ mod tests {
         assert!(matches!(
             decode(truncated),
             Err(WireError::MalformedIdentity(_))
+        ));
+        let probe = LeaseProbe {
+            from: node(),
+            sweep: 1,
+        };
+        let truncated = &encode_lease_probe(&probe).expect("probe encodes")[..10];
+        assert!(matches!(
+            decode(truncated),
+            Err(WireError::MalformedLeaseProbe(_))
         ));
     }
 }

@@ -48,6 +48,10 @@ pub struct NodeMetrics {
     pub rejected_frames: IntCounterVec,
     /// Gossip datagrams that could not be decoded.
     pub rejected_datagrams: IntCounter,
+    /// Quorum sweeps of the membership lease started.
+    pub quorum_sweeps: IntCounter,
+    /// Times the node turned to the minority side, which fences its turns.
+    pub minority_fences: IntCounter,
     /// Cluster messages that could not be decoded.
     pub rejected_messages: IntCounter,
     /// Calls forwarded to another node.
@@ -193,6 +197,16 @@ impl NodeMetrics {
                 &registry,
                 "gristmill_rejected_datagrams_total",
                 "Gossip datagrams that could not be decoded",
+            ),
+            quorum_sweeps: counter(
+                &registry,
+                "gristmill_quorum_sweeps_total",
+                "Quorum sweeps started: rounds of lease probes to every live member after a failed probe or a suspicion of this node",
+            ),
+            minority_fences: counter(
+                &registry,
+                "gristmill_minority_fences_total",
+                "Times the node turned to the minority side of a partition, which fences its turns",
             ),
             rejected_messages: counter(
                 &registry,

@@ -12,9 +12,12 @@
 
 use gristmill::clock::Millis;
 use gristmill::grain::GrainId;
-use gristmill::membership::{DEFAULT_DEAD_RETENTION, LeaseStatus, MembershipEvent};
+use gristmill::membership::{
+    DEFAULT_DEAD_RETENTION, DeclaredDown, LeaseStatus, MembershipEvent, NodeId, acks_lease_probe,
+};
 
-use super::SimNode;
+use super::{NodeTimer, SimNode};
+use crate::message::Message;
 
 impl SimNode {
     /// Hands a received foca packet to foca and, if foca accepts it, to the lease, as the
@@ -67,6 +70,92 @@ impl SimNode {
         if self.lease.forget_expired(now, DEFAULT_DEAD_RETENTION) {
             self.update_minority();
         }
+    }
+
+    /// Acks a probe of `prober`'s quorum sweep, sent by the node named `from`, as the agent
+    /// does: unless the view lists the prober as dead or this node stopped.
+    pub(super) fn answer_lease_probe(
+        &mut self,
+        from: &str,
+        prober: &NodeId,
+        sweep: u64,
+        now: Millis,
+    ) {
+        if self.stopping || !acks_lease_probe(&self.view, prober) {
+            return;
+        }
+        let ack = Message::LeaseProbeAck {
+            from: self.id.clone(),
+            sweep,
+            declared_down: self.lease.declared_down_ages(now),
+        };
+        self.send(from, None, ack);
+    }
+
+    /// Counts an ack of this node's quorum sweep, and the members declared down that it hands
+    /// on, as the agent does. The simulator does not model the agent's limit on the ack's
+    /// length, which a cluster of five never reaches.
+    pub(super) fn handle_lease_probe_ack(
+        &mut self,
+        acker: &NodeId,
+        sweep: u64,
+        declared_down: &[DeclaredDown],
+        now: Millis,
+    ) {
+        if !self.keeps_lease() || !self.lease.awaits_sweep_ack(acker, sweep, now) {
+            return;
+        }
+        let adopted =
+            self.lease
+                .adopt_declared_down(declared_down, &self.view, now, DEFAULT_DEAD_RETENTION);
+        if adopted {
+            self.update_minority();
+        }
+        if self.lease.handle_sweep_ack(acker, sweep, now).is_some() {
+            self.update_minority();
+        }
+        self.drive_sweep(now);
+    }
+
+    /// Handles the timer that ends the running quorum sweep or starts the next one.
+    pub(super) fn handle_sweep_timer(&mut self, now: Millis) {
+        if self.sweep_timer_at.is_some_and(|at| at <= now) {
+            self.sweep_timer_at = None;
+        }
+        self.drive_sweep(now);
+    }
+
+    /// Ends the running quorum sweep once its reply window has closed, starts the next one
+    /// if it is due, and arms the timer for what comes next, as the agent does after every
+    /// call into foca.
+    pub(super) fn drive_sweep(&mut self, now: Millis) {
+        if !self.keeps_lease() {
+            return;
+        }
+        if self.lease.handle_sweep_tick(now).is_some() {
+            self.update_minority();
+        }
+        if self.stopping {
+            return;
+        }
+        if let Some(start) = self.lease.maybe_start_sweep(now, &self.view) {
+            for target in start.targets {
+                let probe = Message::LeaseProbe {
+                    from: self.id.clone(),
+                    sweep: start.sweep,
+                };
+                self.send(&target.name, None, probe);
+            }
+        }
+        let Some(wake) = self.lease.next_sweep_wake() else {
+            return;
+        };
+        if self.sweep_timer_at.is_some_and(|armed| armed <= wake) {
+            return;
+        }
+        self.sweep_timer_at = Some(wake);
+        let after = wake.saturating_since(now);
+        self.timer(after, NodeTimer::QuorumSweep);
     }
 
     pub(super) fn update_minority(&mut self) {

@@ -187,6 +187,7 @@ impl SimNode {
         if suspicions_changed {
             self.update_minority();
         }
+        self.drive_sweep(now);
         let joined = !was_connected && self.view.is_connected() && !self.stopping;
         if joined && let Some(peer) = choose_peer(self.foca.iter_members(), &self.announced_seeds) {
             let step = self.member_pull.start(peer, now);

@@ -118,6 +118,8 @@ pub enum NodeTimer {
         /// The request.
         request: u64,
     },
+    /// End the running quorum sweep, or start the next one.
+    QuorumSweep,
 }
 
 /// Something the node asks the world to do, or tells the world.
@@ -202,6 +204,8 @@ pub struct SimNode {
     turns_held: bool,
     /// The node left the cluster, so it keeps no lease, as a stopped agent.
     left: bool,
+    /// When the armed [`NodeTimer::QuorumSweep`] fires; `None` while none is armed.
+    sweep_timer_at: Option<Millis>,
     meta: NodeMeta,
     seeds: Vec<String>,
     /// Seeds sent an identity request; replies from others are ignored.
@@ -282,11 +286,12 @@ impl SimNode {
         let view = MemberView::new(id.clone(), &meta, DEFAULT_DEAD_RETENTION);
         let partition = DirectoryPartition::new(id.incarnation(), config.directory.clone());
         let cache = DirectoryCache::new(config.directory.cache_capacity);
-        let lease = LeaseTracker::new(&config.membership);
+        let lease = LeaseTracker::new(&config.membership, rng_seed ^ 0x5ee9_0000_1ea5);
         Self {
             lease,
             turns_held: false,
             left: false,
+            sweep_timer_at: None,
             live: Vec::new(),
             foca,
             transmissions,
@@ -408,6 +413,17 @@ impl SimNode {
             }
             Message::MembersRequest(body) => self.answer_members_request(from, &body, now),
             Message::MembersPage(body) => self.handle_members_page(from, &body, now),
+            Message::LeaseProbe {
+                from: prober,
+                sweep,
+            } => {
+                self.answer_lease_probe(from, &prober, sweep, now);
+            }
+            Message::LeaseProbeAck {
+                from: acker,
+                sweep,
+                declared_down,
+            } => self.handle_lease_probe_ack(&acker, sweep, &declared_down, now),
             Message::Request { id, from, body } => self.handle_request(id, from, body, now),
             Message::Reply { id, body } => self.handle_reply(id, body, now),
         }
@@ -429,6 +445,7 @@ impl SimNode {
             NodeTimer::Sweep => self.handle_sweep(now),
             NodeTimer::Wake { flow, deadline } => self.handle_wake(FlowId(flow), deadline, now),
             NodeTimer::SyncTimeout { request } => self.handle_sync_timeout(request, now),
+            NodeTimer::QuorumSweep => self.handle_sweep_timer(now),
         }
         self.take_outputs()
     }
