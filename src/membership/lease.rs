@@ -172,7 +172,8 @@ pub fn is_minority(live_members: usize, suspected: usize, declared_down: usize) 
 pub struct LeaseStatus {
     /// The agent stopped (it left, or every handle was dropped), so no lease is kept.
     pub stopped: bool,
-    /// The view is on the minority side (see [`is_minority`]).
+    /// The node is on the minority side, by its view's counts (see [`is_minority`]) or by its
+    /// last quorum sweep.
     pub minority: bool,
     /// The view lists a live peer. A node that never joined, or is alone, holds no lease.
     pub joined: bool,
