@@ -116,6 +116,9 @@ pub struct ScaleReport {
     pub max_meta_backlog: usize,
     /// Events handled.
     pub events: u64,
+    /// Hash over every handled event ([`World::trace_hash`]). Two builds whose runs of the
+    /// same options give different hashes handled different events.
+    pub trace_hash: u64,
     /// Real time the run took.
     pub wall_time: Duration,
 }
@@ -162,6 +165,11 @@ impl fmt::Display for ScaleReport {
             self.max_update_backlog, self.max_meta_backlog
         )?;
         writeln!(f, "events handled:                 {}", self.events)?;
+        writeln!(
+            f,
+            "trace hash:                     {:016x}",
+            self.trace_hash
+        )?;
         write!(
             f,
             "wall time:                      {:.1} s",
@@ -232,6 +240,7 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
         max_update_backlog: monitor.max_update_backlog,
         max_meta_backlog: monitor.max_meta_backlog,
         events: world.stats().events,
+        trace_hash: world.trace_hash(),
         wall_time: started.elapsed(),
     }
 }
