@@ -197,18 +197,32 @@ impl MemberListPages {
     ) {
         self.entries.clear();
         let local = Member::alive(view.local().id);
-        for member in members.cloned().chain(std::iter::once(local)) {
+        let mut sorted: Vec<(&str, &Member<NodeId>)> = Vec::new();
+        for member in members {
+            sorted.push((member.id().name.as_str(), member));
+        }
+        sorted.push((local.id().name.as_str(), &local));
+        sorted.sort_unstable_by_key(|(name, _)| *name);
+        // The view lists its members in name order too, so one walk over both finds each
+        // member's meta, where a lookup per member would cost O(log n) name comparisons.
+        let mut metas = view.metas_by_name().peekable();
+        for (name, member) in sorted {
+            while metas.next_if(|(id, _)| id.name.as_str() < name).is_some() {}
+            let meta = metas
+                .peek()
+                .filter(|(id, _)| id.name.as_str() == name && id.boot_id == member.id().boot_id)
+                .and_then(|(_, meta)| meta.cloned());
             let entry = MemberListEntry {
-                meta: view.meta_of(member.id()),
-                member,
+                meta,
+                member: member.clone(),
             };
             // An entry that does not encode could not be sent either; it is left out.
-            if let Ok(bytes) = postcard::to_allocvec(&entry) {
-                self.entries.push((entry, bytes.len()));
+            if let Ok(len) =
+                postcard::serialize_with_flavor(&entry, postcard::ser_flavors::Size::default())
+            {
+                self.entries.push((entry, len));
             }
         }
-        self.entries
-            .sort_unstable_by(|(a, _), (b, _)| a.member.id().name.cmp(&b.member.id().name));
         self.taken_at = Some(now);
     }
 

@@ -333,6 +333,16 @@ impl MemberView {
         Some(meta.meta.clone())
     }
 
+    /// Returns every member's identity, in name order, with the latest broadcast applied for
+    /// its incarnation if that incarnation is live. [`Self::meta_of`] for all members at once,
+    /// for callers that walk a list sorted by name.
+    pub fn metas_by_name(&self) -> impl Iterator<Item = (&NodeIdFields, Option<&NodeMeta>)> {
+        self.members.iter().map(|(key, entry)| {
+            let meta = entry.meta.as_ref().filter(|_| !entry.dead);
+            (&key.0.fields, meta.map(|shared| &shared.meta))
+        })
+    }
+
     /// Applies a foca notification and returns the events it causes.
     pub fn handle_notification(
         &mut self,
