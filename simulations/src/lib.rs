@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod checks;
+mod event_queue;
 pub mod message;
 pub mod network;
 pub mod node;

@@ -8,8 +8,7 @@
 //! handled event: its time, node, kind and encoded content.
 
 use std::cell::Cell;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use rand::{RngExt, SeedableRng};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::checks::{Invariant, Violation};
+use crate::event_queue::EventQueue;
 use crate::message::{CallFailure, Message};
 use crate::network::{LinkFaults, Network};
 use crate::node::{NodeConfig, NodeTimer, Output, SimNode};
@@ -140,28 +140,8 @@ impl Event {
     }
 }
 
-/// Heap entry: ordered by time, priority and sequence number.
-struct Scheduled {
-    key: (Millis, u8, u64),
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
-    }
-}
+/// Order of the pending events: time, priority, then sequence number, which is unique.
+type EventKey = (Millis, u8, u64);
 
 /// One node name's process history.
 pub struct Slot {
@@ -237,7 +217,7 @@ pub struct ViewGaps {
 pub struct World {
     config: SimConfig,
     now: Millis,
-    heap: BinaryHeap<Reverse<Scheduled>>,
+    events: EventQueue<EventKey, Event>,
     seq: u64,
     rng: StdRng,
     slots: Vec<Slot>,
@@ -272,7 +252,7 @@ impl World {
             rng: StdRng::seed_from_u64(config.seed),
             config,
             now: Millis(0),
-            heap: BinaryHeap::new(),
+            events: EventQueue::new(),
             seq: 0,
             slots: Vec::new(),
             names: BTreeMap::new(),
@@ -516,11 +496,11 @@ impl World {
 
     /// Runs events until `until`, then sets the clock to `until`.
     pub fn run_until(&mut self, until: Millis) {
-        while let Some(Reverse(next)) = self.heap.peek() {
-            if next.key.0 > until {
+        while let Some(next) = self.events.peek_key() {
+            if next.0 > until {
                 break;
             }
-            let Reverse(Scheduled { key, event }) = self.heap.pop().expect("peeked above");
+            let (key, event) = self.events.pop().expect("peeked above");
             self.now = key.0;
             self.handle_event(key.1, event);
         }
@@ -535,10 +515,7 @@ impl World {
 
     fn push(&mut self, at: Millis, priority: u8, event: Event) {
         self.seq += 1;
-        self.heap.push(Reverse(Scheduled {
-            key: (at, priority, self.seq),
-            event,
-        }));
+        self.events.push((at, priority, self.seq), event);
     }
 
     fn handle_event(&mut self, priority: u8, event: Event) {
@@ -1072,7 +1049,8 @@ impl World {
     /// The check starts at the node that disagreed last time, which usually still does, so
     /// that polling a large cluster until it converges stays cheap.
     pub fn views_agree(&self) -> bool {
-        let running = self.running_names();
+        // Hashed, because a large cluster looks every member of every view up in it.
+        let running: HashSet<(&str, u64)> = self.running_names().into_iter().collect();
         let start = self.disagreeing_slot.get().min(self.slots.len());
         let (before, after) = self.slots.split_at(start);
         let disagreeing = after.iter().chain(before).position(|slot| {
