@@ -168,6 +168,52 @@ fn page_carries_meta_of_view() {
 }
 
 #[test]
+fn snapshot_takes_meta_of_same_live_incarnation() {
+    let renewed = |name: &str| {
+        NodeId::new(NodeIdFields {
+            boot_id: 8,
+            ..(*node(name)).clone()
+        })
+    };
+    let mut view = view_with("local", &[node("a"), node("b"), node("d")]);
+    view.handle_notification(OwnedNotification::MemberDown(node("d")), T0);
+    // In foca's order, which is not by name.
+    let members = [
+        Member::new(node("d"), 0, State::Alive),
+        Member::new(node("c"), 0, State::Alive),
+        Member::new(renewed("b"), 0, State::Alive),
+        Member::new(node("a"), 0, State::Alive),
+    ];
+    let mut pages = MemberListPages::default();
+
+    pages.refresh(members.iter(), &view, T0);
+
+    let entries: Vec<(&str, Option<u64>)> = pages
+        .entries
+        .iter()
+        .map(|(entry, _)| {
+            let name = entry.member.id().name.as_str();
+            (name, entry.meta.as_ref().map(|meta| meta.version))
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("a", Some(3)),
+            ("b", None),
+            ("c", None),
+            ("d", None),
+            ("local", Some(1))
+        ],
+        "b has another boot id in the view, c is not in it, d is dead there"
+    );
+    for (entry, len) in &pages.entries {
+        let encoded = postcard::to_allocvec(entry).expect("entry encodes");
+        assert_eq!(*len, encoded.len(), "length of {entry:?}");
+    }
+}
+
+#[test]
 fn snapshot_turns_stale_after_max_age() {
     let mut pages = MemberListPages::default();
     assert!(pages.is_stale(T0));
