@@ -83,7 +83,7 @@ pub enum CtlCommand {
         /// Only activations of this grain type.
         #[arg(long = "type", value_name = "TYPE")]
         grain_type: Option<String>,
-        /// Maximum number of activations to list. [default: all]
+        /// Maximum number of activations to list; 0 lists all of them. [default: all]
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
     },
