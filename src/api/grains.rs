@@ -74,7 +74,9 @@ impl pb::grains_server::Grains for GrainsService {
         Ok(Response::new(pb::InvokeResponse {
             payload,
             format: request.format,
-            served_by: reply.served_by,
+            served_by: reply
+                .served_by
+                .unwrap_or_else(|| self.node.id().name.to_string()),
             hops: reply.hops,
         }))
     }

@@ -39,8 +39,10 @@ use tokio::sync::oneshot;
 use super::live::LiveGrain;
 pub(crate) use super::mailbox::{ActivationRef, Runner};
 use super::registry::GrainFactory;
-pub(crate) use super::turn::{Turn, TurnError, TurnReply};
-use super::turn::{panic_message, reject_late, run_dispatch};
+pub(crate) use super::turn::{Turn, TurnError, TurnOutcome, TurnReceiver, TurnReply};
+use super::turn::{
+    audit_start, count_turn, panic_message, reject_late, run_dispatch, run_uncounted,
+};
 use super::{CallError, GrainContext, GrainId};
 use crate::migration::{MigrationError, MigrationReport};
 use crate::runtime::HandOff;
@@ -335,7 +337,11 @@ async fn run_queued(myself: &ActivationRef, state: &mut ActivationState, work: A
             } else {
                 let node = state.ctx.node();
                 let now = turn.sent_at.unwrap_or_else(Instant::now);
-                node.await_turn_fence(turn.deadline, now).await
+                match node.may_start_turn_at(now) {
+                    Some(may_start) => may_start.then_some(now),
+                    // Boxed: the wait is rare, and its timer would enlarge every runner's future.
+                    None => Box::pin(node.await_turn_fence(turn.deadline, now)).await,
+                }
             };
             if state.stopping || state.ctx.node().is_declared_down() {
                 turn.reply.send(Err(TurnError::Gone(turn.payload)));
@@ -420,17 +426,27 @@ async fn run_timer(state: &mut ActivationState, name: &str) {
 /// Runs one exclusive turn that may start at `now`.
 async fn run_turn(state: &mut ActivationState, turn: Turn, now: Instant) {
     if let Some(turn) = reject_late(&state.shared.grain, turn, now) {
-        let node = state.ctx.node().clone();
+        let audit_started = audit_start(state.ctx.node());
+        // The dispatch borrows the context, which contains the node, so the turn is counted
+        // after the dispatch ends. A copy of the node would cost two atomic operations per turn.
         let dispatch = state
             .grain
             .dispatch(&mut state.ctx, turn.method, turn.payload);
-        let reply = run_dispatch(&node, &state.shared, turn.method, now, dispatch).await;
+        let (reply, finished) = run_uncounted(&state.shared, turn.method, dispatch).await;
+        count_turn(
+            state.ctx.node(),
+            &state.shared,
+            now,
+            finished,
+            audit_started,
+        );
         let panicked = matches!(reply, Err(CallError::GrainPanicked { .. }));
-        turn.reply.send(reply.map_err(TurnError::Failed));
+        turn.reply
+            .send_ran(reply.map_err(TurnError::Failed), finished);
         if panicked {
             become_abandoned(state);
         } else if state.ctx.take_deactivate_request() {
-            node.remove_activation(&state.shared);
+            state.ctx.node().remove_activation(&state.shared);
             Box::pin(deactivate(state, StopReason::Requested)).await;
         }
     }

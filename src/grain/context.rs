@@ -2,7 +2,6 @@
 //! reminders and references to other grains, split into exclusive and shared parts.
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,12 +281,7 @@ impl SharedContext {
 
     /// Returns a reference to the grain `key` of type `G`, for calls from this grain.
     pub fn grain<G: Grain>(&self, key: impl Into<String>) -> GrainRef<G> {
-        GrainRef {
-            id: GrainId::new(G::TYPE_NAME, key),
-            node: self.node.clone(),
-            timeout: None,
-            grain_type: PhantomData,
-        }
+        GrainRef::new(GrainId::new(G::TYPE_NAME, key), self.node.clone())
     }
 
     /// Asks the runtime to deactivate this activation once the current turn ends; from an
@@ -297,7 +291,9 @@ impl SharedContext {
     }
 
     pub(crate) fn take_deactivate_request(&self) -> bool {
-        self.deactivate_requested.swap(false, Ordering::AcqRel)
+        // Checked before every turn ends, and rarely set: a load costs less than a swap.
+        self.deactivate_requested.load(Ordering::Acquire)
+            && self.deactivate_requested.swap(false, Ordering::AcqRel)
     }
 
     /// Registers (or replaces) the durable reminder `name`: [`Grain::on_reminder`] runs after

@@ -66,6 +66,9 @@ struct Inner {
     running: bool,
     /// True once the activation stopped: messages are refused.
     stopped: bool,
+    /// True once the activation left the node's catalog. Turns sent through a handle cached
+    /// by an earlier call are rejected from then on (see [`ActivationRef::cast_turn_if_current`]).
+    retired: bool,
 }
 
 impl ActivationRef {
@@ -113,8 +116,39 @@ impl ActivationRef {
     /// Queues `message` and returns the runner for the caller to drive if the mailbox was idle
     /// (see the module documentation). Gives the message back if the activation stopped.
     pub fn cast_inline(&self, message: ActivationMsg) -> Result<Option<Runner>, ActivationMsg> {
+        self.cast_inline_unless(message, false)
+    }
+
+    /// [`Self::cast_inline`] for a turn sent through a handle that the caller cached at an
+    /// earlier call instead of finding it in the catalog. Gives the message back also once
+    /// the activation has been retired.
+    ///
+    /// The check and the queueing share the mailbox lock with [`Self::retire`]. So a turn that
+    /// passes the check was queued, with `pending` raised by its sender, before the activation
+    /// was retired. It is then handled like a turn that found the activation in the catalog:
+    /// it runs unless the activation has started to stop, which gives it back as
+    /// `TurnError::Gone`. A stopping activation stops its mailbox only once `pending` is zero,
+    /// so the turn is never dropped unanswered.
+    pub fn cast_turn_if_current(
+        &self,
+        message: ActivationMsg,
+    ) -> Result<Option<Runner>, ActivationMsg> {
+        self.cast_inline_unless(message, true)
+    }
+
+    /// Marks the activation as retired: it has left the catalog, so turns sent through cached
+    /// handles are rejected from now on. Called under the catalog's lock as the handle leaves it.
+    pub fn retire(&self) {
+        self.lock().retired = true;
+    }
+
+    fn cast_inline_unless(
+        &self,
+        message: ActivationMsg,
+        reject_retired: bool,
+    ) -> Result<Option<Runner>, ActivationMsg> {
         let mut inner = self.lock();
-        if inner.stopped {
+        if inner.stopped || (reject_retired && inner.retired) {
             return Err(message);
         }
         if inner.running {

@@ -1,26 +1,41 @@
 //! `GrainRef<G>`: a typed handle for calling one grain from anywhere in the cluster.
 
+use std::any::TypeId;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use super::methods::encoder_of;
 use super::{CallError, Grain, GrainId, Handler, Method, Payload};
-use crate::runtime::Node;
+use crate::runtime::{CachedRoute, LocalRoute, Node};
 
 /// A typed reference to the grain `id` of type `G`.
 ///
 /// Holding a reference activates nothing; the first call does. References are cheap to clone
-/// and stay valid across deactivation and migration, because every call resolves the grain's
-/// current activation.
+/// and stay valid across deactivation and migration. A reference caches the local
+/// activation that served its last call and tries it first. A call that finds that
+/// activation deactivated or migrated resolves the grain's current activation.
 pub struct GrainRef<G> {
     pub(crate) id: GrainId,
     pub(crate) node: Node,
     pub(crate) timeout: Option<Duration>,
+    /// The activation and methods that served this reference's local calls, for the next one.
+    pub(crate) route: LocalRoute,
     pub(crate) grain_type: PhantomData<fn() -> G>,
 }
 
 impl<G: Grain> GrainRef<G> {
+    /// Returns a reference to the grain `id` through `node`, with the node's default timeout.
+    pub(crate) fn new(id: GrainId, node: Node) -> Self {
+        Self {
+            id,
+            node,
+            timeout: None,
+            route: LocalRoute::default(),
+            grain_type: PhantomData,
+        }
+    }
+
     /// Returns the id of the referenced grain.
     pub fn id(&self) -> &GrainId {
         &self.id
@@ -45,10 +60,14 @@ impl<G: Grain> GrainRef<G> {
             value: Box::new(request),
             encode: encoder_of::<M>(),
         };
+        let cached = CachedRoute {
+            route: &self.route,
+            request: TypeId::of::<M>(),
+        };
         let now = Instant::now();
         let reply = self
             .node
-            .invoke_ref(&self.id, M::NAME, payload, now, now + timeout)
+            .invoke_cached(&self.id, M::NAME, payload, now, now + timeout, cached)
             .await?;
         reply
             .payload
@@ -96,6 +115,7 @@ impl<G> Clone for GrainRef<G> {
             id: self.id.clone(),
             node: self.node.clone(),
             timeout: self.timeout,
+            route: self.route.clone(),
             grain_type: PhantomData,
         }
     }

@@ -28,11 +28,21 @@ pub(crate) struct Turn {
 
 /// The destination of a turn's outcome: the caller that waits for it, or nothing for a one-way
 /// message, which then costs no channel.
-pub(crate) struct TurnReply(Option<oneshot::Sender<Result<Payload, TurnError>>>);
+pub(crate) struct TurnReply(Option<oneshot::Sender<TurnOutcome>>);
+
+/// The receiver on which a caller waits for its turn's outcome.
+pub(crate) type TurnReceiver = oneshot::Receiver<TurnOutcome>;
+
+/// The message that the caller of a turn receives.
+pub(crate) struct TurnOutcome {
+    pub result: Result<Payload, TurnError>,
+    /// The turn's own clock reading at its end, or `None` if the turn did not run.
+    pub ended: Option<Instant>,
+}
 
 impl TurnReply {
     /// Returns a reply to a caller, and the receiver on which it waits.
-    pub fn channel() -> (Self, oneshot::Receiver<Result<Payload, TurnError>>) {
+    pub fn channel() -> (Self, TurnReceiver) {
         let (sender, receiver) = oneshot::channel();
         (Self(Some(sender)), receiver)
     }
@@ -42,8 +52,23 @@ impl TurnReply {
         Self(None)
     }
 
-    /// Sends `outcome` to the caller, if one waits.
-    pub fn send(self, outcome: Result<Payload, TurnError>) {
+    /// Sends the result of a turn that did not run to the caller, if one waits.
+    pub fn send(self, result: Result<Payload, TurnError>) {
+        self.send_outcome(TurnOutcome {
+            result,
+            ended: None,
+        });
+    }
+
+    /// Sends the result of a turn that ran until `ended` to the caller, if one waits.
+    pub fn send_ran(self, result: Result<Payload, TurnError>, ended: Instant) {
+        self.send_outcome(TurnOutcome {
+            result,
+            ended: Some(ended),
+        });
+    }
+
+    fn send_outcome(self, outcome: TurnOutcome) {
         if let Some(sender) = self.0 {
             // A caller that gave up has dropped its receiver, and nothing else waits.
             let _ = sender.send(outcome);
@@ -84,8 +109,26 @@ pub(super) async fn run_dispatch(
     started: Instant,
     dispatch: impl Future<Output = Result<Payload, DispatchError>>,
 ) -> Result<Payload, CallError> {
-    // The wall clock is read only for the audit, which is usually off.
-    let audit_started = node.audits_turns().then(SystemTime::now);
+    let audit_started = audit_start(node);
+    let (reply, finished) = run_uncounted(shared, method, dispatch).await;
+    count_turn(node, shared, started, finished, audit_started);
+    reply
+}
+
+/// Returns the wall clock reading at the start of a turn if turns are audited. The wall clock
+/// is read only for the audit, which is usually off.
+pub(super) fn audit_start(node: &Node) -> Option<SystemTime> {
+    node.audits_turns().then(SystemTime::now)
+}
+
+/// Runs one dispatched turn, catching a panic, and returns its reply and when it finished.
+/// The caller counts it with [`count_turn`], so that the dispatch may borrow the context that
+/// contains the node.
+pub(super) async fn run_uncounted(
+    shared: &ActivationShared,
+    method: MethodId,
+    dispatch: impl Future<Output = Result<Payload, DispatchError>>,
+) -> (Result<Payload, CallError>, Instant) {
     let outcome = AssertUnwindSafe(dispatch).catch_unwind().await;
     let finished = Instant::now();
     shared.touch_at(finished);
@@ -101,12 +144,22 @@ pub(super) async fn run_dispatch(
             })
         }
     };
+    (reply, finished)
+}
+
+/// Counts a turn that ran from `started` to `finished`, and audits it if `audit_started` is set.
+pub(super) fn count_turn(
+    node: &Node,
+    shared: &ActivationShared,
+    started: Instant,
+    finished: Instant,
+    audit_started: Option<SystemTime>,
+) {
     node.record_turn(finished.saturating_duration_since(started));
     shared.turns.fetch_add(1, Ordering::Relaxed);
     if let Some(audit_started) = audit_started {
         node.audit_turn(shared, audit_started, SystemTime::now());
     }
-    reply
 }
 
 fn dispatch_error(grain: &GrainId, method: &str, error: DispatchError) -> CallError {

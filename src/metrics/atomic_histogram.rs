@@ -65,7 +65,10 @@ impl AtomicHistogram {
         let core = &*self.0;
         let bucket = core.bounds.partition_point(|bound| *bound < units);
         core.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        core.sum.fetch_add(units, Ordering::Relaxed);
+        // Most observations of the hops histogram are 0, and an addition of 0 changes nothing.
+        if units > 0 {
+            core.sum.fetch_add(units, Ordering::Relaxed);
+        }
     }
 
     /// Records `elapsed` in a histogram whose unit is the nanosecond.

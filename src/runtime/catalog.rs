@@ -43,6 +43,36 @@ impl Borrow<GrainId> for ActivationHandle {
     }
 }
 
+impl ActivationHandle {
+    /// [`Catalog::try_send`] through a handle that the caller cached at an earlier call, without
+    /// the catalog's lock or a lookup. Gives the payload back if the activation has left the
+    /// catalog since (see `ActivationRef::cast_turn_if_current`), and the caller then looks the
+    /// grain up again.
+    pub fn try_send_current<R>(
+        &self,
+        payload: Payload,
+        make_turn: impl FnOnce(Payload) -> (Turn, R),
+    ) -> Result<(Option<Runner>, R), Payload> {
+        let (turn, returned) = make_turn(payload);
+        // Raised before the mailbox's check, so that a retired activation that stops after
+        // the check finds this turn pending.
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
+        match self.actor.cast_turn_if_current(ActivationMsg::Turn(turn)) {
+            Ok(runner) => Ok((runner, returned)),
+            Err(message) => Err(self.give_back(message)),
+        }
+    }
+
+    /// Undoes the `pending` count of a turn that the mailbox rejected, and returns its payload.
+    fn give_back(&self, message: ActivationMsg) -> Payload {
+        self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+        match message {
+            ActivationMsg::Turn(turn) => turn.payload,
+            _ => unreachable!("cast returns the message it could not send"),
+        }
+    }
+}
+
 /// Activations on this node, by grain.
 #[derive(Default)]
 pub(crate) struct Catalog {
@@ -59,28 +89,25 @@ impl Catalog {
     /// returned next to the turn, such as the receiver of its reply.
     ///
     /// `make_turn` runs only once the activation is found, so a call for a grain that is not
-    /// active here creates no reply channel. If the activation was idle, the caller gets its
-    /// runner to drive (see `crate::grain::mailbox`), and the runner runs the turn however the
-    /// caller treats it.
+    /// active here creates no reply channel; it gets the activation's handle, which a caller
+    /// may cache for [`ActivationHandle::try_send_current`]. If the activation was idle, the
+    /// caller gets its runner to drive (see `crate::grain::mailbox`), and the runner runs the
+    /// turn however the caller treats it.
     pub fn try_send<R>(
         &self,
         grain: &GrainId,
         payload: Payload,
-        make_turn: impl FnOnce(Payload) -> (Turn, R),
+        make_turn: impl FnOnce(Payload, &ActivationHandle) -> (Turn, R),
     ) -> Result<(Option<Runner>, R), Payload> {
         let active = self.active.lock().expect("catalog lock poisoned");
         let Some(handle) = active.get(grain) else {
             return Err(payload);
         };
-        let (turn, returned) = make_turn(payload);
+        let (turn, returned) = make_turn(payload, handle);
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         match handle.actor.cast_inline(ActivationMsg::Turn(turn)) {
             Ok(runner) => Ok((runner, returned)),
-            Err(ActivationMsg::Turn(turn)) => {
-                handle.shared.pending.fetch_sub(1, Ordering::AcqRel);
-                Err(turn.payload)
-            }
-            Err(_) => unreachable!("cast returns the message it could not send"),
+            Err(message) => Err(handle.give_back(message)),
         }
     }
 
@@ -176,7 +203,7 @@ impl Catalog {
         if !is_current || shared.pending.load(Ordering::Acquire) != 0 {
             return false;
         }
-        active.remove(&shared.grain);
+        retire(active.take(&shared.grain));
         true
     }
 
@@ -191,7 +218,7 @@ impl Catalog {
             .get(&shared.grain)
             .is_some_and(|h| Arc::ptr_eq(&h.shared, shared));
         if is_current {
-            active.remove(&shared.grain);
+            retire(active.take(&shared.grain));
         }
         is_current
     }
@@ -253,6 +280,13 @@ impl Catalog {
         drop(active);
         let workers = self.workers.lock().expect("catalog lock poisoned");
         workers.values().flatten().fold(sums, depths)
+    }
+}
+
+/// Retires the handle that just left the table, while the caller still holds the table's lock.
+fn retire(handle: Option<ActivationHandle>) {
+    if let Some(handle) = handle {
+        handle.actor.retire();
     }
 }
 

@@ -107,7 +107,6 @@ pub(crate) struct NodeInner {
     pub stopped: watch::Sender<bool>,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: OnceLock<SocketAddr>,
-    pub calls_served: AtomicU64,
     pub health: OnceLock<tonic_health::server::HealthReporter>,
     pub storage: Arc<dyn crate::storage::StorageProvider>,
     pub audit: Option<Mutex<std::fs::File>>,
@@ -253,7 +252,6 @@ impl Node {
 
             grpc_addr,
             metrics_addr: OnceLock::new(),
-            calls_served: AtomicU64::new(0),
             health: OnceLock::new(),
             storage,
             audit: open_turn_audit(config.turn_audit_path.as_deref()),
@@ -357,8 +355,13 @@ impl Node {
 
     /// Counts a turn served on this node, for the load gossip and the turn histogram.
     pub(crate) fn record_turn(&self, elapsed: Duration) {
-        self.inner.calls_served.fetch_add(1, Ordering::Relaxed);
         self.inner.metrics.turn_duration.observe_duration(elapsed);
+    }
+
+    /// Returns how many turns this node has served: the count of the turn histogram, which
+    /// the load gossip reads instead of a counter of its own that every turn would raise.
+    pub(crate) fn turns_served(&self) -> u64 {
+        self.inner.metrics.turn_duration.sample_count()
     }
 
     /// Returns the activations hosted on this node.
@@ -408,12 +411,7 @@ impl Node {
         &self,
         key: impl Into<String>,
     ) -> crate::grain::GrainRef<G> {
-        crate::grain::GrainRef {
-            id: crate::grain::GrainId::new(G::TYPE_NAME, key),
-            node: self.clone(),
-            timeout: None,
-            grain_type: std::marker::PhantomData,
-        }
+        crate::grain::GrainRef::new(crate::grain::GrainId::new(G::TYPE_NAME, key), self.clone())
     }
 
     /// Resolves when the node has stopped, after [`Node::drain_and_leave`] or because the
@@ -477,6 +475,19 @@ impl Node {
 
     fn may_start_turns_at(&self, now: Instant) -> bool {
         !self.membership_lags_at(now) && self.inner.membership.lease_is_fresh_at(now)
+    }
+
+    /// Returns whether a turn may start at `now` without waiting: `Some(true)` if it may,
+    /// `Some(false)` if the cluster declared this node down, and `None` if it must wait for
+    /// the fence of [`Self::await_turn_fence`].
+    pub(crate) fn may_start_turn_at(&self, now: Instant) -> Option<bool> {
+        if self.is_declared_down() {
+            Some(false)
+        } else if self.may_start_turns_at(now) {
+            Some(true)
+        } else {
+            None
+        }
     }
 
     /// Waits, at most until `deadline`, until activations may start turns. Returns the time

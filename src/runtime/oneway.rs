@@ -80,7 +80,7 @@ impl Node {
         if method.worker_limit.is_some() {
             return Err(payload);
         }
-        let make_turn = |payload| {
+        let make_turn = |payload, _: &super::catalog::ActivationHandle| {
             let turn = Turn {
                 method: method.id,
                 payload,

@@ -1,7 +1,8 @@
 //! The call path: deliver locally, or resolve the grain through the directory and forward it.
 //!
 //! A call tries, in order, until it has a reply or its deadline passes:
-//! 1. the local activation, if the grain is active on this node;
+//! 1. the local activation, if the grain is active on this node (a grain reference tries the
+//!    activation it cached at its last call first, see `super::local_route`);
 //! 2. the cached directory entry, or a lookup at the partition owner;
 //! 3. when the directory has no entry, placement picks an Active node, which registers the
 //!    grain with compare-and-set and activates it; a registration that loses the race learns
@@ -11,17 +12,13 @@
 //! drops its cached entry, clears the stale directory entry, and resolves again. Every retry is
 //! bounded by the deadline and by [`MAX_ATTEMPTS`].
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
+use super::local_route::LocalRoute;
 use super::node::Node;
 use crate::directory::{DirectoryEntry, Expect, LookupOutcome, RegisterOutcome};
-use crate::grain::activation::{self, ActivationShared, Runner, Turn, TurnError, TurnReply};
+use crate::grain::activation::{self, ActivationShared};
 use crate::grain::methods::MethodId;
 use crate::grain::{CallError, GrainContext, GrainError, GrainId, Payload, PayloadFormat};
 use crate::membership::NodeId;
@@ -46,7 +43,8 @@ const SETTLE_PAUSE: Duration = Duration::from_millis(20);
 /// The reply of a successful call.
 pub(crate) struct InvokeReply {
     pub payload: Payload,
-    pub served_by: String,
+    /// The node that served the call, or `None` for this node, whose name the caller has.
+    pub served_by: Option<String>,
     pub hops: u32,
 }
 
@@ -57,6 +55,14 @@ pub(crate) struct CheckedMethod {
     pub id: MethodId,
     /// The type's per-node activation limit if it is a stateless worker.
     pub worker_limit: Option<usize>,
+}
+
+/// The route that a [`GrainRef`](crate::grain::GrainRef) caches, offered to one of its calls.
+#[derive(Clone, Copy)]
+pub(crate) struct CachedRoute<'a> {
+    pub route: &'a LocalRoute,
+    /// The type of the call's request, under which the route caches the resolved method.
+    pub request: std::any::TypeId,
 }
 
 /// The next destination of a call.
@@ -164,9 +170,52 @@ impl Node {
         started: Instant,
         deadline: Instant,
     ) -> Result<InvokeReply, CallError> {
-        let mut result = self
-            .invoke_inner(grain, method, payload, started, deadline)
+        let result = self
+            .invoke_inner(grain, method, payload, started, deadline, None)
             .await;
+        self.finish_call(result, started, deadline, None)
+    }
+
+    /// [`Node::invoke_ref`] for a caller that caches a route to the grain's local activation.
+    /// The call tries the cached activation first, and the route caches the activation and
+    /// method that serve the call on this node.
+    pub(crate) async fn invoke_cached(
+        &self,
+        grain: &GrainId,
+        method: &str,
+        mut payload: Payload,
+        started: Instant,
+        deadline: Instant,
+        cached: CachedRoute<'_>,
+    ) -> Result<InvokeReply, CallError> {
+        if started < deadline {
+            match self
+                .deliver_cached(grain, cached, payload, started, deadline)
+                .await
+            {
+                Ok(delivered) => {
+                    let result = delivered.result.map(|payload| self.local_reply(payload, 0));
+                    return self.finish_call(result, started, deadline, delivered.ended_inline);
+                }
+                Err(returned) => payload = returned,
+            }
+        }
+        // Boxed: the full path is rare for a cached route, and inline it would enlarge the future
+        // of every call.
+        let resolved = self.invoke_inner(grain, method, payload, started, deadline, Some(cached));
+        let result = Box::pin(resolved).await;
+        self.finish_call(result, started, deadline, None)
+    }
+
+    /// Counts a call that started at `started` and returns its result, with the timeout the
+    /// caller gave in a deadline error. The call ended at `ended`, or now if that is `None`.
+    fn finish_call(
+        &self,
+        mut result: Result<InvokeReply, CallError>,
+        started: Instant,
+        deadline: Instant,
+        ended: Option<Instant>,
+    ) -> Result<InvokeReply, CallError> {
         if let Ok(reply) = &result {
             self.inner.forwarding.record_hops(reply.hops);
         }
@@ -177,9 +226,12 @@ impl Node {
         {
             *after_ms = millis_rounded_up(deadline.saturating_duration_since(started));
         }
+        let elapsed = ended
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(started);
         self.inner
             .metrics
-            .record_call(started.elapsed(), result.as_ref().err());
+            .record_call(elapsed, result.as_ref().err());
         result
     }
 
@@ -190,15 +242,22 @@ impl Node {
         payload: Payload,
         started: Instant,
         deadline: Instant,
+        cached: Option<CachedRoute<'_>>,
     ) -> Result<InvokeReply, CallError> {
         let checked = self.check_method(grain, method)?;
+        // Only methods of types with one activation per grain are cached: a stateless worker
+        // call picks among several activations each time.
+        let cached = cached.filter(|_| checked.worker_limit.is_none());
+        if let Some(cached) = cached {
+            cached.route.cache_method(cached.request, checked);
+        }
         // Only stateless worker types may spread; the check takes a lock, so it comes second.
         if checked.worker_limit.is_some()
             && self.inner.forwarding.is_spread_worker(&grain.grain_type)
         {
             return Box::pin(self.invoke_spread_worker(grain, checked, payload, deadline)).await;
         }
-        // `invoke_ref` replaces the 0 with the timeout the caller gave.
+        // `finish_call` replaces the 0 with the timeout the caller gave.
         let timed_out = || CallError::DeadlineExceeded {
             grain: grain.clone(),
             after_ms: 0,
@@ -229,8 +288,9 @@ impl Node {
                     }
                 },
             };
+            let route = cached.map(|cached| cached.route);
             match self
-                .deliver_local(grain, checked, current, now, deadline)
+                .deliver_local_caching(grain, checked, current, now, deadline, route)
                 .await
             {
                 Ok(reply) => return reply.map(|payload| self.local_reply(payload, 0)),
@@ -247,6 +307,9 @@ impl Node {
                 // largest step and is copied when it is created, so an inline rare step would
                 // slow down every call.
                 Target::Here(entry) => {
+                    // NOTE: an activation that left the catalog may still be running its
+                    // `on_deactivate`. `handle_not_here` then removes its entry, and the next
+                    // attempt may activate the grain anew and read its state before that write.
                     let found = Box::pin(self.wait_for_local_activation(&entry, deadline)).await;
                     if found == Some(false) {
                         Box::pin(self.handle_not_here(&entry, deadline)).await;
@@ -314,120 +377,9 @@ impl Node {
     pub(super) fn local_reply(&self, payload: Payload, hops: u32) -> InvokeReply {
         InvokeReply {
             payload,
-            served_by: self.inner.id.name.to_string(),
+            served_by: None,
             hops,
         }
-    }
-
-    /// Runs the call on the local activation. Gives the payload back if the grain is not
-    /// active here (or its activation stopped before taking the call).
-    pub(crate) async fn deliver_local(
-        &self,
-        grain: &GrainId,
-        method: CheckedMethod,
-        payload: Payload,
-        sent_at: Instant,
-        deadline: Instant,
-    ) -> Result<Result<Payload, CallError>, Payload> {
-        if let Some(max) = method.worker_limit {
-            return Ok(self
-                .deliver_worker(grain, method.id, payload, deadline, max)
-                .await);
-        }
-        // This task drives the runner that `try_send` returns at once, so the turn may start
-        // with `sent_at` as its clock reading.
-        let make_turn = |payload| {
-            let (reply, receive) = TurnReply::channel();
-            let turn = Turn {
-                method: method.id,
-                payload,
-                deadline,
-                sent_at: Some(sent_at),
-                reply,
-            };
-            (turn, receive)
-        };
-        match self.inner.catalog.try_send(grain, payload, make_turn) {
-            Err(payload) => Err(payload),
-            Ok((None, receive)) => await_turn(grain, deadline, receive).await,
-            Ok((Some(runner), receive)) => {
-                await_turn_driving(grain, deadline, receive, runner).await
-            }
-        }
-    }
-
-    /// Runs a call on a stateless worker activation of this node, starting one more worker
-    /// while the pool has room and every worker is busy.
-    async fn deliver_worker(
-        &self,
-        grain: &GrainId,
-        method: MethodId,
-        mut payload: Payload,
-        deadline: Instant,
-        max: usize,
-    ) -> Result<Payload, CallError> {
-        for _ in 0..MAX_ATTEMPTS {
-            let (reply, receive) = TurnReply::channel();
-            let turn = Turn {
-                method,
-                payload,
-                deadline,
-                sent_at: None,
-                reply,
-            };
-            match self.inner.catalog.try_send_worker(grain, max, turn) {
-                Ok(()) => match await_turn(grain, deadline, receive).await {
-                    Ok(result) => return result,
-                    Err(returned) => payload = returned,
-                },
-                Err(returned) => {
-                    payload = returned.payload;
-                    self.start_worker(grain, max).await?;
-                }
-            }
-        }
-        Err(CallError::TooManyHops {
-            grain: grain.clone(),
-            hops: MAX_ATTEMPTS,
-        })
-    }
-
-    /// Starts one more worker activation of `grain` on this node if the pool has room.
-    async fn start_worker(&self, grain: &GrainId, max: usize) -> Result<(), CallError> {
-        if self.inner.catalog.worker_count(grain) >= max {
-            return Ok(());
-        }
-        let factory = self.inner.registry.require(&grain.grain_type)?.clone();
-        let activation_id = self
-            .inner
-            .next_activation_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let idle_after = factory
-            .options()
-            .idle_after
-            .unwrap_or_else(|| self.inner.config.idle_after());
-        let mut shared = ActivationShared::new(grain.clone(), activation_id, 0, idle_after);
-        shared.worker = true;
-        let shared = std::sync::Arc::new(shared);
-        let ctx = GrainContext::new(grain.clone(), activation_id, 0, self.clone());
-        let actor = activation::start(factory.as_ref(), ctx, std::sync::Arc::clone(&shared))
-            .await
-            .map_err(|message| CallError::Grain {
-                grain: grain.clone(),
-                error: GrainError::new("activation_failed", message),
-            })?;
-        let handle = super::catalog::ActivationHandle {
-            actor: actor.clone(),
-            shared,
-        };
-        if self.inner.catalog.insert_worker(handle, max) {
-            self.inner.metrics.activations_started.inc();
-        } else {
-            // The pool filled meanwhile. This activation never ran a turn, so it stops without
-            // `on_deactivate`.
-            actor.stop();
-        }
-        Ok(())
     }
 
     /// Finds where the call goes: the registered activation, or a node chosen by placement.
@@ -773,7 +725,7 @@ impl Node {
                     format,
                     bytes: payload,
                 },
-                served_by,
+                served_by: Some(served_by),
                 hops,
             })),
             Ok(CallReply::NotHere) => Ok(None),
@@ -958,67 +910,6 @@ impl Node {
             }
         }
         CallReply::NotHere
-    }
-}
-
-/// Waits for a turn's reply until `deadline`; gives the request back if the activation stopped
-/// before running it.
-async fn await_turn(
-    grain: &GrainId,
-    deadline: Instant,
-    receive: oneshot::Receiver<Result<Payload, TurnError>>,
-) -> Result<Result<Payload, CallError>, Payload> {
-    let outcome = tokio::time::timeout_at(deadline.into(), receive).await;
-    turn_outcome(grain, outcome)
-}
-
-/// Like [`await_turn`], for a caller that found the activation idle and got its runner: the
-/// caller drives the runner until the reply arrives. A turn that completes without waiting
-/// then runs on the caller's task, with no task spawned and no timer set. Whatever the runner
-/// has left when the reply arrives, the deadline passes or the caller goes away, it finishes
-/// on a task of its own (see `crate::grain::mailbox`).
-async fn await_turn_driving(
-    grain: &GrainId,
-    deadline: Instant,
-    mut receive: oneshot::Receiver<Result<Payload, TurnError>>,
-    mut runner: Runner,
-) -> Result<Result<Payload, CallError>, Payload> {
-    let mut reply = std::pin::pin!(std::future::poll_fn(|cx| {
-        runner.poll_run(cx);
-        Pin::new(&mut receive).poll(cx)
-    }));
-    // Most turns end within the first poll. Only a turn that waits needs the deadline's
-    // timer, and creating the timer looks up the runtime's handle.
-    let first = std::future::poll_fn(|cx| Poll::Ready(reply.as_mut().poll(cx))).await;
-    let outcome = match first {
-        Poll::Ready(received) => Ok(received),
-        Poll::Pending => tokio::time::timeout_at(deadline.into(), reply).await,
-    };
-    drop(runner);
-    turn_outcome(grain, outcome)
-}
-
-/// Maps what a caller got while waiting for a turn's reply to the call's result, or gives the
-/// request back if the activation stopped before running it.
-fn turn_outcome(
-    grain: &GrainId,
-    outcome: Result<
-        Result<Result<Payload, TurnError>, oneshot::error::RecvError>,
-        tokio::time::error::Elapsed,
-    >,
-) -> Result<Result<Payload, CallError>, Payload> {
-    match outcome {
-        Ok(Ok(Ok(payload))) => Ok(Ok(payload)),
-        Ok(Ok(Err(TurnError::Failed(error)))) => Ok(Err(error)),
-        Ok(Ok(Err(TurnError::Gone(payload)))) => Err(payload),
-        Ok(Err(_)) => Ok(Err(CallError::Internal(format!(
-            "activation of {grain} stopped during the call"
-        )))),
-        // The caller's `invoke_ref` replaces the 0 with the timeout it was given.
-        Err(_) => Ok(Err(CallError::DeadlineExceeded {
-            grain: grain.clone(),
-            after_ms: 0,
-        })),
     }
 }
 

@@ -84,10 +84,7 @@ pub(crate) async fn run_load_loop(node: Node) {
         if *node.inner.stopped.borrow() {
             return;
         }
-        let calls = node
-            .inner
-            .calls_served
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let calls = node.turns_served();
         let elapsed = last_at.elapsed().as_secs_f64().max(0.001);
         let (mailbox_depth_total, mailbox_depth_max) = node.inner.catalog.mailbox_depths();
         let load = NodeLoad {

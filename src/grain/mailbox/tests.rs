@@ -1,29 +1,37 @@
 //! Idle activations hold no task: a call resumes them with their in-memory state, idle
-//! deactivation persists them, and calls that race a runner's end are each served once.
+//! deactivation persists them, and calls that race a runner's end are each served once. Calls
+//! through a reference's cached route reach only the current activation.
 //!
 //! One node in the lib test binary (ractor's registries are per process), so the checks run
 //! in order in one test.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::grain::{
-    Grain, GrainContext, GrainError, GrainId, GrainRegistry, GrainTypeOptions, Handler, Method,
-    Methods,
+    Grain, GrainContext, GrainError, GrainId, GrainRef, GrainRegistry, GrainTypeOptions, Handler,
+    Method, Methods,
 };
 use crate::membership::NodeState;
 use crate::runtime::{Node, NodeConfig};
 
 /// Activations of either notebook type since the process started.
 static ACTIVATIONS: AtomicU64 = AtomicU64::new(0);
+/// Notes that either notebook type ran since the process started.
+static NOTES_RUN: AtomicU64 = AtomicU64::new(0);
+/// Notes that ran on an activation after its `on_deactivate` had started.
+static LATE_NOTES: AtomicU64 = AtomicU64::new(0);
 
 /// A grain that keeps a sum in memory only, and stores it when it deactivates. `SHORT` types
 /// deactivate after the node's idle age (1 s); the other after a minute.
 struct Notebook<const SHORT: bool> {
     sum: u64,
     notes: u64,
+    /// Set when `on_deactivate` starts: no turn may run on this activation after it.
+    deactivated: bool,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -39,6 +47,10 @@ struct Note(u64);
 #[derive(Serialize, Deserialize)]
 struct Sum;
 
+/// Asks for the activation to be deactivated after this turn; returns the sum.
+#[derive(Serialize, Deserialize)]
+struct Retire;
+
 impl Method for Note {
     const NAME: &'static str = "note";
     type Response = u64;
@@ -46,6 +58,11 @@ impl Method for Note {
 
 impl Method for Sum {
     const NAME: &'static str = "sum";
+    type Response = u64;
+}
+
+impl Method for Retire {
+    const NAME: &'static str = "retire";
     type Response = u64;
 }
 
@@ -58,14 +75,16 @@ impl<const SHORT: bool> Grain for Notebook<SHORT> {
         Ok(Self {
             sum: stored.sum,
             notes: 0,
+            deactivated: false,
         })
     }
 
     fn register(methods: &mut Methods<Self>) {
-        methods.add::<Note>().add::<Sum>();
+        methods.add::<Note>().add::<Sum>().add::<Retire>();
     }
 
     async fn on_deactivate(&mut self, ctx: &mut GrainContext) {
+        self.deactivated = true;
         let stored = Stored { sum: self.sum };
         if let Err(error) = ctx.write_state(&stored).await {
             tracing::error!(%error, "notebook state not stored");
@@ -75,6 +94,10 @@ impl<const SHORT: bool> Grain for Notebook<SHORT> {
 
 impl<const SHORT: bool> Handler<Note> for Notebook<SHORT> {
     async fn handle(&mut self, request: Note, _ctx: &mut GrainContext) -> Result<u64, GrainError> {
+        NOTES_RUN.fetch_add(1, Ordering::SeqCst);
+        if self.deactivated {
+            LATE_NOTES.fetch_add(1, Ordering::SeqCst);
+        }
         self.sum += request.0;
         self.notes += 1;
         Ok(self.notes)
@@ -83,6 +106,17 @@ impl<const SHORT: bool> Handler<Note> for Notebook<SHORT> {
 
 impl<const SHORT: bool> Handler<Sum> for Notebook<SHORT> {
     async fn handle(&mut self, _request: Sum, _ctx: &mut GrainContext) -> Result<u64, GrainError> {
+        Ok(self.sum)
+    }
+}
+
+impl<const SHORT: bool> Handler<Retire> for Notebook<SHORT> {
+    async fn handle(
+        &mut self,
+        _request: Retire,
+        ctx: &mut GrainContext,
+    ) -> Result<u64, GrainError> {
+        ctx.deactivate_after_turn();
         Ok(self.sum)
     }
 }
@@ -125,6 +159,16 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Returns whether `book` caches a route to the activation that the catalog lists for `grain`.
+fn caches_current(node: &Node, book: &GrainRef<LongNotebook>, grain: &GrainId) -> bool {
+    let cached = book.route.cached_activation();
+    let current = node.inner.catalog.get(grain);
+    match (cached, current) {
+        (Some(cached), Some(current)) => Arc::ptr_eq(&cached.shared, &current.shared),
+        _ => false,
     }
 }
 
@@ -203,4 +247,73 @@ async fn idle_activation_resume_persist_race() {
     assert_eq!(stored.sum, 7);
     assert_eq!(diary.call(Sum).await.expect("sum after reactivation"), 7);
     assert_eq!(ACTIVATIONS.load(Ordering::SeqCst) - before, 2);
+
+    // A reference caches the activation that served it. Once that activation deactivates, the
+    // reference's next call reaches a new activation, which it caches from then on.
+    let book = node.grain::<LongNotebook>("cached");
+    let id = GrainId::new(LongNotebook::TYPE_NAME, "cached");
+    let before = ACTIVATIONS.load(Ordering::SeqCst);
+    book.call(Note(2)).await.expect("first note");
+    assert!(
+        caches_current(&node, &book, &id),
+        "the first call caches its activation"
+    );
+    let retired = book.route.cached_activation().expect("a cached activation");
+    assert_eq!(book.call(Retire).await.expect("retire"), 2);
+    wait_until("the retired book leaves the catalog", || {
+        !node.inner.catalog.contains(&id)
+    })
+    .await;
+    assert_eq!(book.call(Sum).await.expect("sum after retiring"), 2);
+    assert_eq!(ACTIVATIONS.load(Ordering::SeqCst) - before, 2);
+    assert!(
+        caches_current(&node, &book, &id),
+        "the next call caches the new activation"
+    );
+    assert!(!Arc::ptr_eq(
+        &retired.shared,
+        &book
+            .route
+            .cached_activation()
+            .expect("a cached activation")
+            .shared
+    ));
+
+    // Calls through cached routes that race deactivations each run exactly once, and never
+    // on an activation after its `on_deactivate` started. The sum is not checked: a new
+    // activation may read the stored state before the previous one's `on_deactivate` wrote it.
+    let racers = 4u64;
+    let notes_per_racer = 5u64;
+    let rounds = 40u64;
+    let book = node
+        .grain::<LongNotebook>("cached-race")
+        .with_timeout(Duration::from_secs(5));
+    book.call(Sum).await.expect("activate");
+    let runs_before = NOTES_RUN.load(Ordering::SeqCst);
+    let mut callers: Vec<_> = (0..racers).map(|_| book.clone()).collect();
+    for _ in 0..rounds {
+        let mut calls = Vec::new();
+        for caller in callers.drain(..) {
+            calls.push(tokio::spawn(async move {
+                for _ in 0..notes_per_racer {
+                    caller.call(Note(1)).await.expect("racing note");
+                }
+                caller
+            }));
+        }
+        book.call(Retire).await.expect("retire while racing");
+        for call in calls {
+            callers.push(call.await.expect("racer ends"));
+        }
+    }
+    assert_eq!(
+        NOTES_RUN.load(Ordering::SeqCst) - runs_before,
+        racers * notes_per_racer * rounds,
+        "each acknowledged note ran once"
+    );
+    assert_eq!(
+        LATE_NOTES.load(Ordering::SeqCst),
+        0,
+        "no note ran after its activation's on_deactivate started"
+    );
 }
