@@ -252,9 +252,12 @@ pub(super) async fn handle_message(
         ActivationMsg::CheckIdle => {
             let idle = state.shared.idle_for(Instant::now()) >= state.shared.idle_after;
             let quiet = state.running_interleaved == 0 && state.queued.is_empty();
-            if idle && quiet && !state.stopping && state.ctx.node().maybe_remove_idle(&state.shared)
-            {
-                Box::pin(deactivate(state, StopReason::Idle)).await;
+            if idle && quiet && !state.stopping {
+                let fence = fence_unless_worker(state.ctx.node(), &state.shared).await;
+                if state.ctx.node().maybe_remove_idle(&state.shared) {
+                    Box::pin(deactivate(state, StopReason::Idle)).await;
+                }
+                drop(fence);
             }
             None
         }
@@ -446,8 +449,10 @@ async fn run_turn(state: &mut ActivationState, turn: Turn, now: Instant) {
         if panicked {
             become_abandoned(state);
         } else if state.ctx.take_deactivate_request() {
+            let fence = Box::pin(fence_unless_worker(state.ctx.node(), &state.shared)).await;
             state.ctx.node().remove_activation(&state.shared);
             Box::pin(deactivate(state, StopReason::Requested)).await;
+            drop(fence);
         }
     }
 }
@@ -579,6 +584,18 @@ fn leave_after_migration(state: &mut ActivationState) {
     node.remove_activation(&state.shared);
     state.stopping = true;
     state.ctx.stop_all_timers();
+}
+
+/// Fences a deactivation that is about to start (see `Node::fence_deactivation`). Stateless
+/// workers need no fence: they have no directory entry and no stored state of their own.
+async fn fence_unless_worker(
+    node: &crate::runtime::Node,
+    shared: &ActivationShared,
+) -> Option<crate::runtime::DeactivationFence> {
+    if shared.worker {
+        return None;
+    }
+    Some(node.fence_deactivation(&shared.grain).await)
 }
 
 async fn deactivate(state: &mut ActivationState, reason: StopReason) {

@@ -123,6 +123,24 @@ impl Node {
         request.serve(&mut partition, now)
     }
 
+    /// Takes the per-grain activation lock for a deactivation. While the returned fence
+    /// lives, no caller starts a new activation of the grain, which would read its state before
+    /// `on_deactivate` stored it.
+    ///
+    /// Call it while the activation is still in the catalog. Other holders of the lock then
+    /// find the grain active and release the lock at once, without waiting for this
+    /// activation, so the wait is short.
+    pub(crate) async fn fence_deactivation(&self, grain: &GrainId) -> DeactivationFence {
+        let lock = self.inner.catalog.activation_lock(grain);
+        let guard = Arc::clone(&lock).lock_owned().await;
+        DeactivationFence {
+            node: self.clone(),
+            grain: grain.clone(),
+            lock: Some(lock),
+            guard: Some(guard),
+        }
+    }
+
     /// Removes the activation from the catalog if it is idle with nothing queued.
     pub(crate) fn maybe_remove_idle(&self, shared: &Arc<ActivationShared>) -> bool {
         let removed = self.inner.catalog.maybe_remove_idle(shared);
@@ -505,6 +523,28 @@ fn next_chunk(entries: &mut impl Iterator<Item = DirectoryEntry>) -> Vec<Directo
         }
     }
     chunk
+}
+
+/// The per-grain activation lock, held by an activation from before it leaves the catalog until
+/// its `on_deactivate` has run (see [`Node::fence_deactivation`]). Dropping it releases the lock.
+pub(crate) struct DeactivationFence {
+    node: Node,
+    grain: GrainId,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for DeactivationFence {
+    fn drop(&mut self) {
+        // The guard goes first, so that the lock's reference count shows no holder.
+        drop(self.guard.take());
+        if let Some(lock) = self.lock.take() {
+            self.node
+                .inner
+                .catalog
+                .release_activation_lock(&self.grain, lock);
+        }
+    }
 }
 
 #[cfg(test)]

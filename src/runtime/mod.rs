@@ -18,6 +18,7 @@ mod upkeep;
 mod wall_clock;
 
 pub use config::{ConfigError, MembershipConfig, NodeConfig};
+pub(crate) use directory_glue::DeactivationFence;
 pub(crate) use local_route::LocalRoute;
 pub(crate) use migrate::HandOff;
 pub use migrate::{ActivationLoad, DrainReport};

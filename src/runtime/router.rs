@@ -307,9 +307,10 @@ impl Node {
                 // largest step and is copied when it is created, so an inline rare step would
                 // slow down every call.
                 Target::Here(entry) => {
-                    // NOTE: an activation that left the catalog may still be running its
-                    // `on_deactivate`. `handle_not_here` then removes its entry, and the next
-                    // attempt may activate the grain anew and read its state before that write.
+                    // An activation that left the catalog may still be running its
+                    // `on_deactivate`. It holds the grain's activation lock until that ends
+                    // (`Node::fence_deactivation`), so this wait also orders the next
+                    // activation's state read after that write.
                     let found = Box::pin(self.wait_for_local_activation(&entry, deadline)).await;
                     if found == Some(false) {
                         Box::pin(self.handle_not_here(&entry, deadline)).await;

@@ -85,6 +85,8 @@ impl<const SHORT: bool> Grain for Notebook<SHORT> {
 
     async fn on_deactivate(&mut self, ctx: &mut GrainContext) {
         self.deactivated = true;
+        // A slow store: a new activation that read the state now would miss this write.
+        tokio::time::sleep(Duration::from_millis(2)).await;
         let stored = Stored { sum: self.sum };
         if let Err(error) = ctx.write_state(&stored).await {
             tracing::error!(%error, "notebook state not stored");
@@ -279,9 +281,9 @@ async fn idle_activation_resume_persist_race() {
             .shared
     ));
 
-    // Calls through cached routes that race deactivations each run exactly once, and never
-    // on an activation after its `on_deactivate` started. The sum is not checked: a new
-    // activation may read the stored state before the previous one's `on_deactivate` wrote it.
+    // Calls through cached routes that race deactivations each run exactly once, never on an
+    // activation after its `on_deactivate` started, and no note is lost: a new activation reads
+    // the state only after the previous one's `on_deactivate` stored it.
     let racers = 4u64;
     let notes_per_racer = 5u64;
     let rounds = 40u64;
@@ -315,5 +317,10 @@ async fn idle_activation_resume_persist_race() {
         LATE_NOTES.load(Ordering::SeqCst),
         0,
         "no note ran after its activation's on_deactivate started"
+    );
+    assert_eq!(
+        book.call(Sum).await.expect("sum after the race"),
+        racers * notes_per_racer * rounds,
+        "every acknowledged note is in the sum"
     );
 }
