@@ -222,17 +222,13 @@ async fn transfer(
 }
 
 /// Returns whether a transfer that failed with the error `label` is known to have left every
-/// balance as it was: the bank rejected it before the withdrawal, the withdrawal was
-/// rejected, or it was never sent (`transfer_not_started`). Any other failure, such as a lost node or a deadline in the middle of the
+/// balance as it was: the bank rejected it before the withdrawal, or the withdrawal was
+/// rejected. The workload sends every transfer with an id, so a withdrawal that was never
+/// sent comes back as `transfer_incomplete`, because an earlier attempt may have withdrawn. Any other failure, such as a lost node or a deadline in the middle of the
 /// transfer (`transfer_incomplete`), may have left the amount withdrawn and not yet deposited,
 /// until the transfer is sent again with its id.
 fn settles_transfer(label: &str) -> bool {
-    const SETTLED: [&str; 4] = [
-        "invalid_transfer",
-        "invalid_amount",
-        "insufficient_funds",
-        "transfer_not_started",
-    ];
+    const SETTLED: [&str; 3] = ["invalid_transfer", "invalid_amount", "insufficient_funds"];
     label
         .split_once(':')
         .is_some_and(|(_, grain_code)| SETTLED.contains(&grain_code))

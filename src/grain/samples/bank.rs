@@ -122,7 +122,9 @@ impl Handler<Transfer> for Bank {
             Err(error @ (CallError::InvalidKey { .. } | CallError::UnknownGrainType { .. })) => {
                 return Err(GrainError::new("invalid_transfer", error.to_string()));
             }
-            Err(error) if error.is_before_execution() => {
+            // A fresh id had no earlier attempt, so nothing moved. A given id may be a retry
+            // whose first withdrawal went through, so it must be sent again.
+            Err(error) if error.is_before_execution() && request.id.is_none() => {
                 return Err(GrainError::new(
                     "transfer_not_started",
                     format!("transfer {id} moved nothing: {error}"),
