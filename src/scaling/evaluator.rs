@@ -764,12 +764,12 @@ fn describe_limit(limit: &AppliedLimit) -> String {
             window,
             from,
             to,
-        } => format!("the {direction} stabilization window of {window:?} holds {from} at {to}"),
+        } => format!("the {direction} stabilization window of {window:?} gives {to} instead of {from}"),
         AppliedLimit::Rate {
             direction,
             from,
             to,
-        } => format!("the {direction} rate policies allow {to} of {from}"),
+        } => format!("the {direction} rate policies allow {to} instead of {from}"),
         AppliedLimit::MinNodes { min, from } => {
             format!("raised from {from} to min_nodes {min}")
         }
