@@ -764,7 +764,9 @@ fn describe_limit(limit: &AppliedLimit) -> String {
             window,
             from,
             to,
-        } => format!("the {direction} stabilization window of {window:?} gives {to} instead of {from}"),
+        } => format!(
+            "the {direction} stabilization window of {window:?} gives {to} instead of {from}"
+        ),
         AppliedLimit::Rate {
             direction,
             from,

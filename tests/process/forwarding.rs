@@ -112,6 +112,8 @@ async fn stalled_peer_opens_breaker_and_recovers() {
 
     let pid = cluster.nodes[2].pid();
     kill(pid, Signal::SIGSTOP).expect("SIGSTOP node-2");
+    // The signal takes effect some time after `kill` returns; a call before that is served.
+    cluster.nodes[2].wait_stopped().await;
     eprintln!("injected: SIGSTOP to node-2 (pid {pid})");
 
     let mut timed_out = 0;
