@@ -72,10 +72,10 @@
 //! suspicion timeout to suspect more than half the cluster. A quorum sweep probes every member
 //! at once to learn whether it still hears this node (`quorum_sweep` module):
 //!
-//! 1. A node requests a sweep when a probe of its own goes unanswered (foca then sends
-//!    `PingReq`, one probe round-trip time after the `Ping`), when a message shows a peer
-//!    suspecting it, or when a member turns suspected, by its own probe or by gossip, while
-//!    the members suspected or declared down are at least a tenth of all members.
+//! 1. A node requests a sweep in three cases. A probe of its own gets no reply (foca then
+//!    sends `PingReq`, one probe round-trip time after the `Ping`). A message shows a peer
+//!    suspecting it. Or a member turns suspected, by its own probe or by gossip, while the
+//!    members suspected or declared down are at least a tenth of all members.
 //! 2. At most one sweep starts per probe period. It sends a `LeaseProbe` with a new sweep id
 //!    to every member the view lists as live, suspected ones included, on the gossip socket
 //!    and authenticated like the rest of the gossip.

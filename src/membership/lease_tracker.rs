@@ -63,8 +63,8 @@ pub struct LeaseTracker {
 }
 
 impl LeaseTracker {
-    /// Creates the tracker of a node that has sent nothing yet, whose lease is not fresh.
-    /// Its quorum sweep ids count up from `first_sweep`, which the caller draws at random.
+    /// Creates the tracker of a node that has sent nothing yet, whose lease is not fresh. The
+    /// quorum sweep ids count up from `first_sweep`, which the caller draws at random.
     pub fn new(config: &MembershipConfig, first_sweep: u64) -> Self {
         Self {
             lease: MembershipLease::new(lease_duration(config)),

@@ -133,11 +133,11 @@ impl<M: Clone + Eq + Hash> QuorumSweep<M> {
     }
 
     fn is_due(&self, now: Millis) -> bool {
-        let wanted = self.requested || self.has_lost_quorum();
+        let needed = self.requested || self.has_lost_quorum();
         let period_passed = self
             .last_started_at
             .is_none_or(|at| now.saturating_since(at) >= self.period);
-        wanted && self.pending.is_none() && period_passed
+        needed && self.pending.is_none() && period_passed
     }
 
     /// Records that `count` members are declared down now, for the running sweep's result. A

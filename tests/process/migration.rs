@@ -435,7 +435,7 @@ async fn short_migration_deadline_is_deadline_exceeded() {
     // Goal: a migration whose deadline is too short fails with DEADLINE_EXCEEDED, so the
     // operator knows to allow more time, never with UNAVAILABLE, which blames a healthy node.
     // Method: ask node-0 to move 40 counters, spread over both nodes, each with a 1 ms
-    // deadline; the grains still answer afterwards, each with its value.
+    // deadline; afterwards each grain still replies with its value.
     let _slot = cluster_slot().await;
     let cluster = Cluster::start(2, Timing::LOADED).await;
     let mut clients = cluster.clients().await;
