@@ -109,8 +109,8 @@
 //!
 //! Cost: a sweep of an `n`-node cluster sends `n - 1` probes of 512 bytes and receives up to
 //! `n - 1` acks of about 100 bytes plus the declared-down members they list, at most 512
-//! bytes each. A healthy cluster sweeps only when a probe fails: one crashed member makes the
-//! few nodes whose probes of it fail sweep, each at most once a probe period, until the
+//! bytes each. Without failed probes or suspicions no node sweeps. One crashed member makes
+//! the few nodes whose probes of it fail sweep, each at most once a probe period, until the
 //! verdict. The suspicion rule of step 1 also makes every node sweep once per new suspicion in
 //! clusters of up to ten members, and in larger clusters once a tenth of the members are
 //! suspected or declared down. A node that lost the quorum sweeps every probe period until it

@@ -132,6 +132,7 @@ impl Node {
         if self.inner.catalog.worker_count(grain) >= max {
             return Ok(());
         }
+
         let factory = self.inner.registry.require(&grain.grain_type)?.clone();
         let activation_id = self
             .inner
@@ -144,6 +145,7 @@ impl Node {
         let mut shared = ActivationShared::new(grain.clone(), activation_id, 0, idle_after);
         shared.worker = true;
         let shared = std::sync::Arc::new(shared);
+
         let ctx = GrainContext::new(grain.clone(), activation_id, 0, self.clone());
         let actor = activation::start(factory.as_ref(), ctx, std::sync::Arc::clone(&shared))
             .await
@@ -151,6 +153,7 @@ impl Node {
                 grain: grain.clone(),
                 error: GrainError::new("activation_failed", message),
             })?;
+
         let handle = super::catalog::ActivationHandle {
             actor: actor.clone(),
             shared,

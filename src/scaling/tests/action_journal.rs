@@ -1,4 +1,4 @@
-//! The action journal in a real SQLite store: kept across readers, bounded, fenced by etag.
+//! The action journal in a real SQLite store: stored for later readers, bounded, fenced by etag.
 
 use crate::scaling::action_journal::{ActionJournal, JOURNAL_CAPACITY, JournalError};
 use crate::scaling::decision::{Action, ActionOutcome, Decision, DecisionId};
@@ -45,11 +45,11 @@ async fn later_reader_sees_actions_and_outcomes() {
     let mut later = ActionJournal::read(store.as_ref())
         .await
         .expect("read again");
-    let kept: Vec<(u64, bool)> = later
+    let stored: Vec<(u64, bool)> = later
         .decisions()
         .map(|decision| (decision.id.0, decision.outcome.is_some()))
         .collect();
-    assert_eq!(kept, [(1, true), (2, false)], "one entry per decision id");
+    assert_eq!(stored, [(1, true), (2, false)], "one entry per decision id");
 
     later.mark_unfinished_interrupted(7);
     let interrupted = later.decisions().last().and_then(|d| d.outcome.clone());
@@ -81,7 +81,7 @@ async fn journal_keeps_newest_within_capacity() {
 
 #[tokio::test]
 async fn stale_writer_is_fenced() {
-    // Goal: a supervisor that lost the register cannot overwrite what its successor kept.
+    // Goal: a supervisor that lost the register cannot overwrite what its successor stored.
     let directory = tempfile::tempdir().expect("temporary directory");
     let store = store(&directory).await;
     let mut old = ActionJournal::read(store.as_ref()).await.expect("read");
