@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use gristmill::clock::Millis;
+use gristmill::membership::meta_period;
 
 use crate::world::{SimConfig, World};
 
@@ -18,6 +19,8 @@ const PHASE_LIMIT: Duration = Duration::from_secs(300);
 const PROGRESS_PERIOD: Duration = Duration::from_secs(5);
 /// Virtual time between the starts of two nodes of one wave.
 const START_GAP: Duration = Duration::from_millis(10);
+/// Largest factor by which `MetaJitter` stretches a meta re-broadcast period.
+const MAX_JITTER: f64 = 1.5;
 
 /// When the nodes of a run start: in waves of `size` nodes, 10 ms apart within a wave, one
 /// wave every `interval`, as a rollout in batches starts them.
@@ -69,8 +72,14 @@ pub struct ScaleOptions {
     /// Print to standard error, every 5 s of virtual time, how far the views are from
     /// agreement and how full foca's backlogs are.
     pub progress: bool,
-    /// When the nodes start.
+    /// When the nodes start; ignored when `preloaded` is set.
     pub schedule: JoinSchedule,
+    /// Whether every node starts at once as a member of a cluster that formed long ago, with
+    /// every member already in every member list and view (see
+    /// [`World::add_preloaded_nodes`]), instead of joining. The run then measures only the
+    /// steady state and the crash. It skips the join phase, whose cost grows faster than the
+    /// square of the node count.
+    pub preloaded: bool,
 }
 
 impl ScaleOptions {
@@ -84,6 +93,7 @@ impl ScaleOptions {
             traffic_window: Duration::from_secs(10),
             progress: false,
             schedule: JoinSchedule::ALL_AT_ONCE,
+            preloaded: false,
         }
     }
 }
@@ -93,6 +103,8 @@ impl ScaleOptions {
 pub struct ScaleReport {
     /// Number of nodes.
     pub nodes: usize,
+    /// Whether the nodes started preloaded instead of joining ([`ScaleOptions::preloaded`]).
+    pub preloaded: bool,
     /// Time from the last node's start until all views agreed; `None` if they did not
     /// within the phase limit.
     pub joined_after: Option<Duration>,
@@ -131,11 +143,19 @@ impl fmt::Display for ScaleReport {
             None => format!("never (limit {} s)", PHASE_LIMIT.as_secs()),
         };
         writeln!(f, "nodes:                          {}", self.nodes)?;
-        writeln!(
-            f,
-            "views agreed after last join:   {}",
-            phase(self.joined_after)
-        )?;
+        if self.preloaded {
+            writeln!(
+                f,
+                "views agreed after start:       {} (nodes preloaded, no joins)",
+                phase(self.joined_after)
+            )?;
+        } else {
+            writeln!(
+                f,
+                "views agreed after last join:   {}",
+                phase(self.joined_after)
+            )?;
+        }
         writeln!(
             f,
             "gossip datagrams per node per s: {:.1} (over {} s)",
@@ -189,18 +209,30 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
     let ScaleOptions { nodes, seed, .. } = options;
     let mut config = SimConfig::new(seed);
     config.node.membership_only = true;
+    let meta_base = Duration::from_millis(config.node.membership.meta_period_ms);
     let mut world = World::new(config);
+    if options.preloaded {
+        // The preloaded nodes place their last meta broadcast up to one stretched
+        // re-broadcast period in the past, so the clock starts after that period.
+        world.run_for(meta_period(meta_base, nodes).mul_f64(MAX_JITTER));
+    }
     let mut monitor = Monitor::new(&world, options.progress);
-    for started in 0..nodes {
-        world.add_node();
-        let last = started + 1 == nodes;
-        let pause = if last {
-            START_GAP
-        } else {
-            options.schedule.pause_after(started)
-        };
-        world.run_for(pause);
+    if options.preloaded {
+        world.add_preloaded_nodes(nodes);
+        world.run_for(START_GAP);
         monitor.observe(&world);
+    } else {
+        for started in 0..nodes {
+            world.add_node();
+            let last = started + 1 == nodes;
+            let pause = if last {
+                START_GAP
+            } else {
+                options.schedule.pause_after(started)
+            };
+            world.run_for(pause);
+            monitor.observe(&world);
+        }
     }
     let last_start = world.now();
     let poll = Duration::from_secs(1);
@@ -230,6 +262,7 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
 
     ScaleReport {
         nodes,
+        preloaded: options.preloaded,
         joined_after,
         messages_per_node_per_sec,
         traffic_window: window,

@@ -16,7 +16,7 @@ use foca::Timer;
 use gristmill::clock::Millis;
 use gristmill::directory::DirectoryPartition;
 use gristmill::grain::GrainId;
-use gristmill::membership::{Incarnation, NodeId, NodeIdFields, NodeState, boot_id_at};
+use gristmill::membership::{Incarnation, NodeId, NodeIdFields, NodeMeta, NodeState, boot_id_at};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use xxhash_rust::xxh3::Xxh3Default;
@@ -362,6 +362,39 @@ impl World {
 
     /// Adds a node named `node-{index}` and starts its process; returns its slot.
     pub fn add_node(&mut self) -> usize {
+        let slot = self.add_slot();
+        self.start_process(slot);
+        slot
+    }
+
+    /// Adds `count` nodes at once as members of a cluster that formed long ago. Before any
+    /// of them starts, each is Active, and its member list, view and meta table contain all
+    /// of them (see `SimNode::preload`). Only membership-only runs may use it, because the
+    /// nodes skip the directory sync of a join.
+    pub fn add_preloaded_nodes(&mut self, count: usize) {
+        assert!(
+            self.config.node.membership_only,
+            "preloaded nodes skip the directory sync, so only membership-only runs may use them"
+        );
+        let first = self.slots.len();
+        for _ in 0..count {
+            self.add_slot();
+        }
+        let members = self.slots.len();
+        let mut nodes: Vec<SimNode> = (first..members)
+            .map(|slot| self.create_process(slot))
+            .collect();
+        let cluster: Vec<(NodeId, NodeMeta)> = nodes
+            .iter_mut()
+            .map(|node| (node.id().clone(), node.preset_active(members, self.now)))
+            .collect();
+        for (slot, mut node) in (first..members).zip(nodes) {
+            node.preload(&cluster, self.now);
+            self.run_process(slot, node);
+        }
+    }
+
+    fn add_slot(&mut self) -> usize {
         let slot = self.slots.len();
         let name = format!("node-{slot}");
         self.names.insert(name.clone(), slot);
@@ -372,7 +405,6 @@ impl World {
             removed: false,
             crashed: false,
         });
-        self.start_process(slot);
         slot
     }
 
@@ -382,6 +414,12 @@ impl World {
     }
 
     fn start_process(&mut self, slot: usize) {
+        let node = self.create_process(slot);
+        self.run_process(slot, node);
+    }
+
+    /// Creates the process of `slot` with a new boot id, not yet started.
+    fn create_process(&mut self, slot: usize) -> SimNode {
         // Time-ordered as on a real node, so that a restart wins foca's address conflict
         // against its previous incarnation.
         let boot_id = boot_id_at(self.now.0, self.rng.random());
@@ -408,8 +446,18 @@ impl World {
         if let Some(hook) = &self.partition_hook {
             node.with_partition(hook);
         }
+        node
+    }
+
+    /// Starts `node`, the process of `slot`.
+    fn run_process(&mut self, slot: usize, mut node: SimNode) {
         let outputs = node.handle_start(self.now);
-        self.log_line(format!("{name} started with boot id {boot_id:016x}"));
+        let boot_id = node.id().boot_id;
+        let line = format!(
+            "{} started with boot id {boot_id:016x}",
+            self.slots[slot].name
+        );
+        self.log_line(line);
         self.slots[slot].node = Some(node);
         self.slots[slot].stalled_until = None;
         self.slots[slot].crashed = false;

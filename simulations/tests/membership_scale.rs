@@ -59,6 +59,21 @@ fn check(report: &ScaleReport) {
     );
 }
 
+/// Checks that no node's member update backlog exceeded `max_updates` items and no meta
+/// backlog `max_meta` items.
+fn check_backlogs(report: &ScaleReport, max_updates: usize, max_meta: usize) {
+    assert!(
+        report.max_update_backlog <= max_updates,
+        "a node's member update backlog reached {}, limit {max_updates}:\n{report}",
+        report.max_update_backlog
+    );
+    assert!(
+        report.max_meta_backlog <= max_meta,
+        "a node's meta backlog reached {}, limit {max_meta}:\n{report}",
+        report.max_meta_backlog
+    );
+}
+
 #[test]
 fn fifty_nodes_converge_and_detect_crash() {
     check(&run_membership(50, 1));
@@ -100,20 +115,39 @@ fn three_hundred_nodes_in_waves_keep_backlogs_small() {
     let report = run_membership_with(options);
     check(&report);
 
-    assert!(
-        report.max_update_backlog <= 200,
-        "a node's member update backlog reached {}:\n{report}",
-        report.max_update_backlog
-    );
-    assert!(
-        report.max_meta_backlog <= 100,
-        "a node's meta backlog reached {}:\n{report}",
-        report.max_meta_backlog
-    );
+    check_backlogs(&report, 200, 100);
 }
 
 /// The largest run in CI: 93 s of CPU time in the debug build on a shared 2-core machine.
 #[test]
 fn thousand_nodes_converge_and_detect_crash() {
     check(&run_membership(1_000, 1));
+}
+
+/// Nodes that start preloaded, as `scale --preloaded` starts 10,000 of them, agree from the
+/// start, spread their meta re-broadcasts over the period, and detect a crash as joined nodes
+/// do. The window covers three meta periods (13.5 s at 300 nodes). Preloading broadcasts
+/// nothing, so the member update backlogs hold only the crash.
+#[test]
+fn three_hundred_preloaded_nodes_agree_from_the_start() {
+    let options = ScaleOptions {
+        traffic_window: Duration::from_secs(40),
+        preloaded: true,
+        ..ScaleOptions::new(300, 1)
+    };
+    let report = run_membership_with(options);
+    check(&report);
+
+    assert_eq!(
+        report.joined_after,
+        Some(Duration::ZERO),
+        "preloaded views did not agree at the start:\n{report}"
+    );
+    let limit = report.nodes * MAX_META_BROADCAST_PERCENT / 100;
+    assert!(
+        (1..=limit).contains(&report.max_meta_broadcasts_per_sec),
+        "{} nodes broadcast their meta within one second, expected 1 to {limit}:\n{report}",
+        report.max_meta_broadcasts_per_sec
+    );
+    check_backlogs(&report, 10, 100);
 }

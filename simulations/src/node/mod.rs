@@ -11,6 +11,7 @@ mod activation;
 mod calls;
 mod lease;
 mod membership;
+mod preload;
 mod sync;
 
 use std::collections::{BTreeMap, VecDeque};
