@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use gristmill::clock::Millis;
-use gristmill::membership::meta_period;
+use gristmill::membership::{MetaJitter, meta_period};
 
 use crate::world::{SimConfig, World};
 
@@ -19,8 +19,6 @@ const PHASE_LIMIT: Duration = Duration::from_secs(300);
 const PROGRESS_PERIOD: Duration = Duration::from_secs(5);
 /// Virtual time between the starts of two nodes of one wave.
 const START_GAP: Duration = Duration::from_millis(10);
-/// Largest factor by which `MetaJitter` stretches a meta re-broadcast period.
-const MAX_JITTER: f64 = 1.5;
 
 /// When the nodes of a run start: in waves of `size` nodes, 10 ms apart within a wave, one
 /// wave every `interval`, as a rollout in batches starts them.
@@ -214,7 +212,7 @@ pub fn run_membership_with(options: ScaleOptions) -> ScaleReport {
     if options.preloaded {
         // The preloaded nodes place their last meta broadcast up to one stretched
         // re-broadcast period in the past, so the clock starts after that period.
-        world.run_for(meta_period(meta_base, nodes).mul_f64(MAX_JITTER));
+        world.run_for(MetaJitter::UPPER_BOUND.delay(meta_period(meta_base, nodes)));
     }
     let mut monitor = Monitor::new(&world, options.progress);
     if options.preloaded {

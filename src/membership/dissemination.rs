@@ -66,9 +66,12 @@ impl MetaJitter {
     /// The factor 1: the re-broadcast falls due after exactly the period.
     pub const NONE: Self = Self(1.0);
 
+    /// The bound that every drawn factor stays below: 1.5.
+    pub const UPPER_BOUND: Self = Self(1.5);
+
     /// Draws a factor from `rng`, uniform in 0.5 to 1.5.
     pub fn draw(rng: &mut (impl Rng + ?Sized)) -> Self {
-        Self(rng.random_range(0.5..1.5))
+        Self(rng.random_range(0.5..Self::UPPER_BOUND.0))
     }
 
     /// Returns the wait from the last broadcast to the next re-broadcast, for `period` as
