@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use foca::Member;
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 use super::MembershipAgent;
 use crate::membership::unreachable_votes::{Ballot, Verdict, count_votes};
@@ -16,6 +16,9 @@ use crate::membership::{Incarnation, NodeState, PeerSession};
 impl MembershipAgent {
     /// Stores the cluster node names of the peers with a ready session, which the node's
     /// transport reports, and checks the report and the votes at once.
+    ///
+    /// NOTE: ractor_cluster keeps a session ready while its packets are dropped or reset, so
+    /// only sessions that end or never form count as missing.
     pub(super) fn set_ready_sessions(&mut self, ready: HashSet<String>) {
         self.ready_sessions = Some(ready);
         self.check_reachability();
@@ -56,7 +59,7 @@ impl MembershipAgent {
             }
         };
         if report != self.meta.unreachable {
-            debug!(node = %self.foca.identity(), unreachable = ?report, "unreachable report changed");
+            info!(node = %self.foca.identity(), unreachable = ?report, "unreachable report changed: these peers have had no ready cluster session for membership.unreachable_after");
             self.meta.unreachable = report;
             self.publish_local_meta();
         }
