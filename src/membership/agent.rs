@@ -57,9 +57,9 @@ use super::quorum_sweep::SweepResult;
 use super::suspicion;
 use super::wire::{self, Datagram, LeaseProbe, LeaseProbeAck, MAX_DATAGRAM_LEN};
 use super::{
-    DEFAULT_DEAD_RETENTION, GossipKey, MemberInfo, MemberView, MembershipError, MembershipEvent,
-    MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState, SeenMeta,
-    SharedMeta, choose_peer,
+    DEFAULT_DEAD_RETENTION, GossipKey, Incarnation, MemberInfo, MemberView, MembershipError,
+    MembershipEvent, MembershipHandle, MetaBroadcast, MetaHandler, NodeId, NodeMeta, NodeState,
+    Reachability, SeenMeta, SharedMeta, choose_peer,
 };
 use crate::clock::MonotonicClock;
 use crate::repeat_limit::RepeatLimit;
@@ -77,6 +77,10 @@ const MAX_WAITING_READS: usize = 256;
 /// Period at which the agent wakes at the latest, to read what is waiting in the socket and
 /// refresh the time that [`MembershipHandle::stalled_for`] counts from.
 const CURRENT_PERIOD: Duration = Duration::from_millis(25);
+
+/// Period at which the agent updates its unreachable report and counts the members' reports
+/// (see the `unreachable` module), besides each time the transport reports its sessions.
+const REACHABILITY_PERIOD: Duration = Duration::from_millis(250);
 
 /// Capacity of the event channel that [`MembershipHandle::subscribe`] hands out.
 const WATCHER_CAPACITY: usize = 1024;
@@ -159,6 +163,14 @@ pub struct MembershipAgent {
     meta_published_at: Instant,
     /// Stretch of the period until the next re-broadcast, drawn at the last broadcast.
     meta_jitter: MetaJitter,
+    /// Since when each live peer has had no ready cluster session.
+    reachability: Reachability,
+    /// Cluster node names of the peers with a ready session, as the transport last reported
+    /// them; `None` until it first does.
+    ready_sessions: Option<HashSet<String>>,
+    /// Incarnations this node declared down because members voted them unreachable; an
+    /// incarnation is declared once.
+    declared_unreachable: HashSet<Incarnation>,
 }
 
 impl MembershipAgent {
@@ -209,6 +221,7 @@ impl MembershipAgent {
             load: Default::default(),
             started_at_unix_ms,
             store_id,
+            unreachable: Vec::new(),
         };
         let view = MemberView::new(identity.clone(), &meta, DEFAULT_DEAD_RETENTION);
         let (events, event_receiver) = mpsc::unbounded_channel();
@@ -224,6 +237,7 @@ impl MembershipAgent {
         );
 
         let lease = LeaseTracker::new(&config, rand::random());
+        let reachability = Reachability::new(config.unreachable_after);
         let mut agent = Self {
             foca,
             transmissions: TransmissionTuner::new(foca_config),
@@ -256,6 +270,9 @@ impl MembershipAgent {
             seen_meta,
             meta_published_at: Instant::now(),
             meta_jitter: MetaJitter::NONE,
+            reachability,
+            ready_sessions: None,
+            declared_unreachable: HashSet::new(),
         };
         agent.publish(vec![MembershipEvent::Joined(agent.view.local())]);
         tokio::spawn(agent.run(command_receiver));
@@ -278,6 +295,8 @@ impl MembershipAgent {
         pull_retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut current = interval(CURRENT_PERIOD);
         current.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut reachability = interval(REACHABILITY_PERIOD);
+        reachability.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut buffer = vec![0; MAX_DATAGRAM_LEN + 1];
         self.publish_local_meta();
 
@@ -311,6 +330,7 @@ impl MembershipAgent {
                 }
                 // Wakes the loop so that the end of the iteration refreshes `current_at_ms`.
                 _ = current.tick() => {}
+                _ = reachability.tick() => self.check_reachability(),
                 command = commands.recv() => match command {
                     Some(Command::SetState(state)) => {
                         self.meta.state = state;
@@ -321,6 +341,7 @@ impl MembershipAgent {
                         let events = self.view.set_local_meta(&self.meta);
                         self.publish(events);
                     }
+                    Some(Command::SetReadySessions(ready)) => self.set_ready_sessions(ready),
                     Some(Command::Leave(done)) => {
                         self.leave(done).await;
                         break;
@@ -1001,3 +1022,4 @@ fn log_notification(
 
 #[cfg(test)]
 mod tests;
+mod unreachable;

@@ -10,7 +10,10 @@ use foca::{BroadcastHandler, Invalidates};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Incarnation, NodeId, NodeLoad, NodeMeta, NodeState, SharedMeta};
+use super::{
+    Incarnation, MAX_UNREACHABLE_REPORT, NodeId, NodeLoad, NodeMeta, NodeState, SharedMeta,
+};
+use crate::storage::StoreId;
 
 /// One node's meta as it travels in a foca custom broadcast.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,24 +33,63 @@ impl MetaBroadcast {
     /// Decodes a broadcast. Malformed or truncated input is an error (postcard does not panic
     /// on input), which the tests below exercise.
     ///
-    /// A broadcast from a release without `store_id` ends where that field would start, so it
-    /// fails to decode as the current layout and is decoded as the older one, without a store
-    /// id. Older releases read the current layout, because postcard ignores trailing bytes.
+    /// Broadcasts from older releases end where a newer trailing field would start, so they
+    /// fail to decode as the current layout and are decoded as the older layouts, newest
+    /// first: without `unreachable`, then also without `store_id`. Older releases read the
+    /// current layout, because postcard ignores trailing bytes. An `unreachable` list longer
+    /// than [`MAX_UNREACHABLE_REPORT`], which no node sends, is cut to that length.
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        let mut decoded: MetaBroadcast = postcard::from_bytes(bytes).or_else(|error| {
-            let legacy: LegacyMetaBroadcast = postcard::from_bytes(bytes).map_err(|_| error)?;
-            Ok::<_, postcard::Error>(legacy.into())
-        })?;
+        let mut decoded: MetaBroadcast =
+            postcard::from_bytes(bytes).or_else(|error| decode_older_layout(bytes).ok_or(error))?;
         if decoded.meta.load.sanitize() {
             tracing::debug!(node = %decoded.incarnation, "replaced invalid load figures in a broadcast with 0");
+        }
+        if decoded.meta.unreachable.len() > MAX_UNREACHABLE_REPORT {
+            tracing::debug!(node = %decoded.incarnation, listed = decoded.meta.unreachable.len(), "cut an overlong unreachable report in a broadcast");
+            decoded.meta.unreachable.truncate(MAX_UNREACHABLE_REPORT);
         }
         Ok(decoded)
     }
 }
 
+/// Decodes `bytes` as a broadcast of an older release, newest layout first.
+fn decode_older_layout(bytes: &[u8]) -> Option<MetaBroadcast> {
+    let older = postcard::from_bytes::<MetaWithoutReport>(bytes).or_else(|_| {
+        postcard::from_bytes::<MetaWithoutStoreId>(bytes).map(MetaWithoutReport::from)
+    });
+    older.ok().map(Into::into)
+}
+
+/// [`MetaBroadcast`] as releases without an unreachable report send it.
+#[derive(Deserialize)]
+struct MetaWithoutReport {
+    incarnation: Incarnation,
+    version: u64,
+    state: NodeState,
+    load: NodeLoad,
+    started_at_unix_ms: u64,
+    store_id: Option<StoreId>,
+}
+
+impl From<MetaWithoutReport> for MetaBroadcast {
+    fn from(older: MetaWithoutReport) -> Self {
+        Self {
+            incarnation: older.incarnation,
+            meta: NodeMeta {
+                version: older.version,
+                state: older.state,
+                load: older.load,
+                started_at_unix_ms: older.started_at_unix_ms,
+                store_id: older.store_id,
+                unreachable: Vec::new(),
+            },
+        }
+    }
+}
+
 /// [`MetaBroadcast`] as releases without a store id send it.
 #[derive(Deserialize)]
-struct LegacyMetaBroadcast {
+struct MetaWithoutStoreId {
     incarnation: Incarnation,
     version: u64,
     state: NodeState,
@@ -55,17 +97,15 @@ struct LegacyMetaBroadcast {
     started_at_unix_ms: u64,
 }
 
-impl From<LegacyMetaBroadcast> for MetaBroadcast {
-    fn from(legacy: LegacyMetaBroadcast) -> Self {
+impl From<MetaWithoutStoreId> for MetaWithoutReport {
+    fn from(older: MetaWithoutStoreId) -> Self {
         Self {
-            incarnation: legacy.incarnation,
-            meta: NodeMeta {
-                version: legacy.version,
-                state: legacy.state,
-                load: legacy.load,
-                started_at_unix_ms: legacy.started_at_unix_ms,
-                store_id: None,
-            },
+            incarnation: older.incarnation,
+            version: older.version,
+            state: older.state,
+            load: older.load,
+            started_at_unix_ms: older.started_at_unix_ms,
+            store_id: None,
         }
     }
 }
@@ -273,6 +313,10 @@ mod tests {
                 load: NodeLoad::default(),
                 started_at_unix_ms: 5,
                 store_id: Some(crate::storage::StoreId(7)),
+                unreachable: vec![Incarnation {
+                    name: "node-9".into(),
+                    boot_id: 3,
+                }],
             },
         }
     }
@@ -378,20 +422,60 @@ mod tests {
         assert_eq!(head.version, 42);
     }
 
+    /// Returns the encoding of `item` as a release without the last `dropped` meta fields
+    /// sends it: the current encoding with those fields empty, minus their one-byte tags.
+    fn older_layout(item: &MetaBroadcast, dropped: usize) -> (MetaBroadcast, Vec<u8>) {
+        let mut older = item.clone();
+        older.meta.unreachable.clear();
+        if dropped == 2 {
+            older.meta.store_id = None;
+        }
+        let mut bytes = older.encode().expect("meta encodes");
+        // An empty `Vec` and a `None` are each one byte (the length 0 and the tag 0).
+        bytes.truncate(bytes.len() - dropped);
+        (older, bytes)
+    }
+
     #[test]
-    fn broadcast_without_store_id_decodes() {
+    fn older_layouts_decode() {
         let current = item("a", 1, 3);
-        let mut without = current.clone();
-        without.meta.store_id = None;
-        let bytes = without.encode().expect("meta encodes");
-        // Releases without a store id send the same bytes minus the trailing `None` tag.
-        let legacy = &bytes[..bytes.len() - 1];
+        for dropped in [1, 2] {
+            let (expected, bytes) = older_layout(&current, dropped);
 
-        let decoded = MetaBroadcast::decode(legacy).expect("legacy layout decodes");
+            let decoded = MetaBroadcast::decode(&bytes).expect("older layout decodes");
+
+            assert_eq!(decoded, expected, "{dropped} trailing fields missing");
+        }
         let round_trip = MetaBroadcast::decode(&current.encode().expect("meta encodes"));
-
-        assert_eq!(decoded, without);
         assert_eq!(round_trip.expect("current layout decodes"), current);
+    }
+
+    #[test]
+    fn older_release_reads_current_layout() {
+        let current = item("a", 1, 3);
+        let bytes = current.encode().expect("meta encodes");
+
+        let read: MetaWithoutReport = postcard::from_bytes(&bytes).expect("older layout reads");
+
+        assert_eq!(read.version, 3);
+        assert_eq!(read.store_id, current.meta.store_id);
+    }
+
+    #[test]
+    fn overlong_report_is_cut() {
+        let mut sent = item("a", 1, 3);
+        sent.meta.unreachable = (0..20)
+            .map(|index| Incarnation {
+                name: format!("node-{index}"),
+                boot_id: 1,
+            })
+            .collect();
+
+        let decoded =
+            MetaBroadcast::decode(&sent.encode().expect("meta encodes")).expect("decodes");
+
+        assert_eq!(decoded.meta.unreachable.len(), MAX_UNREACHABLE_REPORT);
+        assert_eq!(decoded.meta.unreachable[..], sent.meta.unreachable[..8]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The handle that the rest of the node uses to talk to a running membership agent.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +42,7 @@ pub enum MembershipError {
 pub(super) enum Command {
     SetState(NodeState),
     SetLoad(NodeLoad),
+    SetReadySessions(HashSet<String>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -71,6 +73,8 @@ pub(super) struct AgentStatus {
     pub(super) quorum_sweeps: AtomicU64,
     /// Times the node turned to the minority side, which fences its turns.
     pub(super) minority_fences: AtomicU64,
+    /// Members this node declared down because members voted them unreachable.
+    pub(super) unreachable_declared_down: AtomicU64,
 }
 
 impl AgentStatus {
@@ -130,6 +134,13 @@ impl MembershipHandle {
     /// Sets the local load figures; they go out with the next periodic broadcast.
     pub fn set_load(&self, load: NodeLoad) -> Result<(), MembershipError> {
         self.send(Command::SetLoad(load))
+    }
+
+    /// Reports the peers to which a ready cluster session exists, by ractor_cluster node name
+    /// (`NodeId::cluster_node_name`). The agent reports live peers missing from the set for
+    /// `membership.unreachable_after` as unreachable; until the first call it reports none.
+    pub fn set_ready_sessions(&self, ready: HashSet<String>) -> Result<(), MembershipError> {
+        self.send(Command::SetReadySessions(ready))
     }
 
     /// Leaves the cluster gracefully and stops the agent.
@@ -233,6 +244,14 @@ impl MembershipHandle {
     /// by a quorum sweep, which fences turns until it is no longer there.
     pub fn minority_fences(&self) -> u64 {
         self.status.minority_fences.load(Ordering::Relaxed)
+    }
+
+    /// Returns how many members this node declared down because members voted them
+    /// unreachable.
+    pub fn unreachable_declared_down(&self) -> u64 {
+        self.status
+            .unreachable_declared_down
+            .load(Ordering::Relaxed)
     }
 
     /// Returns how many received meta broadcast items failed to decode.

@@ -257,6 +257,7 @@ mod tests {
             },
             started_at_unix_ms: 5,
             store_id: None,
+            unreachable: Vec::new(),
         };
 
         let first = intern_meta("interner-e", 1, meta(2));

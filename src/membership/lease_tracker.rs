@@ -352,6 +352,7 @@ mod tests {
             load: Default::default(),
             started_at_unix_ms: 0,
             store_id: None,
+            unreachable: Vec::new(),
         };
         MemberView::new(local, &meta, DEFAULT_DEAD_RETENTION)
     }

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::Incarnation;
 use crate::storage::StoreId;
 
 /// Lifecycle state of a node: `Joining → Active → Draining → Leaving → Dead`.
@@ -107,8 +108,17 @@ pub struct NodeMeta {
     pub started_at_unix_ms: u64,
     /// Id of the node's database; `None` from releases that did not send one. Nodes with
     /// different ids do not form one cluster (see `membership::check_before_active`).
+    pub store_id: Option<StoreId>,
+    /// Live peers to which the node has had no ready cluster session for at least
+    /// `membership.unreachable_after`: its votes to declare them down (see the
+    /// `unreachable_votes` module). At most [`MAX_UNREACHABLE_REPORT`] incarnations; empty
+    /// from releases that did not send it.
     ///
     /// It is the last field so that older releases, which stop decoding before it, still
     /// read the meta.
-    pub store_id: Option<StoreId>,
+    pub unreachable: Vec<Incarnation>,
 }
+
+/// Maximum number of peers in [`NodeMeta::unreachable`]. It bounds the size of the meta
+/// broadcast: eight names of at most 63 bytes with their boot ids add at most about 600 bytes.
+pub const MAX_UNREACHABLE_REPORT: usize = 8;

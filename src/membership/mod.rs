@@ -14,9 +14,11 @@ mod lifecycle;
 mod member_list;
 mod node_name;
 mod quorum_sweep;
+mod reachability;
 mod shared_meta;
 mod store_check;
 mod suspicion;
+mod unreachable_votes;
 mod view;
 mod wire;
 
@@ -32,15 +34,17 @@ pub use identity::{Incarnation, NodeId, NodeIdFields, boot_id_at};
 pub use lease::{LeaseStatus, MembershipLease, is_minority, lease_duration};
 pub use lease_input::LeaseInput;
 pub use lease_tracker::{DeclaredDown, LeaseChange, LeaseTracker, acks_lease_probe};
-pub use lifecycle::{NodeLoad, NodeMeta, NodeState};
+pub use lifecycle::{MAX_UNREACHABLE_REPORT, NodeLoad, NodeMeta, NodeState};
 pub use member_list::{
     MemberListEntry, MemberListError, MemberListPages, MemberListPull, MembersPage, MembersRequest,
     PullStep, apply_page_meta, choose_peer, choose_random_peer, pull_delay,
 };
 pub use node_name::NodeName;
 pub use quorum_sweep::{QuorumSweep, SweepResult, SweepStart};
+pub use reachability::{PeerSession, Reachability};
 pub use shared_meta::{MetaRecord, SharedMeta};
 #[cfg(test)]
 pub(crate) use store_check::test_members;
 pub use store_check::{StoreMismatch, check_before_active, shares_store};
+pub use unreachable_votes::{Ballot, Verdict, count_votes};
 pub use view::{DEFAULT_DEAD_RETENTION, LeaveReason, MemberInfo, MemberView, MembershipEvent};

@@ -52,6 +52,8 @@ pub struct NodeMetrics {
     pub quorum_sweeps: IntCounter,
     /// Times the node turned to the minority side, which fences its turns.
     pub minority_fences: IntCounter,
+    /// Members this node declared down because members voted them unreachable.
+    pub unreachable_declared_down: IntCounter,
     /// Cluster messages that could not be decoded.
     pub rejected_messages: IntCounter,
     /// Calls forwarded to another node.
@@ -207,6 +209,11 @@ impl NodeMetrics {
                 &registry,
                 "gristmill_minority_fences_total",
                 "Times the node turned to the minority side of a partition, which fences its turns",
+            ),
+            unreachable_declared_down: counter(
+                &registry,
+                "gristmill_unreachable_declared_down_total",
+                "Members this node declared down because enough members had no cluster session to them for membership.unreachable_after",
             ),
             rejected_messages: counter(
                 &registry,

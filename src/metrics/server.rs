@@ -47,6 +47,10 @@ async fn render(State(node): State<Node>) -> ([(&'static str, &'static str); 1],
     let membership = &node.inner.membership;
     NodeMetrics::raise_to(&metrics.quorum_sweeps, membership.quorum_sweeps());
     NodeMetrics::raise_to(&metrics.minority_fences, membership.minority_fences());
+    NodeMetrics::raise_to(
+        &metrics.unreachable_declared_down,
+        membership.unreachable_declared_down(),
+    );
     let mut text = metrics.encode();
     // The scaling supervisor keeps its metrics in a registry of its own.
     if let Some(supervisor) = crate::scaling::supervisor::SupervisorHandle::of(&node)

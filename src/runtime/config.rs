@@ -173,6 +173,20 @@ pub struct MembershipConfig {
     /// 50 % to 150 % of the period. A joining node also pulls the list as soon as it joins,
     /// whatever this setting.
     pub member_list_period_ms: u64,
+    /// Time a live peer may have no ready cluster session to this node before this node
+    /// reports it as unreachable in its meta broadcast, as text such as `10s`. Default: 10 s.
+    /// Range: 1 s to 1 hour; keep it above the 2 s maximum backoff between two dials of a
+    /// peer. A member that `unreachable_votes` other members report is declared down, which
+    /// catches a node whose gossip works but whose cluster port does not.
+    #[serde(with = "crate::duration_text")]
+    pub unreachable_after: Duration,
+    /// Number of distinct other members that must report a member as unreachable before it
+    /// is declared down. Default: 2. Use 0 to turn the votes off; 1 is rejected, because one
+    /// node whose own network fails would then get every healthy peer declared down. The
+    /// number is never lowered for small clusters: in a cluster of two nodes no member is
+    /// declared down this way. A member that at least this many members report does not vote
+    /// itself.
+    pub unreachable_votes: u32,
 }
 
 impl Default for MembershipConfig {
@@ -185,6 +199,8 @@ impl Default for MembershipConfig {
             meta_period_ms: 1_000,
             announce_retry_ms: 500,
             member_list_period_ms: 30_000,
+            unreachable_after: Duration::from_secs(10),
+            unreachable_votes: 2,
         }
     }
 }
@@ -473,6 +489,22 @@ impl MembershipConfig {
                 ));
             }
         }
+        let unreachable_range = Duration::from_secs(1)..=Duration::from_secs(3_600);
+        if !unreachable_range.contains(&self.unreachable_after) {
+            return Err(ConfigError::new(
+                "membership.unreachable_after",
+                humantime_serde::re::humantime::format_duration(self.unreachable_after),
+                "use a duration from 1s to 1h, such as 10s",
+            ));
+        }
+        if self.unreachable_votes == 1 {
+            return Err(ConfigError::new(
+                "membership.unreachable_votes",
+                self.unreachable_votes,
+                "use 0 to turn the votes off, or 2 or more: with 1, a single node whose own \
+                 network fails gets every healthy peer declared down",
+            ));
+        }
         Ok(())
     }
 }
@@ -576,6 +608,26 @@ mod tests {
                     ..valid()
                 },
             ),
+            (
+                "membership.unreachable_after",
+                NodeConfig {
+                    membership: MembershipConfig {
+                        unreachable_after: Duration::ZERO,
+                        ..Default::default()
+                    },
+                    ..valid()
+                },
+            ),
+            (
+                "membership.unreachable_votes",
+                NodeConfig {
+                    membership: MembershipConfig {
+                        unreachable_votes: 1,
+                        ..Default::default()
+                    },
+                    ..valid()
+                },
+            ),
         ];
         for (setting, config) in cases {
             let error = config.validate().expect_err(setting);
@@ -587,6 +639,29 @@ mod tests {
     fn empty_toml_is_default() {
         let config: NodeConfig = toml_like_empty();
         assert_eq!(config.node_name, "node-0");
+    }
+
+    #[test]
+    fn unreachable_settings_read_from_toml() {
+        let text = "[membership]\nunreachable_after = \"3s\"\nunreachable_votes = 0\n";
+        let config: NodeConfig = toml::from_str(text).expect("valid settings");
+        assert_eq!(config.membership.unreachable_after, Duration::from_secs(3));
+        assert_eq!(config.membership.unreachable_votes, 0);
+
+        let zero: NodeConfig =
+            toml::from_str("[membership]\nunreachable_after = \"0s\"\n").expect("parses");
+        let error = NodeConfig {
+            cookie: valid().cookie,
+            ..zero
+        }
+        .validate()
+        .expect_err("zero is rejected");
+        let message = error.to_string();
+        assert!(
+            message.contains("`membership.unreachable_after` = \"0s\""),
+            "{message}"
+        );
+        assert!(message.contains("from 1s to 1h"), "{message}");
     }
 
     fn toml_like_empty() -> NodeConfig {

@@ -282,6 +282,7 @@ impl Node {
         tokio::spawn(super::upkeep::run_wall_clock_refresh(node.clone()));
         tokio::spawn(super::upkeep::run_idle_sweeper(node.clone()));
         tokio::spawn(super::upkeep::run_join(node.clone()));
+        tokio::spawn(super::upkeep::run_ready_sessions(node.clone()));
         tokio::spawn(super::reminders::run_reminder_loop(node.clone()));
         tokio::spawn(super::upkeep::run_directory_repair(node.clone()));
         crate::migration::rebalancer::spawn(node.clone());

@@ -102,6 +102,43 @@ pub(crate) async fn run_load_loop(node: Node) {
     }
 }
 
+/// Interval between two reads of the transport's ready sessions for the membership agent.
+const READY_SESSIONS_PERIOD: Duration = Duration::from_millis(250);
+
+/// Hands the set of peers with a ready cluster session to the membership agent whenever it
+/// changes, until the node stops. The agent reports peers that stay without one as
+/// unreachable (see `MembershipConfig::unreachable_after`).
+pub(crate) async fn run_ready_sessions(node: Node) {
+    let mut tick = tokio::time::interval(READY_SESSIONS_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = None;
+    loop {
+        tick.tick().await;
+        // A stopping node stops its transport, whose empty session table would report every
+        // peer unreachable.
+        let stopping = node
+            .inner
+            .stopping
+            .load(std::sync::atomic::Ordering::Acquire);
+        if stopping || *node.inner.stopped.borrow() {
+            return;
+        }
+        let ready = node.transport().ready_peers();
+        if reported.as_ref() == Some(&ready) {
+            continue;
+        }
+        if node
+            .inner
+            .membership
+            .set_ready_sessions(ready.clone())
+            .is_err()
+        {
+            return;
+        }
+        reported = Some(ready);
+    }
+}
+
 /// Interval between two periodic re-assertions of the local activations.
 const DIRECTORY_REPAIR_PERIOD: Duration = Duration::from_secs(5);
 

@@ -350,6 +350,13 @@ impl Transport {
         table.ready.contains(peer.cluster_node_name())
     }
 
+    /// Returns the ractor_cluster node names (`NodeId::cluster_node_name`) of the peers with a
+    /// ready session, dialed by either side.
+    pub fn ready_peers(&self) -> HashSet<String> {
+        let table = self.table.lock().expect("session table lock poisoned");
+        table.ready.clone()
+    }
+
     /// Starts keeping a session to `peer`. This node dials only if its cluster name sorts higher,
     /// and redials with backoff while the peer stays wanted and unconnected.
     pub fn handle_peer_up(&self, peer: &NodeId) {

@@ -283,6 +283,7 @@ impl SimNode {
             load: Default::default(),
             started_at_unix_ms: started_at.0,
             store_id: None,
+            unreachable: Vec::new(),
         };
         let view = MemberView::new(id.clone(), &meta, DEFAULT_DEAD_RETENTION);
         let partition = DirectoryPartition::new(id.incarnation(), config.directory.clone());

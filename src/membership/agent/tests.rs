@@ -29,6 +29,7 @@ fn fast_config() -> MembershipConfig {
         meta_period_ms: 200,
         announce_retry_ms: 100,
         member_list_period_ms: 1_000,
+        ..MembershipConfig::default()
     }
 }
 
@@ -668,6 +669,7 @@ async fn joining_agent_pulls_member_list_from_seed() {
         load: NodeLoad::default(),
         started_at_unix_ms: 5,
         store_id: None,
+        unreachable: Vec::new(),
     };
 
     let mut buffer = vec![0; 2048];
@@ -727,4 +729,75 @@ async fn joining_agent_pulls_member_list_from_seed() {
         })
         .await;
     assert_eq!(state, NodeState::Active);
+}
+
+#[tokio::test]
+async fn votes_declare_unreachable_member_down() {
+    // Goal: a member that gossips but to which no member has a ready cluster session is
+    // declared down once at least two members list it, no earlier than `unreachable_after`,
+    // and it learns that it was declared down. Method: four agents with a 1 s
+    // `unreachable_after`; a, b and c report ready sessions to each other but not to d, and
+    // d reports none.
+    let config = MembershipConfig {
+        unreachable_after: Duration::from_secs(1),
+        ..fast_config()
+    };
+    let a = TestNode::start_with("a", 1, Vec::new(), config.clone(), key()).await;
+    let seeds = vec![a.address().to_string()];
+    let b = TestNode::start_with("b", 2, seeds.clone(), config.clone(), key()).await;
+    let c = TestNode::start_with("c", 3, seeds.clone(), config.clone(), key()).await;
+    let mut d = TestNode::start_with("d", 4, seeds, config, key()).await;
+    for node in [&a, &b, &c, &d] {
+        node.wait_live(4).await;
+    }
+    let sessions = |peers: &[&TestNode]| -> HashSet<String> {
+        peers
+            .iter()
+            .map(|peer| peer.id.cluster_node_name().to_owned())
+            .collect()
+    };
+    let reported = Instant::now();
+    let ready = [
+        sessions(&[&b, &c]),
+        sessions(&[&a, &c]),
+        sessions(&[&a, &b]),
+    ];
+    for (node, ready) in [&a, &b, &c].into_iter().zip(ready) {
+        node.handle.set_ready_sessions(ready).expect("agent runs");
+    }
+    d.handle
+        .set_ready_sessions(HashSet::new())
+        .expect("agent runs");
+
+    let mut healthy = [a, b, c];
+    for node in &mut healthy {
+        let (member, reason) = node.wait_left("d").await;
+        assert_eq!(reason, LeaveReason::DeclaredDown, "{}", node.id.name);
+        assert_eq!(member.id.boot_id, 4);
+    }
+    let detected = reported.elapsed();
+    d.wait_event("d learns it was declared down", |event| {
+        (event == MembershipEvent::SelfDeclaredDown).then_some(())
+    })
+    .await;
+
+    assert!(
+        detected >= Duration::from_secs(1),
+        "declared after {detected:?}"
+    );
+    let declared: u64 = healthy
+        .iter()
+        .map(|node| node.handle.unreachable_declared_down())
+        .sum();
+    assert!(declared >= 1, "no node counted its verdict");
+    for node in &healthy {
+        let live: Vec<String> = node
+            .handle
+            .members()
+            .into_iter()
+            .filter(MemberInfo::is_live)
+            .map(|info| info.id.name.to_string())
+            .collect();
+        assert_eq!(live, ["a", "b", "c"], "live members of {}", node.id.name);
+    }
 }

@@ -32,6 +32,7 @@ fn meta(version: u64) -> NodeMeta {
         load: NodeLoad::default(),
         started_at_unix_ms: 5,
         store_id: None,
+        unreachable: Vec::new(),
     }
 }
 

@@ -33,6 +33,7 @@ fn meta(version: u64, state: NodeState, activations: u64) -> NodeMeta {
         },
         started_at_unix_ms: 42,
         store_id: None,
+        unreachable: Vec::new(),
     }
 }
 

@@ -44,6 +44,12 @@ pub enum Fault {
     DropTo(Vec<usize>),
     /// Drop this percentage (0 to 100) of the packets arriving from these nodes, at random.
     LoseFrom(Vec<usize>, u8),
+    /// Reject every TCP packet from or to these ports, in both directions, with a reset, so new
+    /// connections are refused. UDP passes.
+    ResetTcpPorts(Vec<u16>),
+    /// Reject with a reset what this node sends to these ports and what it receives from them,
+    /// so its new connections to them fail. Connections that peers open to this node pass.
+    ResetTcpTo(Vec<u16>),
 }
 
 /// Namespaces for `nodes` node processes and a hub; deleted when dropped.
@@ -160,6 +166,21 @@ impl NetLab {
             match fault {
                 Fault::DropFrom(nodes) => input.push(format!("ip saddr {} drop", addresses(nodes))),
                 Fault::DropTo(nodes) => output.push(format!("ip daddr {} drop", addresses(nodes))),
+                Fault::ResetTcpPorts(ports) => {
+                    for chain in [&mut input, &mut output] {
+                        for field in ["sport", "dport"] {
+                            chain.push(format!(
+                                "tcp {field} {} reject with tcp reset",
+                                port_set(ports)
+                            ));
+                        }
+                    }
+                }
+                Fault::ResetTcpTo(ports) => {
+                    let ports = port_set(ports);
+                    output.push(format!("tcp dport {ports} reject with tcp reset"));
+                    input.push(format!("tcp sport {ports} reject with tcp reset"));
+                }
                 Fault::LoseFrom(nodes, percent) => {
                     assert!(*percent <= 100, "loss of {percent}% is above 100%");
                     input.push(format!(
@@ -211,6 +232,12 @@ impl Drop for NetLab {
             eprintln!("network lab: namespaces left after deletion: {left:?}");
         }
     }
+}
+
+/// Returns `ports` as an nftables set, such as `{ 4000, 4001 }`.
+fn port_set(ports: &[u16]) -> String {
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!("{{ {} }}", list.join(", "))
 }
 
 /// Runs `ip` with `args` and returns its stderr as the error when it fails.
