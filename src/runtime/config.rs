@@ -59,6 +59,12 @@ pub struct NodeConfig {
     /// connections near 80 MiB. Keep it above the number of peers that may dial this node at
     /// the same moment, such as the cluster size during a restart.
     pub max_pending_handshakes: usize,
+    /// Time data sent on a cluster connection may stay unacknowledged before the kernel
+    /// closes the connection (`TCP_USER_TIMEOUT`, Linux only), in milliseconds. Default: 5000.
+    /// Range: 1000 to 600,000. ractor_cluster pings every session every few seconds, so a
+    /// peer that stops answering loses its sessions within about this time plus one ping
+    /// interval, and `membership.unreachable_after` starts counting then.
+    pub cluster_ack_timeout_ms: u64,
     /// Time a connection to the gRPC or `/metrics` port has to send its first byte before the
     /// node closes it, in milliseconds. Default: 5000. Range: 100 to 600,000. gRPC clients
     /// send the HTTP/2 preface and scrapers their request as soon as they connect, so only
@@ -121,6 +127,7 @@ impl Default for NodeConfig {
             max_frame_bytes: 4 * 1024 * 1024,
             handshake_timeout_ms: 5_000,
             max_pending_handshakes: 1_024,
+            cluster_ack_timeout_ms: 5_000,
             first_byte_timeout_ms: 5_000,
             storage: StorageConfig::default(),
             reminder_poll_ms: 1_000,
@@ -314,6 +321,13 @@ impl NodeConfig {
                 "max_pending_handshakes",
                 self.max_pending_handshakes,
                 "use 1 to 65536 connections",
+            ));
+        }
+        if !(1_000..=600_000).contains(&self.cluster_ack_timeout_ms) {
+            return Err(ConfigError::new(
+                "cluster_ack_timeout_ms",
+                self.cluster_ack_timeout_ms,
+                "use 1000 to 600000 milliseconds",
             ));
         }
         if !(100..=600_000).contains(&self.first_byte_timeout_ms) {

@@ -270,6 +270,7 @@ impl Node {
             node.inner.config.cookie.clone(),
             node.inner.config.max_frame_bytes,
             node.inner.config.handshake_limits(),
+            Duration::from_millis(node.inner.config.cluster_ack_timeout_ms),
             cluster,
             handler,
         )

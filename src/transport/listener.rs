@@ -96,9 +96,16 @@ pub(crate) fn spawn(
     handshakes: SharedHandshakes,
     rejected: Arc<RejectedConnections>,
     timeout: Duration,
+    ack_timeout: Duration,
 ) {
     tokio::spawn(expire_loop(Arc::downgrade(&handshakes), timeout));
-    tokio::spawn(accept_loop(listener, server, handshakes, rejected));
+    tokio::spawn(accept_loop(
+        listener,
+        server,
+        handshakes,
+        rejected,
+        ack_timeout,
+    ));
 }
 
 async fn accept_loop(
@@ -106,6 +113,7 @@ async fn accept_loop(
     server: ActorRef<NodeServerMessage>,
     handshakes: SharedHandshakes,
     rejected: Arc<RejectedConnections>,
+    ack_timeout: Duration,
 ) {
     let mut limit_warnings = RepeatLimit::new(LIMIT_WARN_INTERVAL);
     loop {
@@ -144,7 +152,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        if let Err(error) = super::socket_options::prepare(&stream, ack_timeout) {
+            tracing::debug!(%peer, %error, "cannot set the options of a cluster connection");
+        }
         tracing::trace!(peer = %admitted.label, "accepted cluster connection");
         let stream = AcceptedStream {
             stream,

@@ -7,6 +7,7 @@ mod handshakes;
 mod listener;
 mod outbox;
 mod sessions;
+mod socket_options;
 mod wire;
 
 pub use batch::{Batch, BatchEnvelope, BatchItem};

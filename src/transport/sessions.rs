@@ -247,6 +247,8 @@ pub struct Transport {
     outboxes: Arc<Outboxes>,
     /// Set by [`Transport::stop`]; peer-down handling after it has no sessions left to stop.
     stopped: AtomicBool,
+    /// Time sent data may stay unacknowledged before the kernel closes a connection.
+    ack_timeout: Duration,
 }
 
 impl Transport {
@@ -259,12 +261,14 @@ impl Transport {
     }
 
     /// Starts the node server and the gateway for `identity`, accepting peers on `listener`
-    /// and closing inbound connections that exceed `handshake`.
+    /// and closing inbound connections that exceed `handshake`. Every cluster connection
+    /// closes when its sent data stays unacknowledged for `ack_timeout`.
     pub async fn start(
         identity: &NodeId,
         cookie: String,
         max_frame_bytes: u64,
         handshake: HandshakeLimits,
+        ack_timeout: Duration,
         listener: TcpListener,
         handler: Arc<dyn InboundHandler>,
     ) -> Result<Transport, TransportError> {
@@ -326,8 +330,10 @@ impl Transport {
             handshakes,
             Arc::clone(&counters.rejected_connections),
             handshake.timeout,
+            ack_timeout,
         );
         Ok(Transport {
+            ack_timeout,
             server,
             local_cluster_name,
             table,
@@ -374,6 +380,7 @@ impl Transport {
         let server = self.server.clone();
         let wanted = Arc::clone(&self.wanted);
         let table = Arc::clone(&self.table);
+        let ack_timeout = self.ack_timeout;
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
@@ -392,7 +399,7 @@ impl Transport {
                     backoff = Duration::from_millis(50);
                     continue;
                 }
-                match dial(&server, addr).await {
+                match dial(&server, addr, ack_timeout).await {
                     Ok(()) => tracing::debug!(peer = %name, %addr, "dialed cluster peer"),
                     Err(error) => {
                         tracing::debug!(peer = %name, %addr, %error, "cluster dial failed")
@@ -615,9 +622,13 @@ fn unwrap_reply<T>(
 }
 
 /// Connects to the peer's cluster listener at `addr` and hands the connection to `server`.
-async fn dial(server: &ActorRef<NodeServerMessage>, addr: SocketAddr) -> std::io::Result<()> {
+async fn dial(
+    server: &ActorRef<NodeServerMessage>,
+    addr: SocketAddr,
+    ack_timeout: Duration,
+) -> std::io::Result<()> {
     let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+    super::socket_options::prepare(&stream, ack_timeout)?;
     ractor_cluster::client_connect_external(server, Box::new(TcpBidi(stream)))
         .await
         .map_err(|error| std::io::Error::other(error.to_string()))

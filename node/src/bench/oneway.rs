@@ -139,6 +139,9 @@ pub async fn drive(args: &DriverArgs, cookie: String) -> Result<OnewayResult, St
         cookie,
         4 * 1024 * 1024,
         gristmill::runtime::NodeConfig::default().handshake_limits(),
+        std::time::Duration::from_millis(
+            gristmill::runtime::NodeConfig::default().cluster_ack_timeout_ms,
+        ),
         listener,
         Arc::new(NoGrains),
     )
