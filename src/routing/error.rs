@@ -34,7 +34,7 @@ pub enum ClientError {
         gateways: usize,
     },
     /// A gateway returned an error status and the call was not retried further. The call may
-    /// have run, unless the code is `NOT_FOUND` or `INVALID_ARGUMENT`.
+    /// have changed state, unless the code is `NOT_FOUND` or `INVALID_ARGUMENT`.
     #[error("call failed at {node} after {attempts} attempt(s): {}: {}", .status.code(), .status.message())]
     Status {
         /// Gateway of the last attempt.
