@@ -18,6 +18,7 @@
 //! them or exits, and on Linux also when it is killed (`--parent-pid`).
 
 mod children;
+mod progress;
 mod report;
 mod timeline;
 mod workload;
@@ -466,14 +467,16 @@ async fn run_workload(
         .len();
     let (watcher, decisions) = timeline::watch(addrs, started);
     let (mut workers, stats) = workload::start(&spec, client);
-    let mut ticker = tokio::time::interval_at(started + Duration::from_secs(1), GATEWAY_REFRESH);
-    let mut last_tick = started;
+    let mut clock = progress::ProgressClock::new(started, GATEWAY_REFRESH);
     let mut quiet_announced = spike.is_zero();
     let mut peak_nodes = initial_nodes;
     loop {
         tokio::select! {
             next = workers.join_next() => if next.is_none() { break },
-            tick = ticker.tick() => {
+            tick = clock.tick() => {
+                // The window ends before the slow steps below, so its counts match its length.
+                let window = clock.end_window();
+                let counts = stats.lock().expect("stats lock is never poisoned").take_window();
                 refresh_gateways(gateways).await;
                 let active = gateways.read().expect("gateways lock is never poisoned").len();
                 peak_nodes = peak_nodes.max(active);
@@ -482,11 +485,9 @@ async fn run_workload(
                     eprintln!("[{:>6.1}s] spike over; quiet period with {} calls in flight over {} counters",
                         started.elapsed().as_secs_f64(), spec.quiet_concurrency, spec.quiet_counters);
                 }
-                let window = stats.lock().expect("stats lock is never poisoned").take_window();
                 let activations = count_activations(gateways).await;
-                let line = report::progress_line(started.elapsed(), tick - last_tick, window, &activations);
+                let line = report::progress_line(window, counts, &activations);
                 eprintln!("{line}");
-                last_tick = tick;
             }
         }
     }
