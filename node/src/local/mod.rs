@@ -364,7 +364,7 @@ async fn run_steps(
             eprintln!("error: {error}");
             ExitCode::from(EXIT_FAILED)
         })?;
-    Ok(run_workload(args, &gateways, &client, addrs).await)
+    Ok(run_workload(args, &gateways, &client, addrs, nodes).await)
 }
 
 /// Starts node 0, then the others seeded with node 0's gossip address.
@@ -440,12 +440,14 @@ async fn wait_for_convergence(clients: &mut [NodeClient], deadline: Instant) -> 
 }
 
 /// Runs the workload with a progress line per second and the scaling timeline, then checks
-/// the balances.
+/// the balances. A node of `nodes` that exits meanwhile is reported at once, and the run goes
+/// on without it.
 async fn run_workload(
     args: &LocalArgs,
     gateways: &Gateways,
     client: &GristmillClient,
     addrs: Vec<String>,
+    nodes: &mut [ChildNode],
 ) -> Summary {
     let started = Instant::now();
     let until = started + *args.duration;
@@ -473,6 +475,12 @@ async fn run_workload(
     loop {
         tokio::select! {
             next = workers.join_next() => if next.is_none() { break },
+            (node, status) = children::next_exit(nodes) => match status {
+                // A node that the supervisor drained and removed exits 0.
+                Ok(status) if status.success() => tracing::info!(node = %node, "node left the cluster and exited"),
+                Ok(status) => tracing::warn!(node = %node, %status, "node exited during the run; the workload goes on with the other nodes"),
+                Err(error) => tracing::warn!(node = %node, %error, "cannot wait for node; the workload goes on with the other nodes"),
+            },
             tick = clock.tick() => {
                 // The window ends before the slow steps below, so its counts match its length.
                 let window = clock.end_window();
