@@ -76,8 +76,9 @@ pub enum PeerError {
     /// The request was sent, and no reply arrived before the deadline.
     #[error("no reply from {0} before the deadline")]
     TimedOut(String),
-    /// The session ended or the reply was dropped after sending.
-    #[error("request to {0} was lost: {1}")]
+    /// The session ended or the reply was dropped after the request was queued. The peer may
+    /// have run the request, so its outcome is unknown.
+    #[error("request to {0} was lost ({1}) and may have run, so a retry may apply it twice")]
     Lost(String, String),
 }
 
@@ -643,4 +644,20 @@ async fn dial(
     ractor_cluster::client_connect_external(server, Box::new(TcpBidi(stream)))
         .await
         .map_err(|error| std::io::Error::other(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_request_says_outcome_unknown() {
+        let error = PeerError::Lost("n2".into(), "the cluster session ended".into());
+        assert_eq!(
+            error.to_string(),
+            "request to n2 was lost (the cluster session ended) and may have run, so a retry \
+             may apply it twice"
+        );
+        assert!(!error.before_send());
+    }
 }
