@@ -111,7 +111,7 @@ async fn single_node_serves_grains() {
     };
     let invalid = bank.call(too_long).await;
     assert!(
-        matches!(invalid, Err(CallError::Grain { ref error, .. }) if error.code == "invalid_transfer"),
+        matches!(invalid, Err(CallError::InvalidRequest { ref error, .. }) if error.code == "invalid_transfer"),
         "{invalid:?}"
     );
     assert_eq!(bob.call(Balance).await, Ok(1_300), "nothing moved");
@@ -160,6 +160,47 @@ async fn single_node_serves_grains() {
         .await
         .expect_err("bad payload");
     assert_eq!(bad_payload.code(), tonic::Code::InvalidArgument);
+
+    // gRPC codes of the bank: invalid input is INVALID_ARGUMENT with the value and the fix,
+    // and a transfer that the balance rules out is FAILED_PRECONDITION.
+    let transfers = [
+        (
+            r#"{"from":"alice","to":"","amount":1}"#,
+            tonic::Code::InvalidArgument,
+            r#"invalid "to" account key "": use a key of 1 to 1024 bytes"#,
+        ),
+        (
+            r#"{"from":"alice","to":"bob","amount":0}"#,
+            tonic::Code::InvalidArgument,
+            "invalid amount 0: give a positive amount",
+        ),
+        (
+            r#"{"from":"bob","to":"bob","amount":1}"#,
+            tonic::Code::InvalidArgument,
+            r#"invalid transfer from account "bob" to itself: give "to" another account key"#,
+        ),
+        (
+            r#"{"from":"alice","to":"bob","amount":5000}"#,
+            tonic::Code::FailedPrecondition,
+            "balance 700 is below 5000",
+        ),
+    ];
+    for (payload, code, expected) in transfers {
+        let mut request = invoke("bank", "transfer", payload);
+        request.key = "main".into();
+        let status = client.invoke(request).await.expect_err(payload);
+        assert_eq!(status.code(), code, "{payload}: {}", status.message());
+        assert!(
+            status.message().contains(expected),
+            "{payload}: {}",
+            status.message()
+        );
+    }
+    assert_eq!(
+        bob.call(Balance).await,
+        Ok(1_300),
+        "no invalid transfer moved money"
+    );
     for key in [String::new(), "k".repeat(1_025)] {
         let mut request = invoke("counter", "add", r#"{"amount":1}"#);
         request.key = key.clone();

@@ -11,7 +11,9 @@ pub const ERROR_CODE_METADATA: &str = "gristmill-error-code";
 pub fn call_error_status(error: &CallError) -> Status {
     let code = match error {
         CallError::UnknownGrainType { .. } | CallError::UnknownMethod { .. } => Code::NotFound,
-        CallError::InvalidPayload { .. } | CallError::InvalidKey { .. } => Code::InvalidArgument,
+        CallError::InvalidPayload { .. }
+        | CallError::InvalidKey { .. }
+        | CallError::InvalidRequest { .. } => Code::InvalidArgument,
         CallError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         CallError::NodeUnavailable { .. }
         | CallError::NoActiveNode { .. }
@@ -22,7 +24,9 @@ pub fn call_error_status(error: &CallError) -> Status {
     };
     let mut status = Status::new(code, error.to_string());
     let application_code = match error {
-        CallError::Grain { error, .. } => error.code.as_str(),
+        CallError::Grain { error, .. } | CallError::InvalidRequest { error, .. } => {
+            error.code.as_str()
+        }
         other => other.outcome_label(),
     };
     if let Ok(value) = application_code.parse() {
@@ -66,6 +70,13 @@ mod tests {
                     error: GrainError::new("insufficient_funds", "no"),
                 },
                 Code::FailedPrecondition,
+            ),
+            (
+                CallError::from_handler(
+                    grain.clone(),
+                    GrainError::invalid_argument("invalid_amount", "invalid amount 0"),
+                ),
+                Code::InvalidArgument,
             ),
             (
                 CallError::GrainPanicked {

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use super::GrainId;
 
 /// Error returned by application grain code; the caller receives it as
-/// [`CallError::Grain`]. The activation stays active and keeps serving.
+/// [`CallError::Grain`], or as [`CallError::InvalidRequest`] when it was made with
+/// [`GrainError::invalid_argument`]. The activation stays active and keeps serving.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct GrainError {
@@ -13,15 +14,39 @@ pub struct GrainError {
     pub code: String,
     /// Human-readable description.
     pub message: String,
+    /// Whether the request is invalid whatever the grain's state. It is not encoded, because
+    /// between nodes the variant [`CallError::InvalidRequest`] carries it, and skipping it
+    /// keeps the encoding that older nodes read.
+    #[serde(skip)]
+    invalid_argument: bool,
 }
 
 impl GrainError {
-    /// Creates an error with an application code and a message.
+    /// Creates an error with an application code and a message, for a request that the
+    /// grain's state rules out, such as a withdrawal larger than the balance. gRPC callers
+    /// receive `FAILED_PRECONDITION`.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
+            invalid_argument: false,
         }
+    }
+
+    /// Creates an error for a request that is invalid whatever the grain's state, such as a
+    /// negative amount or an empty account key. The handler must return it before it changes
+    /// any state. gRPC callers receive `INVALID_ARGUMENT`, so the message should name the
+    /// invalid value and the valid ones.
+    pub fn invalid_argument(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            invalid_argument: true,
+            ..Self::new(code, message)
+        }
+    }
+
+    /// Returns whether the error was made with [`GrainError::invalid_argument`].
+    pub fn is_invalid_argument(&self) -> bool {
+        self.invalid_argument
     }
 }
 
@@ -30,6 +55,9 @@ impl From<CallError> for GrainError {
     fn from(error: CallError) -> Self {
         match error {
             CallError::Grain { error, .. } => error,
+            CallError::InvalidRequest { error, .. } => {
+                GrainError::invalid_argument(error.code, error.message)
+            }
             other => GrainError::new("call_failed", other.to_string()),
         }
     }
@@ -129,8 +157,8 @@ pub enum CallError {
     /// An internal failure, such as a reply that could not be encoded.
     #[error("internal error: {0}")]
     Internal(String),
-    /// The grain key is empty or longer than the limit. Nothing ran. Last, so that its
-    /// encoding leaves the other variants' unchanged.
+    /// The grain key is empty or longer than the limit. Nothing ran. After the variants above,
+    /// so that its encoding leaves theirs unchanged.
     #[error(
         "invalid key of {key_bytes} bytes for grain type {grain_type}: use 1 to {max_bytes} bytes"
     )]
@@ -142,9 +170,29 @@ pub enum CallError {
         /// The maximum key length, in bytes.
         max_bytes: usize,
     },
+    /// The grain rejected the request as invalid whatever its state
+    /// ([`GrainError::invalid_argument`]). The turn ran, and by that constructor's contract
+    /// it changed nothing, so retrying the same request cannot help. Last, so that its encoding leaves the other variants'
+    /// unchanged.
+    #[error("{grain} rejected the request: {error}")]
+    InvalidRequest {
+        /// The called grain.
+        grain: GrainId,
+        /// The application's error.
+        error: GrainError,
+    },
 }
 
 impl CallError {
+    /// Wraps the error that the handler of a turn on `grain` returned.
+    pub fn from_handler(grain: GrainId, error: GrainError) -> Self {
+        if error.is_invalid_argument() {
+            CallError::InvalidRequest { grain, error }
+        } else {
+            CallError::Grain { grain, error }
+        }
+    }
+
     /// Returns whether the call certainly did not run, so that retrying cannot apply it twice.
     pub fn is_before_execution(&self) -> bool {
         match self {
@@ -158,6 +206,7 @@ impl CallError {
             CallError::NodeUnavailable { before_send, .. } => *before_send,
             CallError::DeadlineExceeded { .. }
             | CallError::Grain { .. }
+            | CallError::InvalidRequest { .. }
             | CallError::GrainPanicked { .. }
             | CallError::Internal(_) => false,
         }
@@ -173,6 +222,7 @@ impl CallError {
             CallError::NodeUnavailable { .. } => "node_unavailable",
             CallError::NoActiveNode { .. } => "no_active_node",
             CallError::Grain { .. } => "grain_error",
+            CallError::InvalidRequest { .. } => "invalid_request",
             CallError::GrainPanicked { .. } => "grain_panicked",
             CallError::ShuttingDown { .. } => "shutting_down",
             CallError::TooManyHops { .. } => "too_many_hops",

@@ -177,10 +177,7 @@ fn dispatch_error(grain: &GrainId, method: &str, error: DispatchError) -> CallEr
         DispatchError::Encode(detail) => {
             CallError::Internal(format!("cannot encode reply of {grain}.{method}: {detail}"))
         }
-        DispatchError::Grain(error) => CallError::Grain {
-            grain: grain.clone(),
-            error,
-        },
+        DispatchError::Grain(error) => CallError::from_handler(grain.clone(), error),
     }
 }
 

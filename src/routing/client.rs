@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::balancer::{Balancer, CallOutcome, GatewayChange, MemberUpdate};
 use super::config::ClientConfig;
-use super::error::ClientError;
+use super::error::{AttemptDeadline, ClientError};
 use super::metrics::{RetryDenied, RetryOutcome, RoutingMetrics};
 use super::retry::{Failure, RetrySafety, retry_safety};
 use crate::api::ERROR_CODE_METADATA;
@@ -307,9 +307,10 @@ impl GristmillClient {
             if remaining.is_zero() {
                 return Err(ClientError::DeadlineExceeded { timeout, attempts });
             }
-            let attempt_timeout = config
-                .attempt_timeout
-                .map_or(remaining, |cap| cap.min(remaining));
+            let (attempt_timeout, attempt_deadline) = match config.attempt_timeout {
+                Some(cap) if cap < remaining => (cap, AttemptDeadline::Attempt(cap)),
+                _ => (remaining, AttemptDeadline::Call(timeout)),
+            };
             let decision = {
                 let now = inner.clock.now();
                 let core = &mut *self.lock_core();
@@ -364,7 +365,7 @@ impl GristmillClient {
                         attempts,
                     });
                 }
-                Err(status) => classify(status, &decision.node, attempts, attempt_timeout),
+                Err(status) => classify(status, &decision.node, attempts, attempt_deadline),
             };
             guard.report(&CallOutcome::Failed {
                 failure: attempt_error.failure,
@@ -490,7 +491,12 @@ fn timeout_ms(timeout: Duration) -> u32 {
     u32::try_from(millis).unwrap_or(u32::MAX)
 }
 
-fn classify(status: AttemptStatus, node: &str, attempts: u32, waited: Duration) -> AttemptError {
+fn classify(
+    status: AttemptStatus,
+    node: &str,
+    attempts: u32,
+    deadline: AttemptDeadline,
+) -> AttemptError {
     let status = match status {
         AttemptStatus::NoChannel => {
             return AttemptError {
@@ -507,7 +513,7 @@ fn classify(status: AttemptStatus, node: &str, attempts: u32, waited: Duration) 
                 failure: Failure::NoResponse,
                 error: ClientError::NoResponse {
                     node: node.to_owned(),
-                    waited: waited + REPLY_MARGIN,
+                    deadline,
                     attempts,
                 },
             };

@@ -34,7 +34,7 @@ pub enum ClientError {
         gateways: usize,
     },
     /// A gateway returned an error status and the call was not retried further. The call may
-    /// have run, unless the code is `NOT_FOUND` or `INVALID_ARGUMENT`.
+    /// have changed state, unless the code is `NOT_FOUND` or `INVALID_ARGUMENT`.
     #[error("call failed at {node} after {attempts} attempt(s): {}: {}", .status.code(), .status.message())]
     Status {
         /// Gateway of the last attempt.
@@ -44,14 +44,15 @@ pub enum ClientError {
         /// The status of the last attempt.
         status: tonic::Status,
     },
-    /// The last attempt's gateway did not answer in time; the call may have run. Retrying
-    /// helps once the gateway recovers or its breaker opens.
-    #[error("no response from {node} within {} ms after {attempts} attempt(s)", .waited.as_millis())]
+    /// The last attempt's gateway sent no response before `deadline` passed; the call may have
+    /// run. The client waits 100 ms past the deadline for the gateway's own timeout reply
+    /// before it gives up. Retrying helps once the gateway recovers or its breaker opens.
+    #[error("no response from {node} before {deadline} passed ({attempts} attempt(s))")]
     NoResponse {
         /// Gateway of the last attempt.
         node: String,
-        /// Time the last attempt waited.
-        waited: Duration,
+        /// The deadline that ended the last attempt.
+        deadline: AttemptDeadline,
         /// Attempts made.
         attempts: u32,
     },
@@ -75,6 +76,28 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// The deadline that ends one attempt of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptDeadline {
+    /// The call's own deadline, as the caller gave it (or `call_timeout`), from the call's start.
+    Call(Duration),
+    /// The client's `attempt_timeout`, when it is shorter than the time left in the call.
+    Attempt(Duration),
+}
+
+impl std::fmt::Display for AttemptDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptDeadline::Call(timeout) => {
+                write!(f, "the call's deadline of {} ms", timeout.as_millis())
+            }
+            AttemptDeadline::Attempt(timeout) => {
+                write!(f, "attempt_timeout of {} ms", timeout.as_millis())
+            }
+        }
+    }
 }
 
 impl ClientError {

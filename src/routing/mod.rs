@@ -50,7 +50,7 @@ pub use breaker::{BreakerState, CircuitBreaker};
 pub use budget::RetryBudget;
 pub use client::{ClientBuilder, GristmillClient, InvokeReply};
 pub use config::{BreakerConfig, ClientConfig, ClientConfigError, RetryBudgetConfig};
-pub use error::ClientError;
+pub use error::{AttemptDeadline, ClientError};
 pub use ewma::PeakEwma;
 pub use forwarding::{ForwardingConfig, ForwardingConfigError};
 pub use metrics::RoutingMetrics;

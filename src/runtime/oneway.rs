@@ -59,7 +59,12 @@ impl Node {
         // of every one-way message and slow down its creation.
         match Box::pin(self.invoke(grain, method, payload, deadline)).await {
             // The turn ran; its outcome is not the sender's business.
-            Ok(_) | Err(CallError::Grain { .. } | CallError::GrainPanicked { .. }) => {
+            Ok(_)
+            | Err(
+                CallError::Grain { .. }
+                | CallError::InvalidRequest { .. }
+                | CallError::GrainPanicked { .. },
+            ) => {
                 self.inner.metrics.oneway_sent.inc();
                 Ok(())
             }

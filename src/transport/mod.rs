@@ -6,6 +6,7 @@ mod gateway;
 mod handshakes;
 mod listener;
 mod outbox;
+mod session_table;
 mod sessions;
 mod socket_options;
 mod wire;

@@ -32,6 +32,7 @@ use super::handshakes::{
 };
 use super::listener::{SharedHandshakes, TIMEOUT_STOP_REASON};
 use super::outbox::{Outboxes, remote_gateway};
+use super::session_table::{SessionEnd, SessionTable};
 use super::wire::Wire;
 use crate::membership::NodeId;
 use crate::repeat_limit::RepeatLimit;
@@ -75,8 +76,9 @@ pub enum PeerError {
     /// The request was sent, and no reply arrived before the deadline.
     #[error("no reply from {0} before the deadline")]
     TimedOut(String),
-    /// The session ended or the reply was dropped after sending.
-    #[error("request to {0} was lost: {1}")]
+    /// The session ended or the reply was dropped after the request was queued. The peer may
+    /// have run the request, so its outcome is unknown.
+    #[error("request to {0} was lost ({1}) and may have run, so a retry may apply it twice")]
     Lost(String, String),
 }
 
@@ -126,14 +128,6 @@ impl ClusterBidiStream for TcpBidi {
         self.0.peer_addr().ok().map(|a| a.to_string())
     }
 }
-/// State shared with the node-server event subscription.
-#[derive(Default)]
-struct SessionTable {
-    /// ractor_cluster node ids of sessions that authenticated.
-    authenticated: HashSet<u64>,
-    /// Cluster node names (without `@host`) with a ready session.
-    ready: HashSet<String>,
-}
 
 /// Minimum time between two warnings about rejected inbound connections; the ones in between
 /// are counted in `gristmill_rejected_frames_total` and logged at debug level.
@@ -155,6 +149,14 @@ fn peer_cluster_name(session: &NodeServerSessionInformation) -> Option<String> {
 impl NodeEventSubscription for Subscription {
     fn node_session_opened(&self, session: NodeServerSessionInformation) {
         tracing::trace!(peer = %session.peer_addr, "cluster session opened");
+        self.table
+            .lock()
+            .expect("session table lock poisoned")
+            .opened(
+                session.node_id,
+                !session.is_server,
+                session.peer_addr.clone(),
+            );
         let overdue = self
             .handshakes
             .lock()
@@ -171,8 +173,11 @@ impl NodeEventSubscription for Subscription {
             .lock()
             .expect("handshake table lock poisoned")
             .authenticated(session.node_id);
-        let mut table = self.table.lock().expect("session table lock poisoned");
-        table.authenticated.insert(session.node_id);
+        let peer_name = session.peer_name.map(|name| name.name).unwrap_or_default();
+        self.table
+            .lock()
+            .expect("session table lock poisoned")
+            .authenticated(session.node_id, peer_name);
     }
 
     fn node_session_ready(&self, session: NodeServerSessionInformation) {
@@ -196,31 +201,38 @@ impl NodeEventSubscription for Subscription {
             .lock()
             .expect("handshake table lock poisoned")
             .ended(session.node_id);
+        let claimed_name = session.peer_name.as_ref().map(|name| name.name.as_str());
         let mut table = self.table.lock().expect("session table lock poisoned");
-        if !table.authenticated.remove(&session.node_id) {
-            let reason = match ended {
-                Ended::TimedOut => RejectReason::HandshakeTimeout,
-                Ended::BeforeDeadline | Ended::Untracked => RejectReason::HandshakeFailed,
-            };
-            let total = self.counters.rejected_connections.record(reason);
-            let logged = self
-                .rejects
-                .lock()
-                .expect("reject limit lock poisoned")
-                .record(Instant::now());
-            let peer = &session.peer_addr;
-            let reason = reason.label();
-            match logged {
-                Some(suppressed) => {
-                    // Two nodes that dial each other at once also end here: ractor_cluster
-                    // closes one of the two connections before it authenticates.
-                    tracing::warn!(%peer, reason, total, suppressed, "cluster connection closed before authenticating: a wrong cookie, junk bytes, or harmlessly two nodes that dialed each other at once")
-                }
-                None => {
-                    tracing::debug!(%peer, reason, total, "cluster connection closed before authenticating")
-                }
+        match table.ended(session.node_id, claimed_name) {
+            SessionEnd::Authenticated => {}
+            SessionEnd::Duplicate => {
+                // ractor_cluster keeps one session per pair of nodes and closes the others.
+                tracing::debug!(peer = %session.peer_addr, "duplicate cluster connection closed before authenticating");
+                return;
             }
-            return;
+            SessionEnd::Unauthenticated => {
+                let reason = match ended {
+                    Ended::TimedOut => RejectReason::HandshakeTimeout,
+                    Ended::BeforeDeadline | Ended::Untracked => RejectReason::HandshakeFailed,
+                };
+                let total = self.counters.rejected_connections.record(reason);
+                let logged = self
+                    .rejects
+                    .lock()
+                    .expect("reject limit lock poisoned")
+                    .record(Instant::now());
+                let peer = &session.peer_addr;
+                let reason = reason.label();
+                match logged {
+                    Some(suppressed) => {
+                        tracing::warn!(%peer, reason, total, suppressed, "cluster connection closed before authenticating: a wrong cookie, junk bytes, or a peer that closed it during the handshake")
+                    }
+                    None => {
+                        tracing::debug!(%peer, reason, total, "cluster connection closed before authenticating")
+                    }
+                }
+                return;
+            }
         }
         if let Some(name) = peer_cluster_name(&session) {
             tracing::debug!(peer = %name, "cluster session closed");
@@ -632,4 +644,20 @@ async fn dial(
     ractor_cluster::client_connect_external(server, Box::new(TcpBidi(stream)))
         .await
         .map_err(|error| std::io::Error::other(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_request_says_outcome_unknown() {
+        let error = PeerError::Lost("n2".into(), "the cluster session ended".into());
+        assert_eq!(
+            error.to_string(),
+            "request to n2 was lost (the cluster session ended) and may have run, so a retry \
+             may apply it twice"
+        );
+        assert!(!error.before_send());
+    }
 }

@@ -14,7 +14,8 @@ use gristmill::api::pb::PayloadFormat;
 use gristmill::directory::partition_owner;
 use gristmill::membership::Incarnation;
 use gristmill::routing::{
-    BreakerConfig, BreakerState, ClientConfig, GristmillClient, InvokeReply, StrategyKind,
+    AttemptDeadline, BreakerConfig, BreakerState, ClientConfig, ClientError, GristmillClient,
+    InvokeReply, StrategyKind,
 };
 use nix::sys::signal::{Signal, kill};
 use serde_json::json;
@@ -380,5 +381,73 @@ async fn stalled_gateway_opens_breaker_and_recovers() {
     assert_eq!(
         states, expected,
         "node-2's breaker went through every state"
+    );
+}
+
+// Goal: a call to a gateway that never replies fails with the deadline that ended it, as
+// the caller gave it, and not with the time the client waited beyond it for a late reply.
+// Method: stop a single node with SIGSTOP, then call it once with a call deadline and once
+// with a shorter `attempt_timeout`; `add` is not idempotent, so neither call is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_gateway_error_names_the_deadline() {
+    let _slot = cluster_slot().await;
+    let cluster = Cluster::start(1, PATIENT).await;
+    let seeds = [cluster.nodes[0].ready.grpc_addr];
+    let client = connect(config(&seeds, StrategyKind::RoundRobin)).await;
+    let mut capped_config = config(&seeds, StrategyKind::RoundRobin);
+    capped_config.attempt_timeout = Some(Duration::from_millis(300));
+    let capped = connect(capped_config).await;
+    for client in [&client, &capped] {
+        wait_gateways(client, &["node-0"], Duration::from_secs(10)).await;
+        call(client, "deadline-0", "add")
+            .await
+            .expect("warm-up call");
+    }
+
+    let stopped = cluster.nodes[0].pid();
+    kill(stopped, Signal::SIGSTOP).expect("send SIGSTOP");
+    let payload = serde_json::to_vec(&json!({ "amount": 1 })).expect("encode JSON");
+    let call_deadline = client
+        .invoke(
+            "counter",
+            "deadline-0",
+            "add",
+            payload.clone(),
+            PayloadFormat::Json,
+            Some(Duration::from_millis(700)),
+        )
+        .await;
+    let attempt_deadline = capped
+        .invoke(
+            "counter",
+            "deadline-0",
+            "add",
+            payload,
+            PayloadFormat::Json,
+            Some(Duration::from_secs(2)),
+        )
+        .await;
+    kill(stopped, Signal::SIGCONT).expect("send SIGCONT");
+
+    let error = call_deadline.expect_err("a stopped node cannot reply");
+    assert!(
+        matches!(
+            error,
+            ClientError::NoResponse {
+                deadline: AttemptDeadline::Call(timeout),
+                attempts: 1,
+                ..
+            } if timeout == Duration::from_millis(700)
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "no response from node-0 before the call's deadline of 700 ms passed (1 attempt(s))"
+    );
+    let error = attempt_deadline.expect_err("a stopped node cannot reply");
+    assert_eq!(
+        error.to_string(),
+        "no response from node-0 before attempt_timeout of 300 ms passed (1 attempt(s))"
     );
 }

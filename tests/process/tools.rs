@@ -447,12 +447,36 @@ fn child_node_pid(parent: u32, node: &str) -> Option<i32> {
         })
 }
 
+/// Returns the pids of the running processes whose environment names `session` as their
+/// `GRISTMILL_SESSION_PID`: the nodes of a `gristmill local` run, also those that another node
+/// started.
+fn session_processes(session: u32) -> Vec<i32> {
+    let entry = format!("GRISTMILL_SESSION_PID={session}");
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    processes
+        .flatten()
+        .filter_map(|process| process.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // A zombie has exited, and its environment reads as empty.
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            environ
+                .split(|byte| *byte == 0)
+                .any(|variable| variable == entry.as_bytes())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_finishes_transfers_after_node_kill() {
     // Goal: a node killed under the workload leaves the account total conserved, because a
     // transfer cut short between its withdrawal and its deposit is sent again with its id.
+    // `local` reports the kill while the workload goes on, and at the end it stops every node
+    // of the run, also those that the supervisor started in its place.
     // Method: kill node-1 of `gristmill local` with SIGKILL once the workload has run for a
-    // few seconds, then read the summary and the exit code.
+    // few seconds, read stderr until the report and one more progress line, then read the
+    // summary, the exit code and the processes left.
     use tokio::io::AsyncBufReadExt;
 
     let _slot = cluster_slot().await;
@@ -499,6 +523,29 @@ async fn local_finishes_transfers_after_node_kill() {
     let node_pid = child_node_pid(local_pid, "node-1").expect("local runs node-1");
     kill(Pid::from_raw(node_pid), Signal::SIGKILL).expect("kill node-1");
     println!("killed node-1 (pid {node_pid}) after {progress_lines} progress lines");
+    let mut reported = None;
+    let report_deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        line.clear();
+        let read = tokio::time::timeout_at(report_deadline, stderr.read_line(&mut line))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no kill report and progress line within 60 s; last report {reported:?}")
+            })
+            .expect("read stderr");
+        assert!(
+            read > 0,
+            "local ended without a progress line after the kill report"
+        );
+        if line.contains("exited during the run") && line.contains("node=node-1") {
+            reported = Some(line.clone());
+        } else if reported.is_some() && line.contains("calls/s") {
+            break;
+        }
+    }
+    let reported = reported.expect("the loop ends after the report");
+    assert!(reported.contains("WARN"), "{reported}");
+    assert!(reported.contains("SIGKILL"), "{reported}");
     // Keep reading stderr so that local never blocks on a full pipe.
     let drain = tokio::spawn(async move {
         let mut rest = String::new();
@@ -509,13 +556,26 @@ async fn local_finishes_transfers_after_node_kill() {
         .await
         .expect("local ends within 180 s")
         .expect("wait for local");
-    let rest = drain.await.expect("stderr reader");
+    let left = session_processes(local_pid);
+    // The nodes share the stderr pipe, so the reader ends once the last node has exited.
+    let rest = tokio::time::timeout(Duration::from_secs(60), drain)
+        .await
+        .expect("every node exits within 60 s of local")
+        .expect("stderr reader");
+    assert_eq!(left, Vec::<i32>::new(), "nodes outlived local\n{rest}");
+    assert!(
+        !rest.contains("cannot join the cluster"),
+        "a node still tried to join after the run\n{rest}"
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let summary: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|error| panic!("summary is not JSON ({error}): {stdout}\n{rest}"));
     println!(
-        "transfer retries {}, uncertain {}, errors {}",
-        summary["transfer_retries"], summary["uncertain_transfers"], summary["errors_by_code"]
+        "transfer retries {}, uncertain {}, errors {}, scaling decisions {}",
+        summary["transfer_retries"],
+        summary["uncertain_transfers"],
+        summary["errors_by_code"],
+        summary["scaling_decisions"]
     );
     assert_eq!(output.status.code(), Some(0), "{summary}\n{rest}");
     assert_eq!(

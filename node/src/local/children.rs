@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -65,11 +67,13 @@ pub struct NodeSpec<'a> {
     pub config: Option<&'a Path>,
 }
 
-/// One running node process and the addresses from its ready line.
+/// One node process and the addresses from its ready line.
 pub struct ChildNode {
     /// Addresses and boot id the node reported.
     pub ready: ReadyLine,
     child: Child,
+    /// Whether the node's exit during the run was reported, so the shutdown skips it.
+    exit_reported: bool,
 }
 
 impl ChildNode {
@@ -146,45 +150,150 @@ impl ChildNode {
         })?;
         // Drain stdout until the node exits, so the node cannot block on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(ChildNode { ready, child })
+        Ok(ChildNode {
+            ready,
+            child,
+            exit_reported: false,
+        })
+    }
+
+    /// Returns the id of the node's process group, which is also its process id, while the
+    /// process has not been reaped.
+    ///
+    /// The group contains the node and the nodes that its local orchestrator started, which
+    /// inherit it. Until the node is reaped its pid cannot be reused, so a signal to the group
+    /// reaches these processes alone.
+    fn process_group(&self) -> Option<Pid> {
+        let pid = i32::try_from(self.child.id()?).ok()?;
+        Some(Pid::from_raw(pid))
     }
 
     /// Sends SIGTERM, which makes the node drain and leave the cluster.
     pub fn terminate(&self) {
-        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        if let Some(pid) = self.process_group() {
             // An error means the process has already exited, which is what we want.
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            let _ = kill(pid, Signal::SIGTERM);
         }
     }
 
-    /// Waits up to `grace` for the node to exit, then kills it; returns its exit status.
-    pub async fn wait_or_kill(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(status) => status,
-            Err(_) => {
-                tracing::warn!(node = %self.ready.node, ?grace, "node did not exit in time, killing it");
-                self.child.kill().await?;
-                self.child.wait().await
-            }
+    /// Waits until `deadline` for the node to exit after [`ChildNode::terminate`], and kills
+    /// its process group if it has not. Then it kills the nodes that it started as supervisor,
+    /// which are still running, reaps the node and returns its exit status.
+    ///
+    /// Those nodes are killed, not drained, because the run is over and every grain's state
+    /// is stored: drained together, the last nodes would move grains between each other.
+    async fn stop(&mut self, deadline: tokio::time::Instant) -> std::io::Result<ExitStatus> {
+        let Some(group) = self.process_group() else {
+            return self.child.wait().await;
+        };
+        let exited = tokio::task::spawn_blocking(move || wait_unreaped(group));
+        tokio::pin!(exited);
+        if tokio::time::timeout_at(deadline, &mut exited)
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %self.ready.node, "node did not exit in time, killing it");
+            let _ = killpg(group, Signal::SIGKILL);
+            let _ = exited.await;
+        }
+        // The node has exited and is not reaped, so the group id still names its group.
+        let _ = killpg(group, Signal::SIGKILL);
+        self.child.wait().await
+    }
+}
+
+/// Blocks until the process `pid`, a child of this process, has exited, and leaves it
+/// unreaped (`WNOWAIT`), so that its pid is not reused.
+fn wait_unreaped(pid: Pid) -> nix::Result<()> {
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(Errno::EINTR) => continue,
+            outcome => return outcome.map(drop),
         }
     }
 }
 
-/// Stops every node: SIGTERM to all at once, then waits up to `grace` for each and kills the
-/// ones still running.
+/// Waits until one of the nodes whose exit was not reported yet exits, and returns its name
+/// and exit status. It waits forever when every node has exited, and it is cancel safe.
+pub async fn next_exit(nodes: &mut [ChildNode]) -> (String, std::io::Result<ExitStatus>) {
+    let waits: Vec<_> = nodes
+        .iter_mut()
+        .filter(|node| !node.exit_reported)
+        .map(|node| {
+            Box::pin(async move {
+                let status = node.child.wait().await;
+                node.exit_reported = true;
+                (node.ready.node.clone(), status)
+            })
+        })
+        .collect();
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    futures::future::select_all(waits).await.0
+}
+
+/// Interval between two checks that the killed nodes started by other nodes are gone.
+const GROUP_POLL: Duration = Duration::from_millis(20);
+/// Time the killed nodes started by other nodes have to be gone.
+const GROUP_GONE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Stops every node: SIGTERM to all at once, then it waits up to `grace` for each and kills
+/// the ones still running. The nodes that the supervisor started, which share the process
+/// group of the node that started them, are killed once that node has exited.
+///
+/// NOTE: the nodes started by a node that exited during the run are not signalled, because
+/// that node was reaped and its group id may be reused. They exit, without draining, within
+/// half a second of this process's exit, because they watch its pid.
 pub async fn shut_down(nodes: &mut [ChildNode], grace: Duration) {
-    for node in nodes.iter() {
+    let deadline = tokio::time::Instant::now() + grace;
+    let running: Vec<&mut ChildNode> = nodes
+        .iter_mut()
+        .filter(|node| !node.exit_reported)
+        .collect();
+    let groups: Vec<Pid> = running
+        .iter()
+        .filter_map(|node| node.process_group())
+        .collect();
+    for node in &running {
         node.terminate();
     }
-    let waits = nodes.iter_mut().map(|node| async move {
-        let status = node.wait_or_kill(grace).await;
+    let stops = running.into_iter().map(|node| async move {
+        let status = node.stop(deadline).await;
         (node.ready.node.clone(), status)
     });
-    for (name, status) in futures::future::join_all(waits).await {
+    for (name, status) in futures::future::join_all(stops).await {
         match status {
             Ok(status) if status.success() => tracing::debug!(node = %name, "node exited"),
             Ok(status) => tracing::warn!(node = %name, %status, "node exited with an error"),
             Err(error) => tracing::warn!(node = %name, %error, "cannot wait for node"),
         }
+    }
+    wait_for_groups(&groups).await;
+}
+
+/// Waits until no process is left in `groups`, for at most [`GROUP_GONE_WITHIN`].
+///
+/// The group leaders are reaped, so this only checks with signal 0, which changes nothing in
+/// a process even if a group id was reused.
+async fn wait_for_groups(groups: &[Pid]) {
+    let deadline = tokio::time::Instant::now() + GROUP_GONE_WITHIN;
+    loop {
+        let left = groups
+            .iter()
+            .filter(|group| killpg(**group, None) != Err(Errno::ESRCH))
+            .count();
+        if left == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                groups = left,
+                within = ?GROUP_GONE_WITHIN,
+                "killed nodes that the supervisor started are still running"
+            );
+            return;
+        }
+        tokio::time::sleep(GROUP_POLL).await;
     }
 }

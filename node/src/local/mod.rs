@@ -18,6 +18,7 @@
 //! them or exits, and on Linux also when it is killed (`--parent-pid`).
 
 mod children;
+mod progress;
 mod report;
 mod timeline;
 mod workload;
@@ -363,7 +364,7 @@ async fn run_steps(
             eprintln!("error: {error}");
             ExitCode::from(EXIT_FAILED)
         })?;
-    Ok(run_workload(args, &gateways, &client, addrs).await)
+    Ok(run_workload(args, &gateways, &client, addrs, nodes).await)
 }
 
 /// Starts node 0, then the others seeded with node 0's gossip address.
@@ -439,12 +440,14 @@ async fn wait_for_convergence(clients: &mut [NodeClient], deadline: Instant) -> 
 }
 
 /// Runs the workload with a progress line per second and the scaling timeline, then checks
-/// the balances.
+/// the balances. A node of `nodes` that exits meanwhile is reported at once, and the run goes
+/// on without it.
 async fn run_workload(
     args: &LocalArgs,
     gateways: &Gateways,
     client: &GristmillClient,
     addrs: Vec<String>,
+    nodes: &mut [ChildNode],
 ) -> Summary {
     let started = Instant::now();
     let until = started + *args.duration;
@@ -466,14 +469,22 @@ async fn run_workload(
         .len();
     let (watcher, decisions) = timeline::watch(addrs, started);
     let (mut workers, stats) = workload::start(&spec, client);
-    let mut ticker = tokio::time::interval_at(started + Duration::from_secs(1), GATEWAY_REFRESH);
-    let mut last_tick = started;
+    let mut clock = progress::ProgressClock::new(started, GATEWAY_REFRESH);
     let mut quiet_announced = spike.is_zero();
     let mut peak_nodes = initial_nodes;
     loop {
         tokio::select! {
             next = workers.join_next() => if next.is_none() { break },
-            tick = ticker.tick() => {
+            (node, status) = children::next_exit(nodes) => match status {
+                // A node that the supervisor drained and removed exits 0.
+                Ok(status) if status.success() => tracing::info!(node = %node, "node left the cluster and exited"),
+                Ok(status) => tracing::warn!(node = %node, %status, "node exited during the run; the workload goes on with the other nodes"),
+                Err(error) => tracing::warn!(node = %node, %error, "cannot wait for node; the workload goes on with the other nodes"),
+            },
+            tick = clock.tick() => {
+                // The window ends before the slow steps below, so its counts match its length.
+                let window = clock.end_window();
+                let counts = stats.lock().expect("stats lock is never poisoned").take_window();
                 refresh_gateways(gateways).await;
                 let active = gateways.read().expect("gateways lock is never poisoned").len();
                 peak_nodes = peak_nodes.max(active);
@@ -482,11 +493,9 @@ async fn run_workload(
                     eprintln!("[{:>6.1}s] spike over; quiet period with {} calls in flight over {} counters",
                         started.elapsed().as_secs_f64(), spec.quiet_concurrency, spec.quiet_counters);
                 }
-                let window = stats.lock().expect("stats lock is never poisoned").take_window();
                 let activations = count_activations(gateways).await;
-                let line = report::progress_line(started.elapsed(), tick - last_tick, window, &activations);
+                let line = report::progress_line(window, counts, &activations);
                 eprintln!("{line}");
-                last_tick = tick;
             }
         }
     }

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+
+use super::progress::ProgressWindow;
 
 /// Result of a `gristmill local` run; printed as text, or as one JSON object with `--json`.
 #[derive(Debug, Serialize)]
@@ -195,12 +196,11 @@ fn as_text(value: &Value) -> String {
 
 /// Formats one progress line: elapsed time, window rate and latencies, errors, activations.
 pub fn progress_line(
-    elapsed: Duration,
-    window: Duration,
+    window: ProgressWindow,
     (calls, errors, p50_us, p99_us): (u64, u64, u64, u64),
     activations: &BTreeMap<String, Option<u64>>,
 ) -> String {
-    let calls_per_sec = calls as f64 / window.as_secs_f64().max(f64::EPSILON);
+    let calls_per_sec = calls as f64 / window.length.as_secs_f64().max(f64::EPSILON);
     let activations: Vec<String> = activations
         .iter()
         .map(|(node, count)| match count {
@@ -209,8 +209,8 @@ pub fn progress_line(
         })
         .collect();
     format!(
-        "[{:>4.0}s] {calls_per_sec:>7.0} calls/s  p50 {:>8}  p99 {:>8}  errors {errors:>5}  activations {}",
-        elapsed.as_secs_f64(),
+        "[{:>4}s] {calls_per_sec:>7.0} calls/s  p50 {:>8}  p99 {:>8}  errors {errors:>5}  activations {}",
+        window.elapsed.as_secs(),
         format_micros(p50_us),
         format_micros(p99_us),
         activations.join(" "),

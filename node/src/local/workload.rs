@@ -335,7 +335,8 @@ mod tests {
     fn transfer_outcome_known_only_for_settled_codes() {
         for settled in [
             "FailedPrecondition:insufficient_funds",
-            "FailedPrecondition:invalid_transfer",
+            "InvalidArgument:invalid_transfer",
+            "InvalidArgument:invalid_amount",
         ] {
             assert!(settles_transfer(settled), "{settled}");
         }

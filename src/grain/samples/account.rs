@@ -103,9 +103,9 @@ impl Grain for Account {
 
 pub(super) fn check_amount(amount: i64) -> Result<(), GrainError> {
     if amount <= 0 {
-        return Err(GrainError::new(
+        return Err(GrainError::invalid_argument(
             "invalid_amount",
-            format!("amount must be positive, got {amount}"),
+            format!("invalid amount {amount}: give a positive amount"),
         ));
     }
     Ok(())

@@ -78,22 +78,15 @@ impl Handler<Transfer> for Bank {
     ) -> Result<i64, GrainError> {
         check_amount(request.amount)?;
         // Checked before the withdrawal: a deposit rejected for its key would strand the amount.
-        let max = crate::runtime::MAX_KEY_BYTES;
-        for (field, key) in [("from", &request.from), ("to", &request.to)] {
-            if key.is_empty() || key.len() > max {
-                return Err(GrainError::new(
-                    "invalid_transfer",
-                    format!(
-                        "invalid `{field}` key of {} bytes: use 1 to {max} bytes",
-                        key.len()
-                    ),
-                ));
-            }
-        }
+        check_account_key("from", &request.from)?;
+        check_account_key("to", &request.to)?;
         if request.from == request.to {
-            return Err(GrainError::new(
+            return Err(GrainError::invalid_argument(
                 "invalid_transfer",
-                "cannot transfer to the same account",
+                format!(
+                    "invalid transfer from account {:?} to itself: give \"to\" another account key",
+                    request.from
+                ),
             ));
         }
         let id = request.id.unwrap_or_else(rand::random);
@@ -117,10 +110,15 @@ impl Handler<Transfer> for Bank {
         let balance = match withdrawal {
             Ok(balance) => balance,
             // The account replied, so its error (such as insufficient funds) is final.
-            Err(CallError::Grain { error, .. }) => return Err(error),
+            Err(error @ (CallError::Grain { .. } | CallError::InvalidRequest { .. })) => {
+                return Err(error.into());
+            }
             // Nothing ran, so nothing moved: the transfer failed as a whole.
             Err(error @ (CallError::InvalidKey { .. } | CallError::UnknownGrainType { .. })) => {
-                return Err(GrainError::new("invalid_transfer", error.to_string()));
+                return Err(GrainError::invalid_argument(
+                    "invalid_transfer",
+                    error.to_string(),
+                ));
             }
             // A fresh id had no earlier attempt, so nothing moved. A given id may be a retry
             // whose first withdrawal went through, so it must be sent again.
@@ -142,4 +140,23 @@ impl Handler<Transfer> for Bank {
             .map_err(|error| incomplete("deposit", error))?;
         Ok(balance)
     }
+}
+
+/// Rejects an account key that no account grain can have: empty, or longer than the grain
+/// key limit. `field` is the name of the transfer field that contains the key.
+fn check_account_key(field: &str, key: &str) -> Result<(), GrainError> {
+    let max = crate::runtime::MAX_KEY_BYTES;
+    if !key.is_empty() && key.len() <= max {
+        return Ok(());
+    }
+    // A key over the limit can be long, so only its length goes into the message.
+    let described = if key.is_empty() {
+        "\"\"".to_owned()
+    } else {
+        format!("of {} bytes", key.len())
+    };
+    Err(GrainError::invalid_argument(
+        "invalid_transfer",
+        format!("invalid {field:?} account key {described}: use a key of 1 to {max} bytes"),
+    ))
 }
