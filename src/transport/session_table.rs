@@ -1,8 +1,8 @@
 //! The node's cluster sessions as ractor_cluster reports them, and why each one ended.
 //!
 //! A session that closes before it authenticates can be bad input (a wrong cookie, junk
-//! bytes), which the node warns about. In a healthy cluster it can also be a duplicate: the
-//! dialing node connects again while its first connection is still authenticating, and
+//! bytes), which the node warns about. In a healthy cluster it can also be a duplicate. The
+//! dialing node connects again while its first connection is still authenticating.
 //! ractor_cluster keeps one connection per pair of nodes and closes the other, before or
 //! right after its authentication. This table recognizes such a duplicate by another open
 //! session to the same peer.

@@ -43,25 +43,13 @@ const DECLARED_DOWN: &str = "declared down";
 ///
 /// A session ends when a ping stays unacknowledged for the ack timeout, so within one ping
 /// interval and the ack timeout. The clock of each peer starts when the transport's session
-/// table shows no ready session,
-/// which the node reads every 250 ms, and the agent checks its report every 250 ms. The report
-/// then goes out at once with the meta broadcast, which foca sends on its next datagrams (a
-/// probe period of 750 ms at the latest with the default timing), and the receiving nodes count
-/// the votes within 250 ms. The down verdict spreads the same way. Two seconds cover those
+/// table shows no ready session, which the node reads every 250 ms, and the agent checks its
+/// report every 250 ms. The report then goes out at once with the meta broadcast. foca sends
+/// it on its next datagrams (a probe period of 750 ms at the latest with the default timing),
+/// and the receiving nodes count the votes within 250 ms. The down verdict spreads the same way. Two seconds cover those
 /// steps; one more covers the test's polling and a loaded machine.
 fn vote_bound() -> Duration {
     PING_INTERVAL + ACK_TIMEOUT + UNREACHABLE_AFTER + Duration::from_secs(3)
-}
-
-/// Creates a lab for the four nodes, or prints SKIPPED with the reason and returns `None`.
-fn lab_or_skip(scenario: &str) -> Option<NetLab> {
-    match NetLab::create(NAMES.len()) {
-        Ok(lab) => Some(lab),
-        Err(reason) => {
-            eprintln!("SKIPPED {scenario}: {reason}");
-            None
-        }
-    }
 }
 
 /// Starts a node in each namespace of the lab with the config file `config`, and waits until
@@ -159,10 +147,10 @@ async fn node_without_sessions_is_voted_down() {
     // grains it hosted succeed on the other nodes. No healthy node is declared down. Method:
     // four nodes with a 1 s ack timeout and a 3 s `unreachable_after`. node-2's namespace
     // rejects every TCP packet from or to any cluster port, while UDP gossip passes. The
-    // rules also catch the resets they answer with, so the peers see their packets vanish,
+    // rules also catch the resets they send in reply, so the peers see their packets vanish,
     // and only the ack timeout ends the established sessions.
     let _slot = cluster_slot().await;
-    let Some(lab) = lab_or_skip("session loss") else {
+    let Some(lab) = NetLab::create_or_skip(NAMES.len(), "session loss") else {
         return;
     };
     let config = config_file(TEST_CONFIG);
@@ -262,10 +250,10 @@ async fn single_vote_declares_nobody_down() {
     // it, but one vote each declares neither down. Method: four nodes with a 3 s
     // `unreachable_after`; node-1 dials only node-0 (the names that sort lower), and its
     // namespace resets what it sends to node-0's cluster port. The others dial node-1, which
-    // works. The test waits until both nodes logged their reports, holds the fault for three
+    // works. The test waits until both nodes logged their reports, keeps the fault for three
     // times `unreachable_after`, and checks that no node voted anyone down.
     let _slot = cluster_slot().await;
-    let Some(lab) = lab_or_skip("single vote") else {
+    let Some(lab) = NetLab::create_or_skip(NAMES.len(), "single vote") else {
         return;
     };
     let config = config_file(TEST_CONFIG);

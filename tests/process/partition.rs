@@ -50,17 +50,6 @@ fn detection_bound(timing: Timing) -> Duration {
     Duration::from_millis(4 * timing.probe_period_ms + timing.suspect_to_down_ms + 1_000)
 }
 
-/// Creates a lab for three nodes, or prints SKIPPED with the reason and returns `None`.
-fn lab_or_skip(scenario: &str) -> Option<NetLab> {
-    match NetLab::create(NAMES.len()) {
-        Ok(lab) => Some(lab),
-        Err(reason) => {
-            eprintln!("SKIPPED {scenario}: {reason}");
-            None
-        }
-    }
-}
-
 /// Starts node `index` of the lab, with a turn audit in `audit_dir`.
 async fn start_in_lab(
     lab: &NetLab,
@@ -155,7 +144,7 @@ async fn full_partition_moves_grains_and_heals() {
     // same name.
     let timing = Timing::DEFAULT;
     let _slot = cluster_slot().await;
-    let Some(lab) = lab_or_skip("full partition") else {
+    let Some(lab) = NetLab::create_or_skip(NAMES.len(), "full partition") else {
         return;
     };
     let seed = chaos_seed("full-partition");
@@ -339,7 +328,7 @@ async fn wait_for_rejoin(cluster: &mut Cluster, clients: &[NodeClient], boot_id:
 async fn assert_no_false_down(scenario: &str, faults: &[(usize, Vec<Fault>)]) {
     let timing = Timing::DEFAULT;
     let _slot = cluster_slot().await;
-    let Some(lab) = lab_or_skip(scenario) else {
+    let Some(lab) = NetLab::create_or_skip(NAMES.len(), scenario) else {
         return;
     };
     let seed = chaos_seed(scenario);

@@ -1,7 +1,9 @@
-//! The agent's glue for gray failures: it reports the live peers without a ready cluster
-//! session in the local meta, counts the reports of all members, and declares a member that
-//! enough members cannot reach down through foca (see the `reachability` and
-//! `unreachable_votes` modules).
+//! The agent's glue for gray failures, built on the `reachability` and `unreachable_votes`
+//! modules.
+//!
+//! The agent lists the live peers without a ready cluster session in the local meta and
+//! counts the lists of all members. It declares down through foca a member that enough other
+//! members cannot reach.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -17,8 +19,9 @@ impl MembershipAgent {
     /// Stores the cluster node names of the peers with a ready session, which the node's
     /// transport reports, and checks the report and the votes at once.
     ///
-    /// NOTE: ractor_cluster keeps a session ready while its packets are dropped or reset, so
-    /// only sessions that end or never form count as missing.
+    /// A session whose packets vanish stays ready until the transport's ack timeout
+    /// (`cluster_ack_timeout_ms`) closes it, because ractor_cluster itself never closes a
+    /// session whose pings go unanswered.
     pub(super) fn set_ready_sessions(&mut self, ready: HashSet<String>) {
         self.ready_sessions = Some(ready);
         self.check_reachability();
@@ -39,7 +42,7 @@ impl MembershipAgent {
         let report = match (&self.ready_sessions, reporting) {
             (Some(ready), true) => {
                 let local = &self.foca.identity().name;
-                // A Leaving peer holds no grains and may already have stopped its transport.
+                // A Leaving peer has no grains and may already have stopped its transport.
                 let peers: Vec<PeerSession> = self
                     .view
                     .live()

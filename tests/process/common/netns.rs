@@ -44,8 +44,8 @@ pub enum Fault {
     DropTo(Vec<usize>),
     /// Drop this percentage (0 to 100) of the packets arriving from these nodes, at random.
     LoseFrom(Vec<usize>, u8),
-    /// Reject every TCP packet from or to these ports, in both directions, with a reset, so new
-    /// connections are refused. UDP passes.
+    /// Reject every TCP packet from or to these ports, in both directions, with a reset. The
+    /// resets match the rules too and are dropped, so peers see their packets vanish. UDP passes.
     ResetTcpPorts(Vec<u16>),
     /// Reject with a reset what this node sends to these ports and what it receives from them,
     /// so its new connections to them fail. Connections that peers open to this node pass.
@@ -61,6 +61,18 @@ pub struct NetLab {
 }
 
 impl NetLab {
+    /// Creates a lab for `nodes` nodes, or prints `SKIPPED {scenario}` with the reason and
+    /// returns `None`, so the calling test passes on a machine without namespaces.
+    pub fn create_or_skip(nodes: usize, scenario: &str) -> Option<NetLab> {
+        match NetLab::create(nodes) {
+            Ok(lab) => Some(lab),
+            Err(reason) => {
+                eprintln!("SKIPPED {scenario}: {reason}");
+                None
+            }
+        }
+    }
+
     /// Creates the namespaces, or returns why this machine cannot: not root, `ip` or `nft`
     /// missing, or namespaces not permitted. A test that gets `Err` prints it and passes.
     pub fn create(nodes: usize) -> Result<NetLab, String> {
