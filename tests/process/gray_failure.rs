@@ -35,9 +35,6 @@ const TEST_CONFIG: &str =
 const GRAINS: usize = 40;
 /// Part of the warning of a node that declares a member down after the votes.
 const VOTED_DOWN: &str = "declaring a member down";
-/// Part of the warnings of a node that declares a peer down and of a node that learns that it
-/// was declared down.
-const DECLARED_DOWN: &str = "declared down";
 
 /// Returns the time within which the members declare a node down after its packets stop.
 ///
@@ -296,7 +293,7 @@ async fn single_vote_declares_nobody_down() {
 
     for node in &mut cluster.nodes {
         assert!(node.exited().is_none(), "{} exited", node.ready.node);
-        let downs = node.log_lines("WARN", &[DECLARED_DOWN]);
+        let downs = node.down_warnings();
         assert!(downs.is_empty(), "{} logged {downs:?}", node.ready.node);
     }
     for name in NAMES {

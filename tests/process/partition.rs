@@ -36,10 +36,6 @@ const DEADLINE: Duration = Duration::from_secs(2);
 /// Time the cluster has to settle after a heal: views agree and every grain has one
 /// activation.
 const SETTLE_WITHIN: Duration = Duration::from_secs(30);
-/// Part of the warnings of a node that declares a peer down ("member declared down by the
-/// failure detector") and of a node that learns the others declared it down ("declared down;
-/// the runtime stops this node ...").
-const DECLARED_DOWN: &str = "declared down";
 
 /// Returns the time within which the failure detector with `timing` declares an unreachable
 /// node down. foca probes the members in a shuffled round-robin order, so with two peers a
@@ -95,12 +91,7 @@ fn down_declarations(cluster: &Cluster) -> BTreeMap<String, Vec<String>> {
     cluster
         .nodes
         .iter()
-        .map(|node| {
-            (
-                node.ready.node.clone(),
-                node.log_lines("WARN", &[DECLARED_DOWN]),
-            )
-        })
+        .map(|node| (node.ready.node.clone(), node.down_warnings()))
         .filter(|(_, lines)| !lines.is_empty())
         .collect()
 }
@@ -253,7 +244,7 @@ async fn wait_converged_alive(cluster: &mut Cluster) {
                 panic!(
                     "{} exited ({status}) after the heal; its warnings: {:?}; log in {}",
                     node.ready.node,
-                    node.log_lines("WARN", &[DECLARED_DOWN]),
+                    node.down_warnings(),
                     node.log_path.display()
                 );
             }

@@ -140,6 +140,15 @@ impl NodeHost {
     }
 }
 
+/// The warnings of a node that declares a peer down, and of a node that learns it was
+/// declared down. The minority warning mentions members "declared down" too, but it declares
+/// nobody down, so it is not among them.
+pub const DOWN_WARNINGS: [&str; 3] = [
+    "member declared down by the failure detector",
+    "this node was declared down",
+    "declared down; the runtime stops this node",
+];
+
 /// One running `gristmill run` process; killed with SIGKILL when dropped.
 pub struct NodeProcess {
     /// The node's ready line.
@@ -375,6 +384,15 @@ impl NodeProcess {
             Ok(status) => Some(status.expect("wait for the node")),
             Err(_) => None,
         }
+    }
+
+    /// Returns the node's warnings that declare a peer down or that report this node declared
+    /// down, in the order of [`DOWN_WARNINGS`].
+    pub fn down_warnings(&self) -> Vec<String> {
+        DOWN_WARNINGS
+            .iter()
+            .flat_map(|message| self.log_lines("WARN", &[message]))
+            .collect()
     }
 
     /// Returns the lines of the node's log at `level` (`INFO`, `WARN`, ...) that contain
