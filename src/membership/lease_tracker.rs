@@ -199,9 +199,17 @@ impl LeaseTracker {
         self.sweep.awaits_ack(from, sweep, now)
     }
 
-    /// Forgets members declared down `retention` or longer before `now`. Returns whether any
-    /// went, after which [`Self::update_minority`] is due.
+    /// Forgets members declared down `retention` or longer before `now`, unless the node is
+    /// on the minority side. Returns whether any went, after which [`Self::update_minority`]
+    /// is due.
+    ///
+    /// A node on the minority side keeps counting them until they rejoin. If it forgot them,
+    /// a node cut off from the majority would count itself the whole cluster once the
+    /// retention passed, and resume turns while the majority serves its grains.
     pub fn forget_expired(&mut self, now: Millis, retention: Duration) -> bool {
+        if self.minority {
+            return false;
+        }
         let oldest_kept = now - retention;
         let before = self.declared_down_peers.len();
         self.declared_down_peers
@@ -380,12 +388,32 @@ mod tests {
         assert!(tracker.is_minority());
         assert_eq!(tracker.update_minority(1), None, "unchanged");
 
-        // The repeated verdict at 1_100 ms restarted the retention.
+        // On the minority side the verdicts outlive their retention.
         let retention = Duration::from_secs(10);
-        assert!(!tracker.forget_expired(Millis(11_099), retention));
-        assert!(tracker.forget_expired(Millis(11_100), retention));
+        assert!(!tracker.forget_expired(Millis(60_000), retention));
+        assert_eq!(tracker.declared_down_count(), 2);
+        assert_eq!(tracker.update_minority(1), None, "still fenced");
+
+        // node-a rejoins: two live members against one declared down.
+        let rejoined = MembershipEvent::Joined(view_of(id("node-a", 8)).local());
+        assert!(tracker.handle_events(&[rejoined], Millis(61_000)));
+        assert_eq!(tracker.update_minority(2), Some(false));
+
+        // The repeated verdict at 1_100 ms restarted the retention.
+        assert!(tracker.forget_expired(Millis(61_000), retention));
         assert_eq!(tracker.declared_down_count(), 0);
-        assert_eq!(tracker.update_minority(1), Some(false));
+    }
+
+    #[test]
+    fn majority_side_forgets_after_retention() {
+        let mut tracker = LeaseTracker::new(&MembershipConfig::default(), 1);
+        tracker.handle_events(&[down_event("node-a")], Millis(1_000));
+        assert_eq!(tracker.update_minority(3), None, "three live against one");
+
+        let retention = Duration::from_secs(10);
+        assert!(!tracker.forget_expired(Millis(10_999), retention));
+        assert!(tracker.forget_expired(Millis(11_000), retention));
+        assert_eq!(tracker.declared_down_count(), 0);
     }
 
     #[test]
