@@ -5,6 +5,10 @@
 //! go unanswered. The ack timeout (`TCP_USER_TIMEOUT`) makes the kernel close a connection
 //! whose sent data stays unacknowledged for that long. ractor_cluster sends pings on every
 //! session, so an unreachable peer's session always has data in flight and ends in time.
+//!
+//! NOTE: a peer whose kernel acknowledges the data while nothing reads it (a stopped proxy,
+//! a wedged process) keeps the connection open, because TCP sees no loss. Only a reply
+//! deadline on the application's own pings would end such a session.
 
 use std::time::Duration;
 
