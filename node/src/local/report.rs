@@ -179,7 +179,7 @@ fn decision_lines(decision: &Value) -> Vec<String> {
             "left in place"
         };
         lines.push(format!(
-            "           {} held {} activations before its stop ({verdict})",
+            "           {} had {} activations left after its drain ({verdict})",
             as_text(&removal["node"]),
             removal["activations_before_stop"],
         ));
@@ -471,7 +471,7 @@ mod tests {
              reason: scale out from 2 to 5 nodes",
             "  [  61.0s] d9 scale in -node-4,node-3,node-2: 5 -> 2 nodes, succeeded after 2.0 s; \
              reason: scale in from 5 to 2 nodes",
-            "             node-4 held 0 activations before its stop (stopped)",
+            "             node-4 had 0 activations left after its drain (stopped)",
             "  [  80.0s] d12 scale out +1: 2 -> 3 nodes, failed after 30.0 s: \
              node-5 printed no ready line; reason: scale out from 2 to 3 nodes",
             "  [ 119.5s] d13 scale out +1: 2 -> 3 nodes, still running at the end; \
