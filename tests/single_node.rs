@@ -70,6 +70,10 @@ async fn wait_active(node: &Node) {
         .expect("state channel open");
 }
 
+async fn balance(node: &Node, key: &str) -> Result<i64, CallError> {
+    node.grain::<samples::Account>(key).call(Balance).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_node_serves_grains() {
     let mut grains: GrainRegistry = samples::registry();
@@ -115,6 +119,69 @@ async fn single_node_serves_grains() {
         "{invalid:?}"
     );
     assert_eq!(bob.call(Balance).await, Ok(1_300), "nothing moved");
+
+    // A transfer that reuses an id with other accounts or another amount moves nothing.
+    let transfer_7 = |from: &str, to: &str, amount| Transfer {
+        from: from.into(),
+        to: to.into(),
+        amount,
+        id: Some(7),
+    };
+    assert_eq!(bank.call(transfer_7("x-1", "x-2", 10)).await, Ok(990));
+    let reused = bank.call(transfer_7("x-1", "x-3", 900)).await;
+    assert!(
+        matches!(reused, Err(CallError::InvalidRequest { ref error, .. }) if error.code == "transfer_id_reused"),
+        "{reused:?}"
+    );
+    // Only the receiver x-2 remembers id 7 here, so the withdrawal is paid back.
+    let reused_at_receiver = bank.call(transfer_7("x-4", "x-2", 10)).await;
+    assert!(
+        matches!(reused_at_receiver, Err(CallError::Grain { ref error, .. }) if error.code == "transfer_refunded"),
+        "{reused_at_receiver:?}"
+    );
+    for (key, expected) in [("x-1", 990), ("x-2", 1_010), ("x-3", 1_000), ("x-4", 1_000)] {
+        assert_eq!(balance(&node, key).await, Ok(expected), "balance of {key}");
+    }
+
+    // A deposit that would overflow the receiver is paid back to the source, and a retry of
+    // the transfer moves nothing, even once the receiver's balance went down.
+    let rich = node.grain::<samples::Account>("y-1");
+    let deposit = samples::Deposit {
+        amount: i64::MAX - 1_000,
+        transfer: None,
+        from: None,
+    };
+    assert_eq!(rich.call(deposit).await, Ok(i64::MAX));
+    let transfer_99 = || Transfer {
+        from: "y-2".into(),
+        to: "y-1".into(),
+        amount: 500,
+        id: Some(99),
+    };
+    let overflow = bank.call(transfer_99()).await;
+    let Err(CallError::Grain { ref error, .. }) = overflow else {
+        panic!("transfer into a full account: {overflow:?}");
+    };
+    assert_eq!(error.code, "transfer_refunded", "{}", error.message);
+    assert!(
+        error.message.contains("the 500 went back to y-2"),
+        "{}",
+        error.message
+    );
+    assert_eq!(balance(&node, "y-2").await, Ok(1_000));
+    let withdraw = samples::Withdraw {
+        amount: 1_000,
+        transfer: None,
+        to: None,
+    };
+    assert_eq!(rich.call(withdraw).await, Ok(i64::MAX - 1_000));
+    let retry = bank.call(transfer_99()).await;
+    assert!(
+        matches!(retry, Err(CallError::Grain { ref error, .. }) if error.code == "transfer_refunded"),
+        "{retry:?}"
+    );
+    assert_eq!(balance(&node, "y-2").await, Ok(1_000));
+    assert_eq!(balance(&node, "y-1").await, Ok(i64::MAX - 1_000));
 
     // gRPC: JSON payloads, unknown names are rejected with the name in the message.
     let mut client =
@@ -183,6 +250,11 @@ async fn single_node_serves_grains() {
             r#"{"from":"alice","to":"bob","amount":5000}"#,
             tonic::Code::FailedPrecondition,
             "balance 700 is below 5000",
+        ),
+        (
+            r#"{"from":"alice","to":"carol","amount":1,"id":1}"#,
+            tonic::Code::InvalidArgument,
+            r#"transfer id 1 is already used by a transfer of 300 to "bob""#,
         ),
     ];
     for (payload, code, expected) in transfers {

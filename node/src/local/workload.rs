@@ -222,13 +222,21 @@ async fn transfer(
 }
 
 /// Returns whether a transfer that failed with the error `label` is known to have left every
-/// balance as it was: the bank rejected it before the withdrawal, or the withdrawal was
-/// rejected. The workload sends every transfer with an id, so a withdrawal that was never
-/// sent comes back as `transfer_incomplete`, because an earlier attempt may have withdrawn. Any other failure, such as a lost node or a deadline in the middle of the
-/// transfer (`transfer_incomplete`), may have left the amount withdrawn and not yet deposited,
-/// until the transfer is sent again with its id.
+/// balance as it was: the bank rejected it before the withdrawal, the withdrawal was
+/// rejected (`transfer_id_reused` included), or the receiver rejected the deposit and the
+/// withdrawal was paid back (`transfer_refunded`). The workload sends every transfer with an
+/// id, so a withdrawal that was never sent comes back as `transfer_incomplete`, because an
+/// earlier attempt may have withdrawn. Any other failure, such as a lost node or a deadline in
+/// the middle of the transfer (`transfer_incomplete`), may have left the amount withdrawn and
+/// not yet deposited, until the transfer is sent again with its id.
 fn settles_transfer(label: &str) -> bool {
-    const SETTLED: [&str; 3] = ["invalid_transfer", "invalid_amount", "insufficient_funds"];
+    const SETTLED: [&str; 5] = [
+        "invalid_transfer",
+        "invalid_amount",
+        "insufficient_funds",
+        "transfer_id_reused",
+        "transfer_refunded",
+    ];
     label
         .split_once(':')
         .is_some_and(|(_, grain_code)| SETTLED.contains(&grain_code))
@@ -337,6 +345,8 @@ mod tests {
             "FailedPrecondition:insufficient_funds",
             "InvalidArgument:invalid_transfer",
             "InvalidArgument:invalid_amount",
+            "InvalidArgument:transfer_id_reused",
+            "FailedPrecondition:transfer_refunded",
         ] {
             assert!(settles_transfer(settled), "{settled}");
         }

@@ -1,50 +1,16 @@
 //! The `account` grain: a persisted bank balance with deposits and withdrawals.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
+use super::account_state::{AccountState, StepRequest, StepTerms, Transition};
 use crate::grain::{Grain, GrainContext, GrainError, Handler, Method, Methods};
 
-/// Balance of every account before its first stored change.
-pub const INITIAL_BALANCE: i64 = 1_000;
-
-/// Transfer steps an account remembers, so that a retried step with the same transfer id
-/// returns the stored balance instead of being applied again.
-///
-/// NOTE: a retry that arrives after this many later transfer steps on the same account is
-/// applied again. The bound keeps the stored state small (about 30 bytes of JSON per step).
-pub const REMEMBERED_TRANSFERS: usize = 128;
-
-/// A bank account; its balance starts at [`INITIAL_BALANCE`] and is persisted on every change.
+/// A bank account; its balance starts at [`INITIAL_BALANCE`](super::INITIAL_BALANCE) and is
+/// persisted on every change.
 #[derive(Debug)]
 pub struct Account {
     state: AccountState,
 }
-
-/// The persisted state of an account.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AccountState {
-    /// The balance.
-    pub balance: i64,
-    /// The latest transfer steps applied, oldest first, at most [`REMEMBERED_TRANSFERS`].
-    #[serde(default)]
-    pub applied: VecDeque<AppliedStep>,
-}
-
-impl Default for AccountState {
-    fn default() -> Self {
-        Self {
-            balance: INITIAL_BALANCE,
-            applied: VecDeque::new(),
-        }
-    }
-}
-
-/// One transfer step that an account applied: `[transfer id, is withdrawal, balance after]`
-/// in the stored JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppliedStep(pub u64, pub bool, pub i64);
 
 /// Adds `amount` to the balance and returns the new balance.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,9 +18,13 @@ pub struct Deposit {
     /// Amount to add; must be positive.
     pub amount: i64,
     /// Id of the transfer this deposit belongs to. A deposit of a transfer that the account
-    /// applied already changes nothing and returns the balance after the first one.
+    /// applied already changes nothing and returns the balance after the first one. A
+    /// deposit with this id and another amount or `from` fails with `transfer_id_reused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<u64>,
+    /// Key of the paying account of the transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// Takes `amount` from the balance and returns the new balance; fails with
@@ -64,8 +34,25 @@ pub struct Withdraw {
     /// Amount to take; must be positive.
     pub amount: i64,
     /// Id of the transfer this withdrawal belongs to, with the same effect as in [`Deposit`].
+    /// A withdrawal of a transfer that was paid back fails with `transfer_refunded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<u64>,
+    /// Key of the receiving account of the transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// Pays back the withdrawal of transfer `transfer` and returns the new balance; a retry pays
+/// nothing more. The bank sends it only after the receiving account rejected the deposit
+/// for good, because a refund of a transfer whose deposit arrived creates money.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Refund {
+    /// Id of the transfer.
+    pub transfer: u64,
+    /// Amount of the transfer.
+    pub amount: i64,
+    /// Key of the receiving account of the transfer.
+    pub to: String,
 }
 
 /// Returns the balance.
@@ -79,6 +66,11 @@ impl Method for Deposit {
 
 impl Method for Withdraw {
     const NAME: &'static str = "withdraw";
+    type Response = i64;
+}
+
+impl Method for Refund {
+    const NAME: &'static str = "refund";
     type Response = i64;
 }
 
@@ -97,53 +89,40 @@ impl Grain for Account {
     }
 
     fn register(methods: &mut Methods<Self>) {
-        methods.add::<Deposit>().add::<Withdraw>().add::<Balance>();
+        methods
+            .add::<Deposit>()
+            .add::<Withdraw>()
+            .add::<Refund>()
+            .add::<Balance>();
     }
-}
-
-pub(super) fn check_amount(amount: i64) -> Result<(), GrainError> {
-    if amount <= 0 {
-        return Err(GrainError::invalid_argument(
-            "invalid_amount",
-            format!("invalid amount {amount}: give a positive amount"),
-        ));
-    }
-    Ok(())
 }
 
 impl Account {
-    /// Returns the balance that the step `withdrawal` of `transfer` left, if the account
-    /// applied it already.
-    fn applied(&self, transfer: Option<u64>, withdrawal: bool) -> Option<i64> {
-        let transfer = transfer?;
-        self.state
-            .applied
-            .iter()
-            .find(|step| step.0 == transfer && step.1 == withdrawal)
-            .map(|step| step.2)
-    }
-
-    /// Stores `balance`, with the step of `transfer` when there is one, and returns it. The
-    /// state in memory changes only once the store has it.
-    async fn store(
+    /// Stores the new state of `transition`, if any, and returns its reply. The state in
+    /// memory changes only once the store has it.
+    async fn apply(
         &mut self,
-        balance: i64,
-        transfer: Option<u64>,
-        withdrawal: bool,
+        transition: Transition,
         ctx: &mut GrainContext,
     ) -> Result<i64, GrainError> {
-        let mut applied = self.state.applied.clone();
-        if let Some(transfer) = transfer {
-            if applied.len() == REMEMBERED_TRANSFERS {
-                applied.pop_front();
-            }
-            applied.push_back(AppliedStep(transfer, withdrawal, balance));
+        if let Some(next) = transition.next {
+            ctx.write_state(&next).await?;
+            self.state = next;
         }
-        let state = AccountState { balance, applied };
-        ctx.write_state(&state).await?;
-        self.state = state;
-        Ok(balance)
+        transition.reply
     }
+}
+
+/// Returns the step of transfer `transfer`, if any, with its terms.
+fn step_request(
+    transfer: Option<u64>,
+    amount: i64,
+    account: Option<String>,
+) -> Option<StepRequest> {
+    transfer.map(|transfer| StepRequest {
+        transfer,
+        terms: StepTerms { amount, account },
+    })
 }
 
 impl Handler<Deposit> for Account {
@@ -152,16 +131,9 @@ impl Handler<Deposit> for Account {
         request: Deposit,
         ctx: &mut GrainContext,
     ) -> Result<i64, GrainError> {
-        check_amount(request.amount)?;
-        if let Some(balance) = self.applied(request.transfer, false) {
-            return Ok(balance);
-        }
-        let balance = self
-            .state
-            .balance
-            .checked_add(request.amount)
-            .ok_or_else(|| GrainError::new("overflow", "balance would overflow i64"))?;
-        self.store(balance, request.transfer, false, ctx).await
+        let step = step_request(request.transfer, request.amount, request.from);
+        let transition = self.state.deposit(request.amount, step);
+        self.apply(transition, ctx).await
     }
 }
 
@@ -171,18 +143,23 @@ impl Handler<Withdraw> for Account {
         request: Withdraw,
         ctx: &mut GrainContext,
     ) -> Result<i64, GrainError> {
-        check_amount(request.amount)?;
-        if let Some(balance) = self.applied(request.transfer, true) {
-            return Ok(balance);
-        }
-        if self.state.balance < request.amount {
-            return Err(GrainError::new(
-                "insufficient_funds",
-                format!("balance {} is below {}", self.state.balance, request.amount),
-            ));
-        }
-        let balance = self.state.balance - request.amount;
-        self.store(balance, request.transfer, true, ctx).await
+        let step = step_request(request.transfer, request.amount, request.to);
+        let transition = self.state.withdraw(request.amount, step);
+        self.apply(transition, ctx).await
+    }
+}
+
+impl Handler<Refund> for Account {
+    async fn handle(&mut self, request: Refund, ctx: &mut GrainContext) -> Result<i64, GrainError> {
+        let step = StepRequest {
+            transfer: request.transfer,
+            terms: StepTerms {
+                amount: request.amount,
+                account: Some(request.to),
+            },
+        };
+        let transition = self.state.refund(step);
+        self.apply(transition, ctx).await
     }
 }
 

@@ -9,7 +9,8 @@ use std::num::NonZeroU32;
 
 use serde::{Deserialize, Serialize};
 
-use super::account::{Account, Deposit, Withdraw, check_amount};
+use super::account::{Account, Deposit, Refund, Withdraw};
+use super::account_state::{OVERFLOW, TRANSFER_ID_REUSED, TRANSFER_REFUNDED, check_amount};
 use crate::grain::{
     CallError, Grain, GrainContext, GrainError, GrainTypeOptions, Handler, Method, Methods,
 };
@@ -24,7 +25,10 @@ pub struct Bank;
 /// Moves `amount` from account `from` to account `to` and returns the new balance of `from`.
 ///
 /// Sending a transfer again with the same `id` is safe: each account applies its step of a
-/// transfer once, so a retry finishes a transfer that was cut short and repeats nothing.
+/// transfer once, so a retry finishes a transfer that was cut short and repeats nothing. A
+/// request that reuses the id of another transfer with other accounts or another amount
+/// fails with `transfer_id_reused` when the source account remembers that id, or with
+/// `transfer_refunded` when only the receiving account does. Either way no balance changes.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Transfer {
     /// Key of the paying account.
@@ -67,10 +71,12 @@ impl Grain for Bank {
 }
 
 impl Handler<Transfer> for Bank {
-    /// Withdraws, then deposits, both tagged with the transfer id. If either step fails
-    /// without a known outcome, the transfer fails with `transfer_incomplete`, and sending it
-    /// again with the same id finishes it. There is no refund: a deposit that timed out may
-    /// have been applied, and a refund would then create money.
+    /// Withdraws, then deposits, both tagged with the transfer id and terms. If either step
+    /// fails without a known outcome, the transfer fails with `transfer_incomplete`, and
+    /// sending it again with the same id finishes it. A timed-out deposit is never paid
+    /// back, because it may have been applied. A deposit that the receiving account rejected
+    /// for good (its balance would overflow, or the id belongs to another deposit there) is
+    /// paid back to the source, and the transfer fails with `transfer_refunded`.
     async fn handle(
         &mut self,
         request: Transfer,
@@ -105,6 +111,7 @@ impl Handler<Transfer> for Bank {
             .call(Withdraw {
                 amount: request.amount,
                 transfer: Some(id),
+                to: Some(request.to.clone()),
             })
             .await;
         let balance = match withdrawal {
@@ -131,14 +138,57 @@ impl Handler<Transfer> for Bank {
             Err(error) => return Err(incomplete("withdrawal", error)),
         };
         let receiver = ctx.grain::<Account>(request.to.clone());
-        receiver
+        let deposit = receiver
             .call(Deposit {
                 amount: request.amount,
                 transfer: Some(id),
+                from: Some(request.from.clone()),
             })
-            .await
-            .map_err(|error| incomplete("deposit", error))?;
-        Ok(balance)
+            .await;
+        let rejection = match deposit {
+            Ok(_) => return Ok(balance),
+            Err(error) if is_final_rejection(&error) => error,
+            Err(error) => return Err(incomplete("deposit", error)),
+        };
+        tracing::warn!(
+            transfer = id,
+            from = %request.from,
+            to = %request.to,
+            amount = request.amount,
+            error = %rejection,
+            "deposit rejected for good, paying the withdrawal back"
+        );
+        let refund = source
+            .call(Refund {
+                transfer: id,
+                amount: request.amount,
+                to: request.to.clone(),
+            })
+            .await;
+        match refund {
+            // FAILED_PRECONDITION even when the receiver rejected a reused id, because
+            // INVALID_ARGUMENT promises that no state changed, and the source's balance did.
+            Ok(balance) => Err(GrainError::new(
+                TRANSFER_REFUNDED,
+                format!(
+                    "transfer {id} of {} from {} to {} was not made: {rejection}; the {} went \
+                     back to {} (balance {balance}). Use a new id for a new transfer",
+                    request.amount, request.from, request.to, request.amount, request.from
+                ),
+            )),
+            Err(error) => Err(incomplete("refund", error)),
+        }
+    }
+}
+
+/// Returns whether the receiving account rejected a deposit in a way that no retry of the
+/// transfer can change: it stored the overflow rejection, or the transfer id belongs to
+/// another deposit there. Other errors, such as a failed store, leave the deposit to a retry.
+fn is_final_rejection(error: &CallError) -> bool {
+    match error {
+        CallError::Grain { error, .. } => error.code == OVERFLOW,
+        CallError::InvalidRequest { error, .. } => error.code == TRANSFER_ID_REUSED,
+        _ => false,
     }
 }
 

@@ -1,11 +1,16 @@
 //! Sample grain types that `gristmill local` drives: a counter, bank accounts and transfers.
 
 mod account;
+mod account_state;
 mod bank;
 mod counter;
 mod ticker;
 
-pub use account::{Account, AccountState, Balance, Deposit, INITIAL_BALANCE, Withdraw};
+pub use account::{Account, Balance, Deposit, Refund, Withdraw};
+pub use account_state::{
+    AccountState, AppliedStep, INITIAL_BALANCE, OVERFLOW, REMEMBERED_TRANSFERS, StepKind,
+    StepTerms, TRANSFER_ID_REUSED, TRANSFER_REFUNDED,
+};
 pub use bank::{BANK_WORKERS, Bank, Transfer};
 pub use counter::{Add, Counter, CounterState, Get};
 pub use ticker::{
