@@ -62,7 +62,7 @@ pub struct NodeConfig {
     /// Time data sent on a cluster connection may stay unacknowledged before the kernel
     /// closes the connection (`TCP_USER_TIMEOUT`, Linux only), in milliseconds. Default: 5000.
     /// Range: 1000 to 600,000. ractor_cluster pings every session every few seconds, so a
-    /// peer that stops answering loses its sessions within about this time plus one ping
+    /// peer that stops acknowledging loses its sessions within about this time plus one ping
     /// interval, and `membership.unreachable_after` starts counting then.
     pub cluster_ack_timeout_ms: u64,
     /// Time a connection to the gRPC or `/metrics` port has to send its first byte before the

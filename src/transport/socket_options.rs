@@ -7,7 +7,7 @@
 //! session, so an unreachable peer's session always has data in flight and ends in time.
 //!
 //! NOTE: a peer whose kernel acknowledges the data while nothing reads it (a stopped proxy,
-//! a wedged process) keeps the connection open, because TCP sees no loss. Only a reply
+//! a wedged process) keeps the connection open, because TCP detects no loss. Only a reply
 //! deadline on the application's own pings would end such a session.
 
 use std::time::Duration;
