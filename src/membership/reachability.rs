@@ -4,7 +4,7 @@
 //! Gossip runs over UDP and grain calls over the TCP sessions of ractor_cluster, so a peer can
 //! acknowledge every probe while no node can open a session to it (a firewall on its cluster port,
 //! a wedged listener). The failure detector keeps such a peer alive. This core measures, per
-//! peer incarnation, how long the peer has been live without a ready session; the agent
+//! peer incarnation, how long the peer has been live without a ready session. The agent
 //! broadcasts the peers past `unreachable_after` in its meta, and the `unreachable_votes`
 //! module counts those reports. Only one side of a pair dials, but both sides see that no
 //! session is ready, so both can report.

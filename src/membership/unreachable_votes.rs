@@ -8,7 +8,7 @@
 //!    meta. A member never votes for itself, and each voter counts once.
 //! 2. A member is voted unreachable when at least `required` distinct other members vote for
 //!    it. The number is never lowered to fit a small cluster, so a cluster in which fewer than
-//!    `required` other members can vote declares nobody down this way.
+//!    `required` other members can vote declares no member down this way.
 //! 3. A voter that is itself listed by at least `required` members does not vote. A node that
 //!    cannot open sessions lists every peer, and its peers list it; without this rule, two
 //!    such nodes together could get every healthy node declared down.

@@ -387,7 +387,7 @@ async fn stalled_gateway_opens_breaker_and_recovers() {
 // Goal: a call to a gateway that never replies fails with the deadline that ended it, as
 // the caller gave it, and not with the time the client waited beyond it for a late reply.
 // Method: stop a single node with SIGSTOP, then call it once with a call deadline and once
-// with a shorter `attempt_timeout`; `add` is not idempotent, so neither call is retried.
+// with a shorter `attempt_timeout`. `add` is not idempotent, so neither call is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_gateway_error_names_the_deadline() {
     let _slot = cluster_slot().await;

@@ -24,9 +24,9 @@ impl ProgressClock {
     /// Starts a clock whose first tick comes one `period` after `started`.
     pub fn new(started: Instant, period: Duration) -> Self {
         let mut ticker = tokio::time::interval_at(started + period, period);
-        // A tick whose work overran the next one (a slow gateway refresh, activation counts
-        // from nodes that do not reply) would otherwise fire the missed ticks at once, which
-        // prints lines with the same second and windows of a few milliseconds.
+        // A tick's work can overrun the next tick, such as a slow gateway refresh or activation
+        // counts from nodes that do not reply. The missed ticks would then fire at once and
+        // print lines with the same second and windows of a few milliseconds.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         Self {
             started,

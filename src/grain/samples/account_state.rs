@@ -198,9 +198,9 @@ impl AccountState {
         self.store(balance, step.map(|step| (step, StepKind::Withdrawal)))
     }
 
-    /// Pays back the withdrawal of `step`, at most once. The caller must make sure that the
-    /// deposit can no longer arrive: the bank sends a refund only after the receiving account
-    /// stored its rejection of the deposit, or rejected the id as reused.
+    /// Pays back the withdrawal of `step`, at most once. This account cannot check that the
+    /// deposit will never arrive, so the caller must: the bank sends a refund only after the
+    /// receiving account stored its rejection of the deposit, or rejected the id as reused.
     pub fn refund(&self, step: StepRequest) -> Transition {
         let applied = match self.find_step(&step, true) {
             Ok(Some(applied)) => applied,

@@ -736,7 +736,7 @@ async fn votes_declare_unreachable_member_down() {
     // Goal: a member that gossips but to which no member has a ready cluster session is
     // declared down once at least two members list it, no earlier than `unreachable_after`,
     // and it learns that it was declared down. Method: four agents with a 1 s
-    // `unreachable_after`; a, b and c report ready sessions to each other but not to d, and
+    // `unreachable_after`. a, b and c report ready sessions to each other but not to d, and
     // d reports none.
     let config = MembershipConfig {
         unreachable_after: Duration::from_secs(1),
